@@ -1,0 +1,470 @@
+"""The index store: everything on disk for one collection.
+
+Layout of an index folder::
+
+    store.sqlite        items (id, key, path, size, mtime, sha256, text, metadata, vector),
+                        pending embeddings of an unfinished run, skipped files, meta
+    index.<gen>.faiss   FAISS index (IndexIDMap2) of committed generation <gen>
+    manifest.json       readable mirror of the meta: encoder fingerprint, index type, counts
+
+Crash safety: the committed generation number lives in SQLite. A run embeds into the
+``pending`` table in batches (each batch one transaction), then commits: it writes
+``index.<gen+1>.faiss`` aside (fsync, rename), and only then, in one SQLite transaction, moves
+pending rows into ``items`` and bumps the generation. A process killed at any moment leaves
+generation <gen> intact and readable; the next run resumes from ``pending``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import json
+import logging
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import faiss
+import numpy as np
+
+from viewfinder.pipeline.faiss_index import (
+    build_index,
+    resolve_factory,
+    same_family,
+    set_search_params,
+    supports_removal,
+)
+from viewfinder.pipeline.fsutil import atomic_write, atomic_write_json, fsync_dir
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+DB_NAME = "store.sqlite"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS items (
+    id INTEGER PRIMARY KEY, key TEXT UNIQUE NOT NULL, path TEXT NOT NULL, size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL, sha256 TEXT, text TEXT, metadata TEXT NOT NULL, vector BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS pending (
+    key TEXT PRIMARY KEY, id INTEGER NOT NULL, path TEXT NOT NULL, size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL, sha256 TEXT, text TEXT, metadata TEXT NOT NULL, vector BLOB, reason TEXT
+);
+CREATE TABLE IF NOT EXISTS skipped (
+    key TEXT PRIMARY KEY, path TEXT NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, reason TEXT NOT NULL
+);
+"""
+
+
+class StoreError(RuntimeError):
+    """The index folder cannot be used as asked; the message says how to fix it."""
+
+
+class EncoderMismatchError(StoreError):
+    """The index was built with another encoder than the one in use."""
+
+
+@dataclass
+class Manifest:
+    """What an index is: its encoder, its FAISS type, its size."""
+
+    format_version: int
+    encoder_name: str
+    encoder_fingerprint: str
+    embed_dim: int
+    modality: Literal["image", "text"]
+    factory: str
+    """The configured factory (a preset such as ``IVF`` or a FAISS string)."""
+    faiss_spec: str
+    """The FAISS factory string actually built."""
+    count: int
+    generation: int
+    source: str
+    created_at: str
+    updated_at: str
+
+
+@dataclass
+class ItemRow:
+    id: int
+    key: str
+    path: str
+    size: int
+    mtime_ns: int
+    sha256: str | None
+    text: str | None
+    metadata: dict[str, Any]
+
+
+@dataclass
+class PendingRow:
+    """An embedding computed by an unfinished run (vector None: the item failed, ``reason`` says why)."""
+
+    item: ItemRow
+    vector: np.ndarray | None
+    reason: str | None = None
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _blob(vector: np.ndarray) -> bytes:
+    return np.ascontiguousarray(vector, dtype=np.float32).tobytes()
+
+
+class IndexStore:
+    """One collection's index folder. Open with :meth:`open` (read) or :meth:`open_for_write`."""
+
+    def __init__(self, path: Path, db: sqlite3.Connection, writable: bool) -> None:
+        self.path = path
+        self.db = db
+        self.writable = writable
+        self._index: faiss.Index | None = None
+        self._lock_fh: Any = None
+
+    # ------------------------------------------------------------------ opening
+    @staticmethod
+    def exists(path: str | Path) -> bool:
+        return (Path(path) / DB_NAME).is_file()
+
+    @classmethod
+    def open(cls, path: str | Path) -> IndexStore:
+        """Open an existing index read-only."""
+        folder = Path(path).expanduser()
+        if not cls.exists(folder):
+            raise StoreError(
+                f"no viewfinder index at {folder}: build one with `viewfinder index SOURCE --index {folder}`"
+            )
+        db = sqlite3.connect(f"file:{folder / DB_NAME}?mode=ro", uri=True, check_same_thread=False)
+        store = cls(folder, db, writable=False)
+        store._check_format()
+        return store
+
+    @classmethod
+    def open_for_write(
+        cls,
+        path: str | Path,
+        *,
+        encoder_name: str,
+        encoder_fingerprint: str,
+        embed_dim: int,
+        modality: Literal["image", "text"],
+        factory: str,
+        source: str,
+    ) -> IndexStore:
+        """Open (creating if needed) an index for writing; holds an exclusive lock until closed."""
+        folder = Path(path).expanduser()
+        if folder.exists() and not folder.is_dir():
+            raise StoreError(f"{folder} is a file; --index must be a folder")
+        if folder.is_dir() and not cls.exists(folder) and any(p.name != ".lock" for p in folder.iterdir()):
+            raise StoreError(f"{folder} is not empty and is not a viewfinder index: choose a new or empty folder")
+        folder.mkdir(parents=True, exist_ok=True)
+        lock_fh = (folder / ".lock").open("w")
+        try:
+            fcntl.flock(lock_fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            lock_fh.close()
+            raise StoreError(f"another viewfinder process is writing {folder}; wait for it to finish") from exc
+        db = sqlite3.connect(folder / DB_NAME, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        store = cls(folder, db, writable=True)
+        store._lock_fh = lock_fh
+        with store.transaction():
+            for statement in _SCHEMA.strip().split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            if store._meta("manifest") is None:
+                now = _now()
+                manifest = Manifest(
+                    FORMAT_VERSION, encoder_name, encoder_fingerprint, embed_dim, modality, factory,
+                    "", 0, 0, source, now, now,
+                )
+                store._set_meta("manifest", asdict(manifest))
+                store._set_meta("next_id", 0)
+        store._check_format()
+        store._remove_stale_files()
+        store._write_manifest_file()
+        return store
+
+    def close(self) -> None:
+        self.db.close()
+        if self._lock_fh is not None:
+            self._lock_fh.close()
+            self._lock_fh = None
+
+    def __enter__(self) -> IndexStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ meta
+    def _meta(self, key: str) -> Any:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def _set_meta(self, key: str, value: Any) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, json.dumps(value)))
+
+    @property
+    def manifest(self) -> Manifest:
+        data = self._meta("manifest")
+        if data is None:
+            raise StoreError(f"{self.path} is an unfinished index with no manifest: delete the folder and re-index")
+        return Manifest(**data)
+
+    def _check_format(self) -> None:
+        version = self.manifest.format_version
+        if version != FORMAT_VERSION:
+            raise StoreError(
+                f"index {self.path} has format version {version}; this viewfinder reads version "
+                f"{FORMAT_VERSION}: rebuild it with `viewfinder index SOURCE --index {self.path} --rebuild`"
+            )
+
+    def check_encoder(self, name: str, fingerprint: str) -> None:
+        """Raise :class:`EncoderMismatchError` unless the index was built with this encoder."""
+        m = self.manifest
+        if m.encoder_fingerprint != fingerprint:
+            raise EncoderMismatchError(
+                f"index {self.path} was built with encoder {m.encoder_name!r} (fingerprint "
+                f"{m.encoder_fingerprint[:12]}); this config uses {name!r} (fingerprint {fingerprint[:12]}): "
+                f"use the config the index was built with, or rebuild it with "
+                f"`viewfinder index SOURCE --index {self.path} --rebuild`"
+            )
+
+    def _write_manifest_file(self) -> None:
+        atomic_write_json(self.path / "manifest.json", asdict(self.manifest))
+
+    def _faiss_file(self, generation: int) -> Path:
+        return self.path / f"index.{generation}.faiss"
+
+    def _remove_stale_files(self) -> None:
+        keep = self._faiss_file(self.manifest.generation).name
+        for stale in self.path.glob("index.*.faiss"):
+            if stale.name != keep:
+                stale.unlink(missing_ok=True)
+        for tmp in self.path.glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # ------------------------------------------------------------------ reading
+    def __len__(self) -> int:
+        return self.manifest.count
+
+    @property
+    def index(self) -> faiss.Index:
+        """The committed FAISS index (loaded lazily)."""
+        if self._index is None:
+            m = self.manifest
+            file = self._faiss_file(m.generation)
+            if m.count == 0 or not file.is_file():
+                if m.count:
+                    raise StoreError(f"{file} is missing: rebuild with `viewfinder index SOURCE --index {self.path} --rebuild`")
+                self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(m.embed_dim))
+            else:
+                self._index = faiss.read_index(str(file))
+        return self._index
+
+    def configure_search(self, nprobe: int, ef_search: int) -> None:
+        set_search_params(self.index, nprobe, ef_search)
+
+    def search_vectors(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(Q, D) float32 queries -> scores (Q, k) and ids (Q, k); id -1 where fewer than k items."""
+        k = max(1, min(k, max(len(self), 1)))
+        return self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+
+    def items_by_id(self, ids: Iterable[int]) -> dict[int, ItemRow]:
+        wanted = [int(i) for i in ids if int(i) >= 0]
+        rows: dict[int, ItemRow] = {}
+        for start in range(0, len(wanted), 900):
+            chunk = wanted[start : start + 900]
+            marks = ",".join("?" * len(chunk))
+            for row in self.db.execute(
+                f"SELECT id, key, path, size, mtime_ns, sha256, text, metadata FROM items WHERE id IN ({marks})", chunk
+            ):
+                rows[row[0]] = ItemRow(*row[:7], json.loads(row[7]))
+        return rows
+
+    def iter_items(self) -> Iterator[ItemRow]:
+        for row in self.db.execute("SELECT id, key, path, size, mtime_ns, sha256, text, metadata FROM items ORDER BY id"):
+            yield ItemRow(*row[:7], json.loads(row[7]))
+
+    def vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        """All committed (ids (N,), vectors (N, D)) in id order."""
+        dim = self.manifest.embed_dim
+        rows = self.db.execute("SELECT id, vector FROM items ORDER BY id").fetchall()
+        ids = np.array([r[0] for r in rows], dtype=np.int64)
+        vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim)
+        return ids, vecs
+
+    def committed_state(self) -> dict[str, tuple[int, int, int, str | None, str | None, str]]:
+        """key -> (id, size, mtime_ns, sha256, text, metadata JSON) of committed items."""
+        return {
+            r[0]: tuple(r[1:])  # type: ignore[misc]
+            for r in self.db.execute("SELECT key, id, size, mtime_ns, sha256, text, metadata FROM items")
+        }
+
+    def skipped_state(self) -> dict[str, tuple[int, int, str]]:
+        """key -> (size, mtime_ns, reason) of files skipped by an earlier run."""
+        return {r[0]: (r[1], r[2], r[3]) for r in self.db.execute("SELECT key, size, mtime_ns, reason FROM skipped")}
+
+    def pending_state(self) -> dict[str, tuple[int, int, int]]:
+        """key -> (id, size, mtime_ns) of rows embedded by an unfinished run."""
+        return {r[0]: (r[1], r[2], r[3]) for r in self.db.execute("SELECT key, id, size, mtime_ns FROM pending")}
+
+    # ------------------------------------------------------------------ writing
+    def prepare_run(self, encoder_fingerprint: str, rebuild: bool) -> None:
+        """Drop pending rows that another encoder or another kind of run produced."""
+        run = {"fingerprint": encoder_fingerprint, "rebuild": rebuild}
+        if self._meta("pending_run") != run:
+            with self.transaction():
+                dropped = self.db.execute("DELETE FROM pending").rowcount
+                self._set_meta("pending_run", run)
+            if dropped:
+                logger.info("discarded %d pending embeddings from an interrupted run of another kind", dropped)
+
+    def discard_pending(self, keys: Iterable[str]) -> None:
+        with self.transaction():
+            self.db.executemany("DELETE FROM pending WHERE key = ?", [(k,) for k in keys])
+
+    def allocate_ids(self, n: int) -> list[int]:
+        """Reserve ``n`` new ids (never reused, even after deletions)."""
+        with self.transaction():
+            start = int(self._meta("next_id"))
+            self._set_meta("next_id", start + n)
+        return list(range(start, start + n))
+
+    def add_pending(self, rows: list[PendingRow]) -> None:
+        """Checkpoint a batch of embeddings (one transaction)."""
+        with self.transaction():
+            self.db.executemany(
+                "INSERT OR REPLACE INTO pending (key, id, path, size, mtime_ns, sha256, text, metadata, vector, reason)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        r.item.key, r.item.id, r.item.path, r.item.size, r.item.mtime_ns, r.item.sha256, r.item.text,
+                        json.dumps(r.item.metadata), None if r.vector is None else _blob(r.vector), r.reason,
+                    )
+                    for r in rows
+                ],
+            )
+
+    def commit(
+        self,
+        *,
+        delete_keys: Iterable[str] = (),
+        update_rows: Iterable[ItemRow] = (),
+        factory: str | None = None,
+        rebuild: bool = False,
+        encoder_name: str | None = None,
+        encoder_fingerprint: str | None = None,
+        source: str | None = None,
+    ) -> Manifest:
+        """Fold pending embeddings, deletions and metadata updates into a new generation, atomically.
+
+        ``rebuild`` replaces every committed item by the pending ones (a re-embedding run).
+        """
+        old = self.manifest
+        factory = factory or old.factory
+        delete_keys = set(delete_keys)
+        update_rows = list(update_rows)
+        pending = self.db.execute("SELECT key, id, vector FROM pending").fetchall()
+        embedded = [(k, i, np.frombuffer(v, dtype=np.float32)) for k, i, v in pending if v is not None]
+        failed = {k for k, _, v in pending if v is None}
+        committed = {k: i for k, i in self.db.execute("SELECT key, id FROM items")}
+        if rebuild:
+            gone_keys = set(committed)
+        else:
+            gone_keys = (delete_keys | failed | {k for k, _, _ in embedded}) & set(committed)
+        gone_ids = np.array([committed[k] for k in gone_keys], dtype=np.int64)
+        new_ids = np.array([i for _, i, _ in embedded], dtype=np.int64)
+        new_vecs = np.stack([v for _, _, v in embedded]) if embedded else np.zeros((0, old.embed_dim), np.float32)
+        final_count = len(committed) - len(gone_ids) + len(new_ids)
+        spec = resolve_factory(factory, old.embed_dim, final_count)
+        if factory == old.factory and old.faiss_spec and same_family(old.faiss_spec, spec):
+            spec = old.faiss_spec  # an auto-sized preset is re-sized only when the collection size changed a lot
+        changed = bool(len(gone_ids) or len(new_ids))
+
+        if final_count == 0:
+            index = None
+        elif (
+            not rebuild
+            and spec == old.faiss_spec
+            and old.count
+            and (not len(gone_ids) or supports_removal(self.index))
+        ):
+            index = self.index if changed else None
+            if len(gone_ids):
+                index.remove_ids(gone_ids)
+            if len(new_ids):
+                index.add_with_ids(new_vecs, new_ids)
+        else:
+            ids, vecs = self.vectors() if not rebuild else (np.zeros(0, np.int64), new_vecs[:0])
+            keep = ~np.isin(ids, gone_ids)
+            all_ids = np.concatenate([ids[keep], new_ids])
+            all_vecs = np.concatenate([vecs[keep], new_vecs]) if len(all_ids) else new_vecs
+            logger.info("building FAISS index %s over %d vectors", spec, len(all_ids))
+            index = build_index(spec, all_vecs, all_ids)
+            changed = True
+        generation = old.generation + 1 if changed or spec != old.faiss_spec else old.generation
+        if index is not None and generation != old.generation:
+            atomic_write(self._faiss_file(generation), lambda tmp: faiss.write_index(index, str(tmp)))
+
+        # --- the commit point: one SQLite transaction
+        with self.transaction():
+            if rebuild:
+                self.db.execute("DELETE FROM items")
+                self.db.execute("DELETE FROM skipped")
+            elif gone_keys:
+                self.db.executemany("DELETE FROM items WHERE key = ?", [(k,) for k in gone_keys])
+            self.db.execute(
+                "INSERT INTO items (id, key, path, size, mtime_ns, sha256, text, metadata, vector)"
+                " SELECT id, key, path, size, mtime_ns, sha256, text, metadata, vector FROM pending"
+                " WHERE vector IS NOT NULL"
+            )
+            self.db.execute(
+                "INSERT OR REPLACE INTO skipped (key, path, size, mtime_ns, reason)"
+                " SELECT key, path, size, mtime_ns, reason FROM pending WHERE vector IS NULL"
+            )
+            self.db.execute("DELETE FROM skipped WHERE key IN (SELECT key FROM items)")
+            if delete_keys:
+                self.db.executemany("DELETE FROM skipped WHERE key = ?", [(k,) for k in delete_keys])
+            self.db.executemany(
+                "UPDATE items SET path = ?, size = ?, mtime_ns = ?, text = ?, metadata = ? WHERE id = ?",
+                [(r.path, r.size, r.mtime_ns, r.text, json.dumps(r.metadata), r.id) for r in update_rows],
+            )
+            self.db.execute("DELETE FROM pending")
+            manifest = Manifest(
+                **{
+                    **asdict(old),
+                    "count": final_count,
+                    "generation": generation,
+                    "factory": factory,
+                    "faiss_spec": spec if final_count else old.faiss_spec,
+                    "encoder_name": encoder_name or old.encoder_name,
+                    "encoder_fingerprint": encoder_fingerprint or old.encoder_fingerprint,
+                    "source": source or old.source,
+                    "updated_at": _now(),
+                }
+            )
+            self._set_meta("manifest", asdict(manifest))
+        self._index = index if final_count else None
+        self._write_manifest_file()
+        self._remove_stale_files()
+        fsync_dir(self.path)
+        return manifest

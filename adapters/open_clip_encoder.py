@@ -18,7 +18,6 @@ import numpy as np
 import open_clip
 import torch
 from PIL import Image
-
 from viewfinder.pipeline.config import EncoderEntry, config_root
 
 logger = logging.getLogger(__name__)
@@ -177,7 +176,11 @@ def load_open_clip_encoder(entry: EncoderEntry) -> OpenClipEncoder:
     if entry.weights in ("local-dir", "zoo"):
         folder = zoo_dir(entry.path or "") if entry.weights == "zoo" else Path(entry.path or "").expanduser()
         if not (folder / "open_clip_config.json").is_file():
-            hint = "reinstall viewfinder" if entry.weights == "zoo" else "point 'path' at a folder with open_clip_config.json and weights"
+            hint = (
+                "reinstall viewfinder"
+                if entry.weights == "zoo"
+                else "point 'path' at a folder with open_clip_config.json and weights"
+            )
             raise ModelLoadError(f"model folder {folder} has no open_clip_config.json: {hint}")
         if entry.sha256 and entry.weights == "local-dir":
             weights = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin"))
@@ -230,8 +233,14 @@ def load_open_clip_encoder(entry: EncoderEntry) -> OpenClipEncoder:
     )
 
 
-def save_local_dir(model: torch.nn.Module, model_cfg: dict[str, Any], folder: Path, *, fp16: bool = False,
-                   preprocess_cfg: dict[str, Any] | None = None) -> Path:
+def save_local_dir(
+    model: torch.nn.Module,
+    model_cfg: dict[str, Any],
+    folder: Path,
+    *,
+    fp16: bool = False,
+    preprocess_cfg: dict[str, Any] | None = None,
+) -> Path:
     """Write ``model`` as an open_clip ``local-dir`` folder (config + safetensors weights)."""
     from safetensors.torch import save_file
 
@@ -243,4 +252,11 @@ def save_local_dir(model: torch.nn.Module, model_cfg: dict[str, Any], folder: Pa
     return folder
 
 
-__all__ = ["OpenClipEncoder", "ModelLoadError", "load_open_clip_encoder", "save_local_dir", "pick_device", "zoo_dir"]
+__all__ = [
+    "OpenClipEncoder",
+    "ModelLoadError",
+    "load_open_clip_encoder",
+    "save_local_dir",
+    "pick_device",
+    "zoo_dir",
+]

@@ -35,7 +35,8 @@ def decode_image(data: bytes, max_pixels: int = 89_478_485) -> Image.Image:
                 width, height = probe.size
                 if width * height > max_pixels:
                     raise ImageDecodeError(
-                        "too large", f"{width}x{height} exceeds the {max_pixels}-pixel limit (index.max_image_pixels)"
+                        "too large",
+                        f"{width}x{height} exceeds the {max_pixels}-pixel limit (index.max_image_pixels)",
                     )
                 probe.seek(0)  # first frame of an animation
                 probe.load()

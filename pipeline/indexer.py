@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
-
 from viewfinder.adapters.base import ImageTextEncoder
 from viewfinder.pipeline.config import IndexConfig
 from viewfinder.pipeline.faiss_index import check_trainable, resolve_factory
@@ -147,9 +146,17 @@ def _collate(batch: list[tuple[int, torch.Tensor | None, str | None, str | None]
 class Indexer:
     """Indexes a source into an index folder with one encoder (given, never built here)."""
 
-    def __init__(self, encoder: ImageTextEncoder, config: IndexConfig, *, progress: bool | None = None) -> None:
+    def __init__(
+        self,
+        encoder: ImageTextEncoder,
+        config: IndexConfig,
+        *,
+        encoder_entry: dict[str, Any] | None = None,
+        progress: bool | None = None,
+    ) -> None:
         self.encoder = encoder
         self.config = config
+        self.encoder_entry = encoder_entry or {}
         self.progress = progress
 
     def run(
@@ -174,6 +181,7 @@ class Indexer:
             modality=modality,
             factory=self.config.factory,
             source=source_str,
+            encoder_entry=self.encoder_entry,
         ) as store:
             manifest = store.manifest
             if manifest.modality != modality:
@@ -196,7 +204,11 @@ class Indexer:
             report.skipped += plan.skipped_before
             logger.info(
                 "%s: %d to embed, %d unchanged, %d resumed, %d to remove",
-                index_dir, len(plan.to_embed), plan.unchanged, plan.resumed, len(plan.delete_keys),
+                index_dir,
+                len(plan.to_embed),
+                plan.unchanged,
+                plan.resumed,
+                len(plan.delete_keys),
             )
             embed_start = time.perf_counter()
             if modality == "image":
@@ -212,6 +224,7 @@ class Indexer:
                 rebuild=rebuild,
                 encoder_name=enc.name,
                 encoder_fingerprint=enc.fingerprint,
+                encoder_entry=self.encoder_entry,
                 source=source_str,
             )
         n_ok = len(plan.to_embed) - len(failed)

@@ -123,7 +123,15 @@ def _list_manifest(manifest: Path, modality: Modality) -> SourceListing:
                 meta = {k: v for k, v in record.items() if k != "caption"}
                 meta["image_id"] = key
                 items.append(
-                    SourceItem(f"{key}#{i}", str(path), len(caption.encode()), 0, caption, meta, text_hash(caption))
+                    SourceItem(
+                        f"{key}#{i}",
+                        str(path),
+                        len(caption.encode()),
+                        0,
+                        caption,
+                        meta,
+                        text_hash(caption),
+                    )
                 )
             continue
         try:
@@ -131,5 +139,14 @@ def _list_manifest(manifest: Path, modality: Modality) -> SourceListing:
         except OSError:
             problems.append((where, f"missing file {path}"))
             continue
-        items.append(SourceItem(key, str(path), stat.st_size, stat.st_mtime_ns, captions[0] if captions else None, record))
+        items.append(
+            SourceItem(
+                key,
+                str(path),
+                stat.st_size,
+                stat.st_mtime_ns,
+                captions[0] if captions else None,
+                record,
+            )
+        )
     return SourceListing(items, problems)

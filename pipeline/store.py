@@ -23,13 +23,12 @@ import logging
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import faiss
 import numpy as np
-
 from viewfinder.pipeline.faiss_index import (
     build_index,
     resolve_factory,
@@ -86,6 +85,8 @@ class Manifest:
     source: str
     created_at: str
     updated_at: str
+    encoder_entry: dict[str, Any] = field(default_factory=dict)
+    """The model entry the encoder was loaded from, so the index can be searched without a config."""
 
 
 @dataclass
@@ -156,6 +157,7 @@ class IndexStore:
         modality: Literal["image", "text"],
         factory: str,
         source: str,
+        encoder_entry: dict[str, Any] | None = None,
     ) -> IndexStore:
         """Open (creating if needed) an index for writing; holds an exclusive lock until closed."""
         folder = Path(path).expanduser()
@@ -182,8 +184,19 @@ class IndexStore:
             if store._meta("manifest") is None:
                 now = _now()
                 manifest = Manifest(
-                    FORMAT_VERSION, encoder_name, encoder_fingerprint, embed_dim, modality, factory,
-                    "", 0, 0, source, now, now,
+                    FORMAT_VERSION,
+                    encoder_name,
+                    encoder_fingerprint,
+                    embed_dim,
+                    modality,
+                    factory,
+                    "",
+                    0,
+                    0,
+                    source,
+                    now,
+                    now,
+                    encoder_entry or {},
                 )
                 store._set_meta("manifest", asdict(manifest))
                 store._set_meta("next_id", 0)
@@ -274,7 +287,9 @@ class IndexStore:
             file = self._faiss_file(m.generation)
             if m.count == 0 or not file.is_file():
                 if m.count:
-                    raise StoreError(f"{file} is missing: rebuild with `viewfinder index SOURCE --index {self.path} --rebuild`")
+                    raise StoreError(
+                        f"{file} is missing: rebuild with `viewfinder index SOURCE --index {self.path} --rebuild`"
+                    )
                 self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(m.embed_dim))
             else:
                 self._index = faiss.read_index(str(file))
@@ -295,13 +310,16 @@ class IndexStore:
             chunk = wanted[start : start + 900]
             marks = ",".join("?" * len(chunk))
             for row in self.db.execute(
-                f"SELECT id, key, path, size, mtime_ns, sha256, text, metadata FROM items WHERE id IN ({marks})", chunk
+                f"SELECT id, key, path, size, mtime_ns, sha256, text, metadata FROM items WHERE id IN ({marks})",
+                chunk,
             ):
                 rows[row[0]] = ItemRow(*row[:7], json.loads(row[7]))
         return rows
 
     def iter_items(self) -> Iterator[ItemRow]:
-        for row in self.db.execute("SELECT id, key, path, size, mtime_ns, sha256, text, metadata FROM items ORDER BY id"):
+        for row in self.db.execute(
+            "SELECT id, key, path, size, mtime_ns, sha256, text, metadata FROM items ORDER BY id"
+        ):
             yield ItemRow(*row[:7], json.loads(row[7]))
 
     def vectors(self) -> tuple[np.ndarray, np.ndarray]:
@@ -336,7 +354,10 @@ class IndexStore:
                 dropped = self.db.execute("DELETE FROM pending").rowcount
                 self._set_meta("pending_run", run)
             if dropped:
-                logger.info("discarded %d pending embeddings from an interrupted run of another kind", dropped)
+                logger.info(
+                    "discarded %d pending embeddings from an interrupted run of another kind",
+                    dropped,
+                )
 
     def discard_pending(self, keys: Iterable[str]) -> None:
         with self.transaction():
@@ -357,8 +378,16 @@ class IndexStore:
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
-                        r.item.key, r.item.id, r.item.path, r.item.size, r.item.mtime_ns, r.item.sha256, r.item.text,
-                        json.dumps(r.item.metadata), None if r.vector is None else _blob(r.vector), r.reason,
+                        r.item.key,
+                        r.item.id,
+                        r.item.path,
+                        r.item.size,
+                        r.item.mtime_ns,
+                        r.item.sha256,
+                        r.item.text,
+                        json.dumps(r.item.metadata),
+                        None if r.vector is None else _blob(r.vector),
+                        r.reason,
                     )
                     for r in rows
                 ],
@@ -373,6 +402,7 @@ class IndexStore:
         rebuild: bool = False,
         encoder_name: str | None = None,
         encoder_fingerprint: str | None = None,
+        encoder_entry: dict[str, Any] | None = None,
         source: str | None = None,
     ) -> Manifest:
         """Fold pending embeddings, deletions and metadata updates into a new generation, atomically.
@@ -403,10 +433,7 @@ class IndexStore:
         if final_count == 0:
             index = None
         elif (
-            not rebuild
-            and spec == old.faiss_spec
-            and old.count
-            and (not len(gone_ids) or supports_removal(self.index))
+            not rebuild and spec == old.faiss_spec and old.count and (not len(gone_ids) or supports_removal(self.index))
         ):
             index = self.index if changed else None
             if len(gone_ids):
@@ -459,6 +486,7 @@ class IndexStore:
                     "encoder_name": encoder_name or old.encoder_name,
                     "encoder_fingerprint": encoder_fingerprint or old.encoder_fingerprint,
                     "source": source or old.source,
+                    "encoder_entry": encoder_entry or old.encoder_entry,
                     "updated_at": _now(),
                 }
             )

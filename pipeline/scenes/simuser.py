@@ -1,0 +1,191 @@
+"""A simulated user who knows the target scene graph: gives feedback and answers questions.
+
+It stands in for a person in interactive retrieval runs (feedback rounds, ChatIR-style
+dialogue), so that such runs can be scored without anyone at the keyboard. It is deterministic:
+the same target, candidates and questions always give the same marks and answers.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+
+from .captions import join_phrases, number_word, object_phrase, size_order
+from .graph import COLOURS, POSITION_PHRASES, POSITIONS, SHAPES, SIZES, Scene, SceneObject
+from .queries import object_matches
+
+logger = logging.getLogger(__name__)
+
+UNKNOWN = "I don't know"
+"""The answer to any question the user cannot parse."""
+
+_FILLER = {"the", "a", "an", "any", "object", "objects", "thing", "things", "shape", "shapes",
+           "one", "ones", "corner", "side", "in", "at", "on"}  # fmt: skip
+_SHAPE_WORDS = {shape: shape for shape in SHAPES} | {
+    ("crosses" if shape == "cross" else shape + "s"): shape for shape in SHAPES
+}
+_POSITION_RE = re.compile(
+    r"\b(top left|top right|bottom left|bottom right|top|bottom|left|right|centre)\b"
+)
+_ASK_BACKGROUND = re.compile(
+    r"^what (?:is the )?(?:background colour|colour (?:is |of )?the background)$"
+)
+_ASK_COUNT = re.compile(
+    r"^how many (?P<desc>.+?)(?: are there| are in the (?:picture|image|scene)| can you see"
+    r"| do you see)?$"
+)
+_ASK_ATTRIBUTE = (
+    re.compile(r"^what (?P<attr>colour|shape|size) (?:is|are) (?P<desc>.+)$"),
+    re.compile(r"^what is the (?P<attr>colour|shape|size) of (?P<desc>.+)$"),
+)
+_ASK_WHERE = re.compile(r"^where (?:is|are) (?P<desc>.+)$")
+_ASK_EXISTS = re.compile(
+    r"^(?:is|are) there (?P<desc>.+?)(?: in the (?:picture|image|scene))?$"
+)
+
+
+def _normalise(question: str) -> str:
+    text = question.lower().strip().rstrip("?.! ").strip()
+    text = re.sub(r"\bcolor\b", "colour", text)
+    text = re.sub(r"\b(?:center|middle)\b", "centre", text)
+    return re.sub(r"\s+", " ", text)
+
+
+def parse_descriptor(text: str) -> dict[str, str] | None:
+    """Attributes named by a phrase like "the large red circle in the top left"; None if the
+    phrase has a word the user does not understand."""
+    attributes: dict[str, str] = {}
+    positions = _POSITION_RE.findall(text)
+    if len(positions) > 1:
+        return None
+    if positions:
+        attributes["position"] = positions[0]
+        text = _POSITION_RE.sub(" ", text)
+    for word in text.split():
+        if word in _FILLER:
+            continue
+        if word in COLOURS:
+            name, value = "colour", word
+        elif word in SIZES:
+            name, value = "size", word
+        elif word in _SHAPE_WORDS:
+            name, value = "shape", _SHAPE_WORDS[word]
+        else:
+            return None
+        if attributes.get(name, value) != value:
+            return None
+        attributes[name] = value
+    return attributes
+
+
+def _descriptor_words(attributes: dict[str, str]) -> str:
+    words = [attributes[n] for n in ("size", "colour") if n in attributes]
+    text = " ".join([*words, attributes.get("shape", "object")])
+    if "position" in attributes:
+        text += " " + POSITION_PHRASES[attributes["position"]]
+    return text
+
+
+class SimulatedUser:
+    """A user who knows ``target`` and nothing else.
+
+    **Relevance rule** (:meth:`feedback`): a candidate is relevant when it *is* the target (same
+    id), or when the Jaccard similarity of its :meth:`~.graph.Scene.facts` with the target's
+    facts is at least ``threshold`` (default 0.5). With ``max_relevant`` set, only the
+    ``max_relevant`` most similar relevant candidates keep the mark (the target always first,
+    ties by candidate order); every other candidate is marked not relevant.
+
+    **Questions** (:meth:`answer`), case-insensitive, "color" accepted:
+    "what colour/shape/size is the <descriptor>?", "what is the colour of the <descriptor>?",
+    "where is the <descriptor>?", "how many <descriptor> are there?", "is there a
+    <descriptor>?", "what is the background colour?". A descriptor combines a size, a colour, a
+    shape (or "object") and a position ("in the top left"). If the target determines one answer
+    it is given ("red", "in the top left", "two", "yes"); if several objects match with
+    different answers the reply is "there are several: ..." listing them; if none matches,
+    "there is no ..."; anything else gets :data:`UNKNOWN`.
+    """
+
+    def __init__(self, target: Scene, threshold: float = 0.5) -> None:
+        if not 0.0 < threshold <= 1.0:
+            raise ValueError(f"threshold: {threshold} must lie in (0, 1]")
+        self.target = target
+        self.threshold = threshold
+        self._facts = target.facts()
+
+    def similarity(self, candidate: Scene) -> float:
+        """Jaccard similarity of the candidate's facts with the target's, in [0, 1]."""
+        if candidate.id == self.target.id:
+            return 1.0
+        other = candidate.facts()
+        union = len(self._facts | other)
+        return len(self._facts & other) / union if union else 0.0
+
+    def feedback(
+        self, candidates: Sequence[Scene], max_relevant: int | None = None
+    ) -> list[tuple[str, bool]]:
+        """``(candidate id, relevant)`` for each candidate, in the given order."""
+        if max_relevant is not None and max_relevant < 0:
+            raise ValueError(f"max_relevant: {max_relevant} must be >= 0")
+        scored = []
+        for order, candidate in enumerate(candidates):
+            is_target = candidate.id == self.target.id
+            score = self.similarity(candidate)
+            if is_target or score >= self.threshold:
+                scored.append((not is_target, -score, order))
+        scored.sort()
+        if max_relevant is not None:
+            scored = scored[:max_relevant]
+        relevant = {order for _, _, order in scored}
+        return [(c.id, order in relevant) for order, c in enumerate(candidates)]
+
+    def describe(self, n_objects: int = 1) -> str:
+        """A partial description: the first ``n_objects`` objects (largest first), no positions."""
+        if n_objects < 1:
+            raise ValueError(f"n_objects: {n_objects} must be >= 1")
+        objects = size_order(self.target)[:n_objects]
+        return "a picture with " + join_phrases([object_phrase(o, position=False) for o in objects])
+
+    def _matching(self, attributes: dict[str, str]) -> list[SceneObject]:
+        return [obj for obj in self.target.objects if object_matches(obj, attributes)]
+
+    def answer(self, question: str) -> str:
+        """A short answer about the target (see the class docstring), or :data:`UNKNOWN`."""
+        q = _normalise(question)
+        if _ASK_BACKGROUND.match(q):
+            return self.target.background
+        for pattern in _ASK_ATTRIBUTE:
+            match = pattern.match(q)
+            if match:
+                return self._answer_attribute(match["attr"], match["desc"])
+        match = _ASK_WHERE.match(q)
+        if match:
+            return self._answer_attribute("position", match["desc"])
+        match = _ASK_COUNT.match(q)
+        if match:
+            attributes = parse_descriptor(match["desc"])
+            if attributes is None:
+                return UNKNOWN
+            return number_word(len(self._matching(attributes)))
+        match = _ASK_EXISTS.match(q)
+        if match:
+            attributes = parse_descriptor(match["desc"])
+            if attributes is None:
+                return UNKNOWN
+            return "yes" if self._matching(attributes) else "no"
+        logger.debug("cannot parse question %r", question)
+        return UNKNOWN
+
+    def _answer_attribute(self, attribute: str, descriptor: str) -> str:
+        attributes = parse_descriptor(descriptor)
+        if attributes is None:
+            return UNKNOWN
+        matches = self._matching(attributes)
+        if not matches:
+            return f"there is no {_descriptor_words(attributes)}"
+        values = {getattr(obj, attribute) for obj in matches}
+        if len(values) == 1:
+            value = values.pop()
+            return POSITION_PHRASES[value] if attribute == "position" else value
+        matches.sort(key=lambda obj: POSITIONS.index(obj.position))
+        return "there are several: " + join_phrases([object_phrase(obj) for obj in matches])

@@ -1,0 +1,157 @@
+"""Searching an index with a text or an image; typed results shared by the CLI and the API."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from viewfinder.adapters.base import ImageTextEncoder
+from viewfinder.pipeline.config import IndexConfig, Preset, load_preset
+from viewfinder.pipeline.images import ImageDecodeError, load_image
+from viewfinder.pipeline.store import IndexStore, StoreError
+
+logger = logging.getLogger(__name__)
+
+MAX_QUERY_CHARS = 4000
+"""Queries longer than this are refused outright (tokenizing megabytes of text is never meant)."""
+
+
+class QueryError(ValueError):
+    """The query cannot be searched; the message says why and what to do."""
+
+
+@dataclass
+class Hit:
+    rank: int
+    id: int
+    key: str
+    path: str
+    score: float
+    text: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SearchResult:
+    query: str | None
+    """The text query as searched (after whitespace clean-up), or None for an image query."""
+    image: str | None
+    """Path of the query image, or None for a text query."""
+    hits: list[Hit]
+    timings: dict[str, float]
+    """Seconds per step: ``encode``, ``search``, ``lookup``."""
+    truncated: bool = False
+    """True when the text was longer than the encoder's context and was cut to fit."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def clean_query(text: str, encoder: ImageTextEncoder) -> tuple[str, bool]:
+    """Validate a text query; returns (text, truncated).
+
+    Empty and whitespace-only queries, and queries over :data:`MAX_QUERY_CHARS` characters, are
+    errors. Queries needing more tokens than the encoder's context are truncated to fit (the
+    tokenizer keeps the first tokens), a warning is logged and ``truncated`` is True.
+    """
+    if not isinstance(text, str):
+        raise QueryError(f"a text query must be a string, got {type(text).__name__}")
+    clean = " ".join(text.split())
+    if not clean:
+        raise QueryError("the query is empty: give some words to search for, or --image PATH")
+    if len(clean) > MAX_QUERY_CHARS:
+        raise QueryError(
+            f"the query is {len(clean)} characters long; the limit is {MAX_QUERY_CHARS} "
+            f"(the encoder reads at most {encoder.context_length} tokens): shorten it"
+        )
+    n_tokens = encoder.count_tokens(clean)
+    truncated = n_tokens > encoder.context_length
+    if truncated:
+        logger.warning(
+            "query has %d tokens; encoder %s reads %d: searching with the first %d",
+            n_tokens,
+            encoder.name,
+            encoder.context_length,
+            encoder.context_length,
+        )
+    return clean, truncated
+
+
+class Searcher:
+    """Answers queries against one index with one encoder (both given to the constructor)."""
+
+    def __init__(self, store: IndexStore, encoder: ImageTextEncoder, config: IndexConfig | None = None) -> None:
+        store.check_encoder(encoder.name, encoder.fingerprint)
+        self.store = store
+        self.encoder = encoder
+        self.config = config or IndexConfig()
+        store.configure_search(self.config.nprobe, self.config.ef_search)
+
+    @classmethod
+    def open(cls, index_dir: str | Path, preset: str | Preset | None = None) -> Searcher:
+        """Open ``index_dir`` with the encoder recorded in it, or with the preset's encoder."""
+        from viewfinder.pipeline.models import entry_from_manifest, load_encoder
+
+        store = IndexStore.open(index_dir)
+        if preset is None:
+            if not store.manifest.encoder_entry:
+                raise StoreError(f"index {index_dir} records no encoder entry: pass --config")
+            entry = entry_from_manifest(store.manifest.encoder_entry)
+            return cls(store, load_encoder(entry))
+        preset = load_preset(preset) if isinstance(preset, str) else preset
+        return cls(store, load_encoder(preset.encoder), preset.index)
+
+    def search(self, text: str | None = None, *, image: str | Path | None = None, k: int = 10) -> SearchResult:
+        """Search with a text or (``image=``) an image path; returns the top ``k`` hits."""
+        if (text is None) == (image is None):
+            raise QueryError("give exactly one of a text query or an image")
+        if k < 1:
+            raise QueryError(f"k must be >= 1, got {k}")
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        truncated = False
+        if text is not None:
+            text, truncated = clean_query(text, self.encoder)
+            query_vec = self.encoder.encode_texts([text])  # (1, D)
+        else:
+            try:
+                query_vec = self.encoder.encode_images([load_image(image)])  # (1, D)
+            except ImageDecodeError as exc:
+                raise QueryError(f"cannot read query image {image}: {exc}") from exc
+        timings["encode"] = time.perf_counter() - t0
+        hits = self.search_vectors(query_vec, k, timings)[0]
+        return SearchResult(text, None if image is None else str(image), hits, timings, truncated)
+
+    def search_vectors(self, queries: np.ndarray, k: int, timings: dict[str, float] | None = None) -> list[list[Hit]]:
+        """(Q, D) query embeddings -> Q ranked hit lists."""
+        timings = timings if timings is not None else {}
+        t0 = time.perf_counter()
+        scores, ids = self.store.search_vectors(queries, k)  # (Q, k), (Q, k)
+        timings["search"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        rows = self.store.items_by_id(np.unique(ids).tolist())
+        out: list[list[Hit]] = []
+        for q_scores, q_ids in zip(scores, ids, strict=True):
+            hits = []
+            for score, item_id in zip(q_scores, q_ids, strict=True):
+                row = rows.get(int(item_id))
+                if row is None:
+                    continue
+                hits.append(
+                    Hit(
+                        len(hits) + 1,
+                        row.id,
+                        row.key,
+                        row.path,
+                        float(score),
+                        row.text,
+                        row.metadata,
+                    )
+                )
+            out.append(hits)
+        timings["lookup"] = time.perf_counter() - t0
+        return out

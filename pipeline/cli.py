@@ -7,7 +7,7 @@ import logging
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -19,16 +19,12 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-bench_app = typer.Typer(help="Speed and memory benchmarks (print figures; not tests).", no_args_is_help=True)
-train_app = typer.Typer(help="Train the project's own models (the offline zoo).", no_args_is_help=True)
-app.add_typer(bench_app, name="bench")
-app.add_typer(train_app, name="train")
 
 console = Console()
 err = Console(stderr=True)
 
 ConfigOpt = Annotated[
-    Optional[str],  # noqa: UP045 - typer needs Optional here on Python 3.10
+    str | None,
     typer.Option("--config", "-c", help="Pipeline preset: a packaged name (e.g. 'default') or a YAML file."),
 ]
 
@@ -87,10 +83,10 @@ def index_cmd(
     modality: Annotated[str, typer.Option(help="'image' (default) or 'text' (the captions of a manifest).")] = "image",
     rebuild: Annotated[bool, typer.Option(help="Re-embed everything (e.g. with another encoder).")] = False,
     factory: Annotated[
-        Optional[str], typer.Option(help="FAISS index: Flat, IVF, IVFPQ, HNSW or a factory string.")
-    ] = None,  # noqa: UP045
-    workers: Annotated[Optional[int], typer.Option(help="Decoding worker processes.")] = None,  # noqa: UP045
-    report: Annotated[Optional[Path], typer.Option(help="Also write the run's report as JSON here.")] = None,  # noqa: UP045
+        str | None, typer.Option(help="FAISS index: Flat, IVF, IVFPQ, HNSW or a factory string.")
+    ] = None,
+    workers: Annotated[int | None, typer.Option(help="Decoding worker processes.")] = None,
+    report: Annotated[Path | None, typer.Option(help="Also write the run's report as JSON here.")] = None,
 ) -> None:
     """Index a folder or manifest into an on-disk FAISS index (incremental, resumable)."""
     if modality not in ("image", "text"):
@@ -137,9 +133,9 @@ def index_cmd(
 
 @app.command("search")
 def search_cmd(
-    query: Annotated[Optional[str], typer.Argument(help="Text to search for.")] = None,  # noqa: UP045
+    query: Annotated[str | None, typer.Argument(help="Text to search for.")] = None,
     index: Annotated[Path, typer.Option("--index", "-i", help="Index folder.")] = Path("index"),
-    image: Annotated[Optional[Path], typer.Option(help="Search with this image instead of text.")] = None,  # noqa: UP045
+    image: Annotated[Path | None, typer.Option(help="Search with this image instead of text.")] = None,
     k: Annotated[int, typer.Option("-k", help="Number of hits.")] = 10,
     config: ConfigOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (query, hits, timings).")] = False,
@@ -174,9 +170,6 @@ def search_cmd(
 
 def main() -> None:
     """Console-script entry point."""
-    from viewfinder.pipeline.scenes.cli import app as scenes_app
-
-    app.add_typer(scenes_app, name="scenes", help="The synthetic scene benchmark: generate, inspect.")
     app()
 
 

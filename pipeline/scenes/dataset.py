@@ -198,7 +198,7 @@ def write_scene_dataset(
     if n_composed_queries is not None and n_composed_queries < 0:
         raise ValueError(f"n_composed_queries: {n_composed_queries} must be >= 0")
     if root.exists() and not overwrite:
-        raise FileExistsError(f"{root} already exists: choose another folder or pass overwrite")
+        raise FileExistsError(f"{root} already exists: choose another folder or pass overwrite=True")
     if n_compositional > 0 and config.held_out_pairs == 0:
         raise ValueError("held_out_pairs: 0 leaves nothing for the compositional split")
     query_config = query_config or QuerySetConfig()

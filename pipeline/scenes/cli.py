@@ -1,0 +1,118 @@
+"""Command line for the scene benchmark (mounted as ``viewfinder scenes ...``)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+
+from .dataset import load_scene_dataset, write_scene_dataset
+from .generator import SceneGeneratorConfig
+
+logger = logging.getLogger(__name__)
+
+app = typer.Typer(
+    help="The synthetic scene benchmark: shapes with colour, size and position, their scene "
+    "graphs, captions and query sets.",
+    no_args_is_help=True,
+)
+
+
+class _RateColumn(ProgressColumn):
+    """Images per second."""
+
+    def render(self, task: Task) -> Text:
+        return Text(f"{task.speed or 0:.0f} img/s", style="progress.data.speed")
+
+
+@app.callback()
+def main() -> None:
+    """Generate and inspect scene benchmarks."""
+
+
+@app.command()
+def generate(
+    out: Path = typer.Option(..., "--out", help="Folder to write (must not exist)."),
+    seed: int = typer.Option(0, help="Root seed: the same seed always gives the same dataset."),
+    n_train: int = typer.Option(20000, help="Training scenes."),
+    n_val: int = typer.Option(1000, help="Validation scenes."),
+    n_test: int = typer.Option(1000, help="Test scenes (plus edited scenes for composed queries)."),
+    n_compositional: int = typer.Option(
+        1000, help="Scenes each holding a held-out (shape, colour) pair."
+    ),
+    n_composed: int | None = typer.Option(
+        None, help="Composed queries per query split (default: a quarter of its scenes)."
+    ),
+    image_size: int = typer.Option(64, help="Image side in pixels."),
+    max_objects: int = typer.Option(3, help="Most objects per scene (1-4)."),
+    held_out_pairs: int = typer.Option(8, help="(shape, colour) pairs held out of training."),
+    overwrite: bool = typer.Option(False, help="Replace an existing folder."),
+) -> None:
+    """Generate a scene benchmark: images, manifests, Karpathy JSON and query sets."""
+    try:
+        config = SceneGeneratorConfig(
+            seed=seed,
+            image_size=image_size,
+            max_objects=max_objects,
+            held_out_pairs=held_out_pairs,
+        )
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from error
+    columns = (
+        TextColumn("writing scenes"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        _RateColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, transient=True) as bar:
+        task = bar.add_task("scenes", total=None)
+
+        def report(done: int, total: int) -> None:
+            if done % 200 == 0 or done == total:
+                bar.update(task, completed=done, total=total)
+
+        try:
+            info = write_scene_dataset(
+                out,
+                config,
+                n_train=n_train,
+                n_val=n_val,
+                n_test=n_test,
+                n_compositional=n_compositional,
+                n_composed_queries=n_composed,
+                overwrite=overwrite,
+                progress=report,
+            )
+        except FileExistsError as error:
+            raise typer.BadParameter(
+                f"{out} already exists: choose another folder or add --overwrite"
+            ) from error
+    for split, entry in info["splits"].items():
+        line = f"{split:>13}: {entry['images']} images"
+        if "query_counts" in entry:
+            line += "; queries " + json.dumps(entry["query_counts"])
+        typer.echo(line)
+    typer.echo(f"wrote {out}")
+
+
+@app.command()
+def info(root: Path = typer.Argument(..., help="A folder written by `generate`.")) -> None:
+    """Show what a scene benchmark folder holds."""
+    dataset = load_scene_dataset(root)
+    typer.echo(f"seed {dataset.info['seed']}, held-out pairs: {dataset.info['held_out_pairs']}")
+    for split, scenes in dataset.scenes.items():
+        n_queries = len(dataset.queries.get(split, []))
+        typer.echo(f"{split:>13}: {len(scenes)} images, {n_queries} queries")

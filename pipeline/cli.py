@@ -168,6 +168,11 @@ def search_cmd(
     console.print(f"[dim]{1000 * sum(result.timings.values()):.1f} ms[/]")
 
 
+from viewfinder.pipeline.eval_cli import eval_cmd  # noqa: E402  (light: heavy imports inside)
+
+app.command("eval")(eval_cmd)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

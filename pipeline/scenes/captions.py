@@ -76,9 +76,7 @@ def _listed(objects: list[SceneObject]) -> str:
     return join_phrases([object_phrase(obj) for obj in objects])
 
 
-def _relation_clause(
-    scene: Scene, rng: np.random.Generator, verb: str
-) -> tuple[str, list[SceneObject]] | None:
+def _relation_clause(scene: Scene, rng: np.random.Generator, verb: str) -> tuple[str, list[SceneObject]] | None:
     """``"a red circle {verb}to the left of a blue square"`` and the objects it leaves unplaced."""
     relations = scene.relations()
     if not relations:
@@ -122,10 +120,7 @@ def _t_count(scene: Scene, rng: np.random.Generator) -> str:
 
 
 def _t_position_first(scene: Scene, rng: np.random.Generator) -> str:
-    parts = [
-        f"{POSITION_PHRASES[obj.position]}, {object_phrase(obj, position=False)}"
-        for obj in reading_order(scene)
-    ]
+    parts = [f"{POSITION_PHRASES[obj.position]}, {object_phrase(obj, position=False)}" for obj in reading_order(scene)]
     return "; ".join(parts)
 
 
@@ -179,17 +174,13 @@ def templates(template_set: TemplateSet) -> tuple[CaptionTemplate, ...]:
     return tuple(t for t in TEMPLATES if t.template_set == template_set)
 
 
-def caption_scene(
-    scene: Scene, rng: np.random.Generator, template_set: TemplateSet = "train"
-) -> str:
+def caption_scene(scene: Scene, rng: np.random.Generator, template_set: TemplateSet = "train") -> str:
     """One caption of ``scene`` from a random template of ``template_set``."""
     pool = templates(template_set)
     return pool[int(rng.integers(len(pool)))].write(scene, rng)
 
 
-def all_captions(
-    scene: Scene, template_set: TemplateSet, n: int, rng: np.random.Generator
-) -> list[str]:
+def all_captions(scene: Scene, template_set: TemplateSet, n: int, rng: np.random.Generator) -> list[str]:
     """``n`` captions of ``scene``, each from a different template while templates last."""
     if n < 0:
         raise ValueError(f"n: {n} must be >= 0")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.progress import (
@@ -44,21 +45,19 @@ def main() -> None:
 
 @app.command()
 def generate(
-    out: Path = typer.Option(..., "--out", help="Folder to write (must not exist)."),
-    seed: int = typer.Option(0, help="Root seed: the same seed always gives the same dataset."),
-    n_train: int = typer.Option(20000, help="Training scenes."),
-    n_val: int = typer.Option(1000, help="Validation scenes."),
-    n_test: int = typer.Option(1000, help="Test scenes (plus edited scenes for composed queries)."),
-    n_compositional: int = typer.Option(
-        1000, help="Scenes each holding a held-out (shape, colour) pair."
-    ),
-    n_composed: int | None = typer.Option(
-        None, help="Composed queries per query split (default: a quarter of its scenes)."
-    ),
-    image_size: int = typer.Option(64, help="Image side in pixels."),
-    max_objects: int = typer.Option(3, help="Most objects per scene (1-4)."),
-    held_out_pairs: int = typer.Option(8, help="(shape, colour) pairs held out of training."),
-    overwrite: bool = typer.Option(False, help="Replace an existing folder."),
+    out: Annotated[Path, typer.Option("--out", help="Folder to write (must not exist).")],
+    seed: Annotated[int, typer.Option(help="Root seed: the same seed gives the same dataset.")] = 0,
+    n_train: Annotated[int, typer.Option(help="Training scenes.")] = 20000,
+    n_val: Annotated[int, typer.Option(help="Validation scenes.")] = 1000,
+    n_test: Annotated[int, typer.Option(help="Test scenes (plus edited scenes for composed queries).")] = 1000,
+    n_compositional: Annotated[int, typer.Option(help="Scenes each holding a held-out (shape, colour) pair.")] = 1000,
+    n_composed: Annotated[
+        int | None, typer.Option(help="Composed queries per query split (default: a quarter of its scenes).")
+    ] = None,
+    image_size: Annotated[int, typer.Option(help="Image side in pixels.")] = 64,
+    max_objects: Annotated[int, typer.Option(help="Most objects per scene (1-4).")] = 3,
+    held_out_pairs: Annotated[int, typer.Option(help="(shape, colour) pairs held out of training.")] = 8,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing folder.")] = False,
 ) -> None:
     """Generate a scene benchmark: images, manifests, Karpathy JSON and query sets."""
     try:
@@ -97,9 +96,7 @@ def generate(
                 progress=report,
             )
         except FileExistsError as error:
-            raise typer.BadParameter(
-                f"{out} already exists: choose another folder or add --overwrite"
-            ) from error
+            raise typer.BadParameter(f"{out} already exists: choose another folder or add --overwrite") from error
     for split, entry in info["splits"].items():
         line = f"{split:>13}: {entry['images']} images"
         if "query_counts" in entry:
@@ -109,7 +106,7 @@ def generate(
 
 
 @app.command()
-def info(root: Path = typer.Argument(..., help="A folder written by `generate`.")) -> None:
+def info(root: Annotated[Path, typer.Argument(help="A folder written by `generate`.")]) -> None:
     """Show what a scene benchmark folder holds."""
     dataset = load_scene_dataset(root)
     typer.echo(f"seed {dataset.info['seed']}, held-out pairs: {dataset.info['held_out_pairs']}")

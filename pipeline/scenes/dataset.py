@@ -25,6 +25,7 @@ import re
 import shutil
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -123,10 +124,9 @@ def _tokens(text: str) -> list[str]:
     return re.findall(r"[a-z0-9]+", text.lower())
 
 
-def _write_json(path: Path, data: Any) -> None:
+def _write_json(path: Path, data: Any, *, indent: int | None = 1) -> None:
     with path.open("w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1)
-        f.write("\n")
+        f.write(json.dumps(data, indent=indent) + "\n")  # dumps: the C encoder, unlike dump
         f.flush()
         os.fsync(f.fileno())
 
@@ -184,11 +184,14 @@ def write_scene_dataset(
     query_config: QuerySetConfig | None = None,
     overwrite: bool = False,
     progress: ProgressCallback | None = None,
+    workers: int | None = None,
 ) -> dict[str, Any]:
     """Generate, render and write a scene benchmark into ``root``; returns its info dict.
 
     ``n_composed_queries``: composed queries (and edited scenes) per query split; None means a
     quarter of the split's base scenes. ``root`` must not exist unless ``overwrite``.
+    ``workers``: threads that draw and save images (default: the CPU count, at most 4); the
+    output does not depend on it.
     """
     root = Path(root)
     counts = {"train": n_train, "val": n_val, "test": n_test, "compositional": n_compositional}
@@ -197,6 +200,8 @@ def write_scene_dataset(
             raise ValueError(f"n_{split}: {n} must be >= 0")
     if n_composed_queries is not None and n_composed_queries < 0:
         raise ValueError(f"n_composed_queries: {n_composed_queries} must be >= 0")
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers: {workers} must be >= 1")
     if root.exists() and not overwrite:
         raise FileExistsError(f"{root} already exists: choose another folder or pass overwrite=True")
     if n_compositional > 0 and config.held_out_pairs == 0:
@@ -206,7 +211,8 @@ def write_scene_dataset(
     tmp = root.parent / f".{root.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        info = _write_into(tmp, config, counts, n_composed_queries, query_config, progress)
+        threads = workers or min(4, os.cpu_count() or 1)
+        info = _write_into(tmp, config, counts, n_composed_queries, query_config, progress, threads)
         _replace_dir(tmp, root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -225,6 +231,22 @@ def _replace_dir(tmp: Path, root: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _karpathy_entry(scene: Scene, split: str, captions: list[str], image_id: int, first_sentid: int) -> dict[str, Any]:
+    sentences = [
+        {"raw": text, "tokens": _tokens(text), "imgid": image_id, "sentid": first_sentid + k}
+        for k, text in enumerate(captions)
+    ]
+    return {
+        "filename": f"{scene.id}.png",
+        "filepath": f"images/{split}",
+        "split": split,
+        "imgid": image_id,
+        "id": scene.id,
+        "sentids": [s["sentid"] for s in sentences],
+        "sentences": sentences,
+    }
+
+
 def _write_into(
     folder: Path,
     config: SceneGeneratorConfig,
@@ -232,6 +254,7 @@ def _write_into(
     n_composed_queries: int | None,
     query_config: QuerySetConfig,
     progress: ProgressCallback | None,
+    workers: int,
 ) -> dict[str, Any]:
     built: dict[str, tuple[list[Scene], list[Query]]] = {}
     for split in SPLITS:
@@ -241,75 +264,63 @@ def _write_into(
     total = sum(len(collection) for collection, _ in built.values())
     jitter = RenderJitter(max_rotation_deg=config.max_rotation_deg, colour_shift=config.colour_shift)
 
-    done = 0
-    karpathy_images: list[dict[str, Any]] = []
-    sentence_id = 0
-    split_info: dict[str, Any] = {}
-    for split in SPLITS:
-        collection, queries = built[split]
-        image_dir = folder / "images" / split
-        image_dir.mkdir(parents=True)
-        caption_rng = split_rng(config, split, "captions")
-        template_set = TEMPLATE_SETS[split]
-        with (folder / f"{split}.jsonl").open("w", encoding="utf-8") as manifest:
-            for scene in collection:
-                image = render_scene(
-                    scene, config.image_size, seed=render_seed(config, scene.id), jitter=jitter
-                )
-                image.save(image_dir / f"{scene.id}.png", compress_level=PNG_COMPRESS_LEVEL)
-                captions = all_captions(
-                    scene, template_set, CAPTIONS_PER_IMAGE[split], caption_rng
-                )
-                record = {
-                    "id": scene.id,
-                    "path": f"images/{split}/{scene.id}.png",
-                    "caption": captions,
-                    "split": split,
-                    "scene": scene.to_dict(),
-                }
-                manifest.write(json.dumps(record) + "\n")
-                image_id = len(karpathy_images)
-                sentences = []
-                for text in captions:
-                    sentences.append(
-                        {"raw": text, "tokens": _tokens(text), "imgid": image_id, "sentid": sentence_id}
-                    )
-                    sentence_id += 1
-                karpathy_images.append(
-                    {
-                        "filename": f"{scene.id}.png",
-                        "filepath": f"images/{split}",
-                        "split": split,
-                        "imgid": image_id,
-                        "id": scene.id,
-                        "sentids": [s["sentid"] for s in sentences],
-                        "sentences": sentences,
-                    }
-                )
-                done += 1
-                if progress is not None:
-                    progress(done, total)
-                if done % 5000 == 0:
-                    logger.info("written %d / %d images", done, total)
-        entry: dict[str, Any] = {
-            "manifest": f"{split}.jsonl",
-            "images": len(collection),
-            "base_scenes": counts[split],
-            "edited_scenes": len(collection) - counts[split],
-            "template_set": template_set,
-            "captions_per_image": CAPTIONS_PER_IMAGE[split],
-        }
-        if split in QUERY_SPLITS:
-            (folder / "queries").mkdir(exist_ok=True)
-            write_queries(folder / "queries" / f"{split}.jsonl", queries)
-            entry["queries"] = f"queries/{split}.jsonl"
-            entry["query_counts"] = {
-                kind: sum(q.type == kind for q in queries)
-                for kind in ("full", "partial", "binding_swap", "relation_swap", "composed")
-            }
-        split_info[split] = entry
+    def draw(job: tuple[Scene, Path]) -> None:
+        scene, path = job
+        image = render_scene(scene, config.image_size, seed=render_seed(config, scene.id), jitter=jitter)
+        image.save(path, compress_level=PNG_COMPRESS_LEVEL)
 
-    _write_json(folder / KARPATHY_FILE, {"dataset": "scenes", "images": karpathy_images})
+    karpathy: list[dict[str, Any]] = []
+    n_sentences = 0
+    split_info: dict[str, Any] = {}
+    # Pillow releases the GIL while drawing, resizing, encoding and writing, so a few threads
+    # keep the cores busy. Each image depends only on its scene and seed: any thread count gives
+    # the same files.
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:
+        for split in SPLITS:
+            collection, queries = built[split]
+            (folder / "images" / split).mkdir(parents=True)
+            jobs = [(scene, folder / "images" / split / f"{scene.id}.png") for scene in collection]
+            drawn = pool.map(draw, jobs)
+            caption_rng = split_rng(config, split, "captions")
+            template_set = TEMPLATE_SETS[split]
+            with (folder / f"{split}.jsonl").open("w", encoding="utf-8") as manifest:
+                for scene, _ in zip(collection, drawn, strict=True):
+                    captions = all_captions(scene, template_set, CAPTIONS_PER_IMAGE[split], caption_rng)
+                    record = {
+                        "id": scene.id,
+                        "path": f"images/{split}/{scene.id}.png",
+                        "caption": captions,
+                        "split": split,
+                        "scene": scene.to_dict(),
+                    }
+                    manifest.write(json.dumps(record) + "\n")
+                    karpathy.append(_karpathy_entry(scene, split, captions, len(karpathy), n_sentences))
+                    n_sentences += len(captions)
+                    if progress is not None:
+                        progress(len(karpathy), total)
+                    if len(karpathy) % 5000 == 0:
+                        logger.info("written %d / %d images", len(karpathy), total)
+            split_info[split] = {
+                "manifest": f"{split}.jsonl",
+                "images": len(collection),
+                "base_scenes": counts[split],
+                "edited_scenes": len(collection) - counts[split],
+                "template_set": template_set,
+                "captions_per_image": CAPTIONS_PER_IMAGE[split],
+            }
+            if split in QUERY_SPLITS:
+                (folder / "queries").mkdir(exist_ok=True)
+                write_queries(folder / "queries" / f"{split}.jsonl", queries)
+                split_info[split]["queries"] = f"queries/{split}.jsonl"
+                split_info[split]["query_counts"] = {
+                    kind: sum(q.type == kind for q in queries)
+                    for kind in ("full", "partial", "binding_swap", "relation_swap", "composed")
+                }
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # after a failure, drop queued images
+
+    _write_json(folder / KARPATHY_FILE, {"dataset": "scenes", "images": karpathy}, indent=None)
     info = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -332,8 +343,7 @@ def load_scene_dataset(root: Path) -> SceneDataset:
     info_path = root / INFO_FILE
     if not info_path.is_file():
         raise FileNotFoundError(
-            f"{root} is not a scene benchmark (no {INFO_FILE}); write one with "
-            "`viewfinder scenes generate --out DIR`"
+            f"{root} is not a scene benchmark (no {INFO_FILE}); write one with `viewfinder scenes generate --out DIR`"
         )
     info = json.loads(info_path.read_text(encoding="utf-8"))
     if info.get("format") != FORMAT:

@@ -128,9 +128,7 @@ def _try_edit(
         if not cells:
             return None
         cell = cells[int(rng.integers(len(cells)))]
-        moved = sample_object(
-            rng, reference, config, pairs=[old.pair], size=old.size, position=cell, ignore=i
-        )
+        moved = sample_object(rng, reference, config, pairs=[old.pair], size=old.size, position=cell, ignore=i)
         if moved is None:
             return None
         new = moved

@@ -74,13 +74,10 @@ class SceneGeneratorConfig:
             raise ValueError(f"min_objects: {self.min_objects} must be >= 1")
         if not self.min_objects <= self.max_objects <= MAX_OBJECTS_LIMIT:
             raise ValueError(
-                f"max_objects: {self.max_objects} must lie in [min_objects={self.min_objects}, "
-                f"{MAX_OBJECTS_LIMIT}]"
+                f"max_objects: {self.max_objects} must lie in [min_objects={self.min_objects}, {MAX_OBJECTS_LIMIT}]"
             )
         if not 0 <= self.held_out_pairs <= len(ALL_PAIRS) // 2:
-            raise ValueError(
-                f"held_out_pairs: {self.held_out_pairs} must lie in [0, {len(ALL_PAIRS) // 2}]"
-            )
+            raise ValueError(f"held_out_pairs: {self.held_out_pairs} must lie in [0, {len(ALL_PAIRS) // 2}]")
         if not 0.0 <= self.cell_margin < 1 / 6:
             raise ValueError(f"cell_margin: {self.cell_margin} must lie in [0, 1/6)")
         if not 0.0 <= self.max_rotation_deg <= 20.0:
@@ -253,9 +250,7 @@ def generate_scenes(
     ]
 
 
-def split_constraints(
-    config: SceneGeneratorConfig, split: str
-) -> tuple[frozenset[Pair], frozenset[Pair]]:
+def split_constraints(config: SceneGeneratorConfig, split: str) -> tuple[frozenset[Pair], frozenset[Pair]]:
     """``(forbid_pairs, require_pairs)`` of a split."""
     if split not in SPLITS:
         raise ValueError(f"split: {split!r} is not one of {SPLITS}")
@@ -267,9 +262,7 @@ def split_constraints(
     return held_out, frozenset()
 
 
-def satisfies_constraints(
-    scene: Scene, forbid_pairs: Collection[Pair], require_pairs: Collection[Pair]
-) -> bool:
+def satisfies_constraints(scene: Scene, forbid_pairs: Collection[Pair], require_pairs: Collection[Pair]) -> bool:
     """Whether a scene avoids ``forbid_pairs`` and (if any) holds one of ``require_pairs``."""
     pairs = scene.pairs()
     if pairs & set(forbid_pairs):

@@ -172,8 +172,8 @@ class SceneObject:
             "shape": self.shape,
             "colour": self.colour,
             "size": self.size,
-            "x": round(self.x, 4),
-            "y": round(self.y, 4),
+            "x": self.x,
+            "y": self.y,
             "position": self.position,
         }
 

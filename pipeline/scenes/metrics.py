@@ -18,9 +18,7 @@ from .queries import ATTRIBUTE_TYPES, PartialQuery, chance_rate, scene_matches
 logger = logging.getLogger(__name__)
 
 
-def target_ranks(
-    ranked_ids: Sequence[Sequence[str]], target_ids: Sequence[str], collection_size: int
-) -> np.ndarray:
+def target_ranks(ranked_ids: Sequence[Sequence[str]], target_ids: Sequence[str], collection_size: int) -> np.ndarray:
     """1-based rank of each query's target; ``collection_size`` where the target is missing.
 
     Returns an int array of shape (n_queries,).

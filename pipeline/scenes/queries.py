@@ -113,8 +113,7 @@ class ComposedQuery:
 
 Query = FullQuery | PartialQuery | BindingSwapQuery | RelationSwapQuery | ComposedQuery
 QUERY_TYPES: dict[str, type] = {
-    cls.type: cls
-    for cls in (FullQuery, PartialQuery, BindingSwapQuery, RelationSwapQuery, ComposedQuery)
+    cls.type: cls for cls in (FullQuery, PartialQuery, BindingSwapQuery, RelationSwapQuery, ComposedQuery)
 }
 
 
@@ -236,17 +235,22 @@ def make_partial_queries(
 ) -> list[PartialQuery]:
     """Partial queries drawn from ``scenes``; ``relevant_ids`` computed over ``collection``."""
     queries = []
+    collection = list(collection)
+    relevant: dict[tuple[tuple[str, str], ...], list[str]] = {}  # few distinct attribute sets
     for k, scene in enumerate(_draw_scenes(scenes, n, rng)):
         obj = _pick(rng, scene.objects)
         kind = _pick(rng, PARTIAL_KINDS)
         attributes = {name: getattr(obj, name) for name in kind}
+        key = tuple(sorted(attributes.items()))
+        if key not in relevant:
+            relevant[key] = matching_ids(collection, attributes)
         queries.append(
             PartialQuery(
                 id=f"{prefix}-partial-{k:05d}",
                 text=partial_text(attributes),
                 attributes=attributes,
                 target_id=scene.id,
-                relevant_ids=matching_ids(collection, attributes),
+                relevant_ids=list(relevant[key]),
             )
         )
     return queries
@@ -282,8 +286,7 @@ def _binding_swap(scene: Scene, rng: np.random.Generator) -> tuple[str, str, str
     else:
         positive = f"{with_article(a.noun_phrase())} and {with_article(b.noun_phrase())}"
         negative = (
-            f"{with_article(f'{b.size} {a.colour} {a.shape}')} and "
-            f"{with_article(f'{a.size} {b.colour} {b.shape}')}"
+            f"{with_article(f'{b.size} {a.colour} {a.shape}')} and {with_article(f'{a.size} {b.colour} {b.shape}')}"
         )
     return positive, negative, swapped
 

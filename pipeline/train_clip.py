@@ -1,0 +1,342 @@
+"""Contrastive training of a small CLIP from scratch on the scene benchmark.
+
+open_clip builds the model and provides the loss; accelerate places it on a device and handles
+precision. The images are preprocessed once with the model's *inference* transform — exactly what
+the index sees later — and kept in memory; no crop or flip augmentation, since a flip would turn
+"left of" into "right of" and a crop can cut an object away.
+
+Resumable: ``<out>/checkpoint.pt`` (model, optimizer, step, RNG) is written atomically every
+``checkpoint_every`` steps and picked up by the next run with the same config.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from viewfinder.pipeline.config import ConfigError, config_root, from_dict, read_yaml
+from viewfinder.pipeline.fsutil import atomic_write, atomic_write_json, atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SceneDataConfig:
+    """Where the training data lives and, if it is missing, how to generate it."""
+
+    root: str = "~/.cache/viewfinder/scenes-64"
+    """Scene benchmark folder (generated here when missing)."""
+    seed: int = 0
+    image_size: int = 64
+    n_train: int = 20000
+    n_val: int = 1000
+    n_test: int = 1000
+    n_compositional: int = 1000
+
+
+@dataclass
+class TrainSettings:
+    steps: int = 3000
+    """Optimizer steps."""
+    batch_size: int = 256
+    lr: float = 1e-3
+    warmup_steps: int = 200
+    weight_decay: float = 0.1
+    seed: int = 0
+    precision: Literal["no", "fp16", "bf16"] = "no"
+    """accelerate mixed precision."""
+    threads: int | None = None
+    """torch CPU threads (None: torch's default)."""
+    eval_every: int = 500
+    checkpoint_every: int = 250
+    log_every: int = 25
+    partial_caption_prob: float = 0.25
+    """Share of training pairs whose text describes only part of the scene (one object, some of its
+    attributes), so the text tower also learns short queries such as "a star" or "something red"."""
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "eval_every", "checkpoint_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train: field {name!r} must be >= 1")
+        if self.lr <= 0:
+            raise ConfigError("train: field 'lr' must be > 0")
+        if not 0.0 <= self.partial_caption_prob <= 1.0:
+            raise ConfigError("train: field 'partial_caption_prob' must lie in [0, 1]")
+
+
+@dataclass
+class ClipTrainConfig:
+    """A training run: data, architecture, optimisation, outputs."""
+
+    name: str
+    arch: str
+    """Architecture config in configs/arch (without .json) or a path to an open_clip JSON."""
+    data: SceneDataConfig = field(default_factory=SceneDataConfig)
+    train: TrainSettings = field(default_factory=TrainSettings)
+    out: str = "runs/scene-clip"
+    """Run folder: checkpoint, logs, the trained model as an open_clip local-dir."""
+
+
+def load_train_config(path: str | Path) -> ClipTrainConfig:
+    path = Path(path)
+    if not path.exists() and (config_root() / "train" / f"{path}.yaml").is_file():
+        path = config_root() / "train" / f"{path}.yaml"
+    data = read_yaml(path)
+    where = str(path)
+    unknown = sorted(set(data) - {"name", "arch", "data", "train", "out"})
+    if unknown:
+        raise ConfigError(f"{where}: unknown field(s) {unknown}")
+    for required in ("name", "arch"):
+        if required not in data:
+            raise ConfigError(f"{where}: field {required!r} is required")
+    return ClipTrainConfig(
+        name=data["name"],
+        arch=data["arch"],
+        data=from_dict(SceneDataConfig, data.get("data") or {}, f"{where}: data"),
+        train=from_dict(TrainSettings, data.get("train") or {}, f"{where}: train"),
+        out=data.get("out", f"runs/{data['name']}"),
+    )
+
+
+# ---------------------------------------------------------------------------------------- data
+@dataclass
+class _Split:
+    ids: list[str]
+    pixels: torch.Tensor  # (N, 3, H, W) float32, preprocessed with the inference transform
+    tokens: torch.Tensor  # (N, C, T) int64: C captions per image
+    n_captions: torch.Tensor  # (N,) captions available per image
+    partial_tokens: torch.Tensor  # (N, P, T) int64: P partial descriptions per image
+
+
+PARTIAL_FORMS: tuple[tuple[str, ...], ...] = (
+    ("shape",),
+    ("colour", "shape"),
+    ("size", "shape"),
+    ("colour",),
+    ("shape", "position"),
+    ("colour", "position"),
+    ("size", "colour", "shape"),
+)
+
+
+def partial_description(obj: Any, attributes: tuple[str, ...]) -> str:
+    """A short description of one object naming only ``attributes`` (training text)."""
+    from viewfinder.pipeline.scenes.graph import POSITION_PHRASES, with_article
+
+    words = [getattr(obj, a) for a in ("size", "colour") if a in attributes]
+    noun = obj.shape if "shape" in attributes else "shape"
+    phrase = with_article(" ".join([*words, noun]))
+    if "position" in attributes:
+        phrase += " " + POSITION_PHRASES[obj.position]
+    return phrase
+
+
+def partial_captions(scene_dict: dict[str, Any], rng: np.random.Generator, n: int) -> list[str]:
+    from viewfinder.pipeline.scenes.graph import Scene
+
+    scene = Scene.from_dict(scene_dict)
+    out = []
+    for _ in range(n):
+        obj = scene.objects[int(rng.integers(len(scene.objects)))]
+        out.append(partial_description(obj, PARTIAL_FORMS[int(rng.integers(len(PARTIAL_FORMS)))]))
+    return out
+
+
+def ensure_scene_data(cfg: SceneDataConfig) -> Path:
+    """Return the dataset folder, generating it first when missing."""
+    from viewfinder.pipeline.scenes.dataset import is_scene_dataset, write_scene_dataset
+    from viewfinder.pipeline.scenes.generator import SceneGeneratorConfig
+
+    root = Path(cfg.root).expanduser()
+    if not is_scene_dataset(root):
+        logger.info("generating the scene benchmark into %s", root)
+        write_scene_dataset(
+            root,
+            SceneGeneratorConfig(seed=cfg.seed, image_size=cfg.image_size),
+            n_train=cfg.n_train,
+            n_val=cfg.n_val,
+            n_test=cfg.n_test,
+            n_compositional=cfg.n_compositional,
+            overwrite=root.exists(),
+        )
+    return root
+
+
+def load_split(root: Path, split: str, transform: Any, tokenizer: Any, seed: int = 0, n_partial: int = 4) -> _Split:
+    from viewfinder.pipeline.images import load_image
+
+    lines = [json.loads(x) for x in (root / f"{split}.jsonl").read_text().splitlines() if x.strip()]
+    pixels = torch.stack([transform(load_image(root / rec["path"])) for rec in lines])
+    max_caps = max(len(rec["caption"]) for rec in lines)
+    flat = [rec["caption"][i % len(rec["caption"])] for rec in lines for i in range(max_caps)]
+    tokens = tokenizer(flat).view(len(lines), max_caps, -1)
+    n_caps = torch.tensor([len(rec["caption"]) for rec in lines])
+    rng = np.random.default_rng([seed, 7])
+    partial = [c for rec in lines for c in partial_captions(rec["scene"], rng, n_partial)]
+    partial_tokens = tokenizer(partial).view(len(lines), n_partial, -1)
+    return _Split([rec["id"] for rec in lines], pixels, tokens, n_caps, partial_tokens)
+
+
+# ------------------------------------------------------------------------------------ training
+def _lr_at(step: int, settings: TrainSettings) -> float:
+    if step < settings.warmup_steps:
+        return settings.lr * (step + 1) / settings.warmup_steps
+    progress = (step - settings.warmup_steps) / max(1, settings.steps - settings.warmup_steps)
+    return settings.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+@torch.inference_mode()
+def quick_eval(model: torch.nn.Module, split: _Split, batch: int = 500) -> dict[str, float]:
+    """Text-to-image R@1/5 on the split, first caption per image (a training-time signal)."""
+    model.eval()
+    img = torch.cat(
+        [model.encode_image(split.pixels[i : i + batch], normalize=True) for i in range(0, len(split.ids), batch)]
+    )
+    txt = torch.cat(
+        [model.encode_text(split.tokens[i : i + batch, 0], normalize=True) for i in range(0, len(split.ids), batch)]
+    )
+    sims = txt @ img.T  # (N, N)
+    ranks = (sims > sims.diag()[:, None]).sum(1) + 1
+    model.train()
+    return {"val_t2i_R@1": float((ranks <= 1).float().mean()), "val_t2i_R@5": float((ranks <= 5).float().mean())}
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    model_dir: Path
+    steps: int
+    seconds: float
+    final_eval: dict[str, float]
+
+
+def train_clip(config: ClipTrainConfig, *, progress: bool | None = None, max_steps: int | None = None) -> TrainResult:
+    """Train (or resume) the run described by ``config``; ``max_steps`` stops early (tests)."""
+    import open_clip
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from open_clip.loss import ClipLoss
+
+    from viewfinder.adapters.open_clip_encoder import _arch_name, _register_packaged_archs, save_local_dir
+    from viewfinder.pipeline.evaluate import machine_info
+    from viewfinder.pipeline.progress import progress_bar
+
+    settings = config.train
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    out = Path(config.out).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "train_config.json", asdict(config))
+    accelerator = Accelerator(mixed_precision=settings.precision, cpu=not torch.cuda.is_available())
+    set_seed(settings.seed)
+
+    _register_packaged_archs()
+    arch = _arch_name(config.arch)
+    model_cfg = open_clip.get_model_config(arch)
+    if model_cfg is None:
+        raise ConfigError(f"unknown architecture {config.arch!r}")
+    model, _, transform = open_clip.create_model_and_transforms(arch, output_dict=True)
+    tokenizer = open_clip.get_tokenizer(arch)
+
+    root = ensure_scene_data(config.data)
+    t_load = time.perf_counter()
+    train = load_split(root, "train", transform, tokenizer, settings.seed)
+    val = load_split(root, "val", transform, tokenizer, settings.seed)
+    logger.info("loaded %d train / %d val images in %.1fs", len(train.ids), len(val.ids), time.perf_counter() - t_load)
+
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "logit_scale" not in n]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2 or "logit_scale" in n]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=settings.lr,
+        betas=(0.9, 0.98),
+        eps=1e-6,
+    )
+    model, optimizer = accelerator.prepare(model, optimizer)
+    loss_fn = ClipLoss()
+
+    step, elapsed = 0, 0.0
+    ckpt = out / "checkpoint.pt"
+    if ckpt.is_file():
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        accelerator.unwrap_model(model).load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, elapsed = state["step"], state["seconds"]
+        torch.set_rng_state(state["torch_rng"])
+        logger.info("resumed %s at step %d", ckpt, step)
+    generator = np.random.default_rng([settings.seed, step])
+    log_fh = (out / "log.jsonl").open("a")
+    stop_at = settings.steps if max_steps is None else min(settings.steps, step + max_steps)
+    device = accelerator.device
+    model.train()
+    t_start = time.perf_counter() - elapsed
+    last_eval: dict[str, float] = {}
+    with progress_bar(f"training {config.name}", settings.steps, "step", progress) as bar:
+        bar.advance(step)
+        window_t, window_n = time.perf_counter(), 0
+        while step < stop_at:
+            idx = torch.from_numpy(generator.choice(len(train.ids), settings.batch_size, replace=False))
+            cap = torch.from_numpy(generator.integers(0, 1 << 30, settings.batch_size)) % train.n_captions[idx]
+            images = train.pixels[idx].to(device)  # (B, 3, H, W)
+            texts = train.tokens[idx, cap]  # (B, T)
+            use_partial = torch.from_numpy(generator.random(settings.batch_size) < settings.partial_caption_prob)
+            which = torch.from_numpy(generator.integers(0, train.partial_tokens.shape[1], settings.batch_size))
+            texts = torch.where(use_partial[:, None], train.partial_tokens[idx, which], texts).to(device)
+            for group in optimizer.param_groups:
+                group["lr"] = _lr_at(step, settings)
+            with accelerator.autocast():
+                out_dict = model(images, texts)
+                loss = loss_fn(out_dict["image_features"], out_dict["text_features"], out_dict["logit_scale"])
+            optimizer.zero_grad(set_to_none=True)
+            accelerator.backward(loss)
+            optimizer.step()
+            with torch.no_grad():
+                accelerator.unwrap_model(model).logit_scale.clamp_(0, math.log(100))
+            step += 1
+            window_n += settings.batch_size
+            bar.advance(1)
+            if step % settings.log_every == 0 or step == stop_at:
+                rate = window_n / (time.perf_counter() - window_t)
+                record = {"step": step, "loss": float(loss), "lr": _lr_at(step, settings), "samples_per_s": rate}
+                bar.describe(f"training {config.name} loss {float(loss):.3f} {rate:.0f} samples/s")
+                window_t, window_n = time.perf_counter(), 0
+                if step % settings.eval_every == 0 or step == stop_at:
+                    last_eval = quick_eval(accelerator.unwrap_model(model), val)
+                    record.update(last_eval)
+                    logger.info("step %d: %s", step, record)
+                log_fh.write(json.dumps(record) + "\n")
+                log_fh.flush()
+            if step % settings.checkpoint_every == 0 or step == stop_at:
+                state = {
+                    "model": accelerator.unwrap_model(model).state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "step": step,
+                    "seconds": time.perf_counter() - t_start,
+                    "torch_rng": torch.get_rng_state(),
+                }
+                atomic_write(ckpt, lambda tmp, state=state: torch.save(state, tmp))
+    log_fh.close()
+    seconds = time.perf_counter() - t_start
+    model_dir = out / "model"
+    if step >= settings.steps or max_steps is not None:
+        unwrapped = accelerator.unwrap_model(model).to("cpu").float()
+        save_local_dir(unwrapped, model_cfg, model_dir, fp16=False)
+        summary = {
+            "name": config.name,
+            "steps": step,
+            "train_minutes": seconds / 60,
+            "final_eval": last_eval,
+            "machine": machine_info(),
+            "data": str(root),
+            "train_images": len(train.ids),
+        }
+        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    return TrainResult(out, model_dir, step, seconds, last_eval)

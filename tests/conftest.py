@@ -1,0 +1,43 @@
+"""Shared fixtures: offline mode, the tiny encoder, and small test images written on demand."""
+
+from __future__ import annotations
+
+import os
+
+# Before anything imports huggingface_hub / transformers: never reach for a model hub in tests.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+from collections.abc import Callable  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from helpers import write_images  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder():
+    """The tiny random open_clip encoder of ``configs/models/tiny-test.yaml`` (seed 0), loaded once."""
+    from viewfinder.pipeline.models import load_encoder
+
+    return load_encoder("tiny-test")
+
+
+@pytest.fixture(scope="session")
+def other_encoder():
+    """The same tiny architecture with another seed: a different fingerprint."""
+    from viewfinder.pipeline.models import load_encoder
+
+    return load_encoder({"name": "tiny-other", "arch": "tiny-test", "weights": "random", "seed": 1})
+
+
+@pytest.fixture
+def make_images(tmp_path: Path) -> Callable[..., list[Path]]:
+    """Factory: ``make_images(n, folder=None, seed=0, prefix="img")`` writes ``n`` small PNG/JPEG
+    files of random colours and varying sizes (default folder: ``tmp_path / "images"``)."""
+
+    def factory(n: int, folder: Path | None = None, seed: int = 0, prefix: str = "img") -> list[Path]:
+        return write_images(folder or tmp_path / "images", n, seed=seed, prefix=prefix)
+
+    return factory

@@ -1,0 +1,134 @@
+"""The benchmarks on tiny settings: their figures are well-formed (no wall-clock assertions)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from typer.testing import CliRunner  # noqa: E402
+
+from viewfinder.pipeline.bench import (  # noqa: E402
+    bench_app,
+    bench_index,
+    bench_search,
+    clustered_vectors,
+    make_bench_images,
+    parse_size,
+)
+
+
+@pytest.fixture(scope="module")
+def search_run():
+    """Flat and the auto-sized IVF preset over 2000 clustered 32-d vectors."""
+    return bench_search(dim=32, sizes=(2000,), queries=50, k=10, factories=("Flat", "IVF"), clusters=20)
+
+
+def test_index_bench_figures(tiny_encoder):
+    result = bench_index(tiny_encoder, n=16, batch_size=8, workers=1, image_size=(64, 48))
+    assert result.model == tiny_encoder.name
+    assert (result.images, result.batch_size, result.workers) == (16, 8, 1)
+    assert result.forward_images_per_second > 0 and result.full_images_per_second > 0
+    assert result.embed_loop_images_per_second > 0
+    assert result.ratio == pytest.approx(result.full_images_per_second / result.forward_images_per_second)
+    assert result.forward_images_per_second == pytest.approx(16 / result.forward_seconds)
+    assert result.full_images_per_second == pytest.approx(16 / result.full_seconds)
+    assert 0 < result.overlap_bound <= 1
+    assert result.decode_ms_per_image > 0 and result.jpeg_kb > 0
+    assert result.forward_spread >= 0 and result.torch_threads >= 1 and result.cpu_cores >= 1
+
+
+def test_index_bench_restores_torch_threads(tiny_encoder):
+    import torch
+
+    before = torch.get_num_threads()
+    result = bench_index(tiny_encoder, n=4, batch_size=4, workers=0, image_size=(32, 32), threads=1)
+    assert result.torch_threads == 1 and result.workers == 0
+    assert torch.get_num_threads() == before
+
+
+def test_search_bench_figures(search_run):
+    assert search_run.dim == 32 and search_run.queries == 50 and search_run.k == 10
+    by_factory = {r.factory: r for r in search_run.results}
+    assert set(by_factory) == {"Flat", "IVF"}
+    flat, ivf = by_factory["Flat"], by_factory["IVF"]
+    assert flat.spec == "Flat" and flat.nprobe is None and flat.train_vectors == 0
+    assert flat.recall == 1.0
+    assert ivf.spec == "IVF51,Flat"  # min(4·sqrt(2000), 2000 // 39) lists
+    assert ivf.nprobe == 16 and ivf.train_vectors == 2000
+    for r in search_run.results:
+        assert r.n == 2000 and r.dim == 32 and r.k == 10
+        assert 0.0 <= r.recall <= 1.0
+        assert r.build_seconds > 0 and r.batch_queries_per_second > 0
+        assert r.single_queries == r.batch_queries == 50
+        assert 0 < r.p50_ms <= r.p95_ms
+        assert r.index_mb >= 2000 * 32 * 4 / 1e6  # at least the raw vectors (IVF,Flat and Flat store them)
+
+
+def test_search_bench_options():
+    run = bench_search(
+        dim=16, sizes=(1500,), queries=20, k=5, factories=("IVF",), nprobe=3, single_queries=7, train_sample=1000
+    )
+    (r,) = run.results
+    assert r.nprobe == 3 and r.single_queries == 7 and r.batch_queries == 20
+    assert r.train_vectors == 1000  # trained on a sample, all 1500 added
+    assert r.index_mb >= 1500 * 16 * 4 / 1e6
+    assert 0.0 <= r.recall <= 1.0
+
+
+def test_clustered_vectors_are_unit_and_seeded():
+    centers = np.random.default_rng(0).standard_normal((5, 8)).astype(np.float32)
+    a = clustered_vectors(300, centers, np.random.default_rng(1), chunk=64)
+    b = clustered_vectors(300, centers, np.random.default_rng(1), chunk=64)
+    assert a.shape == (300, 8) and a.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_bench_images_are_jpegs(tmp_path):
+    from PIL import Image
+
+    paths = make_bench_images(tmp_path, 3, (40, 30), seed=1)
+    assert len(paths) == 3
+    with Image.open(paths[0]) as im:
+        assert im.format == "JPEG" and im.size == (40, 30)
+
+
+def test_parse_size():
+    assert parse_size("320x240") == (320, 240)
+    assert parse_size(" 64X48 ") == (64, 48)
+    for bad in ("320", "0x10", "axb", "320x240x3"):
+        with pytest.raises(ValueError, match="WIDTHxHEIGHT"):
+            parse_size(bad)
+
+
+def test_search_command_writes_json(tmp_path):
+    out = tmp_path / "search.json"
+    args = ["search", "--dim", "8", "--sizes", "400", "--queries", "10", "--factories", "Flat", "--json", str(out)]
+    result = CliRunner().invoke(bench_app, args)
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    (row,) = data["results"]
+    assert row["spec"] == "Flat" and row["recall"] == 1.0 and row["n"] == 400
+    assert "recall@10" in result.output
+
+
+def test_index_command_writes_json(tmp_path):
+    out = tmp_path / "index.json"
+    args = ["index", "--model", "tiny-test", "--n", "4", "--batch-size", "2", "--workers", "0"]
+    result = CliRunner().invoke(bench_app, [*args, "--image-size", "32x24", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert data["images"] == 4 and data["image_size"] == [32, 24]
+    assert math.isclose(data["ratio"], data["full_images_per_second"] / data["forward_images_per_second"])
+
+
+def test_commands_reject_bad_options():
+    runner = CliRunner()
+    assert runner.invoke(bench_app, ["index", "--image-size", "big"]).exit_code == 2
+    assert runner.invoke(bench_app, ["search", "--sizes", "a,b"]).exit_code == 2
+    assert runner.invoke(bench_app, ["search", "--factories", ","]).exit_code == 2

@@ -18,6 +18,7 @@ import numpy as np
 import open_clip
 import torch
 from PIL import Image
+
 from viewfinder.pipeline.config import EncoderEntry, config_root
 
 logger = logging.getLogger(__name__)

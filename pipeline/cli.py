@@ -168,9 +168,12 @@ def search_cmd(
     console.print(f"[dim]{1000 * sum(result.timings.values()):.1f} ms[/]")
 
 
-from viewfinder.pipeline.eval_cli import eval_cmd  # noqa: E402  (light: heavy imports inside)
+# Sub-commands live in their own modules; each keeps its heavy imports inside the command.
+from viewfinder.pipeline.eval_cli import eval_cmd  # noqa: E402
+from viewfinder.pipeline.train_cli import train_app  # noqa: E402
 
 app.command("eval")(eval_cmd)
+app.add_typer(train_app, name="train")
 
 
 def main() -> None:

@@ -48,6 +48,8 @@ class EvalSet:
     """Index into ``image_keys`` of each caption's image."""
     records: list[dict[str, Any]] = field(default_factory=list)
     """Extra per-image fields (e.g. scene graphs), aligned with ``image_keys``."""
+    source_manifest: Path | None = None
+    """A JSONL manifest holding exactly these images, indexed as it is (captions kept as metadata)."""
 
 
 def load_karpathy(path: Path, split: str, image_root: Path | None = None) -> EvalSet:
@@ -99,7 +101,7 @@ def load_manifest(path: Path, split: str | None = None) -> EvalSet:
             owner.append(len(keys) - 1)
     if not captions:
         raise EvalDataError(f"{path} has no captions{f' in split {split!r}' if split else ''}: nothing to evaluate")
-    return EvalSet(path.stem, split or "all", keys, paths, captions, owner, records)
+    return EvalSet(path.stem, split or "all", keys, paths, captions, owner, records, None if split else path)
 
 
 def write_eval_manifest(evalset: EvalSet, path: Path) -> Path:
@@ -164,6 +166,10 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+def eval_index_dir(work_dir: Path, split: str, fingerprint: str) -> Path:
+    return work_dir / f"index-{split}-{fingerprint[:12]}"
+
+
 def index_evalset(
     evalset: EvalSet,
     encoder: ImageTextEncoder,
@@ -173,8 +179,8 @@ def index_evalset(
 ) -> tuple[list[str], np.ndarray]:
     """Index the eval set's images (incrementally, in ``work_dir``) and return (keys, vectors)."""
     work_dir.mkdir(parents=True, exist_ok=True)
-    manifest = write_eval_manifest(evalset, work_dir / f"{evalset.split}.images.jsonl")
-    index_dir = work_dir / f"index-{evalset.split}-{encoder.fingerprint[:12]}"
+    manifest = evalset.source_manifest or write_eval_manifest(evalset, work_dir / f"{evalset.split}.images.jsonl")
+    index_dir = eval_index_dir(work_dir, evalset.split, encoder.fingerprint)
     report = Indexer(encoder, index_config, encoder_entry=encoder_entry).run(manifest, index_dir)
     if report.skipped:
         logger.warning("%d eval images could not be indexed, e.g. %s", len(report.skipped), report.skipped[0])

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
+
 from viewfinder.adapters.base import ImageTextEncoder
 from viewfinder.pipeline.config import IndexConfig
 from viewfinder.pipeline.faiss_index import check_trainable, resolve_factory

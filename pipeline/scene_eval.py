@@ -41,7 +41,7 @@ def evaluate_scene_split(
     dataset = load_scene_dataset(root)
     if split not in dataset.scenes:
         raise ValueError(f"split {split!r} not in {root}; splits: {sorted(dataset.scenes)}")
-    evalset = load_manifest(root / f"{split}.jsonl")
+    evalset = load_manifest(root / f"{split}.jsonl")  # the whole manifest is this split
     evalset.name, evalset.split = f"scenes:{root.name}", split
     report = evaluate_retrieval(evalset, encoder, index_config, work_dir, encoder_entry=encoder_entry)
     keys, image_vecs = index_evalset(evalset, encoder, index_config, work_dir, encoder_entry)  # no-op re-run

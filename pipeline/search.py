@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from viewfinder.adapters.base import ImageTextEncoder
 from viewfinder.pipeline.config import IndexConfig, Preset, load_preset
 from viewfinder.pipeline.images import ImageDecodeError, load_image

@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 import faiss
 import numpy as np
+
 from viewfinder.pipeline.faiss_index import (
     build_index,
     resolve_factory,

@@ -553,6 +553,14 @@ def test_a_crash_leaves_no_dataset(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         load_scene_dataset(tmp_path / "ds")
 
 
+def test_dataset_without_held_out_pairs(tmp_path: Path) -> None:
+    config = SceneGeneratorConfig(held_out_pairs=0)
+    with pytest.raises(ValueError, match="held_out_pairs"):
+        write_scene_dataset(tmp_path / "x", config, **SMALL)
+    info = write_scene_dataset(tmp_path / "y", config, **{**SMALL, "n_compositional": 0})
+    assert info["held_out_pairs"] == [] and info["splits"]["compositional"]["images"] == 0
+
+
 def test_query_counts_follow_query_config(tmp_path: Path) -> None:
     info = write_scene_dataset(
         tmp_path / "ds",

@@ -139,6 +139,8 @@ def _build_split(
     query_config: QuerySetConfig,
 ) -> tuple[list[Scene], list[Query]]:
     """The split's collection (base scenes, then edited scenes) and its queries."""
+    if n == 0:
+        return [], []
     forbid, require = split_constraints(config, split)
     scenes = generate_scenes(
         n,

@@ -176,11 +176,13 @@ def index_evalset(
     index_config: IndexConfig,
     work_dir: Path,
     encoder_entry: dict[str, Any] | None = None,
+    index_dir: Path | None = None,
 ) -> tuple[list[str], np.ndarray]:
-    """Index the eval set's images (incrementally, in ``work_dir``) and return (keys, vectors)."""
+    """Index the eval set's images (incrementally, in ``index_dir`` or a folder of ``work_dir``)
+    and return (keys, vectors)."""
     work_dir.mkdir(parents=True, exist_ok=True)
     manifest = evalset.source_manifest or write_eval_manifest(evalset, work_dir / f"{evalset.split}.images.jsonl")
-    index_dir = eval_index_dir(work_dir, evalset.split, encoder.fingerprint)
+    index_dir = index_dir or eval_index_dir(work_dir, evalset.split, encoder.fingerprint)
     report = Indexer(encoder, index_config, encoder_entry=encoder_entry).run(manifest, index_dir)
     if report.skipped:
         logger.warning("%d eval images could not be indexed, e.g. %s", len(report.skipped), report.skipped[0])
@@ -198,10 +200,11 @@ def evaluate_retrieval(
     work_dir: Path,
     ks: tuple[int, ...] = DEFAULT_KS,
     encoder_entry: dict[str, Any] | None = None,
+    index_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Recall@K both ways for an eval set; returns a JSON-ready report."""
     t0 = time.perf_counter()
-    keys, vecs = index_evalset(evalset, encoder, index_config, work_dir, encoder_entry)
+    keys, vecs = index_evalset(evalset, encoder, index_config, work_dir, encoder_entry, index_dir)
     position = {k: i for i, k in enumerate(keys)}
     missing = [k for k in evalset.image_keys if k not in position]
     if missing:

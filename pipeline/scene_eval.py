@@ -33,6 +33,7 @@ def evaluate_scene_split(
     index_config: IndexConfig,
     work_dir: Path,
     encoder_entry: dict[str, Any] | None = None,
+    index_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Full-description Recall@K both ways plus every query set of ``split``."""
     from viewfinder.pipeline.scenes.dataset import load_scene_dataset
@@ -43,8 +44,10 @@ def evaluate_scene_split(
         raise ValueError(f"split {split!r} not in {root}; splits: {sorted(dataset.scenes)}")
     evalset = load_manifest(root / f"{split}.jsonl")  # the whole manifest is this split
     evalset.name, evalset.split = f"scenes:{root.name}", split
-    report = evaluate_retrieval(evalset, encoder, index_config, work_dir, encoder_entry=encoder_entry)
-    keys, image_vecs = index_evalset(evalset, encoder, index_config, work_dir, encoder_entry)  # no-op re-run
+    report = evaluate_retrieval(
+        evalset, encoder, index_config, work_dir, encoder_entry=encoder_entry, index_dir=index_dir
+    )
+    keys, image_vecs = index_evalset(evalset, encoder, index_config, work_dir, encoder_entry, index_dir)  # no-op re-run
     position = {k: i for i, k in enumerate(keys)}
     scenes = {k: dataset.scenes[split][k] for k in keys}
     queries = dataset.queries.get(split, [])

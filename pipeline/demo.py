@@ -1,0 +1,134 @@
+"""``viewfinder demo``: the offline tour. Generates a scene collection, indexes it with the bundled
+model, runs example queries, writes a contact sheet and an evaluation summary. A second run reuses
+the collection and the index."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from viewfinder.pipeline.contact_sheet import SheetRow, render_contact_sheet
+from viewfinder.pipeline.evaluate import save_report
+from viewfinder.pipeline.search import SearchResult
+
+logger = logging.getLogger(__name__)
+
+DEMO_SEED = 2026
+"""Seed of the demo collection: different from the training data's seed."""
+
+
+def default_cache() -> Path:
+    return Path(os.environ.get("VIEWFINDER_CACHE", Path.home() / ".cache" / "viewfinder")).expanduser() / "demo"
+
+
+@dataclass
+class DemoQuery:
+    label: str
+    text: str | None = None
+    image_key: str | None = None
+    target_key: str | None = None
+    relevant: tuple[str, ...] = ()
+
+
+@dataclass
+class DemoResult:
+    cache: Path
+    index_dir: Path
+    contact_sheet: Path
+    report_path: Path
+    report: dict[str, Any]
+    searches: list[tuple[DemoQuery, SearchResult]]
+    seconds: dict[str, float]
+
+
+def _pick_queries(dataset: Any, split: str, rng: np.random.Generator) -> list[DemoQuery]:
+    by_type: dict[str, list[Any]] = {}
+    for q in dataset.queries.get(split, []):
+        by_type.setdefault(q.type, []).append(q)
+    picks: list[DemoQuery] = []
+    for q in [by_type["full"][i] for i in rng.choice(len(by_type["full"]), 3, replace=False)]:
+        picks.append(DemoQuery(f"full: {q.text}", text=q.text, target_key=q.target_id))
+    partial = by_type.get("partial", [])
+    for wanted in ({"shape"}, {"colour", "position"}):
+        match = [q for q in partial if set(q.attributes) == wanted]
+        if match:
+            q = match[int(rng.integers(len(match)))]
+            picks.append(DemoQuery(f"partial: {q.text}", text=q.text, relevant=tuple(q.relevant_ids)))
+    if composed := by_type.get("composed"):
+        q = composed[int(rng.integers(len(composed)))]
+        picks.append(DemoQuery(f"described edit target: {q.target_text}", text=q.target_text, target_key=q.target_id))
+        picks.append(
+            DemoQuery("image query: scenes like this one", image_key=q.reference_id, target_key=q.reference_id)
+        )
+    return picks
+
+
+def run_demo(cache: Path | None = None, preset_name: str = "default", n_scenes: int = 2000, k: int = 8) -> DemoResult:
+    from viewfinder.pipeline.config import load_preset
+    from viewfinder.pipeline.models import load_encoder, portable_entry
+    from viewfinder.pipeline.scene_eval import evaluate_scene_split
+    from viewfinder.pipeline.scenes.dataset import is_scene_dataset, load_scene_dataset, write_scene_dataset
+    from viewfinder.pipeline.scenes.generator import SceneGeneratorConfig
+    from viewfinder.pipeline.search import Searcher
+    from viewfinder.pipeline.store import IndexStore
+
+    cache = (cache or default_cache()).expanduser()
+    seconds: dict[str, float] = {}
+    t0 = time.perf_counter()
+    data_root = cache / f"scenes-{DEMO_SEED}-{n_scenes}"
+    if not is_scene_dataset(data_root):
+        logger.info("generating %d demo scenes into %s", n_scenes, data_root)
+        write_scene_dataset(
+            data_root,
+            SceneGeneratorConfig(seed=DEMO_SEED),
+            n_train=0,
+            n_val=0,
+            n_test=n_scenes,
+            n_compositional=0,
+            overwrite=data_root.exists(),
+        )
+    seconds["generate"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    preset = load_preset(preset_name)
+    encoder = load_encoder(preset.encoder)
+    seconds["load_model"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    index_dir = cache / f"index-{preset.name}"
+    report = evaluate_scene_split(
+        data_root, "test", encoder, preset.index, cache, portable_entry(preset.encoder), index_dir=index_dir
+    )
+    report["command"] = f"viewfinder demo (preset {preset.name})"
+    seconds["index_and_eval"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    dataset = load_scene_dataset(data_root)
+    searcher = Searcher(IndexStore.open(index_dir), encoder, preset.index)
+    searches: list[tuple[DemoQuery, SearchResult]] = []
+    rows: list[SheetRow] = []
+    for q in _pick_queries(dataset, "test", np.random.default_rng(DEMO_SEED)):
+        image = dataset.image_path("test", q.image_key) if q.image_key else None
+        result = searcher.search(q.text, image=image, k=k) if image is None else searcher.search(image=image, k=k)
+        searches.append((q, result))
+        rows.append(
+            SheetRow(
+                q.label,
+                [h.path for h in result.hits],
+                [h.key for h in result.hits],
+                {q.target_key} if q.target_key else set(),
+                set(q.relevant),
+                str(image) if image else None,
+            )
+        )
+    sheet = render_contact_sheet(rows, cache / "contact_sheet.png")
+    report_path = cache / "eval.json"
+    save_report(report, report_path)
+    seconds["queries_and_sheet"] = time.perf_counter() - t0
+    return DemoResult(cache, index_dir, sheet, report_path, report, searches, seconds)

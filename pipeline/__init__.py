@@ -1,0 +1,40 @@
+"""viewfinder's pipeline: index store, indexing, search, evaluation, benchmarks, CLI.
+
+The main entry points are imported lazily (``import viewfinder.pipeline`` stays cheap)::
+
+    from viewfinder.pipeline import build_index, open_index
+
+    build_index("photos/", "photos.index", preset="vit-b-32-laion2b")
+    result = open_index("photos.index").search("a dog on a beach", k=5)
+    for hit in result.hits:
+        print(hit.rank, hit.score, hit.path)
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "build_index": "viewfinder.pipeline.api",
+    "open_index": "viewfinder.pipeline.api",
+    "Searcher": "viewfinder.pipeline.search",
+    "SearchResult": "viewfinder.pipeline.search",
+    "Hit": "viewfinder.pipeline.search",
+    "QueryError": "viewfinder.pipeline.search",
+    "Indexer": "viewfinder.pipeline.indexer",
+    "IndexReport": "viewfinder.pipeline.indexer",
+    "IndexStore": "viewfinder.pipeline.store",
+    "StoreError": "viewfinder.pipeline.store",
+    "EncoderMismatchError": "viewfinder.pipeline.store",
+    "load_preset": "viewfinder.pipeline.config",
+    "load_encoder": "viewfinder.pipeline.models",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'viewfinder.pipeline' has no attribute {name!r}")

@@ -57,24 +57,29 @@ class IndexBench:
     """Mean size of the generated JPEG files."""
     decode_ms_per_image: float
     """Read + decode + preprocess, one image in the main process (one core)."""
+    repeats: int
     forward_seconds: float
-    """Mean of two timings of the forward pass alone, one before and one after the full run."""
+    """Best of the forward-pass timings (one before the first full run and one after each)."""
     forward_images_per_second: float
     """``encode_image_tensors`` alone on pre-stacked preprocessed tensors, same batches."""
-    forward_spread: float
-    """|before - after| / mean of the two forward timings: how steady the machine was."""
     full_seconds: float
+    """Best of the full-run timings."""
     full_images_per_second: float
     """Whole ``Indexer.run`` (listing, decode, preprocess, encode, checkpoint, FAISS commit) per image."""
     embed_loop_images_per_second: float
-    """The indexer's own rate for its embedding loop alone (``IndexReport.embedded_per_second``)."""
+    """The indexer's own rate for its embedding loop alone (``IndexReport.embedded_per_second``), best run."""
     ratio: float
     """full_images_per_second / forward_images_per_second."""
     overlap_bound: float
     """Best ratio possible when decoding takes CPU time from the encoder on the same cores:
     forward / (forward + decode / cores)."""
+    forward_spread: float
+    """(slowest - best) / best forward timing: how steady the machine was (0.05 is a quiet one)."""
     load_average: float
     """1-minute load average when the benchmark started (others' work skews the figures)."""
+    forward_runs: list[float] = field(default_factory=list)
+    full_runs: list[float] = field(default_factory=list)
+    """Every timing, in seconds, in the order taken: forward, full, forward, full, ..., forward."""
 
 
 def _load_average() -> float:
@@ -124,6 +129,7 @@ def bench_index(
     workers: int | None = None,
     image_size: tuple[int, int] = (320, 240),
     threads: int | None = None,
+    repeats: int = 1,
     seed: int = 0,
 ) -> IndexBench:
     """Index ``n`` generated JPEGs with the real :class:`Indexer` and time the encoder alone on the same images.
@@ -131,6 +137,8 @@ def bench_index(
     ``model`` is a model entry (name, YAML path) or an encoder already loaded (tests).
     ``workers`` defaults to :class:`IndexConfig`'s ``num_workers``; ``threads`` sets
     ``torch.set_num_threads`` for the run (restored afterwards; None leaves torch's setting).
+    Forward and full runs alternate (forward first and last, ``repeats`` full runs into fresh
+    indexes) and the best time of each counts, so a busy machine skews the ratio less.
     """
     import torch
 
@@ -139,8 +147,8 @@ def bench_index(
     from viewfinder.pipeline.indexer import Indexer
     from viewfinder.pipeline.models import load_encoder
 
-    if n < 1 or batch_size < 1:
-        raise ValueError("n and batch_size must be >= 1")
+    if n < 1 or batch_size < 1 or repeats < 1:
+        raise ValueError("n, batch_size and repeats must be >= 1")
     config = IndexConfig(factory="Flat", batch_size=batch_size)
     if workers is not None:
         config = replace(config, num_workers=workers)  # validated again
@@ -151,7 +159,7 @@ def bench_index(
     try:
         encoder = load_encoder(model) if isinstance(model, str) else model
         with tempfile.TemporaryDirectory(prefix="viewfinder-bench-") as tmp:
-            images_dir, index_dir = Path(tmp) / "images", Path(tmp) / "index"
+            images_dir = Path(tmp) / "images"
             logger.info("writing %d %dx%d JPEGs to %s", n, *image_size, images_dir)
             paths = make_bench_images(images_dir, n, image_size, seed)
             jpeg_kb = sum(p.stat().st_size for p in paths) / len(paths) / 1024
@@ -175,19 +183,21 @@ def bench_index(
                 return time.perf_counter() - start
 
             encoder.encode_image_tensors(pixels[:batch_size])  # warm-up: first call allocates, picks kernels
-            forward_before = forward_pass()
-            start = time.perf_counter()
-            report = Indexer(encoder, config, progress=False).run(images_dir, index_dir)
-            full_seconds = time.perf_counter() - start
-            forward_after = forward_pass()  # before and after: a drifting machine shows in the spread
-            if report.count != n or report.skipped:
-                raise RuntimeError(f"benchmark indexing lost images: {report.count}/{n}, skipped {report.skipped[:3]}")
+            forward_runs, full_runs, loop_rate = [forward_pass()], [], 0.0
+            for r in range(repeats):
+                start = time.perf_counter()
+                report = Indexer(encoder, config, progress=False).run(images_dir, Path(tmp) / f"index{r}")
+                full_runs.append(time.perf_counter() - start)
+                if report.count != n or report.skipped:
+                    raise RuntimeError(f"benchmark indexing lost images: {report.count}/{n}, {report.skipped[:3]}")
+                loop_rate = max(loop_rate, report.embedded_per_second)
+                forward_runs.append(forward_pass())
         torch_threads = torch.get_num_threads()
     finally:
         torch.set_num_threads(previous_threads)
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    forward_seconds = (forward_before + forward_after) / 2
+    forward_seconds, full_seconds = min(forward_runs), min(full_runs)
     forward_rate = n / forward_seconds
     full_rate = n / full_seconds
     return IndexBench(
@@ -200,15 +210,18 @@ def bench_index(
         image_size=image_size,
         jpeg_kb=jpeg_kb,
         decode_ms_per_image=1000 * decode_seconds / n,
+        repeats=repeats,
         forward_seconds=forward_seconds,
         forward_images_per_second=forward_rate,
-        forward_spread=abs(forward_before - forward_after) / forward_seconds,
         full_seconds=full_seconds,
         full_images_per_second=full_rate,
-        embed_loop_images_per_second=report.embedded_per_second,
+        embed_loop_images_per_second=loop_rate,
         ratio=full_rate / forward_rate,
         overlap_bound=forward_seconds / (forward_seconds + decode_seconds / cores),
+        forward_spread=(max(forward_runs) - forward_seconds) / forward_seconds,
         load_average=load_average,
+        forward_runs=forward_runs,
+        full_runs=full_runs,
     )
 
 
@@ -440,6 +453,9 @@ def index_cmd(
     ] = None,
     image_size: Annotated[str, typer.Option(help="Generated JPEG size, WIDTHxHEIGHT.")] = "320x240",
     threads: Annotated[int | None, typer.Option(min=1, help="torch intra-op threads (default: torch's).")] = None,
+    repeats: Annotated[
+        int, typer.Option(min=1, help="Full runs, alternating with forward passes; the best of each counts.")
+    ] = 1,
     json_path: JsonOpt = None,
 ) -> None:
     """Indexing throughput: the full pipeline against the encoder's forward pass alone."""
@@ -450,7 +466,9 @@ def index_cmd(
         size = parse_size(image_size)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--image-size") from exc
-    result = bench_index(model, n, batch_size, workers, size, threads)
+    result = bench_index(model, n, batch_size, workers, size, threads, repeats)
+    timings = [t for pair in zip(result.forward_runs, result.full_runs, strict=False) for t in pair]
+    timings.append(result.forward_runs[-1])
     table = Table(title=f"indexing {n} {image_size} JPEGs with {model}", show_header=False)
     rows = [
         ("batch size / workers / torch threads / cores", f"{batch_size} / {result.workers} / "
@@ -462,7 +480,8 @@ def index_cmd(
         ("indexer's embedding loop", f"{result.embed_loop_images_per_second:.1f} img/s"),
         ("ratio full / forward", f"{result.ratio:.3f}"),
         ("bound if decoding shares the cores", f"{result.overlap_bound:.3f}"),
-        ("forward before/after spread", f"{100 * result.forward_spread:.1f} %"),
+        ("timings, s (forward, full, ..., forward)", ", ".join(f"{t:.1f}" for t in timings)),
+        ("forward timings spread", f"{100 * result.forward_spread:.1f} %"),
         ("load average at start", f"{result.load_average:.2f}"),
     ]  # fmt: skip
     for label, value in rows:

@@ -29,7 +29,7 @@ def search_run():
 
 
 def test_index_bench_figures(tiny_encoder):
-    result = bench_index(tiny_encoder, n=16, batch_size=8, workers=1, image_size=(64, 48))
+    result = bench_index(tiny_encoder, n=16, batch_size=8, workers=1, image_size=(64, 48), repeats=2)
     assert result.model == tiny_encoder.name
     assert (result.images, result.batch_size, result.workers) == (16, 8, 1)
     assert result.forward_images_per_second > 0 and result.full_images_per_second > 0
@@ -40,6 +40,8 @@ def test_index_bench_figures(tiny_encoder):
     assert 0 < result.overlap_bound <= 1
     assert result.decode_ms_per_image > 0 and result.jpeg_kb > 0
     assert result.forward_spread >= 0 and result.torch_threads >= 1 and result.cpu_cores >= 1
+    assert len(result.forward_runs) == 3 and len(result.full_runs) == 2  # forward, full, forward, full, forward
+    assert result.forward_seconds == min(result.forward_runs) and result.full_seconds == min(result.full_runs)
 
 
 def test_index_bench_restores_torch_threads(tiny_encoder):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import random_image
+
 from viewfinder.adapters.base import ImageTextEncoder
 from viewfinder.adapters.open_clip_encoder import ModelLoadError, save_local_dir, sha256_file
 from viewfinder.pipeline.config import config_root
@@ -172,9 +173,7 @@ def test_wrong_sha256_is_a_clear_error(checkpoints, filename):
 
 def test_wrong_sha256_for_local_dir_is_a_clear_error(checkpoints):
     with pytest.raises(ModelLoadError, match="checksum"):
-        load_encoder(
-            {"name": "d", "weights": "local-dir", "path": str(checkpoints / "local"), "sha256": "f" * 64}
-        )
+        load_encoder({"name": "d", "weights": "local-dir", "path": str(checkpoints / "local"), "sha256": "f" * 64})
 
 
 def test_missing_checkpoint_file_is_a_model_load_error(tmp_path):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from helpers import image_bytes, random_image
 from PIL import Image
+
 from viewfinder.pipeline.images import ImageDecodeError, decode_image, load_image
 
 

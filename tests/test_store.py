@@ -25,6 +25,7 @@ from helpers import (
     write_corrupt_files,
     write_images,
 )
+
 from viewfinder.pipeline.config import load_preset
 from viewfinder.pipeline.faiss_index import IndexBuildError, resolve_factory
 from viewfinder.pipeline.indexer import Indexer
@@ -390,27 +391,35 @@ _WORKER = textwrap.dedent(
     config.checkpoint_every = 8
     config.num_workers = 0
     print("ready", flush=True)
+    if sys.stdin.readline().strip() != "go":  # loaded ahead of time; start when told
+        sys.exit(0)
     report = Indexer(SlowEncoder(encoder), config, progress=False).run(source, index_dir)
     print("done", report.count, flush=True)
     """
 )
 
 
-def _start_worker(tmp_path: Path, source: Path, index_dir: Path, pause: float) -> subprocess.Popen:
-    proc = subprocess.Popen(
+def _spawn_worker(tmp_path: Path, source: Path, index_dir: Path, pause: float) -> subprocess.Popen:
+    """Start an indexing subprocess; it loads the model, says "ready" and waits for "go"."""
+    return subprocess.Popen(
         [sys.executable, "-c", _WORKER, str(source), str(index_dir), str(pause)],
         cwd=tmp_path,
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
     )
+
+
+def _go(proc: subprocess.Popen) -> None:
+    """Wait until the worker has loaded its model, then let it index."""
     line = proc.stdout.readline()  # blocks until the model is loaded (or the process died)
     if line.strip() != "ready":
-        proc.kill()
-        out, err = proc.communicate(timeout=60)
-        pytest.fail(f"indexing subprocess did not start: {line!r} {out!r} {err[-3000:]!r}")
-    return proc
+        _kill(proc)
+        pytest.fail(f"indexing subprocess did not start: {line!r} {proc.stderr.read()[-3000:]!r}")
+    proc.stdin.write("go\n")
+    proc.stdin.flush()
 
 
 def _pending_count(index_dir: Path) -> int:
@@ -425,8 +434,11 @@ def _kill(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=60)
-    proc.stdout.close()
-    proc.stderr.close()
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
+        try:
+            stream.close()
+        except OSError:  # a broken pipe to a killed process
+            pass
 
 
 def _fresh_vectors(encoder, source: Path, tmp_path: Path) -> dict[str, np.ndarray]:
@@ -441,16 +453,16 @@ def _fresh_vectors(encoder, source: Path, tmp_path: Path) -> dict[str, np.ndarra
 
 def test_killed_run_keeps_the_old_generation_and_resumes(tmp_path, tiny_encoder):
     source, index_dir = tmp_path / "images", tmp_path / "index"
-    first = write_images(source, 100, seed=21, prefix="a")
-    write_corrupt_files(source)
-    index_folder(tiny_encoder, source, index_dir)
-    old = check_store_invariants(index_dir)
-    assert set(old) == {p.name for p in first}
-    write_images(source, 100, seed=22, prefix="b")
-
     # 13 batches of 8 at >= 0.25 s each: several seconds in which to catch the run mid-way.
-    proc = _start_worker(tmp_path, source, index_dir, pause=0.25)
+    proc = _spawn_worker(tmp_path, source, index_dir, pause=0.25)  # loads while the first run goes
     try:
+        first = write_images(source, 100, seed=21, prefix="a")
+        write_corrupt_files(source)
+        index_folder(tiny_encoder, source, index_dir)
+        old = check_store_invariants(index_dir)
+        assert set(old) == {p.name for p in first}
+        write_images(source, 100, seed=22, prefix="b")
+        _go(proc)
         deadline = time.monotonic() + 120
         while _pending_count(index_dir) < 16:
             if proc.poll() is not None:
@@ -510,13 +522,28 @@ def test_kill_at_random_moments_keeps_the_invariant(tmp_path, tiny_encoder):
     index_folder(tiny_encoder, source, index_dir)
     rng = np.random.default_rng(2024)
     expected = 40
-    for round_ in range(3):
+    workers = [_spawn_worker(tmp_path, source, index_dir, pause=0.1) for _ in range(3)]  # load in parallel
+    try:
+        _random_kill_rounds(source, index_dir, workers, rng, tiny_encoder)
+    finally:
+        for proc in workers:
+            _kill(proc)
+    expected += 3 * 24
+    counting = CountingEncoder(tiny_encoder)
+    report = Indexer(counting, tiny_config(batch_size=8, checkpoint_every=8), progress=False).run(source, index_dir)
+    assert report.count == expected
+    final = check_store_invariants(index_dir)
+    assert len(final) == expected == len(list(source.iterdir()))
+    assert counting.images_encoded + report.resumed + report.unchanged == expected
+
+
+def _random_kill_rounds(source, index_dir, workers, rng, encoder) -> None:
+    for round_, proc in enumerate(workers):
         before = check_store_invariants(index_dir, check_manifest_file=False)
         write_images(source, 24, seed=40 + round_, prefix=f"r{round_}_")
-        expected += 24
-        proc = _start_worker(tmp_path, source, index_dir, pause=0.1)
         delay = float(rng.uniform(0.0, 1.2))  # from before embedding starts to around the commit
         try:
+            _go(proc)
             time.sleep(delay)
         finally:
             _kill(proc)
@@ -526,13 +553,6 @@ def test_kill_at_random_moments_keeps_the_invariant(tmp_path, tiny_encoder):
         assert after == before or set(after) == everything
         assert {k: after[k] for k in before} == before
         store = IndexStore.open(index_dir)
-        hits = Searcher(store, tiny_encoder).search(image=source / "base0001.jpg", k=1).hits
+        hits = Searcher(store, encoder).search(image=source / "base0001.jpg", k=1).hits
         assert hits[0].key == "base0001.jpg"
         store.close()
-    counting = CountingEncoder(tiny_encoder)
-    report = Indexer(counting, tiny_config(batch_size=8, checkpoint_every=8), progress=False).run(source, index_dir)
-    assert report.count == expected
-    final = check_store_invariants(index_dir)
-    assert len(final) == expected == len(list(source.iterdir()))
-    assert counting.images_encoded + report.resumed + report.unchanged == expected
-

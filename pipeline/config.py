@@ -136,10 +136,27 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str) -> T:
         allowed = _literal_choices(hints[key])
         if allowed is not None and value not in allowed:
             raise ConfigError(f"{where}: field {key!r} must be one of {list(allowed)}, got {value!r}")
+        if allowed is None and not _type_ok(hints[key], value):
+            expected = getattr(hints[key], "__name__", str(hints[key]))
+            raise ConfigError(f"{where}: field {key!r} must be of type {expected}, got {value!r}")
     try:
         return cls(**data)
     except TypeError as exc:
         raise ConfigError(f"{where}: {exc}") from exc
+
+
+_SCALARS: dict[Any, tuple[type, ...]] = {int: (int,), float: (int, float), str: (str,), bool: (bool,)}
+
+
+def _type_ok(hint: Any, value: Any) -> bool:
+    """Whether ``value`` fits a scalar type hint (bools are not ints here); other hints pass."""
+    if get_origin(hint) in (typing.Union, types.UnionType):
+        return any(_type_ok(arg, value) for arg in get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint in _SCALARS:
+        return isinstance(value, _SCALARS[hint]) and (hint is bool or not isinstance(value, bool))
+    return True
 
 
 def _literal_choices(hint: Any) -> tuple[Any, ...] | None:
@@ -168,7 +185,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
 
 def _resolve(kind: str, name_or_file: str) -> Path:
     candidate = Path(name_or_file).expanduser()
-    if candidate.suffix in (".yaml", ".yml") or candidate.exists():
+    if candidate.suffix in (".yaml", ".yml") or candidate.is_file():
         return candidate
     packaged = config_root() / kind / f"{name_or_file}.yaml"
     if packaged.is_file():

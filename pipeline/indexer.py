@@ -69,7 +69,8 @@ def _file_sha256(path: str) -> str | None:
 
 
 def _plan(store: IndexStore, items: list[SourceItem], rebuild: bool) -> _Plan:
-    committed = {} if rebuild else store.committed_state()
+    prior = store.committed_state()
+    committed = {} if rebuild else prior
     skipped = {} if rebuild else store.skipped_state()
     pending = store.pending_state()
     source_keys = {it.key for it in items}
@@ -83,8 +84,12 @@ def _plan(store: IndexStore, items: list[SourceItem], rebuild: bool) -> _Plan:
     for it in items:
         meta_json = json.dumps(it.metadata)
         row = ItemRow(-1, it.key, it.path, it.size, it.mtime_ns, it.content_hash, it.text, it.metadata)
-        if it.key in pending and pending[it.key][1:] == (it.size, it.mtime_ns):
-            resumed += 1
+        if it.key in pending and pending[it.key][1:3] == (it.size, it.mtime_ns):
+            reason = pending[it.key][3]
+            if reason is None:
+                resumed += 1
+            else:
+                skipped_before.append((it.path, reason + " (before the interruption)"))
             continue
         if it.key in committed:
             cid, size, mtime, sha, text, meta = committed[it.key]
@@ -107,7 +112,10 @@ def _plan(store: IndexStore, items: list[SourceItem], rebuild: bool) -> _Plan:
             skipped_before.append((it.path, skipped[it.key][2] + " (unchanged since an earlier run)"))
             continue
         to_embed.append(row)
-        need_ids.append(row)
+        if it.key in prior:  # a rebuild keeps ids stable
+            row.id = prior[it.key][0]
+        else:
+            need_ids.append(row)
     for row, new_id in zip(need_ids, store.allocate_ids(len(need_ids)) if need_ids else [], strict=True):
         row.id = new_id
     delete_keys = [k for k in committed if k not in source_keys]
@@ -226,6 +234,7 @@ class Indexer:
                 encoder_name=enc.name,
                 encoder_fingerprint=enc.fingerprint,
                 encoder_entry=self.encoder_entry,
+                embed_dim=enc.embed_dim,
                 source=source_str,
             )
         n_ok = len(plan.to_embed) - len(failed)

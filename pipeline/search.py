@@ -120,7 +120,7 @@ class Searcher:
             query_vec = self.encoder.encode_texts([text])  # (1, D)
         else:
             try:
-                query_vec = self.encoder.encode_images([load_image(image)])  # (1, D)
+                query_vec = self.encoder.encode_images([load_image(image, self.config.max_image_pixels)])  # (1, D)
             except ImageDecodeError as exc:
                 raise QueryError(f"cannot read query image {image}: {exc}") from exc
         timings["encode"] = time.perf_counter() - t0

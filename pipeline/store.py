@@ -342,9 +342,12 @@ class IndexStore:
         """key -> (size, mtime_ns, reason) of files skipped by an earlier run."""
         return {r[0]: (r[1], r[2], r[3]) for r in self.db.execute("SELECT key, size, mtime_ns, reason FROM skipped")}
 
-    def pending_state(self) -> dict[str, tuple[int, int, int]]:
-        """key -> (id, size, mtime_ns) of rows embedded by an unfinished run."""
-        return {r[0]: (r[1], r[2], r[3]) for r in self.db.execute("SELECT key, id, size, mtime_ns FROM pending")}
+    def pending_state(self) -> dict[str, tuple[int, int, int, str | None]]:
+        """key -> (id, size, mtime_ns, failure reason or None) of rows handled by an unfinished run."""
+        return {
+            r[0]: (r[1], r[2], r[3], r[4])
+            for r in self.db.execute("SELECT key, id, size, mtime_ns, reason FROM pending")
+        }
 
     # ------------------------------------------------------------------ writing
     def prepare_run(self, encoder_fingerprint: str, rebuild: bool) -> None:
@@ -404,13 +407,16 @@ class IndexStore:
         encoder_name: str | None = None,
         encoder_fingerprint: str | None = None,
         encoder_entry: dict[str, Any] | None = None,
+        embed_dim: int | None = None,
         source: str | None = None,
     ) -> Manifest:
         """Fold pending embeddings, deletions and metadata updates into a new generation, atomically.
 
-        ``rebuild`` replaces every committed item by the pending ones (a re-embedding run).
+        ``rebuild`` replaces every committed item by the pending ones (a re-embedding run, possibly
+        with an encoder of another ``embed_dim``).
         """
         old = self.manifest
+        dim = embed_dim or old.embed_dim
         factory = factory or old.factory
         delete_keys = set(delete_keys)
         update_rows = list(update_rows)
@@ -424,9 +430,9 @@ class IndexStore:
             gone_keys = (delete_keys | failed | {k for k, _, _ in embedded}) & set(committed)
         gone_ids = np.array([committed[k] for k in gone_keys], dtype=np.int64)
         new_ids = np.array([i for _, i, _ in embedded], dtype=np.int64)
-        new_vecs = np.stack([v for _, _, v in embedded]) if embedded else np.zeros((0, old.embed_dim), np.float32)
+        new_vecs = np.stack([v for _, _, v in embedded]) if embedded else np.zeros((0, dim), np.float32)
         final_count = len(committed) - len(gone_ids) + len(new_ids)
-        spec = resolve_factory(factory, old.embed_dim, final_count)
+        spec = resolve_factory(factory, dim, final_count)
         if factory == old.factory and old.faiss_spec and same_family(old.faiss_spec, spec):
             spec = old.faiss_spec  # an auto-sized preset is re-sized only when the collection size changed a lot
         changed = bool(len(gone_ids) or len(new_ids))
@@ -488,6 +494,7 @@ class IndexStore:
                     "encoder_fingerprint": encoder_fingerprint or old.encoder_fingerprint,
                     "source": source or old.source,
                     "encoder_entry": encoder_entry or old.encoder_entry,
+                    "embed_dim": dim,
                     "updated_at": _now(),
                 }
             )

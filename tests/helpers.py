@@ -5,7 +5,8 @@ from __future__ import annotations
 import io
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -106,9 +107,14 @@ class CountingEncoder:
 
 
 # ---------------------------------------------------------------------------------------- store
-def ro_connect(index_dir: Path) -> sqlite3.Connection:
-    """A read-only connection to an index's SQLite file (never writes, never creates)."""
-    return sqlite3.connect(f"file:{index_dir / 'store.sqlite'}?mode=ro", uri=True, timeout=10)
+@contextmanager
+def ro_connect(index_dir: Path) -> Iterator[sqlite3.Connection]:
+    """A read-only connection to an index's SQLite file (never writes, never creates), closed on exit."""
+    db = sqlite3.connect(f"file:{index_dir / 'store.sqlite'}?mode=ro", uri=True, timeout=10)
+    try:
+        yield db
+    finally:
+        db.close()
 
 
 def faiss_ids(index: faiss.Index) -> np.ndarray:

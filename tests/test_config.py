@@ -122,11 +122,6 @@ def test_out_of_range_values_name_the_field(cls, data, field):
         from_dict(cls, data, "test")
 
 
-@pytest.mark.xfail(
-    reason="bug: from_dict does not type-check scalars; factory: 5 escapes as AttributeError, "
-    "batch_size: 'big' gives a ConfigError that does not name the field",
-    strict=True,
-)
 @pytest.mark.parametrize(
     ("cls", "data", "field"),
     [
@@ -206,11 +201,6 @@ def test_model_entry_name_defaults_to_file_stem():
     assert entry.seed == 0 and entry.batch_size == 32
 
 
-@pytest.mark.xfail(
-    reason="bug: config._resolve treats any existing path (e.g. an index folder called 'tiny' in the cwd) "
-    "as a config file and fails with 'config file not found' instead of using the packaged preset",
-    strict=True,
-)
 def test_folder_in_cwd_named_like_a_preset_does_not_shadow_it(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "tiny").mkdir()  # e.g. `viewfinder index photos --index tiny -c tiny`

@@ -158,11 +158,6 @@ def test_decompression_bomb_with_default_limit_raises_before_decoding():
     assert reason == "too large"
 
 
-@pytest.mark.xfail(
-    reason="bug: decode_image turns PIL's own DecompressionBombWarning into an error, so images under "
-    "max_pixels but over PIL.Image.MAX_IMAGE_PIXELS are refused",
-    strict=True,
-)
 def test_max_pixels_is_the_limit_not_pils_global(monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # stands in for PIL's 89M default
     data = image_bytes(random_image(np.random.default_rng(6), (40, 30)), "PNG")  # 1200 pixels

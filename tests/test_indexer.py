@@ -267,11 +267,6 @@ def test_moved_collection_with_rebuild_replaces_items(indexed, tiny_encoder, tmp
     check_store_invariants(index_dir)
 
 
-@pytest.mark.xfail(
-    reason="bug: indexer._plan ignores committed ids when rebuild=True, so a rebuild gives every item a new id "
-    "(caches keyed by item id are orphaned)",
-    strict=True,
-)
 def test_rebuild_keeps_the_ids_of_unchanged_keys(indexed, other_encoder):
     source, index_dir, _ = indexed
     before = key_ids(index_dir)
@@ -415,11 +410,6 @@ def test_run_interrupted_by_an_exception_resumes(tmp_path, make_images, tiny_enc
     check_store_invariants(index_dir)
 
 
-@pytest.mark.xfail(
-    reason="bug: indexer._plan counts pending rows of failed files as 'resumed' and drops their reasons, "
-    "so the resuming run's report.skipped omits files that could not be indexed",
-    strict=True,
-)
 def test_resumed_run_still_reports_files_that_failed_before_the_interruption(tmp_path, make_images, tiny_encoder):
     source, index_dir = tmp_path / "images", tmp_path / "index"
     make_images(12)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import sqlite3
 import subprocess
@@ -283,6 +284,30 @@ def test_hnsw_factory_and_its_deletion_path(tmp_path, make_images, tiny_encoder)
     assert len(hits) == 29 and "img0007.jpg" not in {h.key for h in hits}
 
 
+def test_changing_the_factory_converts_the_index(tmp_path, make_images, tiny_encoder):
+    make_images(20)
+    index_dir = tmp_path / "index"
+    index_folder(tiny_encoder, tmp_path / "images", index_dir)
+    before = check_store_invariants(index_dir)
+    counting = CountingEncoder(tiny_encoder)
+    Indexer(counting, tiny_config(factory="HNSW"), progress=False).run(tmp_path / "images", index_dir)
+    assert counting.embedded == 0  # converted from the stored vectors, nothing re-embedded
+    store = IndexStore.open(index_dir)
+    assert store.manifest.factory == "HNSW" and store.manifest.faiss_spec == "HNSW32,Flat"
+    assert check_store_invariants(index_dir) == before
+    hit = Searcher(store, tiny_encoder).search(image=tmp_path / "images" / "img0011.jpg", k=1).hits[0]
+    assert hit.key == "img0011.jpg"
+
+
+def test_missing_faiss_file_is_a_store_error_with_the_fix(tmp_path, make_images, tiny_encoder):
+    make_images(3)
+    index_folder(tiny_encoder, tmp_path / "images", tmp_path / "index")
+    for file in (tmp_path / "index").glob("index.*.faiss"):
+        file.unlink()
+    with pytest.raises(StoreError, match="--rebuild"):
+        _ = IndexStore.open(tmp_path / "index").index
+
+
 def test_factory_string_needing_more_training_data_is_refused_before_embedding(tmp_path, make_images, tiny_encoder):
     make_images(5)
     counting = CountingEncoder(tiny_encoder)
@@ -414,7 +439,8 @@ def _spawn_worker(tmp_path: Path, source: Path, index_dir: Path, pause: float) -
 
 def _go(proc: subprocess.Popen) -> None:
     """Wait until the worker has loaded its model, then let it index."""
-    line = proc.stdout.readline()  # blocks until the model is loaded (or the process died)
+    readable, _, _ = select.select([proc.stdout], [], [], 300)  # the model loads in seconds; allow a busy machine
+    line = proc.stdout.readline() if readable else "<no answer within 300 s>"
     if line.strip() != "ready":
         _kill(proc)
         pytest.fail(f"indexing subprocess did not start: {line!r} {proc.stderr.read()[-3000:]!r}")
@@ -556,3 +582,28 @@ def _random_kill_rounds(source, index_dir, workers, rng, encoder) -> None:
         hits = Searcher(store, encoder).search(image=source / "base0001.jpg", k=1).hits
         assert hits[0].key == "base0001.jpg"
         store.close()
+
+
+def test_rebuild_with_an_encoder_of_another_dimension(tmp_path, make_images, tiny_encoder):
+    """Switching to another architecture (another embedding size) through --rebuild."""
+    from viewfinder.pipeline.config import config_root
+    from viewfinder.pipeline.models import load_encoder
+
+    arch = json.loads((config_root() / "arch" / "tiny-test.json").read_text())
+    arch["embed_dim"] = 16
+    arch_file = tmp_path / "tiny-16.json"
+    arch_file.write_text(json.dumps(arch))
+    narrow = load_encoder({"name": "tiny-16", "arch": str(arch_file), "weights": "random"})
+    assert narrow.embed_dim == 16
+
+    make_images(6)
+    index_dir = tmp_path / "index"
+    index_folder(tiny_encoder, tmp_path / "images", index_dir)
+    with pytest.raises(EncoderMismatchError):
+        index_folder(narrow, tmp_path / "images", index_dir)
+    index_folder(narrow, tmp_path / "images", index_dir, rebuild=True)
+    store = IndexStore.open(index_dir)
+    assert store.manifest.embed_dim == 16
+    assert store.vectors()[1].shape == (6, 16)
+    assert Searcher(store, narrow).search(image=tmp_path / "images" / "img0003.jpg", k=1).hits[0].key == "img0003.jpg"
+    check_store_invariants(index_dir)

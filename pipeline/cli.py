@@ -169,6 +169,7 @@ def search_cmd(
 
 
 # Sub-commands live in their own modules; each keeps its heavy imports inside the command.
+from viewfinder.pipeline.bench import bench_app  # noqa: E402
 from viewfinder.pipeline.demo_cli import demo_cmd  # noqa: E402
 from viewfinder.pipeline.eval_cli import eval_cmd  # noqa: E402
 from viewfinder.pipeline.scenes.cli import app as scenes_app  # noqa: E402
@@ -177,6 +178,7 @@ from viewfinder.pipeline.train_cli import train_app  # noqa: E402
 app.command("demo")(demo_cmd)
 app.command("eval")(eval_cmd)
 app.add_typer(train_app, name="train")
+app.add_typer(bench_app, name="bench")
 app.add_typer(scenes_app, name="scenes", help="The synthetic scene benchmark: generate and inspect.")
 
 

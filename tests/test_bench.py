@@ -13,6 +13,7 @@ import pytest  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 from viewfinder.pipeline.bench import (  # noqa: E402
+    Mixture,
     bench_app,
     bench_index,
     bench_search,
@@ -83,9 +84,10 @@ def test_search_bench_options():
 
 
 def test_clustered_vectors_are_unit_and_seeded():
-    centers = np.random.default_rng(0).standard_normal((5, 8)).astype(np.float32)
-    a = clustered_vectors(300, centers, np.random.default_rng(1), chunk=64)
-    b = clustered_vectors(300, centers, np.random.default_rng(1), chunk=64)
+    mixture = Mixture.random(dim=8, clusters=5, rank=16, seed=3)
+    assert mixture.basis.shape == (8, 8) and mixture.centers.shape == (5, 8)  # rank capped at dim
+    a = clustered_vectors(300, mixture, np.random.default_rng(1), chunk=64)
+    b = clustered_vectors(300, Mixture.random(dim=8, clusters=5, rank=16, seed=3), np.random.default_rng(1), chunk=64)
     assert a.shape == (300, 8) and a.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, rtol=1e-5)
     np.testing.assert_array_equal(a, b)

@@ -75,7 +75,7 @@ def test_export_eval_and_card(tiny_run: ClipTrainConfig, tmp_path: Path) -> None
     res = runner.invoke(app, ["train", "card", str(zoo), "--run", tiny_run.out, "--report", str(report)])
     assert res.exit_code == 0, res.output
     card = (zoo / "MODEL_CARD.md").read_text()
-    assert "| test |" in card and "viewfinder eval" in card
+    assert "| test |" in card and "## Commands behind these figures" in card
 
 
 def test_demo_runs_and_reuses_its_cache(tmp_path: Path) -> None:

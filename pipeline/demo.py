@@ -4,6 +4,7 @@ the collection and the index."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -69,6 +70,18 @@ def _pick_queries(dataset: Any, split: str, rng: np.random.Generator) -> list[De
     return picks
 
 
+def _cached_report(path: Path, index_dir: Path, fingerprint: str) -> dict[str, Any] | None:
+    """The evaluation of an earlier run, if the index and the encoder are still the same."""
+    from viewfinder.pipeline.store import IndexStore
+
+    if not path.is_file() or not IndexStore.exists(index_dir):
+        return None
+    report = json.loads(path.read_text())
+    manifest = IndexStore.open(index_dir).manifest
+    same = report.get("index_generation") == manifest.generation and report["encoder"]["fingerprint"] == fingerprint
+    return report if same and manifest.encoder_fingerprint == fingerprint else None
+
+
 def run_demo(cache: Path | None = None, preset_name: str = "default", n_scenes: int = 2000, k: int = 8) -> DemoResult:
     from viewfinder.pipeline.config import load_preset
     from viewfinder.pipeline.models import load_encoder, portable_entry
@@ -102,10 +115,15 @@ def run_demo(cache: Path | None = None, preset_name: str = "default", n_scenes: 
 
     t0 = time.perf_counter()
     index_dir = cache / f"index-{preset.name}"
-    report = evaluate_scene_split(
-        data_root, "test", encoder, preset.index, cache, portable_entry(preset.encoder), index_dir=index_dir
-    )
-    report["command"] = f"viewfinder demo (preset {preset.name})"
+    report_path = cache / f"eval-{preset.name}.json"
+    report = _cached_report(report_path, index_dir, encoder.fingerprint)
+    if report is None:
+        report = evaluate_scene_split(
+            data_root, "test", encoder, preset.index, cache, portable_entry(preset.encoder), index_dir=index_dir
+        )
+        report["command"] = f"viewfinder demo (preset {preset.name})"
+        report["index_generation"] = IndexStore.open(index_dir).manifest.generation
+        save_report(report, report_path)
     seconds["index_and_eval"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -128,7 +146,5 @@ def run_demo(cache: Path | None = None, preset_name: str = "default", n_scenes: 
             )
         )
     sheet = render_contact_sheet(rows, cache / "contact_sheet.png")
-    report_path = cache / "eval.json"
-    save_report(report, report_path)
     seconds["queries_and_sheet"] = time.perf_counter() - t0
     return DemoResult(cache, index_dir, sheet, report_path, report, searches, seconds)

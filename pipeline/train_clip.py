@@ -305,7 +305,12 @@ def train_clip(config: ClipTrainConfig, *, progress: bool | None = None, max_ste
             bar.advance(1)
             if step % settings.log_every == 0 or step == stop_at:
                 rate = window_n / (time.perf_counter() - window_t)
-                record = {"step": step, "loss": float(loss.detach()), "lr": _lr_at(step, settings), "samples_per_s": rate}
+                record = {
+                    "step": step,
+                    "loss": float(loss.detach()),
+                    "lr": _lr_at(step, settings),
+                    "samples_per_s": rate,
+                }
                 bar.describe(f"training {config.name} loss {float(loss.detach()):.3f} {rate:.0f} samples/s")
                 window_t, window_n = time.perf_counter(), 0
                 if step % settings.eval_every == 0 or step == stop_at:

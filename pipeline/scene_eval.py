@@ -16,7 +16,13 @@ import numpy as np
 
 from viewfinder.adapters.base import ImageTextEncoder
 from viewfinder.pipeline.config import IndexConfig
-from viewfinder.pipeline.evaluate import evaluate_retrieval, index_evalset, load_manifest, recall_from_ranks
+from viewfinder.pipeline.evaluate import (
+    evaluate_retrieval,
+    index_evalset,
+    load_manifest,
+    ranks_of_targets,
+    recall_from_ranks,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -82,10 +88,9 @@ def evaluate_scene_split(
         for name, queries_vec in (("image_only", ref), ("text_only", edit), ("image_plus_text", summed)):
             scores = queries_vec @ image_vecs.T  # (Q, N)
             scores[np.arange(len(refs)), refs] = -np.inf  # the reference is not an answer
-            ranks = (scores > scores[np.arange(len(targets)), targets][:, None]).sum(1) + 1
+            ranks = ranks_of_targets(scores, targets)
             baselines[name] = {**recall_from_ranks(ranks, (1, 5, 10, 50)), "median_rank": float(np.median(ranks))}
-        scores = oracle @ image_vecs.T
-        ranks = (scores > scores[np.arange(len(targets)), targets][:, None]).sum(1) + 1
+        ranks = ranks_of_targets(oracle @ image_vecs.T, targets)
         baselines["target_description_upper_bound"] = {
             **recall_from_ranks(ranks, (1, 5, 10, 50)),
             "median_rank": float(np.median(ranks)),

@@ -101,7 +101,7 @@ def _plan(store: IndexStore, items: list[SourceItem], rebuild: bool) -> _Plan:
                 same_file = it.content_hash == sha
             if same_file:
                 unchanged += 1
-                if (text, meta, mtime) != (it.text, meta_json, it.mtime_ns) or committed[it.key][0] != cid:
+                if (text, meta, mtime) != (it.text, meta_json, it.mtime_ns):
                     row.sha256 = sha
                     updates.append(row)
                 continue
@@ -240,7 +240,7 @@ class Indexer:
         n_ok = len(plan.to_embed) - len(failed)
         report.reembedded = min(plan.reembedded, n_ok)
         report.added = n_ok - report.reembedded
-        report.removed = len([k for k in plan.delete_keys])
+        report.removed = len(plan.delete_keys)
         report.metadata_updated = len(plan.updates)
         report.count = new_manifest.count
         report.seconds = time.perf_counter() - start

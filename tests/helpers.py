@@ -149,3 +149,12 @@ def check_store_invariants(index_dir: Path, *, check_manifest_file: bool = True)
         return {k: i for i, k in rows}
     finally:
         store.close()
+
+
+def tiny_index_config(**overrides: Any) -> Any:
+    """The ``tiny`` preset's index settings with ``overrides`` (an IndexConfig)."""
+    from dataclasses import replace
+
+    from viewfinder.pipeline.config import load_preset
+
+    return replace(load_preset("tiny").index, **overrides)

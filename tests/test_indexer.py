@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,18 +16,14 @@ from helpers import (
     faiss_ids,
     random_image,
     ro_connect,
+    tiny_index_config,
     write_corrupt_files,
 )
 
-from viewfinder.pipeline.config import load_preset
 from viewfinder.pipeline.indexer import Indexer
 from viewfinder.pipeline.search import Searcher
 from viewfinder.pipeline.sources import SourceError
 from viewfinder.pipeline.store import IndexStore, StoreError
-
-
-def tiny_index_config(**overrides):
-    return replace(load_preset("tiny").index, **overrides)
 
 
 def run_index(encoder, source, index_dir, **kwargs):

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from dataclasses import fields, replace
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +23,7 @@ from helpers import (
     faiss_ids,
     random_image,
     ro_connect,
+    tiny_index_config,
     write_corrupt_files,
     write_images,
 )
@@ -42,12 +43,8 @@ from viewfinder.pipeline.store import (
 )
 
 
-def tiny_config(**overrides):
-    return replace(load_preset("tiny").index, **overrides)
-
-
 def index_folder(encoder, source, index_dir, *, rebuild=False, **overrides):
-    return Indexer(encoder, tiny_config(**overrides), progress=False).run(source, index_dir, rebuild=rebuild)
+    return Indexer(encoder, tiny_index_config(**overrides), progress=False).run(source, index_dir, rebuild=rebuild)
 
 
 # ------------------------------------------------------------------------------ manifest
@@ -81,7 +78,7 @@ def test_manifest_records_the_encoder_entry_so_search_needs_no_config(tmp_path, 
 
     make_images(4)
     entry = portable_entry(load_preset("tiny").encoder)
-    Indexer(tiny_encoder, tiny_config(), encoder_entry=entry, progress=False).run(
+    Indexer(tiny_encoder, tiny_index_config(), encoder_entry=entry, progress=False).run(
         tmp_path / "images", tmp_path / "index"
     )
     assert json.loads((tmp_path / "index" / "manifest.json").read_text())["encoder_entry"] == entry
@@ -196,7 +193,7 @@ def test_rebuild_with_the_other_encoder_replaces_everything(tmp_path, make_image
     index_dir = tmp_path / "index"
     index_folder(tiny_encoder, tmp_path / "images", index_dir)
     counting = CountingEncoder(other_encoder)
-    report = Indexer(counting, tiny_config(), progress=False).run(tmp_path / "images", index_dir, rebuild=True)
+    report = Indexer(counting, tiny_index_config(), progress=False).run(tmp_path / "images", index_dir, rebuild=True)
     assert report.count == 5 and counting.images_encoded == 5
     store = IndexStore.open(index_dir)
     assert store.manifest.encoder_fingerprint == other_encoder.fingerprint
@@ -213,7 +210,7 @@ def test_rebuild_with_the_other_encoder_replaces_everything(tmp_path, make_image
         Searcher(IndexStore.open(index_dir), tiny_encoder)
     # An incremental run with the new encoder is now a no-op.
     again = CountingEncoder(other_encoder)
-    assert Indexer(again, tiny_config(), progress=False).run(tmp_path / "images", index_dir).added == 0
+    assert Indexer(again, tiny_index_config(), progress=False).run(tmp_path / "images", index_dir).added == 0
     assert again.embedded == 0
 
 
@@ -256,7 +253,7 @@ def test_ivf_preset_indexes_and_grows(tmp_path, make_images, tiny_encoder):
     assert report.count == 139 and report.removed == 1 and report.reembedded == 1
     check_store_invariants(index_dir)
     store = IndexStore.open(index_dir)
-    searcher = Searcher(store, tiny_encoder, tiny_config(nprobe=3))
+    searcher = Searcher(store, tiny_encoder, tiny_index_config(nprobe=3))
     assert searcher.search(image=source / "img0002.png", k=1).hits[0].key == "img0002.png"
 
 
@@ -278,7 +275,7 @@ def test_hnsw_factory_and_its_deletion_path(tmp_path, make_images, tiny_encoder)
     store = IndexStore.open(index_dir)
     assert store.manifest.generation == generation + 1
     assert before["img0007.jpg"] not in faiss_ids(store.index).tolist()
-    searcher = Searcher(store, tiny_encoder, tiny_config(ef_search=64))
+    searcher = Searcher(store, tiny_encoder, tiny_index_config(ef_search=64))
     assert searcher.search(image=source / "img0008.png", k=1).hits[0].key == "img0008.png"
     hits = searcher.search(image=source / "img0001.jpg", k=50).hits
     assert len(hits) == 29 and "img0007.jpg" not in {h.key for h in hits}
@@ -290,7 +287,7 @@ def test_changing_the_factory_converts_the_index(tmp_path, make_images, tiny_enc
     index_folder(tiny_encoder, tmp_path / "images", index_dir)
     before = check_store_invariants(index_dir)
     counting = CountingEncoder(tiny_encoder)
-    Indexer(counting, tiny_config(factory="HNSW"), progress=False).run(tmp_path / "images", index_dir)
+    Indexer(counting, tiny_index_config(factory="HNSW"), progress=False).run(tmp_path / "images", index_dir)
     assert counting.embedded == 0  # converted from the stored vectors, nothing re-embedded
     store = IndexStore.open(index_dir)
     assert store.manifest.factory == "HNSW" and store.manifest.faiss_spec == "HNSW32,Flat"
@@ -312,7 +309,7 @@ def test_factory_string_needing_more_training_data_is_refused_before_embedding(t
     make_images(5)
     counting = CountingEncoder(tiny_encoder)
     with pytest.raises(IndexBuildError, match="at least"):
-        Indexer(counting, tiny_config(factory="IVF64,Flat"), progress=False).run(
+        Indexer(counting, tiny_index_config(factory="IVF64,Flat"), progress=False).run(
             tmp_path / "images", tmp_path / "index"
         )
     assert counting.embedded == 0
@@ -514,7 +511,9 @@ def test_killed_run_keeps_the_old_generation_and_resumes(tmp_path, tiny_encoder)
 
     # Resume in-process: the checkpointed embeddings are reused, the rest embedded, nothing twice.
     counting = CountingEncoder(tiny_encoder)
-    report = Indexer(counting, tiny_config(batch_size=8, checkpoint_every=8), progress=False).run(source, index_dir)
+    report = Indexer(counting, tiny_index_config(batch_size=8, checkpoint_every=8), progress=False).run(
+        source, index_dir
+    )
     assert report.resumed >= len(pending_keys) > 0
     assert counting.images_encoded == 100 - report.resumed
     assert report.added + report.resumed == 100
@@ -556,7 +555,9 @@ def test_kill_at_random_moments_keeps_the_invariant(tmp_path, tiny_encoder):
             _kill(proc)
     expected += 3 * 24
     counting = CountingEncoder(tiny_encoder)
-    report = Indexer(counting, tiny_config(batch_size=8, checkpoint_every=8), progress=False).run(source, index_dir)
+    report = Indexer(counting, tiny_index_config(batch_size=8, checkpoint_every=8), progress=False).run(
+        source, index_dir
+    )
     assert report.count == expected
     final = check_store_invariants(index_dir)
     assert len(final) == expected == len(list(source.iterdir()))

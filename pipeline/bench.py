@@ -75,12 +75,13 @@ class IndexBench:
     """Best ratio possible when decoding takes CPU time from the encoder on the same cores:
     forward / (forward + decode / cores)."""
     forward_spread: float
-    """(slowest - best) / best forward timing: how steady the machine was (0.05 is a quiet one)."""
+    """(slowest - best) / best forward timing: how steady the machine was (under 0.1 on a quiet one)."""
     load_average: float
     """1-minute load average when the benchmark started (others' work skews the figures)."""
     forward_runs: list[float] = field(default_factory=list)
+    """Every forward-pass timing in seconds, in the order taken (they alternate with the full runs)."""
     full_runs: list[float] = field(default_factory=list)
-    """Every timing, in seconds, in the order taken: forward, full, forward, full, ..., forward."""
+    """Every full-run timing in seconds, in the order taken."""
 
 
 def _load_average() -> float:
@@ -155,10 +156,10 @@ def bench_index(
         config = replace(config, num_workers=workers)  # validated again
     load_average = _load_average()
     previous_threads = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
     try:
-        encoder = load_encoder(model) if isinstance(model, str) else model
+        encoder = load_encoder(model) if isinstance(model, str) else model  # (an entry's `threads` applies here)
+        if threads is not None:
+            torch.set_num_threads(threads)
         with tempfile.TemporaryDirectory(prefix="viewfinder-bench-") as tmp:
             images_dir = Path(tmp) / "images"
             logger.info("writing %d %dx%d JPEGs to %s", n, *image_size, images_dir)
@@ -509,7 +510,13 @@ def index_cmd(
         size = parse_size(image_size)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--image-size") from exc
-    result = bench_index(model, n, batch_size, workers, size, threads, repeats)
+    from viewfinder.adapters.open_clip_encoder import ModelLoadError
+    from viewfinder.pipeline.config import ConfigError
+
+    try:
+        result = bench_index(model, n, batch_size, workers, size, threads, repeats)
+    except (ConfigError, ModelLoadError) as exc:
+        raise typer.BadParameter(str(exc), param_hint="--model") from exc
     timings = [t for pair in zip(result.forward_runs, result.full_runs, strict=False) for t in pair]
     timings.append(result.forward_runs[-1])
     table = Table(title=f"indexing {n} {image_size} JPEGs with {model}", show_header=False)
@@ -529,7 +536,13 @@ def index_cmd(
     ]  # fmt: skip
     for label, value in rows:
         table.add_row(label, value)
-    _console().print(table)
+    console = _console()
+    console.print(table)
+    if (result.forward_spread > 0.15 and result.forward_seconds > 1) or result.load_average > 0.5 * result.cpu_cores:
+        console.print(
+            "[yellow]note:[/] the machine was busy (load average or forward timings unsteady): other work skews "
+            "the ratio; rerun on a quiet machine, or with --repeats 3 (the best time of each counts)"
+        )
     if json_path:
         _write_json(json_path, asdict(result))
 
@@ -575,18 +588,14 @@ def search_cmd(
             f"recall@{r.k} {r.recall:.3f}[/]"
         )
 
-    run = bench_search(
-        dim,
-        size_list,
-        queries,
-        k,
-        factory_list,
-        nprobe,
-        single_queries,
-        train_sample,
-        seed=seed,
-        on_result=show,
-    )
+    from viewfinder.pipeline.faiss_index import IndexBuildError
+
+    try:
+        run = bench_search(
+            dim, size_list, queries, k, factory_list, nprobe, single_queries, train_sample, seed=seed, on_result=show
+        )
+    except IndexBuildError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--factories") from exc
     table = Table(title=f"FAISS search, {dim}-d clustered unit vectors, {queries} queries, {run.faiss_threads} threads")
     for column in ("n", "index", "nprobe", "trained on", "build s", "single q", "p50 ms", "p95 ms", "batch q/s"):
         table.add_column(column, justify="right")
@@ -604,7 +613,7 @@ def search_cmd(
             f"{r.p95_ms:.2f}",
             f"{r.batch_queries_per_second:,.0f}",
             f"{r.recall:.3f}",
-            f"{r.index_mb:,.0f}",
+            f"{r.index_mb:,.0f}" if r.index_mb >= 10 else f"{r.index_mb:.2f}",
         )
     console.print(table)
     fewer = sorted({(r.n, r.spec, r.single_queries) for r in run.results if r.single_queries < queries})

@@ -9,6 +9,8 @@ import faiss
 import numpy as np
 
 PRESETS = ("Flat", "IVF", "IVFPQ", "PQ", "HNSW")
+TRAIN_PER_LIST = 64
+"""IVF lists are trained on at most this many sampled vectors per list."""
 
 
 class IndexBuildError(ValueError):
@@ -70,7 +72,12 @@ def build_index(spec: str, vectors: np.ndarray, ids: np.ndarray) -> faiss.Index:
         raise IndexBuildError(f"FAISS cannot build {spec!r}: {exc}") from exc
     index = faiss.IndexIDMap2(inner)
     if not index.is_trained:
-        index.train(np.ascontiguousarray(vectors, dtype=np.float32))
+        train = vectors
+        if (m := re.search(r"IVF(\d+)", spec)) and len(vectors) > TRAIN_PER_LIST * int(m.group(1)):
+            # k-means on a seeded sample: FAISS advises 30-256 points per list; more only costs time.
+            pick = np.random.default_rng(0).choice(len(vectors), TRAIN_PER_LIST * int(m.group(1)), replace=False)
+            train = vectors[np.sort(pick)]
+        index.train(np.ascontiguousarray(train, dtype=np.float32))
     if len(vectors):
         index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids.astype(np.int64))
     return index

@@ -136,3 +136,6 @@ def test_commands_reject_bad_options():
     assert runner.invoke(bench_app, ["index", "--image-size", "big"]).exit_code == 2
     assert runner.invoke(bench_app, ["search", "--sizes", "a,b"]).exit_code == 2
     assert runner.invoke(bench_app, ["search", "--factories", ","]).exit_code == 2
+    assert runner.invoke(bench_app, ["index", "--model", "no-such-model"]).exit_code == 2
+    bad_factory = runner.invoke(bench_app, ["search", "--dim", "8", "--sizes", "100", "--factories", "NoSuchIndex"])
+    assert bad_factory.exit_code == 2

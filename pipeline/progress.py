@@ -25,6 +25,11 @@ class _Bar:
         if self._progress is not None and self._task is not None:
             self._progress.advance(self._task, n)
 
+    def update(self, completed: int, total: int | None = None) -> None:
+        """Set the count (and the total, once known) directly."""
+        if self._progress is not None and self._task is not None:
+            self._progress.update(self._task, completed=completed, total=total)
+
     def describe(self, text: str) -> None:
         if self._progress is not None and self._task is not None:
             self._progress.update(self._task, description=text)

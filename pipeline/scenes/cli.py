@@ -8,16 +8,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TextColumn,
-    TimeRemainingColumn,
-)
-from rich.text import Text
+
+from viewfinder.pipeline.progress import progress_bar
 
 from .dataset import load_scene_dataset, write_scene_dataset
 from .generator import SceneGeneratorConfig
@@ -29,13 +21,6 @@ app = typer.Typer(
     "graphs, captions and query sets.",
     no_args_is_help=True,
 )
-
-
-class _RateColumn(ProgressColumn):
-    """Images per second."""
-
-    def render(self, task: Task) -> Text:
-        return Text(f"{task.speed or 0:.0f} img/s", style="progress.data.speed")
 
 
 @app.callback()
@@ -69,19 +54,11 @@ def generate(
         )
     except ValueError as error:
         raise typer.BadParameter(str(error)) from error
-    columns = (
-        TextColumn("writing scenes"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        _RateColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, transient=True) as bar:
-        task = bar.add_task("scenes", total=None)
+    with progress_bar("writing scenes", None, "img", enabled=True) as bar:
 
         def report(done: int, total: int) -> None:
             if done % 200 == 0 or done == total:
-                bar.update(task, completed=done, total=total)
+                bar.update(done, total)
 
         try:
             info = write_scene_dataset(

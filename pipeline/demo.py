@@ -86,7 +86,7 @@ def run_demo(cache: Path | None = None, preset_name: str = "default", n_scenes: 
     from viewfinder.pipeline.config import load_preset
     from viewfinder.pipeline.models import load_encoder, portable_entry
     from viewfinder.pipeline.scene_eval import evaluate_scene_split
-    from viewfinder.pipeline.scenes.dataset import is_scene_dataset, load_scene_dataset, write_scene_dataset
+    from viewfinder.pipeline.scenes.dataset import ensure_scene_dataset, load_scene_dataset
     from viewfinder.pipeline.scenes.generator import SceneGeneratorConfig
     from viewfinder.pipeline.search import Searcher
     from viewfinder.pipeline.store import IndexStore
@@ -95,17 +95,9 @@ def run_demo(cache: Path | None = None, preset_name: str = "default", n_scenes: 
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     data_root = cache / f"scenes-{DEMO_SEED}-{n_scenes}"
-    if not is_scene_dataset(data_root):
-        logger.info("generating %d demo scenes into %s", n_scenes, data_root)
-        write_scene_dataset(
-            data_root,
-            SceneGeneratorConfig(seed=DEMO_SEED),
-            n_train=0,
-            n_val=0,
-            n_test=n_scenes,
-            n_compositional=0,
-            overwrite=data_root.exists(),
-        )
+    ensure_scene_dataset(
+        data_root, SceneGeneratorConfig(seed=DEMO_SEED), n_train=0, n_val=0, n_test=n_scenes, n_compositional=0
+    )
     seconds["generate"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

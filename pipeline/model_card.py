@@ -11,6 +11,23 @@ def _fmt(v: float) -> str:
     return f"{v:.3f}"
 
 
+def _twin_lines(train: dict[str, Any], summary: dict[str, Any]) -> list[str]:
+    fraction = train.get("twin_fraction", 0.0)
+    if not fraction:
+        return []
+    return [
+        f"- Hard negatives: {summary.get('train_twins', 'some')} *twins* (a training scene changed in one fact: "
+        "shape, colour, size, grid cell, or two colours swapped), rendered in memory; "
+        f"{fraction:.0%} of every batch is (scene, twin) pairs. A partial description counts every image it "
+        "fits as a positive (multi-positive contrastive loss).",
+    ]
+
+
+def _load_note(summary: dict[str, Any]) -> str:
+    load = summary.get("load_minutes")
+    return "" if load is None else f" (plus {load:.1f} minutes loading data and rendering twins)"
+
+
 def render_model_card(
     name: str, train_config: dict[str, Any], summary: dict[str, Any], reports: list[dict[str, Any]], size_mb: float
 ) -> str:
@@ -29,9 +46,11 @@ def render_model_card(
         f"- Data: scene benchmark, seed {d['seed']}, {d['image_size']}x{d['image_size']} images, "
         f"{summary['train_images']} training scenes with 5 training-template captions each "
         f"(plus partial descriptions with probability {t['partial_caption_prob']}).",
+        *_twin_lines(t, summary),
         f"- Training: {summary['steps']} steps, batch {t['batch_size']}, AdamW lr {t['lr']} (cosine, "
         f"{t['warmup_steps']} warm-up steps), weight decay {t['weight_decay']}, seed {t['seed']}; "
-        f"{summary['train_minutes']:.1f} wall minutes on {m['cpu_count']} CPU cores ({m['processor']}, "
+        f"{summary['train_minutes']:.1f} wall minutes of training{_load_note(summary)} "
+        f"on {m['cpu_count']} CPU cores ({m['processor']}, "
         f"{m['platform']}, torch {m['torch']}).",
         f"- Weights: fp16 safetensors, {size_mb:.1f} MB.",
         "- Reproduce: `viewfinder train clip --config configs/train/scene-clip.yaml`, then "

@@ -17,13 +17,21 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
 
 from viewfinder.pipeline.config import ConfigError, config_root, from_dict, read_yaml
 from viewfinder.pipeline.fsutil import atomic_write, atomic_write_json, atomic_write_text
+from viewfinder.pipeline.train_data import (
+    TrainSplit,
+    add_twins,
+    batch_texts,
+    load_split,
+    read_split_records,
+    sample_batch,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +69,11 @@ class TrainSettings:
     partial_caption_prob: float = 0.25
     """Share of training pairs whose text describes only part of the scene (one object, some of its
     attributes), so the text tower also learns short queries such as "a star" or "something red"."""
+    twin_fraction: float = 0.5
+    """Share of each batch made of (scene, twin) pairs: scenes next to a copy changed in one fact
+    (shape, colour, size, position, or two colours swapped); 0 trains on random scenes only."""
+    n_partial: int = 6
+    """Partial descriptions drawn per training image."""
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "eval_every", "checkpoint_every", "log_every"):
@@ -68,8 +81,11 @@ class TrainSettings:
                 raise ConfigError(f"train: field {name!r} must be >= 1")
         if self.lr <= 0:
             raise ConfigError("train: field 'lr' must be > 0")
-        if not 0.0 <= self.partial_caption_prob <= 1.0:
-            raise ConfigError("train: field 'partial_caption_prob' must lie in [0, 1]")
+        for name in ("partial_caption_prob", "twin_fraction"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"train: field {name!r} must lie in [0, 1]")
+        if self.n_partial < 1:
+            raise ConfigError("train: field 'n_partial' must be >= 1")
 
 
 @dataclass
@@ -107,82 +123,19 @@ def load_train_config(path: str | Path) -> ClipTrainConfig:
 
 
 # ---------------------------------------------------------------------------------------- data
-@dataclass
-class _Split:
-    ids: list[str]
-    pixels: torch.Tensor  # (N, 3, H, W) float32, preprocessed with the inference transform
-    tokens: torch.Tensor  # (N, C, T) int64: C captions per image
-    n_captions: torch.Tensor  # (N,) captions available per image
-    partial_tokens: torch.Tensor  # (N, P, T) int64: P partial descriptions per image
-
-
-PARTIAL_FORMS: tuple[tuple[str, ...], ...] = (
-    ("shape",),
-    ("colour", "shape"),
-    ("size", "shape"),
-    ("colour",),
-    ("shape", "position"),
-    ("colour", "position"),
-    ("size", "colour", "shape"),
-)
-
-
-def partial_description(obj: Any, attributes: tuple[str, ...]) -> str:
-    """A short description of one object naming only ``attributes`` (training text)."""
-    from viewfinder.pipeline.scenes.graph import POSITION_PHRASES, with_article
-
-    words = [getattr(obj, a) for a in ("size", "colour") if a in attributes]
-    noun = obj.shape if "shape" in attributes else "shape"
-    phrase = with_article(" ".join([*words, noun]))
-    if "position" in attributes:
-        phrase += " " + POSITION_PHRASES[obj.position]
-    return phrase
-
-
-def partial_captions(scene_dict: dict[str, Any], rng: np.random.Generator, n: int) -> list[str]:
-    from viewfinder.pipeline.scenes.graph import Scene
-
-    scene = Scene.from_dict(scene_dict)
-    out = []
-    for _ in range(n):
-        obj = scene.objects[int(rng.integers(len(scene.objects)))]
-        out.append(partial_description(obj, PARTIAL_FORMS[int(rng.integers(len(PARTIAL_FORMS)))]))
-    return out
-
-
 def ensure_scene_data(cfg: SceneDataConfig) -> Path:
     """Return the dataset folder, generating it first when missing."""
-    from viewfinder.pipeline.scenes.dataset import is_scene_dataset, write_scene_dataset
+    from viewfinder.pipeline.scenes.dataset import ensure_scene_dataset
     from viewfinder.pipeline.scenes.generator import SceneGeneratorConfig
 
-    root = Path(cfg.root).expanduser()
-    if not is_scene_dataset(root):
-        logger.info("generating the scene benchmark into %s", root)
-        write_scene_dataset(
-            root,
-            SceneGeneratorConfig(seed=cfg.seed, image_size=cfg.image_size),
-            n_train=cfg.n_train,
-            n_val=cfg.n_val,
-            n_test=cfg.n_test,
-            n_compositional=cfg.n_compositional,
-            overwrite=root.exists(),
-        )
-    return root
-
-
-def load_split(root: Path, split: str, transform: Any, tokenizer: Any, seed: int = 0, n_partial: int = 4) -> _Split:
-    from viewfinder.pipeline.images import load_image
-
-    lines = [json.loads(x) for x in (root / f"{split}.jsonl").read_text().splitlines() if x.strip()]
-    pixels = torch.stack([transform(load_image(root / rec["path"])) for rec in lines])
-    max_caps = max(len(rec["caption"]) for rec in lines)
-    flat = [rec["caption"][i % len(rec["caption"])] for rec in lines for i in range(max_caps)]
-    tokens = tokenizer(flat).view(len(lines), max_caps, -1)
-    n_caps = torch.tensor([len(rec["caption"]) for rec in lines])
-    rng = np.random.default_rng([seed, 7])
-    partial = [c for rec in lines for c in partial_captions(rec["scene"], rng, n_partial)]
-    partial_tokens = tokenizer(partial).view(len(lines), n_partial, -1)
-    return _Split([rec["id"] for rec in lines], pixels, tokens, n_caps, partial_tokens)
+    return ensure_scene_dataset(
+        Path(cfg.root),
+        SceneGeneratorConfig(seed=cfg.seed, image_size=cfg.image_size),
+        n_train=cfg.n_train,
+        n_val=cfg.n_val,
+        n_test=cfg.n_test,
+        n_compositional=cfg.n_compositional,
+    )
 
 
 # ------------------------------------------------------------------------------------ training
@@ -194,7 +147,7 @@ def _lr_at(step: int, settings: TrainSettings) -> float:
 
 
 @torch.inference_mode()
-def quick_eval(model: torch.nn.Module, split: _Split, batch: int = 500) -> dict[str, float]:
+def quick_eval(model: torch.nn.Module, split: TrainSplit, batch: int = 500) -> dict[str, float]:
     """Text-to-image R@1/5 on the split, first caption per image (a training-time signal)."""
     model.eval()
     img = torch.cat(
@@ -203,7 +156,7 @@ def quick_eval(model: torch.nn.Module, split: _Split, batch: int = 500) -> dict[
     txt = torch.cat(
         [model.encode_text(split.tokens[i : i + batch, 0], normalize=True) for i in range(0, len(split.ids), batch)]
     )
-    sims = txt @ img.T  # (N, N)
+    sims = txt @ img.T  # (N, N); a split with twins is evaluated over all its images
     ranks = (sims > sims.diag()[:, None]).sum(1) + 1
     model.train()
     return {"val_t2i_R@1": float((ranks <= 1).float().mean()), "val_t2i_R@5": float((ranks <= 5).float().mean())}
@@ -223,11 +176,14 @@ def train_clip(config: ClipTrainConfig, *, progress: bool | None = None, max_ste
     import open_clip
     from accelerate import Accelerator
     from accelerate.utils import set_seed
-    from open_clip.loss import ClipLoss
 
     from viewfinder.adapters.open_clip_encoder import _arch_name, _register_packaged_archs, save_local_dir
+    from viewfinder.pipeline.contrastive_loss import MultiPositiveClipLoss
     from viewfinder.pipeline.evaluate import machine_info
     from viewfinder.pipeline.progress import progress_bar
+    from viewfinder.pipeline.scenes.dataset import INFO_FILE
+    from viewfinder.pipeline.scenes.generator import SceneGeneratorConfig
+    from viewfinder.pipeline.scenes.graph import Scene
 
     settings = config.train
     if settings.threads:
@@ -248,9 +204,30 @@ def train_clip(config: ClipTrainConfig, *, progress: bool | None = None, max_ste
 
     root = ensure_scene_data(config.data)
     t_load = time.perf_counter()
-    train = load_split(root, "train", transform, tokenizer, settings.seed)
-    val = load_split(root, "val", transform, tokenizer, settings.seed)
-    logger.info("loaded %d train / %d val images in %.1fs", len(train.ids), len(val.ids), time.perf_counter() - t_load)
+    train = load_split(root, "train", transform, tokenizer, settings.seed, settings.n_partial)
+    val = load_split(root, "val", transform, tokenizer, settings.seed, settings.n_partial)
+    if settings.twin_fraction > 0:
+        info = json.loads((root / INFO_FILE).read_text(encoding="utf-8"))
+        scenes = [Scene.from_dict(r["scene"]) for r in read_split_records(root, "train")]
+        train = add_twins(
+            train,
+            scenes,
+            SceneGeneratorConfig.from_dict(info["generator"]),
+            [tuple(pair) for pair in info["held_out_pairs"]],
+            transform,
+            tokenizer,
+            settings.seed,
+            settings.n_partial,
+            progress,
+        )
+    load_seconds = time.perf_counter() - t_load
+    logger.info(
+        "loaded %d train (%d twins) / %d val images in %.1fs",
+        train.n_base,
+        len(train.ids) - train.n_base,
+        len(val.ids),
+        load_seconds,
+    )
 
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "logit_scale" not in n]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2 or "logit_scale" in n]
@@ -261,7 +238,7 @@ def train_clip(config: ClipTrainConfig, *, progress: bool | None = None, max_ste
         eps=1e-6,
     )
     model, optimizer = accelerator.prepare(model, optimizer)
-    loss_fn = ClipLoss()
+    loss_fn = MultiPositiveClipLoss()
 
     step, elapsed = 0, 0.0
     ckpt = out / "checkpoint.pt"
@@ -283,18 +260,16 @@ def train_clip(config: ClipTrainConfig, *, progress: bool | None = None, max_ste
         bar.advance(step)
         window_t, window_n = time.perf_counter(), 0
         while step < stop_at:
-            idx = torch.from_numpy(generator.choice(len(train.ids), settings.batch_size, replace=False))
-            cap = torch.from_numpy(generator.integers(0, 1 << 30, settings.batch_size)) % train.n_captions[idx]
-            images = train.pixels[idx].to(device)  # (B, 3, H, W)
-            texts = train.tokens[idx, cap]  # (B, T)
-            use_partial = torch.from_numpy(generator.random(settings.batch_size) < settings.partial_caption_prob)
-            which = torch.from_numpy(generator.integers(0, train.partial_tokens.shape[1], settings.batch_size))
-            texts = torch.where(use_partial[:, None], train.partial_tokens[idx, which], texts).to(device)
+            idx = sample_batch(train, settings.batch_size, settings.twin_fraction, generator)
+            texts, positives = batch_texts(train, idx, settings.partial_caption_prob, generator)
+            images, texts = train.pixels[idx].to(device), texts.to(device)
             for group in optimizer.param_groups:
                 group["lr"] = _lr_at(step, settings)
             with accelerator.autocast():
                 out_dict = model(images, texts)
-                loss = loss_fn(out_dict["image_features"], out_dict["text_features"], out_dict["logit_scale"])
+                loss = loss_fn(
+                    out_dict["image_features"], out_dict["text_features"], out_dict["logit_scale"], positives
+                )
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(loss)
             optimizer.step()
@@ -341,7 +316,9 @@ def train_clip(config: ClipTrainConfig, *, progress: bool | None = None, max_ste
             "final_eval": last_eval,
             "machine": machine_info(),
             "data": str(root),
-            "train_images": len(train.ids),
+            "train_images": train.n_base,
+            "train_twins": len(train.ids) - train.n_base,
+            "load_minutes": load_seconds / 60,
         }
         atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     return TrainResult(out, model_dir, step, seconds, last_eval)

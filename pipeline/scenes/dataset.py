@@ -223,6 +223,32 @@ def write_scene_dataset(
     return info
 
 
+def ensure_scene_dataset(
+    root: Path,
+    config: SceneGeneratorConfig,
+    *,
+    n_train: int,
+    n_val: int,
+    n_test: int,
+    n_compositional: int,
+) -> Path:
+    """``root``, first generating the benchmark there if it holds none (a partial or foreign
+    folder left at ``root`` is replaced)."""
+    root = Path(root).expanduser()
+    if not is_scene_dataset(root):
+        logger.info("generating the scene benchmark into %s", root)
+        write_scene_dataset(
+            root,
+            config,
+            n_train=n_train,
+            n_val=n_val,
+            n_test=n_test,
+            n_compositional=n_compositional,
+            overwrite=root.exists(),
+        )
+    return root
+
+
 def _replace_dir(tmp: Path, root: Path) -> None:
     old = None
     if root.exists():

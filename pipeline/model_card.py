@@ -23,14 +23,43 @@ def _twin_lines(train: dict[str, Any], summary: dict[str, Any]) -> list[str]:
     ]
 
 
+def _filler_lines(train: dict[str, Any]) -> list[str]:
+    prob, most = train.get("filler_prob", 0.0), train.get("max_fillers", 0)
+    if not prob or not most:
+        return []
+    return [
+        f"- Wording noise: {prob:.0%} of training texts get 1-{most} random common words inserted, drawn from "
+        "words the benchmark never uses, so the test-only caption wording stays unseen.",
+    ]
+
+
+def _arch_lines(arch: dict[str, Any] | None) -> list[str]:
+    if not arch:
+        return []
+    v, t = arch["vision_cfg"], arch["text_cfg"]
+    pos = "fixed 2-D sin-cos" if v.get("pos_embed_type") == "sin_cos_2d" else "learned"
+    return [
+        f"- Architecture: ViT {v['layers']} layers x width {v['width']}, patch {v.get('patch_size')} on "
+        f"{v['image_size']}px, MLP ratio {v.get('mlp_ratio', 4)}, {pos} position embeddings; text transformer "
+        f"{t['layers']} layers x width {t['width']}, MLP ratio {t.get('mlp_ratio', 4)}; {arch['embed_dim']}-d "
+        "joint space.",
+    ]
+
+
 def _load_note(summary: dict[str, Any]) -> str:
     load = summary.get("load_minutes")
     return "" if load is None else f" (plus {load:.1f} minutes loading data and rendering twins)"
 
 
 def render_model_card(
-    name: str, train_config: dict[str, Any], summary: dict[str, Any], reports: list[dict[str, Any]], size_mb: float
+    name: str,
+    train_config: dict[str, Any],
+    summary: dict[str, Any],
+    reports: list[dict[str, Any]],
+    size_mb: float,
+    arch: dict[str, Any] | None = None,
 ) -> str:
+    """The card's Markdown; ``arch`` is the open_clip model config (vision_cfg, text_cfg, embed_dim)."""
     t = train_config["train"]
     d = train_config["data"]
     m = summary["machine"]
@@ -46,7 +75,9 @@ def render_model_card(
         f"- Data: scene benchmark, seed {d['seed']}, {d['image_size']}x{d['image_size']} images, "
         f"{summary['train_images']} training scenes with 5 training-template captions each "
         f"(plus partial descriptions with probability {t['partial_caption_prob']}).",
+        *_arch_lines(arch),
         *_twin_lines(t, summary),
+        *_filler_lines(t),
         f"- Training: {summary['steps']} steps, batch {t['batch_size']}, AdamW lr {t['lr']} (cosine, "
         f"{t['warmup_steps']} warm-up steps), weight decay {t['weight_decay']}, seed {t['seed']}; "
         f"{summary['train_minutes']:.1f} wall minutes of training{_load_note(summary)} "
@@ -114,6 +145,8 @@ def write_model_card(model_dir: Path, run_dir: Path, report_paths: list[Path], n
     summary = json.loads((run_dir / "summary.json").read_text())
     reports = [json.loads(p.read_text()) for p in report_paths]
     size_mb = sum(f.stat().st_size for f in model_dir.glob("*.safetensors")) / 1e6
+    config_file = model_dir / "open_clip_config.json"
+    arch = json.loads(config_file.read_text()).get("model_cfg") if config_file.is_file() else None
     card = model_dir / "MODEL_CARD.md"
-    card.write_text(render_model_card(name, train_config, summary, reports, size_mb), encoding="utf-8")
+    card.write_text(render_model_card(name, train_config, summary, reports, size_mb, arch), encoding="utf-8")
     return card

@@ -74,6 +74,13 @@ class TrainSettings:
     (shape, colour, size, position, or two colours swapped); 0 trains on random scenes only."""
     n_partial: int = 6
     """Partial descriptions drawn per training image."""
+    twin_kinds: list[str] = field(default_factory=lambda: ["reshape", "recolour", "resize", "move", "swap_colours"])
+    """Changes a twin may make, drawn uniformly: reshape, recolour, resize, move, swap_colours."""
+    filler_prob: float = 0.5
+    """Share of training texts that get random filler words (common words the benchmark never
+    uses) inserted, so the text tower learns to read past wording it does not know."""
+    max_fillers: int = 3
+    """Most filler words inserted into one text."""
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "eval_every", "checkpoint_every", "log_every"):
@@ -81,11 +88,17 @@ class TrainSettings:
                 raise ConfigError(f"train: field {name!r} must be >= 1")
         if self.lr <= 0:
             raise ConfigError("train: field 'lr' must be > 0")
-        for name in ("partial_caption_prob", "twin_fraction"):
+        for name in ("partial_caption_prob", "twin_fraction", "filler_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"train: field {name!r} must lie in [0, 1]")
         if self.n_partial < 1:
             raise ConfigError("train: field 'n_partial' must be >= 1")
+        from viewfinder.pipeline.scenes.twins import TWIN_KINDS
+
+        if not self.twin_kinds or not set(self.twin_kinds) <= set(TWIN_KINDS):
+            raise ConfigError(f"train: field 'twin_kinds' must be a non-empty list drawn from {list(TWIN_KINDS)}")
+        if self.max_fillers < 0:
+            raise ConfigError("train: field 'max_fillers' must be >= 0")
 
 
 @dataclass
@@ -180,6 +193,7 @@ def train_clip(config: ClipTrainConfig, *, progress: bool | None = None, max_ste
     from viewfinder.adapters.open_clip_encoder import _arch_name, _register_packaged_archs, save_local_dir
     from viewfinder.pipeline.contrastive_loss import MultiPositiveClipLoss
     from viewfinder.pipeline.evaluate import machine_info
+    from viewfinder.pipeline.fillers import benchmark_words, filler_token_ids, insert_fillers
     from viewfinder.pipeline.progress import progress_bar
     from viewfinder.pipeline.scenes.dataset import INFO_FILE
     from viewfinder.pipeline.scenes.generator import SceneGeneratorConfig
@@ -219,7 +233,13 @@ def train_clip(config: ClipTrainConfig, *, progress: bool | None = None, max_ste
             settings.seed,
             settings.n_partial,
             progress,
+            kinds=settings.twin_kinds,
         )
+    fillers = (
+        filler_token_ids(tokenizer, benchmark_words())
+        if settings.filler_prob > 0 and settings.max_fillers > 0
+        else np.empty(0, dtype=np.int64)
+    )
     load_seconds = time.perf_counter() - t_load
     logger.info(
         "loaded %d train (%d twins) / %d val images in %.1fs",
@@ -262,6 +282,10 @@ def train_clip(config: ClipTrainConfig, *, progress: bool | None = None, max_ste
         while step < stop_at:
             idx = sample_batch(train, settings.batch_size, settings.twin_fraction, generator)
             texts, positives = batch_texts(train, idx, settings.partial_caption_prob, generator)
+            if len(fillers):
+                texts = insert_fillers(
+                    texts, fillers, settings.filler_prob, settings.max_fillers, tokenizer.eot_token_id, generator
+                )
             images, texts = train.pixels[idx].to(device), texts.to(device)
             for group in optimizer.param_groups:
                 group["lr"] = _lr_at(step, settings)

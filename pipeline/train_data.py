@@ -170,31 +170,43 @@ def add_twins(
     seed: int = 0,
     n_partial: int = 6,
     progress: bool | None = None,
+    kinds: Sequence[str] | None = None,
 ) -> TrainSplit:
     """``split`` with one twin per scene appended (scenes where no twin was found get none).
 
-    Twins are rendered in memory with the benchmark's renderer and captioned with the training
-    templates; ``scenes`` are the split's scene graphs, in row order.
+    Twins are rendered in memory with the benchmark's renderer and render jitter and captioned
+    with the training templates; ``scenes`` are the split's scene graphs, in row order. ``kinds``:
+    the changes a twin may make (default: every kind in :data:`.scenes.twins.TWIN_KINDS`).
     """
     from viewfinder.pipeline.progress import progress_bar
     from viewfinder.pipeline.scenes.captions import all_captions
     from viewfinder.pipeline.scenes.generator import render_seed
-    from viewfinder.pipeline.scenes.render import render_scene
-    from viewfinder.pipeline.scenes.twins import sample_twin
+    from viewfinder.pipeline.scenes.render import RenderJitter, render_scene
+    from viewfinder.pipeline.scenes.twins import TWIN_KINDS, sample_twin
 
     rng = np.random.default_rng([seed, 11])
     n_caps = split.tokens.shape[1]
     rows, twins, images, captions = [], [], [], []
     size = split.pixels.shape[-1]
+    jitter = RenderJitter(
+        max_rotation_deg=generator_config.max_rotation_deg, colour_shift=generator_config.colour_shift
+    )
     with progress_bar("rendering twins", len(scenes), "scene", progress) as bar:
         for row, scene in enumerate(scenes):
-            twin = sample_twin(scene, rng, generator_config, new_id=f"{scene.id}-twin", forbid_pairs=forbid_pairs)
+            twin = sample_twin(
+                scene,
+                rng,
+                generator_config,
+                new_id=f"{scene.id}-twin",
+                forbid_pairs=forbid_pairs,
+                kinds=kinds or TWIN_KINDS,
+            )
             bar.advance(1)
             if twin is None:
                 continue
             rows.append(row)
             twins.append(twin)
-            images.append(render_scene(twin, size, seed=render_seed(generator_config, twin.id)))
+            images.append(render_scene(twin, size, seed=render_seed(generator_config, twin.id), jitter=jitter))
             captions.append(all_captions(twin, "train", n_caps, rng))
     extra = build_split([t.id for t in twins], images, captions, twins, transform, tokenizer, rng, n_partial)
     twin = split.twin.clone()

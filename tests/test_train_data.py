@@ -213,3 +213,30 @@ def test_multi_positive_loss_checks_its_input() -> None:
     empty[2, 2] = False
     with pytest.raises(ValueError, match="at least one positive"):
         loss(feats, feats, torch.tensor(1.0), empty)
+
+
+def test_fillers_avoid_every_benchmark_word_and_keep_the_caption() -> None:
+    import open_clip
+
+    from viewfinder.pipeline.fillers import benchmark_words, filler_token_ids, insert_fillers
+
+    words = benchmark_words(n_scenes=60)
+    assert {"backdrop", "contains", "sits", "we", "red", "circle", "left", "object", "something"} <= words
+    tokenizer = open_clip.get_tokenizer("ViT-B-32")
+    ids = filler_token_ids(tokenizer, words)
+    filler_words = {tokenizer.decoder[int(i)][:-4] for i in ids}
+    assert not filler_words & words and len(filler_words) > 1000
+
+    tokens = tokenizer(["a small red circle on the left", "a blue star"])
+    eot = tokenizer.eot_token_id
+    out = insert_fillers(tokens, ids, 1.0, 3, eot, np.random.default_rng(0))
+    assert out.shape == tokens.shape and not torch.equal(out, tokens)
+    for before, after in zip(tokens.tolist(), out.tolist(), strict=True):
+        kept = [t for t in after if t not in set(ids.tolist()) and t != 0]
+        assert kept == [t for t in before if t != 0]  # removing the fillers gives back the caption
+        added = len(after) - after.count(0) - (len(before) - before.count(0))
+        assert 1 <= added <= 3 and after.index(eot) == before.index(eot) + added
+
+    full = tokenizer(["red " * 100])  # already at full length: left alone
+    assert torch.equal(insert_fillers(full, ids, 1.0, 3, eot, np.random.default_rng(0)), full)
+    assert torch.equal(insert_fillers(tokens, ids, 0.0, 3, eot, np.random.default_rng(0)), tokens)

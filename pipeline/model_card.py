@@ -15,9 +15,18 @@ def _twin_lines(train: dict[str, Any], summary: dict[str, Any]) -> list[str]:
     fraction = train.get("twin_fraction", 0.0)
     if not fraction:
         return []
+    names = {
+        "reshape": "shape",
+        "recolour": "colour",
+        "resize": "size",
+        "move": "grid cell",
+        "swap_colours": "two colours swapped",
+    }
+    kinds = train.get("twin_kinds") or list(names)
+    changes = ", ".join(names.get(k, k) for k in kinds)
     return [
         f"- Hard negatives: {summary.get('train_twins', 'some')} *twins* (a training scene changed in one fact: "
-        "shape, colour, size, grid cell, or two colours swapped), rendered in memory; "
+        f"{changes}), rendered in memory; "
         f"{fraction:.0%} of every batch is (scene, twin) pairs. A partial description counts every image it "
         "fits as a positive (multi-positive contrastive loss).",
     ]

@@ -76,6 +76,9 @@ def test_export_eval_and_card(tiny_run: ClipTrainConfig, tmp_path: Path) -> None
     assert res.exit_code == 0, res.output
     card = (zoo / "MODEL_CARD.md").read_text()
     assert "| test |" in card and "## Commands behind these figures" in card
+    t2i = data["text_to_image"]
+    assert f"| test | {data['images']} | {data['captions']} | {t2i['R@1']:.3f} | {t2i['R@5']:.3f} |" in card
+    assert "Wording noise: 50% of training texts" in card and "*twins*" in card and "MLP ratio" in card
 
 
 def test_demo_runs_and_reuses_its_cache(tmp_path: Path) -> None:

@@ -227,3 +227,28 @@ def test_to_plain_round_trips_through_from_dict():
     plain = to_plain(preset.encoder)
     assert from_dict(EncoderEntry, plain, "roundtrip") == preset.encoder
     assert from_dict(IndexConfig, to_plain(preset.index), "roundtrip") == preset.index
+
+
+@pytest.mark.parametrize(
+    "train, field",
+    [
+        ({"twin_kinds": ["reshape", "grow"]}, "twin_kinds"),
+        ({"twin_kinds": []}, "twin_kinds"),
+        ({"filler_prob": 1.5}, "filler_prob"),
+        ({"max_fillers": -1}, "max_fillers"),
+    ],
+)
+def test_training_settings_are_checked_naming_the_field(tmp_path, train, field):
+    from viewfinder.pipeline.train_clip import load_train_config
+
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump({"name": "x", "arch": "tiny-test", "train": train}))
+    with pytest.raises(ConfigError, match=field):
+        load_train_config(path)
+
+
+def test_shipped_training_config_loads():
+    from viewfinder.pipeline.train_clip import load_train_config
+
+    cfg = load_train_config("scene-clip")
+    assert cfg.train.twin_kinds and 0 < cfg.train.filler_prob <= 1

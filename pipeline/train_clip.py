@@ -24,6 +24,7 @@ import torch
 
 from viewfinder.pipeline.config import ConfigError, config_root, from_dict, read_yaml
 from viewfinder.pipeline.fsutil import atomic_write, atomic_write_json, atomic_write_text
+from viewfinder.pipeline.scenes.twins import TWIN_KINDS
 from viewfinder.pipeline.train_data import (
     TrainSplit,
     add_twins,
@@ -74,7 +75,7 @@ class TrainSettings:
     (shape, colour, size, position, or two colours swapped); 0 trains on random scenes only."""
     n_partial: int = 6
     """Partial descriptions drawn per training image."""
-    twin_kinds: list[str] = field(default_factory=lambda: ["reshape", "recolour", "resize", "move", "swap_colours"])
+    twin_kinds: list[str] = field(default_factory=lambda: list(TWIN_KINDS))
     """Changes a twin may make, drawn uniformly: reshape, recolour, resize, move, swap_colours."""
     filler_prob: float = 0.5
     """Share of training texts that get random filler words (common words the benchmark never
@@ -93,8 +94,6 @@ class TrainSettings:
                 raise ConfigError(f"train: field {name!r} must lie in [0, 1]")
         if self.n_partial < 1:
             raise ConfigError("train: field 'n_partial' must be >= 1")
-        from viewfinder.pipeline.scenes.twins import TWIN_KINDS
-
         if not self.twin_kinds or not set(self.twin_kinds) <= set(TWIN_KINDS):
             raise ConfigError(f"train: field 'twin_kinds' must be a non-empty list drawn from {list(TWIN_KINDS)}")
         if self.max_fillers < 0:

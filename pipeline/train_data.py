@@ -13,7 +13,7 @@ Each image carries, besides its captions:
   memory, which a batch then holds next to its scene.
 
 The generic nouns of partial training texts ("shape", "thing") differ from those of the benchmark's
-partial queries ("object", "something"), so the queries stay unseen wording.
+partial queries ("object", "something"), so no partial query is phrased exactly like a training text.
 """
 
 from __future__ import annotations

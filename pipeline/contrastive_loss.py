@@ -10,12 +10,8 @@ exactly open_clip's :class:`~open_clip.loss.ClipLoss`.
 
 from __future__ import annotations
 
-import logging
-
 import torch
 from open_clip.loss import ClipLoss
-
-logger = logging.getLogger(__name__)
 
 
 def _soft_cross_entropy(logits: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,6 @@ Twins keep every scene invariant (:func:`~.graph.scene_problems`) and avoid the 
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Collection
 from dataclasses import replace
 from typing import Literal
@@ -22,8 +21,6 @@ import numpy as np
 from .edits import sample_edit
 from .generator import Pair, SceneGeneratorConfig, satisfies_constraints
 from .graph import SHAPES, Scene, scene_problems
-
-logger = logging.getLogger(__name__)
 
 TwinKind = Literal["reshape", "recolour", "resize", "move", "swap_colours"]
 TWIN_KINDS: tuple[TwinKind, ...] = ("reshape", "recolour", "resize", "move", "swap_colours")

@@ -1,5 +1,5 @@
 """Model-family adapters behind small protocols (see :mod:`viewfinder.adapters.base`)."""
 
-from viewfinder.adapters.base import ImageTextEncoder
+from .base import ImageTextEncoder
 
 __all__ = ["ImageTextEncoder"]

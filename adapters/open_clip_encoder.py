@@ -19,7 +19,7 @@ import open_clip
 import torch
 from PIL import Image
 
-from viewfinder.pipeline.config import EncoderEntry, config_root
+from .entries import EncoderEntry, config_root
 
 logger = logging.getLogger(__name__)
 

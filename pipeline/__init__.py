@@ -2,7 +2,7 @@
 
 The main entry points are imported lazily (``import viewfinder.pipeline`` stays cheap)::
 
-    from viewfinder.pipeline import build_index, open_index
+    from . import build_index, open_index
 
     build_index("photos/", "photos.index", preset="vit-b-32-laion2b")
     result = open_index("photos.index").search("a dog on a beach", k=5)
@@ -16,19 +16,22 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
+    "Pipeline": "viewfinder.pipeline.stages.runner",
+    "QueryState": "viewfinder.pipeline.stages.state",
+    "Trace": "viewfinder.pipeline.stages.trace",
     "build_index": "viewfinder.pipeline.api",
     "open_index": "viewfinder.pipeline.api",
-    "Searcher": "viewfinder.pipeline.search",
-    "SearchResult": "viewfinder.pipeline.search",
-    "Hit": "viewfinder.pipeline.search",
-    "QueryError": "viewfinder.pipeline.search",
-    "Indexer": "viewfinder.pipeline.indexer",
-    "IndexReport": "viewfinder.pipeline.indexer",
-    "IndexStore": "viewfinder.pipeline.store",
-    "StoreError": "viewfinder.pipeline.store",
-    "EncoderMismatchError": "viewfinder.pipeline.store",
+    "Searcher": "viewfinder.pipeline.store.search",
+    "SearchResult": "viewfinder.pipeline.store.search",
+    "Hit": "viewfinder.pipeline.store.search",
+    "QueryError": "viewfinder.pipeline.store.search",
+    "Indexer": "viewfinder.pipeline.store.indexer",
+    "IndexReport": "viewfinder.pipeline.store.indexer",
+    "IndexStore": "viewfinder.pipeline.store.index_store",
+    "StoreError": "viewfinder.pipeline.store.index_store",
+    "EncoderMismatchError": "viewfinder.pipeline.store.index_store",
     "load_preset": "viewfinder.pipeline.config",
-    "load_encoder": "viewfinder.pipeline.models",
+    "load_encoder": "viewfinder.adapters.registry",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from viewfinder.pipeline.config import Preset, load_preset
-from viewfinder.pipeline.indexer import Indexer, IndexReport
-from viewfinder.pipeline.models import load_encoder, portable_entry
-from viewfinder.pipeline.search import Searcher
-from viewfinder.pipeline.sources import Modality
+from ..adapters.registry import load_encoder, portable_entry
+from .config import Preset, load_preset
+from .store.indexer import Indexer, IndexReport
+from .store.search import Searcher
+from .store.sources import Modality
 
 
 def build_index(

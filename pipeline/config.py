@@ -1,10 +1,11 @@
-"""YAML configs turned into typed dataclasses at the boundary.
+"""Pipeline presets: YAML turned into typed dataclasses at the boundary.
 
 Three kinds of file live in ``configs/`` (found through :mod:`importlib.resources`, so they
 work from an installed wheel):
 
-* ``configs/models/<name>.yaml`` — a model entry: *which architecture* and *which weights*.
-* ``configs/presets/<name>.yaml`` — a pipeline preset: the encoder entry plus stage settings.
+* ``configs/models/<name>.yaml`` — a model entry: *which architecture* and *which weights*
+  (read by :mod:`viewfinder.adapters.registry`).
+* ``configs/presets/<name>.yaml`` — a pipeline preset: the encoder, index settings and the stages.
 * ``configs/arch/<name>.json`` — open_clip architecture configs (data, not code).
 
 Unknown keys are errors, never silently ignored.
@@ -12,76 +13,36 @@ Unknown keys are errors, never silently ignored.
 
 from __future__ import annotations
 
-import dataclasses
-import logging
-import types
-import typing
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, TypeVar, get_args, get_origin
+from typing import Any
 
-import yaml
+from ..adapters.entries import (
+    ConfigError,
+    EncoderEntry,
+    config_root,
+    from_dict,
+    packaged_names,
+    read_yaml,
+    resolve_config_file,
+    to_plain,
+)
+from ..adapters.registry import load_encoder_entry
+from .stages.registry import StageSpec, parse_stages
 
-logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
-
-WeightSource = Literal["random", "pretrained", "file", "local-dir", "hf-hub", "zoo"]
-
-
-class ConfigError(ValueError):
-    """A config file or value is invalid; the message says which field and how to fix it."""
-
-
-def config_root() -> Path:
-    """Folder holding the packaged configs (works for editable and wheel installs)."""
-    return Path(str(resources.files("viewfinder.configs")))
-
-
-@dataclass
-class EncoderEntry:
-    """A dual-encoder model entry: the architecture and, separately, where its weights come from."""
-
-    name: str
-    """Name of the entry (shown in logs, recorded in index manifests)."""
-    family: Literal["open_clip"] = "open_clip"
-    """Adapter family that loads it."""
-    arch: str | None = None
-    """Architecture: an open_clip built-in (``ViT-B-32``), a file in ``configs/arch`` without
-    ``.json``, or a path to an open_clip JSON config. Not needed for ``local-dir``/``hf-hub``/``zoo``."""
-    weights: WeightSource = "random"
-    """Where weights come from: ``random`` init (seeded), an open_clip ``pretrained`` tag, a
-    checkpoint ``file`` (.pt/.bin/.safetensors), an open_clip ``local-dir`` folder, an ``hf-hub``
-    repo, or a ``zoo`` folder shipped inside the package."""
-    pretrained: str | None = None
-    """open_clip pretrained tag, e.g. ``laion2b_s34b_b79k`` (weights: pretrained)."""
-    path: str | None = None
-    """Checkpoint file, local-dir folder, hf-hub repo id, or zoo folder name."""
-    sha256: str | None = None
-    """Expected SHA-256 of a checkpoint file loaded from outside the package (checked if set)."""
-    seed: int = 0
-    """Seed for random initialisation (weights: random)."""
-    precision: Literal["fp32", "fp16", "bf16"] = "fp32"
-    """Inference precision on CUDA; CPU always runs fp32."""
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    """``auto`` picks CUDA when present."""
-    batch_size: int = 64
-    """Images or texts per forward pass."""
-    threads: int | None = None
-    """CPU threads for torch (None: leave torch's default / OMP_NUM_THREADS)."""
-
-    def __post_init__(self) -> None:
-        if self.weights in ("random", "pretrained", "file") and not self.arch:
-            raise ConfigError(f"encoder '{self.name}': field 'arch' is required for weights={self.weights!r}")
-        if self.weights == "pretrained" and not self.pretrained:
-            raise ConfigError(f"encoder '{self.name}': field 'pretrained' (a tag) is required for weights='pretrained'")
-        if self.weights in ("file", "local-dir", "hf-hub", "zoo") and not self.path:
-            raise ConfigError(f"encoder '{self.name}': field 'path' is required for weights={self.weights!r}")
-        if self.batch_size < 1:
-            raise ConfigError(f"encoder '{self.name}': field 'batch_size' must be >= 1")
-        if self.threads is not None and self.threads < 1:
-            raise ConfigError(f"encoder '{self.name}': field 'threads' must be >= 1 or null")
+__all__ = [
+    "ConfigError",
+    "EncoderEntry",
+    "IndexConfig",
+    "Preset",
+    "config_root",
+    "from_dict",
+    "load_encoder_entry",
+    "load_preset",
+    "packaged_names",
+    "read_yaml",
+    "to_plain",
+]
 
 
 @dataclass
@@ -116,111 +77,43 @@ class IndexConfig:
 
 @dataclass
 class Preset:
-    """A pipeline preset: which models, and the stage settings."""
+    """A pipeline preset: which models, the index settings, and the stages a query runs through."""
 
     name: str
     encoder: EncoderEntry
     index: IndexConfig = field(default_factory=IndexConfig)
+    stages: list[StageSpec] = field(default_factory=lambda: parse_stages(None, "preset"))
+    """Stages in order; a preset without ``stages`` preselects only."""
+    source: str | None = None
+    """The packaged name or the absolute YAML path it was loaded from (indexes record it)."""
 
 
-def from_dict(cls: type[T], data: dict[str, Any], where: str) -> T:
-    """Build dataclass ``cls`` from ``data``, rejecting unknown keys and checking Literal fields."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ConfigError(f"{where}: unknown field(s) {unknown}; known fields: {sorted(fields)}")
-    hints = typing.get_type_hints(cls)
-    for key, value in data.items():
-        allowed = _literal_choices(hints[key])
-        if allowed is not None and value not in allowed:
-            raise ConfigError(f"{where}: field {key!r} must be one of {list(allowed)}, got {value!r}")
-        if allowed is None and not _type_ok(hints[key], value):
-            expected = getattr(hints[key], "__name__", str(hints[key]))
-            raise ConfigError(f"{where}: field {key!r} must be of type {expected}, got {value!r}")
-    try:
-        return cls(**data)
-    except TypeError as exc:
-        raise ConfigError(f"{where}: {exc}") from exc
+_PRESET_FIELDS = ["encoder", "index", "name", "stages"]
 
 
-_SCALARS: dict[Any, tuple[type, ...]] = {int: (int,), float: (int, float), str: (str,), bool: (bool,)}
+def load_preset(name_or_file: str | Path = "default") -> Preset:
+    """Load a pipeline preset by packaged name (``configs/presets/NAME.yaml``) or file path.
 
-
-def _type_ok(hint: Any, value: Any) -> bool:
-    """Whether ``value`` fits a scalar type hint (bools are not ints here); other hints pass."""
-    if get_origin(hint) in (typing.Union, types.UnionType):
-        return any(_type_ok(arg, value) for arg in get_args(hint))
-    if hint is type(None):
-        return value is None
-    if hint in _SCALARS:
-        return isinstance(value, _SCALARS[hint]) and (hint is bool or not isinstance(value, bool))
-    return True
-
-
-def _literal_choices(hint: Any) -> tuple[Any, ...] | None:
-    if get_origin(hint) is Literal:
-        return get_args(hint)
-    if get_origin(hint) in (typing.Union, types.UnionType):
-        for arg in get_args(hint):
-            choices = _literal_choices(arg)
-            if choices is not None:
-                return (*choices, None)
-    return None
-
-
-def read_yaml(path: Path) -> dict[str, Any]:
-    """Read a YAML mapping, with a clear error for a missing or malformed file."""
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a YAML mapping at the top level")
-    return data
-
-
-def _resolve(kind: str, name_or_file: str) -> Path:
-    candidate = Path(name_or_file).expanduser()
-    if candidate.suffix in (".yaml", ".yml") or candidate.is_file():
-        return candidate
-    packaged = config_root() / kind / f"{name_or_file}.yaml"
-    if packaged.is_file():
-        return packaged
-    available = sorted(p.stem for p in (config_root() / kind).glob("*.yaml"))
-    raise ConfigError(f"no {kind[:-1]} named {name_or_file!r}; packaged ones: {available}, or pass a YAML file path")
-
-
-def load_encoder_entry(name_or_file: str | dict[str, Any]) -> EncoderEntry:
-    """Load a model entry by packaged name (``configs/models/NAME.yaml``), file path, or inline dict."""
-    if isinstance(name_or_file, dict):
-        return from_dict(EncoderEntry, name_or_file, "encoder")
-    path = _resolve("models", name_or_file)
-    data = read_yaml(path)
-    data.setdefault("name", path.stem)
-    return from_dict(EncoderEntry, data, str(path))
-
-
-def load_preset(name_or_file: str = "default") -> Preset:
-    """Load a pipeline preset by packaged name (``configs/presets/NAME.yaml``) or file path."""
-    path = _resolve("presets", name_or_file)
+    Relative paths inside the file (``encoder: my-model.yaml``) are relative to its folder.
+    """
+    path = resolve_config_file("presets", str(name_or_file))
     data = read_yaml(path)
     where = str(path)
-    unknown = sorted(set(data) - {"name", "encoder", "index"})
+    unknown = sorted(set(data) - set(_PRESET_FIELDS))
     if unknown:
-        raise ConfigError(f"{where}: unknown field(s) {unknown}; known fields: ['encoder', 'index', 'name']")
+        raise ConfigError(f"{where}: unknown field(s) {unknown}; known fields: {_PRESET_FIELDS}")
     if "encoder" not in data:
         raise ConfigError(f"{where}: field 'encoder' is required (a model entry name or mapping)")
+    packaged = path.resolve().parent == (config_root() / "presets").resolve()
     return Preset(
         name=data.get("name", path.stem),
-        encoder=load_encoder_entry(data["encoder"]),
+        encoder=load_encoder_entry(data["encoder"], relative_to=path.parent),
         index=from_dict(IndexConfig, data.get("index") or {}, f"{where}: index"),
+        stages=parse_stages(data.get("stages"), where),
+        source=path.stem if packaged else str(path.resolve()),
     )
 
 
-def to_plain(obj: Any) -> Any:
-    """Dataclass -> JSON/YAML-ready dict (for saving next to what a config produced)."""
-    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
+def preset_summary(preset: Preset) -> dict[str, Any]:
+    """What an index records of the preset it was built with."""
+    return {"name": preset.name, "source": preset.source, "factory": preset.index.factory}

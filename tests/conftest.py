@@ -18,7 +18,7 @@ from helpers import write_images  # noqa: E402
 @pytest.fixture(scope="session")
 def tiny_encoder():
     """The tiny random open_clip encoder of ``configs/models/tiny-test.yaml`` (seed 0), loaded once."""
-    from viewfinder.pipeline.models import load_encoder
+    from viewfinder.adapters.registry import load_encoder
 
     return load_encoder("tiny-test")
 
@@ -26,7 +26,7 @@ def tiny_encoder():
 @pytest.fixture(scope="session")
 def other_encoder():
     """The same tiny architecture with another seed: a different fingerprint."""
-    from viewfinder.pipeline.models import load_encoder
+    from viewfinder.adapters.registry import load_encoder
 
     return load_encoder({"name": "tiny-other", "arch": "tiny-test", "weights": "random", "seed": 1})
 

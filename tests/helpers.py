@@ -127,7 +127,7 @@ def check_store_invariants(index_dir: Path, *, check_manifest_file: bool = True)
 
     Returns key -> id of the committed items.
     """
-    from viewfinder.pipeline.store import IndexStore
+    from viewfinder.pipeline.store.index_store import IndexStore
 
     store = IndexStore.open(index_dir)
     try:

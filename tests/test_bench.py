@@ -12,15 +12,10 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
-from viewfinder.pipeline.bench import (  # noqa: E402
-    Mixture,
-    bench_app,
-    bench_index,
-    bench_search,
-    clustered_vectors,
-    make_bench_images,
-    parse_size,
-)
+from viewfinder.pipeline.bench.data import Mixture, clustered_vectors, make_bench_images, parse_size  # noqa: E402
+from viewfinder.pipeline.bench.index import bench_index  # noqa: E402
+from viewfinder.pipeline.bench.search import bench_search  # noqa: E402
+from viewfinder.pipeline.cli.bench import bench_app  # noqa: E402
 
 
 @pytest.fixture(scope="module")

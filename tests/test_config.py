@@ -239,7 +239,7 @@ def test_to_plain_round_trips_through_from_dict():
     ],
 )
 def test_training_settings_are_checked_naming_the_field(tmp_path, train, field):
-    from viewfinder.pipeline.train_clip import load_train_config
+    from viewfinder.pipeline.train.clip import load_train_config
 
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump({"name": "x", "arch": "tiny-test", "train": train}))
@@ -248,7 +248,7 @@ def test_training_settings_are_checked_naming_the_field(tmp_path, train, field):
 
 
 def test_shipped_training_config_loads():
-    from viewfinder.pipeline.train_clip import load_train_config
+    from viewfinder.pipeline.train.clip import load_train_config
 
     cfg = load_train_config("scene-clip")
     assert cfg.train.twin_kinds and 0 < cfg.train.filler_prob <= 1

@@ -13,8 +13,8 @@ from helpers import random_image
 
 from viewfinder.adapters.base import ImageTextEncoder
 from viewfinder.adapters.open_clip_encoder import ModelLoadError, save_local_dir, sha256_file
+from viewfinder.adapters.registry import load_encoder
 from viewfinder.pipeline.config import config_root
-from viewfinder.pipeline.models import load_encoder
 
 TEXTS = ["a red circle", "two blue squares left of a green triangle", "x"]
 

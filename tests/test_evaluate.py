@@ -10,7 +10,7 @@ import pytest
 from helpers import write_images
 
 from viewfinder.pipeline.config import IndexConfig
-from viewfinder.pipeline.evaluate import (
+from viewfinder.pipeline.eval.retrieval import (
     EvalDataError,
     evaluate_retrieval,
     load_karpathy,

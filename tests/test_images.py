@@ -10,7 +10,7 @@ import pytest
 from helpers import image_bytes, random_image
 from PIL import Image
 
-from viewfinder.pipeline.images import ImageDecodeError, decode_image, load_image
+from viewfinder.pipeline.store.images import ImageDecodeError, decode_image, load_image
 
 
 def _solid(mode: str, size=(24, 16), colour=None) -> Image.Image:

@@ -20,10 +20,10 @@ from helpers import (
     write_corrupt_files,
 )
 
-from viewfinder.pipeline.indexer import Indexer
-from viewfinder.pipeline.search import Searcher
-from viewfinder.pipeline.sources import SourceError
-from viewfinder.pipeline.store import IndexStore, StoreError
+from viewfinder.pipeline.store.index_store import IndexStore, StoreError
+from viewfinder.pipeline.store.indexer import Indexer
+from viewfinder.pipeline.store.search import Searcher
+from viewfinder.pipeline.store.sources import SourceError
 
 
 def run_index(encoder, source, index_dir, **kwargs):

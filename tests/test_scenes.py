@@ -584,7 +584,7 @@ def test_query_counts_follow_query_config(tmp_path: Path) -> None:
 def test_cli_generate(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from viewfinder.pipeline.scenes.cli import app
+    from viewfinder.pipeline.cli.scenes import app
 
     runner = CliRunner()
     out = tmp_path / "cli"

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from viewfinder.pipeline.config import load_preset
-from viewfinder.pipeline.indexer import Indexer
-from viewfinder.pipeline.search import MAX_QUERY_CHARS, Hit, QueryError, Searcher, SearchResult, clean_query
-from viewfinder.pipeline.store import IndexStore
+from viewfinder.pipeline.store.index_store import IndexStore
+from viewfinder.pipeline.store.indexer import Indexer
+from viewfinder.pipeline.store.search import MAX_QUERY_CHARS, Hit, QueryError, Searcher, SearchResult, clean_query
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +169,7 @@ def test_missing_query_image_is_a_query_error(searcher, tmp_path):
 
 # ------------------------------------------------------------------------------ opening
 def test_searcher_open_with_a_preset(indexed, tiny_encoder):
-    from viewfinder.pipeline.store import StoreError
+    from viewfinder.pipeline.store.index_store import StoreError
 
     root, paths = indexed
     with_preset = Searcher.open(root / "index", "tiny")
@@ -182,7 +182,7 @@ def test_searcher_open_with_a_preset(indexed, tiny_encoder):
 
 def test_search_vectors_batch(searcher, tiny_encoder, indexed):
     _, paths = indexed
-    from viewfinder.pipeline.images import load_image
+    from viewfinder.pipeline.store.images import load_image
 
     queries = tiny_encoder.encode_images([load_image(p) for p in paths[:3]])
     lists = searcher.search_vectors(queries, 2)

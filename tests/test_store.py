@@ -29,10 +29,8 @@ from helpers import (
 )
 
 from viewfinder.pipeline.config import load_preset
-from viewfinder.pipeline.faiss_index import IndexBuildError, resolve_factory
-from viewfinder.pipeline.indexer import Indexer
-from viewfinder.pipeline.search import Searcher
-from viewfinder.pipeline.store import (
+from viewfinder.pipeline.store.faiss_index import IndexBuildError, resolve_factory
+from viewfinder.pipeline.store.index_store import (
     FORMAT_VERSION,
     EncoderMismatchError,
     IndexStore,
@@ -41,6 +39,8 @@ from viewfinder.pipeline.store import (
     PendingRow,
     StoreError,
 )
+from viewfinder.pipeline.store.indexer import Indexer
+from viewfinder.pipeline.store.search import Searcher
 
 
 def index_folder(encoder, source, index_dir, *, rebuild=False, **overrides):
@@ -74,7 +74,7 @@ def test_manifest_json_fields(tmp_path, make_images, tiny_encoder):
 
 
 def test_manifest_records_the_encoder_entry_so_search_needs_no_config(tmp_path, make_images, tiny_encoder):
-    from viewfinder.pipeline.models import portable_entry
+    from viewfinder.adapters.registry import portable_entry
 
     make_images(4)
     entry = portable_entry(load_preset("tiny").encoder)
@@ -215,7 +215,7 @@ def test_rebuild_with_the_other_encoder_replaces_everything(tmp_path, make_image
 
 
 def random_image_from(path: Path):
-    from viewfinder.pipeline.images import load_image
+    from viewfinder.pipeline.store.images import load_image
 
     return load_image(path)
 
@@ -392,8 +392,8 @@ _WORKER = textwrap.dedent(
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
     from viewfinder.pipeline.config import load_preset
-    from viewfinder.pipeline.indexer import Indexer
-    from viewfinder.pipeline.models import load_encoder
+    from viewfinder.pipeline.store.indexer import Indexer
+    from viewfinder.adapters.registry import load_encoder
 
     source, index_dir, pause = sys.argv[1], sys.argv[2], float(sys.argv[3])
     encoder = load_encoder("tiny-test")
@@ -587,8 +587,8 @@ def _random_kill_rounds(source, index_dir, workers, rng, encoder) -> None:
 
 def test_rebuild_with_an_encoder_of_another_dimension(tmp_path, make_images, tiny_encoder):
     """Switching to another architecture (another embedding size) through --rebuild."""
+    from viewfinder.adapters.registry import load_encoder
     from viewfinder.pipeline.config import config_root
-    from viewfinder.pipeline.models import load_encoder
 
     arch = json.loads((config_root() / "arch" / "tiny-test.json").read_text())
     arch["embed_dim"] = 16

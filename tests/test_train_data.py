@@ -8,7 +8,6 @@ import pytest
 import torch
 from open_clip.loss import ClipLoss
 
-from viewfinder.pipeline.contrastive_loss import MultiPositiveClipLoss
 from viewfinder.pipeline.scenes.generator import (
     SceneGeneratorConfig,
     generate_scenes,
@@ -19,7 +18,7 @@ from viewfinder.pipeline.scenes.generator import (
 from viewfinder.pipeline.scenes.graph import Scene, SceneObject, scene_problems
 from viewfinder.pipeline.scenes.queries import partial_text
 from viewfinder.pipeline.scenes.twins import TWIN_KINDS, sample_twin
-from viewfinder.pipeline.train_data import (
+from viewfinder.pipeline.train.data import (
     PARTIAL_FORMS,
     WILDCARD,
     TrainSplit,
@@ -30,6 +29,7 @@ from viewfinder.pipeline.train_data import (
     partial_descriptions,
     sample_batch,
 )
+from viewfinder.pipeline.train.losses import MultiPositiveClipLoss
 
 CONFIG = SceneGeneratorConfig(seed=3)
 
@@ -218,7 +218,7 @@ def test_multi_positive_loss_checks_its_input() -> None:
 def test_fillers_avoid_every_benchmark_word_and_keep_the_caption() -> None:
     import open_clip
 
-    from viewfinder.pipeline.fillers import benchmark_words, filler_token_ids, insert_fillers
+    from viewfinder.pipeline.train.fillers import benchmark_words, filler_token_ids, insert_fillers
 
     words = benchmark_words(n_scenes=60)
     assert {"backdrop", "contains", "sits", "we", "red", "circle", "left", "object", "something"} <= words

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from viewfinder.pipeline.cli import app
-from viewfinder.pipeline.train_clip import ClipTrainConfig, SceneDataConfig, TrainSettings, train_clip
+from viewfinder.pipeline.train.clip import ClipTrainConfig, SceneDataConfig, TrainSettings, train_clip
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def test_training_writes_a_loadable_model_and_resumes(tiny_run: ClipTrainConfig)
     assert [r["step"] for r in log] == [1, 2, 3, 4]
     assert "val_t2i_R@1" in log[-1]
     # The trained model loads back through the real open_clip loader.
-    from viewfinder.pipeline.models import load_encoder
+    from viewfinder.adapters.registry import load_encoder
 
     enc = load_encoder({"name": "trained", "weights": "local-dir", "path": str(result.model_dir)})
     assert enc.encode_texts(["a red circle"]).shape == (1, 32)
@@ -82,7 +82,7 @@ def test_export_eval_and_card(tiny_run: ClipTrainConfig, tmp_path: Path) -> None
 
 
 def test_demo_runs_and_reuses_its_cache(tmp_path: Path) -> None:
-    from viewfinder.pipeline.demo import run_demo
+    from viewfinder.pipeline.demo.run import run_demo
 
     first = run_demo(tmp_path / "demo", "demo-tiny", n_scenes=60, k=4)
     assert first.contact_sheet.is_file() and first.contact_sheet.stat().st_size > 1000

@@ -76,8 +76,9 @@ def wheel_venv(tmp_path_factory):
 def test_wheel_contents(wheel_venv):
     names = zipfile.ZipFile(wheel_venv["wheel"]).namelist()
     for needed in (
-        "viewfinder/pipeline/cli.py",
-        "viewfinder/pipeline/store.py",
+        "viewfinder/pipeline/cli/__init__.py",
+        "viewfinder/pipeline/stages/runner.py",
+        "viewfinder/pipeline/store/index_store.py",
         "viewfinder/adapters/open_clip_encoder.py",
         "viewfinder/configs/presets/tiny.yaml",
         "viewfinder/configs/models/tiny-test.yaml",

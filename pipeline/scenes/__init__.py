@@ -4,7 +4,7 @@ Modules, one job each: :mod:`.graph` (vocabulary and scene graph), :mod:`.genera
 scenes, held-out pairs), :mod:`.render` (pictures), :mod:`.captions` (paraphrase templates),
 :mod:`.edits` (single edits for composed queries), :mod:`.queries` (query sets with ground
 truth), :mod:`.metrics` (model-agnostic scores), :mod:`.simuser` (a simulated user),
-:mod:`.dataset` (write/read a dataset folder) and :mod:`.cli` (``viewfinder scenes ...``).
+:mod:`.dataset` (write/read a dataset folder); its commands are in :mod:`viewfinder.pipeline.cli.scenes`.
 """
 
 from .captions import all_captions, caption_scene

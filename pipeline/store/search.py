@@ -10,10 +10,10 @@ from typing import Any
 
 import numpy as np
 
-from viewfinder.adapters.base import ImageTextEncoder
-from viewfinder.pipeline.config import IndexConfig, Preset, load_preset
-from viewfinder.pipeline.images import ImageDecodeError, load_image
-from viewfinder.pipeline.store import IndexStore, StoreError
+from ...adapters.base import ImageTextEncoder
+from ..config import IndexConfig, Preset, load_preset
+from .images import ImageDecodeError, load_image
+from .index_store import IndexStore, StoreError
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +34,8 @@ class Hit:
     score: float
     text: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    scores: dict[str, float] = field(default_factory=dict)
+    """The score each stage of the pipeline gave (``preselect``, later ``rerank``...); ``score`` is the final one."""
 
 
 @dataclass
@@ -44,9 +46,11 @@ class SearchResult:
     """Path of the query image, or None for a text query."""
     hits: list[Hit]
     timings: dict[str, float]
-    """Seconds per step: ``encode``, ``search``, ``lookup``."""
+    """Seconds per step: ``encode``, ``search``, ``lookup`` (a :class:`Searcher`) or per stage (a pipeline)."""
     truncated: bool = False
     """True when the text was longer than the encoder's context and was cut to fit."""
+    trace: dict[str, Any] | None = None
+    """What each stage did (a pipeline's :class:`~viewfinder.pipeline.stages.trace.Trace`, as a dict)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -95,7 +99,7 @@ class Searcher:
     @classmethod
     def open(cls, index_dir: str | Path, preset: str | Preset | None = None) -> Searcher:
         """Open ``index_dir`` with the encoder recorded in it, or with the preset's encoder."""
-        from viewfinder.pipeline.models import entry_from_manifest, load_encoder
+        from ...adapters.registry import entry_from_manifest, load_encoder
 
         store = IndexStore.open(index_dir)
         if preset is None:
@@ -116,16 +120,24 @@ class Searcher:
         t0 = time.perf_counter()
         truncated = False
         if text is not None:
-            text, truncated = clean_query(text, self.encoder)
-            query_vec = self.encoder.encode_texts([text])  # (1, D)
+            query_vec, text, truncated = self.encode_query_text(text)  # (1, D)
         else:
-            try:
-                query_vec = self.encoder.encode_images([load_image(image, self.config.max_image_pixels)])  # (1, D)
-            except ImageDecodeError as exc:
-                raise QueryError(f"cannot read query image {image}: {exc}") from exc
+            query_vec = self.encode_query_image(image)  # (1, D)
         timings["encode"] = time.perf_counter() - t0
         hits = self.search_vectors(query_vec, k, timings)[0]
         return SearchResult(text, None if image is None else str(image), hits, timings, truncated)
+
+    def encode_query_text(self, text: str) -> tuple[np.ndarray, str, bool]:
+        """Validate and embed a text query: (embedding (1, D), cleaned text, truncated)."""
+        clean, truncated = clean_query(text, self.encoder)
+        return self.encoder.encode_texts([clean]), clean, truncated
+
+    def encode_query_image(self, image: str | Path) -> np.ndarray:
+        """Decode and embed a query image: (1, D); a :class:`QueryError` when it cannot be read."""
+        try:
+            return self.encoder.encode_images([load_image(image, self.config.max_image_pixels)])
+        except ImageDecodeError as exc:
+            raise QueryError(f"cannot read query image {image}: {exc}") from exc
 
     def search_vectors(self, queries: np.ndarray, k: int, timings: dict[str, float] | None = None) -> list[list[Hit]]:
         """(Q, D) query embeddings -> Q ranked hit lists."""

@@ -2,7 +2,7 @@
 
 Every caption is a query whose target is its image; image-to-text counts a hit when any of the
 image's captions is within the top K. Images go through the same indexing path as a user's
-data (a JSONL manifest indexed by :class:`~viewfinder.pipeline.indexer.Indexer`); rankings are
+data (a JSONL manifest indexed by :class:`~viewfinder.pipeline.store.indexer.Indexer`); rankings are
 exact (brute-force inner product over the stored vectors).
 """
 
@@ -20,11 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from viewfinder.adapters.base import ImageTextEncoder
-from viewfinder.pipeline.config import IndexConfig
-from viewfinder.pipeline.fsutil import atomic_write_text
-from viewfinder.pipeline.indexer import Indexer
-from viewfinder.pipeline.store import IndexStore
+from ...adapters.base import ImageTextEncoder
+from ..config import IndexConfig
+from ..store.fsutil import atomic_write_text
+from ..store.index_store import IndexStore
+from ..store.indexer import Indexer
 
 logger = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from viewfinder.adapters.base import ImageTextEncoder
-from viewfinder.pipeline.config import IndexConfig
-from viewfinder.pipeline.evaluate import (
+from ...adapters.base import ImageTextEncoder
+from ..config import IndexConfig
+from .retrieval import (
     evaluate_retrieval,
     index_evalset,
     load_manifest,
@@ -42,8 +42,8 @@ def evaluate_scene_split(
     index_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Full-description Recall@K both ways plus every query set of ``split``."""
-    from viewfinder.pipeline.scenes.dataset import load_scene_dataset
-    from viewfinder.pipeline.scenes.metrics import partial_query_report, swap_accuracy
+    from ..scenes.dataset import load_scene_dataset
+    from ..scenes.metrics import partial_query_report, swap_accuracy
 
     dataset = load_scene_dataset(root)
     if split not in dataset.scenes:

@@ -9,10 +9,9 @@ from typing import Annotated
 
 import typer
 
-from viewfinder.pipeline.progress import progress_bar
-
-from .dataset import load_scene_dataset, write_scene_dataset
-from .generator import SceneGeneratorConfig
+from ..progress import progress_bar
+from ..scenes.dataset import load_scene_dataset, write_scene_dataset
+from ..scenes.generator import SceneGeneratorConfig
 
 logger = logging.getLogger(__name__)
 

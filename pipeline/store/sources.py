@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from viewfinder.pipeline.images import IMAGE_EXTENSIONS
+from .images import IMAGE_EXTENSIONS
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ def demo_cmd(
     scenes: Annotated[int, typer.Option(help="Scenes in the demo collection.")] = 2000,
 ) -> None:
     """Offline tour: generate scenes, index them with the bundled model, search, evaluate."""
-    from viewfinder.pipeline.demo import run_demo
+    from ..demo.run import run_demo
 
     result = run_demo(cache, config, scenes)
     for query, found in result.searches:

@@ -19,13 +19,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from viewfinder.adapters.base import ImageTextEncoder
-from viewfinder.pipeline.config import IndexConfig
-from viewfinder.pipeline.faiss_index import check_trainable, resolve_factory
-from viewfinder.pipeline.images import ImageDecodeError, decode_image
-from viewfinder.pipeline.progress import progress_bar
-from viewfinder.pipeline.sources import Modality, SourceItem, list_source
-from viewfinder.pipeline.store import IndexStore, ItemRow, PendingRow, StoreError
+from ...adapters.base import ImageTextEncoder
+from ..config import IndexConfig
+from ..progress import progress_bar
+from .faiss_index import check_trainable, resolve_factory
+from .images import ImageDecodeError, decode_image
+from .index_store import IndexStore, ItemRow, PendingRow, StoreError
+from .sources import Modality, SourceItem, list_source
 
 logger = logging.getLogger(__name__)
 

@@ -30,14 +30,14 @@ from typing import Any, Literal
 import faiss
 import numpy as np
 
-from viewfinder.pipeline.faiss_index import (
+from .faiss_index import (
     build_index,
     resolve_factory,
     same_family,
     set_search_params,
     supports_removal,
 )
-from viewfinder.pipeline.fsutil import atomic_write, atomic_write_json, fsync_dir
+from .fsutil import atomic_write, atomic_write_json, fsync_dir
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +88,9 @@ class Manifest:
     updated_at: str
     encoder_entry: dict[str, Any] = field(default_factory=dict)
     """The model entry the encoder was loaded from, so the index can be searched without a config."""
+    preset: dict[str, Any] = field(default_factory=dict)
+    """The preset it was built with (``name``, ``source``: packaged name or file, ``factory``), so a
+    plain re-run or search keeps it."""
 
 
 @dataclass

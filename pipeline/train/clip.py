@@ -22,10 +22,10 @@ from typing import Literal
 import numpy as np
 import torch
 
-from viewfinder.pipeline.config import ConfigError, config_root, from_dict, read_yaml
-from viewfinder.pipeline.fsutil import atomic_write, atomic_write_json, atomic_write_text
-from viewfinder.pipeline.scenes.twins import TWIN_KINDS
-from viewfinder.pipeline.train_data import (
+from ..config import ConfigError, config_root, from_dict, read_yaml
+from ..scenes.twins import TWIN_KINDS
+from ..store.fsutil import atomic_write, atomic_write_json, atomic_write_text
+from .data import (
     TrainSplit,
     add_twins,
     batch_texts,
@@ -137,8 +137,8 @@ def load_train_config(path: str | Path) -> ClipTrainConfig:
 # ---------------------------------------------------------------------------------------- data
 def ensure_scene_data(cfg: SceneDataConfig) -> Path:
     """Return the dataset folder, generating it first when missing."""
-    from viewfinder.pipeline.scenes.dataset import ensure_scene_dataset
-    from viewfinder.pipeline.scenes.generator import SceneGeneratorConfig
+    from ..scenes.dataset import ensure_scene_dataset
+    from ..scenes.generator import SceneGeneratorConfig
 
     return ensure_scene_dataset(
         Path(cfg.root),
@@ -189,14 +189,14 @@ def train_clip(config: ClipTrainConfig, *, progress: bool | None = None, max_ste
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    from viewfinder.adapters.open_clip_encoder import _arch_name, _register_packaged_archs, save_local_dir
-    from viewfinder.pipeline.contrastive_loss import MultiPositiveClipLoss
-    from viewfinder.pipeline.evaluate import machine_info
-    from viewfinder.pipeline.fillers import benchmark_words, filler_token_ids, insert_fillers
-    from viewfinder.pipeline.progress import progress_bar
-    from viewfinder.pipeline.scenes.dataset import INFO_FILE
-    from viewfinder.pipeline.scenes.generator import SceneGeneratorConfig
-    from viewfinder.pipeline.scenes.graph import Scene
+    from ...adapters.open_clip_encoder import _arch_name, _register_packaged_archs, save_local_dir
+    from ..eval.retrieval import machine_info
+    from ..progress import progress_bar
+    from ..scenes.dataset import INFO_FILE
+    from ..scenes.generator import SceneGeneratorConfig
+    from ..scenes.graph import Scene
+    from .fillers import benchmark_words, filler_token_ids, insert_fillers
+    from .losses import MultiPositiveClipLoss
 
     settings = config.train
     if settings.threads:

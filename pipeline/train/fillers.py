@@ -15,9 +15,9 @@ import re
 import numpy as np
 import torch
 
-from viewfinder.pipeline.scenes.captions import all_captions
-from viewfinder.pipeline.scenes.generator import SceneGeneratorConfig
-from viewfinder.pipeline.scenes.queries import query_to_dict
+from ..scenes.captions import all_captions
+from ..scenes.generator import SceneGeneratorConfig
+from ..scenes.queries import query_to_dict
 
 _WORD = re.compile(r"[a-z]+")
 
@@ -25,7 +25,7 @@ _WORD = re.compile(r"[a-z]+")
 def benchmark_words(n_scenes: int = 200, seed: int = 0) -> frozenset[str]:
     """Every word of the scene benchmark's captions (both template sets) and queries, drawn from
     ``n_scenes`` generated scenes of a test-like split."""
-    from viewfinder.pipeline.scenes.dataset import QuerySetConfig, _build_split
+    from ..scenes.dataset import QuerySetConfig, _build_split
 
     config = SceneGeneratorConfig(seed=seed)
     scenes, queries = _build_split(config, "test", n_scenes, n_scenes // 4, QuerySetConfig())

@@ -68,8 +68,9 @@ def eval_cmd(
     work_dir: Annotated[Path | None, typer.Option(help="Where the evaluation's indexes are cached.")] = None,
 ) -> None:
     """Recall@1/5/10 text→image and image→text (plus the scene query sets), as JSON and a table."""
-    from viewfinder.pipeline.config import ConfigError, load_preset
-    from viewfinder.pipeline.evaluate import (
+    from ...adapters.registry import load_encoder, portable_entry
+    from ..config import ConfigError, load_preset
+    from ..eval.retrieval import (
         EvalDataError,
         evaluate_retrieval,
         load_karpathy,
@@ -78,7 +79,6 @@ def eval_cmd(
         save_report,
         work_dir_for,
     )
-    from viewfinder.pipeline.models import load_encoder, portable_entry
 
     try:
         preset = load_preset(config or "default")
@@ -86,7 +86,7 @@ def eval_cmd(
         entry = portable_entry(preset.encoder)
         cache = work_dir or work_dir_for(dataset)
         if dataset.is_dir() and (dataset / "scenes.json").is_file():
-            from viewfinder.pipeline.scene_eval import evaluate_scene_split
+            from ..eval.scenes import evaluate_scene_split
 
             report = evaluate_scene_split(dataset, split, encoder, preset.index, cache, entry)
         elif dataset.suffix == ".json":

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from viewfinder.pipeline.images import ImageDecodeError, load_image
+from ..store.images import ImageDecodeError, load_image
 
 
 @dataclass

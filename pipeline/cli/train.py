@@ -20,8 +20,8 @@ def train_clip_cmd(
     max_steps: Annotated[int | None, typer.Option(help="Stop after this many steps (resume later).")] = None,
 ) -> None:
     """Contrastive training of a CLIP from scratch on the scene benchmark (resumable)."""
-    from viewfinder.pipeline.config import ConfigError
-    from viewfinder.pipeline.train_clip import load_train_config, train_clip
+    from ..config import ConfigError
+    from ..train.clip import load_train_config, train_clip
 
     try:
         cfg = load_train_config(config)
@@ -61,7 +61,7 @@ def card_cmd(
     report: Annotated[list[Path], typer.Option(help="`viewfinder eval` JSON reports (repeatable).")],
 ) -> None:
     """Write a model card from the run's files and `viewfinder eval` reports."""
-    from viewfinder.pipeline.model_card import write_model_card
+    from ..eval.model_card import write_model_card
 
     name = json.loads((run / "train_config.json").read_text())["name"]
     card = write_model_card(model_dir, run, report, name)

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from viewfinder.pipeline.contact_sheet import SheetRow, render_contact_sheet
-from viewfinder.pipeline.evaluate import save_report
-from viewfinder.pipeline.search import SearchResult
+from ..eval.retrieval import save_report
+from ..store.search import SearchResult
+from .contact_sheet import SheetRow, render_contact_sheet
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def _pick_queries(dataset: Any, split: str, rng: np.random.Generator) -> list[De
 
 def _cached_report(path: Path, index_dir: Path, fingerprint: str) -> dict[str, Any] | None:
     """The evaluation of an earlier run, if the index and the encoder are still the same."""
-    from viewfinder.pipeline.store import IndexStore
+    from ..store.index_store import IndexStore
 
     if not path.is_file() or not IndexStore.exists(index_dir):
         return None
@@ -83,13 +83,13 @@ def _cached_report(path: Path, index_dir: Path, fingerprint: str) -> dict[str, A
 
 
 def run_demo(cache: Path | None = None, preset_name: str = "default", n_scenes: int = 2000, k: int = 8) -> DemoResult:
-    from viewfinder.pipeline.config import load_preset
-    from viewfinder.pipeline.models import load_encoder, portable_entry
-    from viewfinder.pipeline.scene_eval import evaluate_scene_split
-    from viewfinder.pipeline.scenes.dataset import ensure_scene_dataset, load_scene_dataset
-    from viewfinder.pipeline.scenes.generator import SceneGeneratorConfig
-    from viewfinder.pipeline.search import Searcher
-    from viewfinder.pipeline.store import IndexStore
+    from ...adapters.registry import load_encoder, portable_entry
+    from ..config import load_preset
+    from ..eval.scenes import evaluate_scene_split
+    from ..scenes.dataset import ensure_scene_dataset, load_scene_dataset
+    from ..scenes.generator import SceneGeneratorConfig
+    from ..store.index_store import IndexStore
+    from ..store.search import Searcher
 
     cache = (cache or default_cache()).expanduser()
     seconds: dict[str, float] = {}

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from viewfinder.pipeline.scenes.graph import COLOURS, POSITION_PHRASES, POSITIONS, SHAPES, SIZES, Scene, with_article
+from ..scenes.graph import COLOURS, POSITION_PHRASES, POSITIONS, SHAPES, SIZES, Scene, with_article
 
 logger = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ def read_split_records(root: Path, split: str) -> list[dict[str, Any]]:
 
 def load_split(root: Path, split: str, transform: Any, tokenizer: Any, seed: int = 0, n_partial: int = 6) -> TrainSplit:
     """A split of a scene benchmark folder, read from its manifest and image files."""
-    from viewfinder.pipeline.images import load_image
+    from ..store.images import load_image
 
     records = read_split_records(root, split)
     return build_split(
@@ -178,11 +178,11 @@ def add_twins(
     with the training templates; ``scenes`` are the split's scene graphs, in row order. ``kinds``:
     the changes a twin may make (default: every kind in :data:`.scenes.twins.TWIN_KINDS`).
     """
-    from viewfinder.pipeline.progress import progress_bar
-    from viewfinder.pipeline.scenes.captions import all_captions
-    from viewfinder.pipeline.scenes.generator import render_seed
-    from viewfinder.pipeline.scenes.render import RenderJitter, render_scene
-    from viewfinder.pipeline.scenes.twins import TWIN_KINDS, sample_twin
+    from ..progress import progress_bar
+    from ..scenes.captions import all_captions
+    from ..scenes.generator import render_seed
+    from ..scenes.render import RenderJitter, render_scene
+    from ..scenes.twins import TWIN_KINDS, sample_twin
 
     rng = np.random.default_rng([seed, 11])
     n_caps = split.tokens.shape[1]

@@ -1,0 +1,165 @@
+"""Model entries (which architecture, which weights) and the typed-config machinery they are read with.
+
+This module sits below both :mod:`viewfinder.pipeline` and the adapters, so that adapters never
+import the pipeline. YAML becomes dataclasses here, at the boundary; unknown keys are errors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, TypeVar, get_args, get_origin
+
+import yaml
+
+T = TypeVar("T")
+
+WeightSource = Literal["random", "pretrained", "file", "local-dir", "hf-hub", "zoo"]
+
+
+class ConfigError(ValueError):
+    """A config file or value is invalid; the message says which field and how to fix it."""
+
+
+def config_root() -> Path:
+    """Folder holding the packaged configs (works for editable and wheel installs)."""
+    return Path(str(resources.files("viewfinder.configs")))
+
+
+@dataclass
+class EncoderEntry:
+    """A dual-encoder model entry: the architecture and, separately, where its weights come from."""
+
+    name: str
+    """Name of the entry (shown in logs, recorded in index manifests)."""
+    family: str = "open_clip"
+    """Adapter family that loads it (a name registered in :mod:`viewfinder.adapters.registry`)."""
+    arch: str | None = None
+    """Architecture: an open_clip built-in (``ViT-B-32``), a file in ``configs/arch`` without
+    ``.json``, or a path to an open_clip JSON config. Not needed for ``local-dir``/``hf-hub``/``zoo``."""
+    weights: WeightSource = "random"
+    """Where weights come from: ``random`` init (seeded), an open_clip ``pretrained`` tag, a
+    checkpoint ``file`` (.pt/.bin/.safetensors), an open_clip ``local-dir`` folder, an ``hf-hub``
+    repo, or a ``zoo`` folder shipped inside the package."""
+    pretrained: str | None = None
+    """open_clip pretrained tag, e.g. ``laion2b_s34b_b79k`` (weights: pretrained)."""
+    path: str | None = None
+    """Checkpoint file, local-dir folder, hf-hub repo id, or zoo folder name."""
+    sha256: str | None = None
+    """Expected SHA-256 of a checkpoint file loaded from outside the package (checked if set)."""
+    seed: int = 0
+    """Seed for random initialisation (weights: random)."""
+    precision: Literal["fp32", "fp16", "bf16"] = "fp32"
+    """Inference precision on CUDA; CPU always runs fp32."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """``auto`` picks CUDA when present."""
+    batch_size: int = 64
+    """Images or texts per forward pass."""
+    threads: int | None = None
+    """CPU threads for torch (None: leave torch's default / OMP_NUM_THREADS)."""
+
+    def __post_init__(self) -> None:
+        if self.weights in ("random", "pretrained", "file") and not self.arch:
+            raise ConfigError(f"encoder '{self.name}': field 'arch' is required for weights={self.weights!r}")
+        if self.weights == "pretrained" and not self.pretrained:
+            raise ConfigError(f"encoder '{self.name}': field 'pretrained' (a tag) is required for weights='pretrained'")
+        if self.weights in ("file", "local-dir", "hf-hub", "zoo") and not self.path:
+            raise ConfigError(f"encoder '{self.name}': field 'path' is required for weights={self.weights!r}")
+        if self.batch_size < 1:
+            raise ConfigError(f"encoder '{self.name}': field 'batch_size' must be >= 1")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"encoder '{self.name}': field 'threads' must be >= 1 or null")
+
+
+def from_dict(cls: type[T], data: dict[str, Any], where: str) -> T:
+    """Build dataclass ``cls`` from ``data``, rejecting unknown keys and checking Literal fields."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where}: unknown field(s) {unknown}; known fields: {sorted(fields)}")
+    hints = typing.get_type_hints(cls)
+    for key, value in data.items():
+        allowed = _literal_choices(hints[key])
+        if allowed is not None and value not in allowed:
+            raise ConfigError(f"{where}: field {key!r} must be one of {list(allowed)}, got {value!r}")
+        if allowed is None and not _type_ok(hints[key], value):
+            expected = getattr(hints[key], "__name__", str(hints[key]))
+            raise ConfigError(f"{where}: field {key!r} must be of type {expected}, got {value!r}")
+    try:
+        return cls(**data)
+    except TypeError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+
+
+_SCALARS: dict[Any, tuple[type, ...]] = {int: (int,), float: (int, float), str: (str,), bool: (bool,)}
+
+
+def _type_ok(hint: Any, value: Any) -> bool:
+    """Whether ``value`` fits a scalar type hint (bools are not ints here); other hints pass."""
+    if get_origin(hint) in (typing.Union, types.UnionType):
+        return any(_type_ok(arg, value) for arg in get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint in _SCALARS:
+        return isinstance(value, _SCALARS[hint]) and (hint is bool or not isinstance(value, bool))
+    return True
+
+
+def _literal_choices(hint: Any) -> tuple[Any, ...] | None:
+    if get_origin(hint) is Literal:
+        return get_args(hint)
+    if get_origin(hint) in (typing.Union, types.UnionType):
+        for arg in get_args(hint):
+            choices = _literal_choices(arg)
+            if choices is not None:
+                return (*choices, None)
+    return None
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Read a YAML mapping, with a clear error for a missing or malformed file."""
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a YAML mapping at the top level")
+    return data
+
+
+def resolve_config_file(kind: str, name_or_file: str, relative_to: Path | None = None) -> Path:
+    """A packaged config (``configs/<kind>/NAME.yaml``) by name, or a YAML file path.
+
+    A relative file path is taken relative to ``relative_to`` (the folder of the config that names
+    it) when given, else to the current directory.
+    """
+    candidate = Path(name_or_file).expanduser()
+    if relative_to is not None and not candidate.is_absolute():
+        beside = relative_to / candidate
+        if beside.suffix in (".yaml", ".yml") or beside.is_file():
+            return beside
+    if candidate.suffix in (".yaml", ".yml") or candidate.is_file():
+        return candidate
+    packaged = config_root() / kind / f"{name_or_file}.yaml"
+    if packaged.is_file():
+        return packaged
+    available = sorted(p.stem for p in (config_root() / kind).glob("*.yaml"))
+    raise ConfigError(f"no {kind[:-1]} named {name_or_file!r}; packaged ones: {available}, or pass a YAML file path")
+
+
+def packaged_names(kind: str) -> list[str]:
+    """Names of the packaged configs of one kind (``presets``, ``models``...)."""
+    return sorted(p.stem for p in (config_root() / kind).glob("*.yaml"))
+
+
+def to_plain(obj: Any) -> Any:
+    """Dataclass -> JSON/YAML-ready dict (for saving next to what a config produced)."""
+    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj

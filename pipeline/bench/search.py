@@ -1,0 +1,207 @@
+"""FAISS search: build time, latency, throughput, recall against exact search and size, over
+seeded clustered vectors. Prints figures; not a test."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .data import Mixture, clustered_vectors, load_average
+
+if TYPE_CHECKING:
+    import faiss
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SearchBench:
+    """Figures of one FAISS index (one factory at one collection size)."""
+
+    factory: str
+    """As asked (a preset such as ``IVF``, or a FAISS factory string)."""
+    spec: str
+    """The FAISS factory string it resolved to for this size."""
+    n: int
+    dim: int
+    nprobe: int | None
+    """IVF lists visited per query (None for indexes without lists)."""
+    train_vectors: int
+    """Vectors the index was trained on (0: no training needed)."""
+    build_seconds: float
+    """Train + add (what committing an index of this size costs)."""
+    single_queries: int
+    """Queries searched one at a time for the latency figures."""
+    p50_ms: float
+    p95_ms: float
+    batch_queries: int
+    batch_queries_per_second: float
+    """All queries in one ``search`` call."""
+    recall: float
+    """recall@k of the batch search against exact inner-product search."""
+    k: int
+    index_mb: float
+    """Size of the serialised index (vectors, lists, ids)."""
+
+
+@dataclass
+class SearchBenchRun:
+    """All figures of one search benchmark run and how the data was made."""
+
+    dim: int
+    queries: int
+    k: int
+    clusters: int
+    rank: int
+    """Dimension of the subspace the clusters live in (see :class:`Mixture`)."""
+    spread: float
+    noise: float
+    seed: int
+    faiss_threads: int
+    load_average: float
+    """1-minute load average when the benchmark started (others' work skews the figures)."""
+    results: list[SearchBench] = field(default_factory=list)
+
+
+def _is_exhaustive(spec: str) -> bool:
+    """True when a search scans every vector (Flat, PQ without lists): single queries are slow at scale."""
+    return not re.search(r"IVF|HNSW|NSG|LSH", spec)
+
+
+def _build(spec: str, xb: np.ndarray, train_sample: int, rng: np.random.Generator) -> tuple[faiss.Index, int]:
+    """Build through :func:`build_index`; with ``train_sample`` > 0, train on that many random vectors only."""
+    from ..store.faiss_index import build_index, min_training_vectors
+
+    ids = np.arange(len(xb), dtype=np.int64)
+    needs_training = min_training_vectors(spec) > 0
+    if not needs_training or train_sample <= 0 or train_sample >= len(xb):
+        return build_index(spec, xb, ids), len(xb) if needs_training else 0
+    # build_index trains on everything it is given: give it the sample, then add the rest.
+    picked = np.zeros(len(xb), dtype=bool)
+    picked[rng.choice(len(xb), size=train_sample, replace=False)] = True
+    index = build_index(spec, xb[picked], ids[picked])
+    step = 131_072
+    for lo in range(0, len(xb), step):
+        rest = ~picked[lo : lo + step]
+        if rest.any():
+            index.add_with_ids(np.ascontiguousarray(xb[lo : lo + step][rest]), ids[lo : lo + step][rest])
+    return index, train_sample
+
+
+def _nprobe_of(index: faiss.Index) -> int | None:
+    import faiss
+
+    inner = faiss.downcast_index(index.index) if hasattr(index, "index") else index
+    return int(inner.nprobe) if hasattr(inner, "nprobe") else None
+
+
+def bench_search(
+    dim: int = 512,
+    sizes: tuple[int, ...] = (100_000, 1_000_000),
+    queries: int = 1000,
+    k: int = 10,
+    factories: tuple[str, ...] = ("Flat", "IVF"),
+    nprobe: int | None = None,
+    single_queries: int | None = None,
+    train_sample: int | None = None,
+    clusters: int = 1000,
+    rank: int = 64,
+    seed: int = 0,
+    on_result: Callable[[SearchBench], None] | None = None,
+) -> SearchBenchRun:
+    """Build each factory at each size over seeded clustered unit vectors (:class:`Mixture`) and measure it.
+
+    ``nprobe`` defaults to :class:`IndexConfig`'s. ``single_queries`` (latency) defaults to all
+    ``queries``, but to at most 200 for exhaustive indexes over more than 10^8 floats (a
+    one-query scan of 1M x 512 takes a large fraction of a second). ``train_sample`` caps the
+    vectors an index is trained on (None: 64 per IVF list, FAISS's own guidance being 30-256;
+    0: all of them, as ``build_index`` does). ``on_result`` is called as each figure is ready.
+    """
+    import faiss
+
+    from ..config import IndexConfig
+    from ..store.faiss_index import resolve_factory, set_search_params
+
+    if dim < 1 or queries < 1 or k < 1 or not sizes or not factories:
+        raise ValueError("dim, queries and k must be >= 1, with at least one size and one factory")
+    defaults = IndexConfig()
+    probe = nprobe if nprobe is not None else defaults.nprobe
+    mixture = Mixture.random(dim, clusters, rank, seed)
+    xq = clustered_vectors(queries, mixture, np.random.default_rng([seed, 1]))  # (Q, D), same distribution
+    run = SearchBenchRun(
+        dim,
+        queries,
+        k,
+        clusters,
+        mixture.basis.shape[0],
+        mixture.spread,
+        mixture.noise,
+        seed,
+        faiss.omp_get_max_threads(),
+        load_average(),
+    )
+
+    for n in sizes:
+        logger.info("generating %d x %d clustered vectors", n, dim)
+        xb = clustered_vectors(n, mixture, np.random.default_rng([seed, 2, n]))  # (N, D)
+        start = time.perf_counter()
+        _, exact = faiss.knn(xq, xb, min(k, n), metric=faiss.METRIC_INNER_PRODUCT)  # exact (Q, k), like IndexFlatIP
+        logger.info("n=%d: exact search for %d queries in %.1fs", n, queries, time.perf_counter() - start)
+        for factory in factories:
+            spec = resolve_factory(factory, dim, n)
+            sample = train_sample if train_sample is not None else 64 * _nlist(spec)
+            logger.info("n=%d: building %s", n, spec)
+            start = time.perf_counter()
+            index, trained_on = _build(spec, xb, sample, np.random.default_rng([seed, 3, n]))
+            build_seconds = time.perf_counter() - start
+            set_search_params(index, probe, defaults.ef_search)
+
+            n_single = single_queries if single_queries is not None else queries
+            if single_queries is None and _is_exhaustive(spec) and n * dim > 100_000_000:
+                n_single = min(queries, 200)
+            n_single = min(n_single, queries)
+            latencies = np.empty(n_single)
+            for i in range(n_single):
+                t0 = time.perf_counter()
+                index.search(xq[i : i + 1], k)  # (1, D): one user's query
+                latencies[i] = time.perf_counter() - t0
+
+            start = time.perf_counter()
+            _, found = index.search(xq, k)  # (Q, k)
+            batch_seconds = time.perf_counter() - start
+            hits = sum(len(set(f[f >= 0].tolist()) & set(e.tolist())) for f, e in zip(found, exact, strict=True))
+
+            result = SearchBench(
+                factory=factory,
+                spec=spec,
+                n=n,
+                dim=dim,
+                nprobe=_nprobe_of(index),
+                train_vectors=trained_on,
+                build_seconds=build_seconds,
+                single_queries=n_single,
+                p50_ms=float(1000 * np.percentile(latencies, 50)) if n_single else float("nan"),
+                p95_ms=float(1000 * np.percentile(latencies, 95)) if n_single else float("nan"),
+                batch_queries=queries,
+                batch_queries_per_second=queries / batch_seconds,
+                recall=hits / (queries * min(k, n)),
+                k=k,
+                index_mb=faiss.serialize_index(index).nbytes / 1e6,
+            )
+            del index
+            run.results.append(result)
+            if on_result is not None:
+                on_result(result)
+        del xb
+    return run
+
+
+def _nlist(spec: str) -> int:
+    m = re.search(r"IVF(\d+)", spec)
+    return int(m.group(1)) if m else 0

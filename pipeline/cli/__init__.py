@@ -1,0 +1,44 @@
+"""The ``viewfinder`` command line, one module per command group. Heavy imports happen inside
+commands, so ``--help`` is fast."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from .bench import bench_app
+from .common import APP_SETTINGS, setup_logging
+from .demo import demo_cmd
+from .eval import eval_cmd
+from .index import index_cmd
+from .scenes import app as scenes_app
+from .search import search_cmd
+from .train import train_app
+
+app = typer.Typer(**APP_SETTINGS)
+
+
+@app.callback()
+def _main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log details.")] = False,
+) -> None:
+    setup_logging(verbose)
+
+
+app.command("index")(index_cmd)
+app.command("search")(search_cmd)
+app.command("demo")(demo_cmd)
+app.command("eval")(eval_cmd)
+app.add_typer(train_app, name="train")
+app.add_typer(bench_app, name="bench")
+app.add_typer(scenes_app, name="scenes", help="The synthetic scene benchmark: generate and inspect.")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

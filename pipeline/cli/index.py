@@ -1,0 +1,67 @@
+"""``viewfinder index``: build or update an index from a folder or manifest."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from .common import ConfigOpt, console, fail, user_errors
+
+
+def index_cmd(
+    source: Annotated[str, typer.Argument(help="Folder of images (recursive) or a JSONL manifest.")],
+    index: Annotated[Path, typer.Option("--index", "-i", help="Index folder (created if missing).")],
+    config: ConfigOpt = None,
+    modality: Annotated[str, typer.Option(help="'image' (default) or 'text' (the captions of a manifest).")] = "image",
+    rebuild: Annotated[bool, typer.Option(help="Re-embed everything (e.g. with another encoder).")] = False,
+    factory: Annotated[
+        str | None, typer.Option(help="FAISS index: Flat, IVF, IVFPQ, HNSW or a factory string.")
+    ] = None,
+    workers: Annotated[int | None, typer.Option(help="Decoding worker processes.")] = None,
+    report: Annotated[Path | None, typer.Option(help="Also write the run's report as JSON here.")] = None,
+) -> None:
+    """Index a folder or manifest into an on-disk FAISS index (incremental, resumable)."""
+    if modality not in ("image", "text"):
+        fail(f"--modality must be 'image' or 'text', got {modality!r}")
+    try:
+        from ...adapters.registry import load_encoder, portable_entry
+        from ..config import load_preset
+        from ..store.fsutil import atomic_write_json
+        from ..store.indexer import Indexer
+
+        preset = load_preset(config or "default")
+        if factory:
+            preset.index.factory = factory
+        if workers is not None:
+            preset.index.num_workers = workers
+        encoder = load_encoder(preset.encoder)
+        indexer = Indexer(encoder, preset.index, encoder_entry=portable_entry(preset.encoder))
+        result = indexer.run(source, index, modality=modality, rebuild=rebuild)  # type: ignore[arg-type]
+    except user_errors() as exc:
+        fail(str(exc))
+        return
+    atomic_write_json(Path(result.index) / "last_run.json", asdict(result))
+    if report:
+        atomic_write_json(report, asdict(result))
+    table = Table(title=f"indexed {result.source} -> {result.index}", show_header=False)
+    for label, value in [
+        ("items in index", result.count),
+        ("added", result.added),
+        ("re-embedded (changed)", result.reembedded),
+        ("removed (gone from source)", result.removed),
+        ("unchanged", result.unchanged),
+        ("resumed from an interrupted run", result.resumed),
+        ("skipped", len(result.skipped)),
+        ("seconds", f"{result.seconds:.1f}"),
+        ("embedded per second", f"{result.embedded_per_second:.1f}"),
+    ]:
+        table.add_row(label, str(value))
+    console.print(table)
+    for where, reason in result.skipped[:20]:
+        console.print(f"  [yellow]skipped[/] {where}: {reason}")
+    if len(result.skipped) > 20:
+        console.print(f"  … and {len(result.skipped) - 20} more (see {Path(result.index) / 'last_run.json'})")

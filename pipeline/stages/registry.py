@@ -1,0 +1,83 @@
+"""Stage names a preset may use, each with its typed config and its builder.
+
+A preset lists stages in order, each a name or a one-key mapping of a name to its settings::
+
+    stages:
+      - preselect: {k: 128}
+      - rerank: {model: scene-reranker}
+
+Unknown names and unknown settings are errors that list what exists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ...adapters.entries import ConfigError, from_dict
+from .base import Stage, StageContext
+from .preselect import Preselect, PreselectConfig
+
+
+@dataclass(frozen=True)
+class StageType:
+    """A kind of stage: its config dataclass and how to build it from a pipeline's collaborators."""
+
+    name: str
+    config_type: type
+    build: Callable[[Any, StageContext], Stage]
+
+
+@dataclass
+class StageSpec:
+    """One stage of a preset: its name and validated settings."""
+
+    name: str
+    config: Any
+
+
+STAGE_TYPES: dict[str, StageType] = {}
+
+
+def register_stage(name: str, config_type: type, build: Callable[[Any, StageContext], Stage]) -> None:
+    """Make ``name`` usable in presets' ``stages``."""
+    STAGE_TYPES[name] = StageType(name, config_type, build)
+
+
+register_stage("preselect", PreselectConfig, Preselect.from_context)
+
+FIRST_STAGES = ("preselect",)
+"""Stages that produce candidates from the whole index; a pipeline starts with one of these."""
+
+
+def parse_stages(raw: Any, where: str) -> list[StageSpec]:
+    """Validate a preset's ``stages`` list (None: preselect only, today's search)."""
+    if raw is None:
+        return [StageSpec("preselect", PreselectConfig())]
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(f"{where}: field 'stages' must be a non-empty list of stage names or mappings")
+    specs = []
+    for i, item in enumerate(raw):
+        if isinstance(item, str):
+            name, params = item, {}
+        elif isinstance(item, dict) and len(item) == 1:
+            name, params = next(iter(item.items()))
+            params = params or {}
+        else:
+            raise ConfigError(f"{where}: stages[{i}] must be a stage name or a one-key mapping {{name: {{settings}}}}")
+        if name not in STAGE_TYPES:
+            raise ConfigError(f"{where}: stages[{i}]: unknown stage {name!r}; known stages: {sorted(STAGE_TYPES)}")
+        config = from_dict(STAGE_TYPES[name].config_type, params, f"{where}: stages[{i}] ({name})")
+        specs.append(StageSpec(name, config))
+    if specs[0].name not in FIRST_STAGES:
+        raise ConfigError(
+            f"{where}: the first stage must produce candidates from the index ({', '.join(FIRST_STAGES)}), "
+            f"got {specs[0].name!r}"
+        )
+    return specs
+
+
+def build_stages(specs: list[StageSpec], ctx: StageContext) -> list[Stage]:
+    """Stage objects for a preset's specs, their models drawn from ``ctx``."""
+    return [STAGE_TYPES[spec.name].build(spec.config, ctx) for spec in specs]

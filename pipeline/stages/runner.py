@@ -1,0 +1,83 @@
+"""A pipeline: the stages a preset names, run in order over one shared :class:`QueryState`."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..store.search import Hit, QueryError, Searcher, SearchResult
+from .base import Stage, StageContext
+from .registry import build_stages
+from .state import QueryState
+from .trace import Trace
+
+if TYPE_CHECKING:
+    from ...adapters.base import ImageTextEncoder
+    from ..config import Preset
+    from ..store.index_store import IndexStore
+
+logger = logging.getLogger(__name__)
+
+
+class Pipeline:
+    """Runs a query through its stages and returns typed hits with a trace.
+
+    Build it from a preset with :meth:`from_preset`, or from stage objects directly (each takes
+    its model through its constructor, so any stage can be a test double).
+    """
+
+    def __init__(self, stages: list[Stage], store: IndexStore, *, name: str = "custom") -> None:
+        if not stages:
+            raise ValueError("a pipeline needs at least one stage")
+        self.stages = stages
+        self.store = store
+        self.name = name
+
+    @classmethod
+    def from_preset(
+        cls,
+        preset: str | Path | Preset | None = None,
+        *,
+        index: str | Path,
+        encoder: ImageTextEncoder | None = None,
+    ) -> Pipeline:
+        """The pipeline ``preset`` describes over ``index`` (None: the preset the index was built with).
+
+        ``encoder`` overrides loading the preset's encoder (an object already in memory).
+        """
+        from ...adapters.registry import load_encoder
+        from ..store.index_store import IndexStore
+        from .presets import preset_for_index
+
+        store = IndexStore.open(index)
+        chosen = preset_for_index(preset, store)
+        searcher = Searcher(store, encoder or load_encoder(chosen.encoder), chosen.index)
+        ctx = StageContext(chosen, store, searcher)
+        return cls(build_stages(chosen.stages, ctx), store, name=chosen.name)
+
+    def run(self, state: QueryState, trace: Trace) -> QueryState:
+        """One pass of every stage over ``state``, each step recorded in ``trace``."""
+        for stage in self.stages:
+            query_in = state.text
+            start = time.perf_counter()
+            state = stage.run(state)
+            trace.record(stage.name, state, query_in, time.perf_counter() - start)
+        return state
+
+    def search(self, text: str | None = None, *, image: str | Path | None = None, k: int = 10) -> SearchResult:
+        """Search with a text or (``image=``) an image; the top ``k`` hits with every stage's score."""
+        if (text is None) == (image is None):
+            raise QueryError("give exactly one of a text query or an image")
+        if k < 1:
+            raise QueryError(f"k must be >= 1, got {k}")
+        image_str = None if image is None else str(image)
+        state = QueryState(query=text, image=image_str, text=text, k=k)
+        trace = Trace(self.name, text, image_str)
+        state = self.run(state, trace)
+        hits = [
+            Hit(rank, c.id, c.key, c.path, c.score, c.text, c.metadata, dict(c.scores))
+            for rank, c in enumerate(state.candidates[:k], start=1)
+        ]
+        return SearchResult(state.text, image_str, hits, trace.timings, state.truncated, trace.to_dict())

@@ -94,7 +94,9 @@ def test_search_json_is_parseable(cli_index):
     for hit in data["hits"]:
         assert isinstance(hit["id"], int) and isinstance(hit["score"], float)
         assert hit["path"].startswith(str((root / "images").resolve()))
-    assert set(data["timings"]) == {"encode", "search", "lookup"}
+    assert set(data["timings"]) == {"preselect"}
+    (step,) = data["trace"]["steps"]
+    assert step["stage"] == "preselect" and {"encode", "search", "lookup"} <= set(step["notes"])
 
 
 def test_search_image_json_without_config_uses_the_manifest_encoder(cli_index):

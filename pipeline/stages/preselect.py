@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -41,13 +42,14 @@ class Preselect:
 
     def run(self, state: QueryState) -> QueryState:
         k = max(self.config.k or state.k, state.k)
+        start = time.perf_counter()
         if state.text is not None:
             query_vec, state.text, state.truncated = self.searcher.encode_query_text(state.text)  # (1, D)
         elif state.image is not None:
             query_vec = self.searcher.encode_query_image(state.image)  # (1, D)
         else:
             raise ValueError("preselect needs a query text or a query image")
-        timings: dict[str, float] = {}
+        timings = {"encode": time.perf_counter() - start}
         hits = self.searcher.search_vectors(query_vec, k, timings)[0]
         state.candidates = [
             Candidate(h.id, h.key, h.path, h.text, h.metadata, {self.name: h.score}, h.score) for h in hits

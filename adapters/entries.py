@@ -95,6 +95,8 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str) -> T:
         return cls(**data)
     except TypeError as exc:
         raise ConfigError(f"{where}: {exc}") from exc
+    except ConfigError as exc:  # a field's own check (__post_init__): say which file or section
+        raise ConfigError(f"{where}: {exc}") from exc
 
 
 _SCALARS: dict[Any, tuple[type, ...]] = {int: (int,), float: (int, float), str: (str,), bool: (bool,)}

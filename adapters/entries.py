@@ -50,7 +50,8 @@ class EncoderEntry:
     path: str | None = None
     """Checkpoint file, local-dir folder, hf-hub repo id, or zoo folder name."""
     sha256: str | None = None
-    """Expected SHA-256 of a checkpoint file loaded from outside the package (checked if set)."""
+    """Expected SHA-256 of the weights file (``file``, or the one open_clip picks in a ``local-dir`` /
+    ``zoo`` folder), checked at load time when set; a mismatch is a :class:`ModelLoadError`."""
     seed: int = 0
     """Seed for random initialisation (weights: random)."""
     precision: Literal["fp32", "fp16", "bf16"] = "fp32"
@@ -60,7 +61,8 @@ class EncoderEntry:
     batch_size: int = 64
     """Images or texts per forward pass."""
     threads: int | None = None
-    """CPU threads for torch (None: leave torch's default / OMP_NUM_THREADS)."""
+    """CPU threads for torch during the encoder's own forward passes, restored afterwards (None: leave
+    torch's setting / OMP_NUM_THREADS)."""
 
     def __post_init__(self) -> None:
         if self.weights in ("random", "pretrained", "file") and not self.arch:

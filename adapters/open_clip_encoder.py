@@ -7,10 +7,17 @@ with a model hub takes is the same code that the offline tests exercise.
 
 from __future__ import annotations
 
+import copy
+import enum
+import functools
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Sequence
+import threading
+import types
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,18 +30,102 @@ from .entries import EncoderEntry, config_root
 
 logger = logging.getLogger(__name__)
 
-_ARCH_DIR_REGISTERED = False
+_REGISTRY_LOCK = threading.RLock()
 
 
 class ModelLoadError(RuntimeError):
     """A model could not be loaded; the message says what is missing and how to fix it."""
 
 
+@dataclass(frozen=True)
+class ArchConfig:
+    """An architecture resolved to its open_clip model config and the name open_clip creates it under."""
+
+    name: str
+    """An open_clip built-in name, or for a JSON file ``STEM.vf-HASH``: unique to the file's content, so
+    two files with the same stem (``my/tiny-test.json``, two ``model.json``) never stand for each other."""
+    config: dict[str, Any]
+    """The model config (``embed_dim``, ``vision_cfg``, ``text_cfg``...)."""
+    builtin: bool
+    """True for an open_clip built-in architecture (known to open_clip without registering anything)."""
+
+
+def resolve_arch(arch: str) -> ArchConfig:
+    """Resolve an entry's ``arch``: a path to an open_clip JSON config, a file in the packaged
+    ``configs/arch`` (name without ``.json``; it wins over a built-in of the same name), or an
+    open_clip built-in name. Reads JSON files itself: nothing is added to open_clip's registry."""
+    path = Path(arch).expanduser()
+    if path.suffix == ".json":
+        if not path.is_file():
+            raise ModelLoadError(
+                f"architecture config not found: {path}: check the path (relative paths in a YAML "
+                "file are relative to its folder)"
+            )
+        return _arch_from_file(path)
+    packaged = config_root() / "arch" / f"{arch}.json"
+    if packaged.is_file():
+        return _arch_from_file(packaged)
+    cfg = open_clip.get_model_config(arch)
+    if cfg is None:
+        raise ModelLoadError(
+            f"unknown architecture {arch!r}: not an open_clip built-in, not in {config_root() / 'arch'}, "
+            "and not a .json file: fix 'arch' (open_clip.list_models() lists the built-ins)"
+        )
+    return ArchConfig(arch, cfg, builtin=True)
+
+
+def _arch_from_file(path: Path) -> ArchConfig:
+    raw = path.read_bytes()
+    try:
+        cfg = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelLoadError(f"architecture config {path} is not valid JSON ({exc}): fix or replace the file") from exc
+    if isinstance(cfg, dict) and isinstance(cfg.get("model_cfg"), dict):  # an open_clip_config.json
+        cfg = cfg["model_cfg"]
+    if not isinstance(cfg, dict) or not {"vision_cfg", "text_cfg"} <= set(cfg):
+        raise ModelLoadError(
+            f"architecture config {path} is not an open_clip model config: it needs 'vision_cfg' and 'text_cfg'"
+        )
+    return ArchConfig(f"{path.stem}.vf-{hashlib.sha256(raw).hexdigest()[:16]}", cfg, builtin=False)
+
+
+@contextmanager
+def registered_arch(arch: ArchConfig) -> Iterator[str]:
+    """Make ``arch`` known to open_clip's loaders (``create_model*``, ``get_tokenizer``) for the block.
+
+    Built-ins need nothing. A JSON architecture is added to open_clip's model table under its
+    unique name and taken out again afterwards, so loading leaves open_clip's registry as it was.
+    """
+    if arch.builtin:
+        yield arch.name
+        return
+    with _REGISTRY_LOCK:
+        table = open_clip.factory._MODEL_CONFIGS
+        present = arch.name in table
+        table[arch.name] = copy.deepcopy(arch.config)
+        try:
+            yield arch.name
+        finally:
+            if not present:
+                open_clip.factory._MODEL_CONFIGS.pop(arch.name, None)
+
+
 def _register_packaged_archs() -> None:
-    global _ARCH_DIR_REGISTERED
-    if not _ARCH_DIR_REGISTERED:
-        open_clip.add_model_config(config_root() / "arch")
-        _ARCH_DIR_REGISTERED = True
+    """Kept for older callers: architectures are resolved by :func:`resolve_arch`, nothing to register."""
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run the block with ``threads`` torch intra-op threads, then restore the caller's setting (None: no change)."""
+    if not threads:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def pick_device(requested: str) -> torch.device:
@@ -52,6 +143,38 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def describe_transform(transform: Any, depth: int = 0) -> Any:
+    """A stable, JSON-ready description of an image transform: each step's class name and its
+    parameters (size, interpolation, mean, std, resize mode...), never a ``repr`` (which may hold
+    memory addresses that change from one process to the next)."""
+    if transform is None or isinstance(transform, bool | int | float | str):
+        return transform
+    if isinstance(transform, enum.Enum):
+        return f"{type(transform).__name__}.{transform.name}"
+    if isinstance(transform, torch.Tensor | np.ndarray):
+        return np.asarray(transform.tolist()).tolist()
+    if isinstance(transform, list | tuple):
+        return [describe_transform(item, depth + 1) for item in transform]
+    if isinstance(transform, dict):
+        return {
+            str(k): describe_transform(v, depth + 1) for k, v in sorted(transform.items(), key=lambda kv: str(kv[0]))
+        }
+    if isinstance(transform, functools.partial):
+        return {
+            "partial": describe_transform(transform.func, depth + 1),
+            "args": describe_transform(list(transform.args), depth + 1),
+            "kwargs": describe_transform(dict(transform.keywords), depth + 1),
+        }
+    if isinstance(transform, type | types.FunctionType | types.BuiltinFunctionType | types.MethodType):
+        return transform.__qualname__  # a plain function step, e.g. open_clip's _convert_to_rgb
+    description: dict[str, Any] = {"type": type(transform).__qualname__}
+    if depth <= 6 and hasattr(transform, "__dict__"):
+        for key, value in sorted(vars(transform).items()):
+            if not key.startswith("_") and key != "training":  # nn.Module bookkeeping
+                description[key] = describe_transform(value, depth + 1)
+    return description
 
 
 def weights_digest(model: torch.nn.Module) -> str:
@@ -82,17 +205,20 @@ class OpenClipEncoder:
         device: torch.device | None = None,
         precision: str = "fp32",
         batch_size: int = 64,
+        threads: int | None = None,
     ) -> None:
         self.name = name
         self.device = device or torch.device("cpu")
         self.batch_size = batch_size
+        self.threads = threads
+        """torch intra-op threads for this encoder's forward passes (None: the caller's setting)."""
         self._transform = transform
         self.tokenizer = tokenizer
         model.eval()
         # Fingerprint before any cast: the same weights give the same fingerprint on CPU and GPU.
         self.fingerprint = hashlib.sha256(
             json.dumps(arch_cfg, sort_keys=True).encode()
-            + repr(transform).encode()  # image size, resize mode, mean/std
+            + json.dumps(describe_transform(transform), sort_keys=True).encode()  # size, resize mode, mean/std
             + weights_digest(model).encode()
         ).hexdigest()[:32]
         self.dtype = torch.float32
@@ -114,10 +240,11 @@ class OpenClipEncoder:
     @torch.inference_mode()
     def encode_image_tensors(self, pixels: torch.Tensor) -> np.ndarray:
         out = []
-        for start in range(0, len(pixels), self.batch_size):
-            chunk = pixels[start : start + self.batch_size].to(self.device, dtype=self.dtype)  # (B, 3, H, W)
-            feats = self.model.encode_image(chunk, normalize=True)  # (B, D)
-            out.append(feats.float().cpu().numpy())
+        with torch_threads(self.threads):
+            for start in range(0, len(pixels), self.batch_size):
+                chunk = pixels[start : start + self.batch_size].to(self.device, dtype=self.dtype)  # (B, 3, H, W)
+                feats = self.model.encode_image(chunk, normalize=True)  # (B, D)
+                out.append(feats.float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, self.embed_dim), np.float32)
 
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
@@ -128,25 +255,50 @@ class OpenClipEncoder:
     @torch.inference_mode()
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         out = []
-        for start in range(0, len(texts), self.batch_size):
-            tokens = self.tokenizer(list(texts[start : start + self.batch_size])).to(self.device)  # (B, T)
-            feats = self.model.encode_text(tokens, normalize=True)  # (B, D)
-            out.append(feats.float().cpu().numpy())
+        with torch_threads(self.threads):
+            for start in range(0, len(texts), self.batch_size):
+                tokens = self.tokenizer(list(texts[start : start + self.batch_size])).to(self.device)  # (B, T)
+                feats = self.model.encode_text(tokens, normalize=True)  # (B, D)
+                out.append(feats.float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, self.embed_dim), np.float32)
 
     def count_tokens(self, text: str) -> int:
-        encode = getattr(self.tokenizer, "encode", None)
-        if encode is None:  # HF tokenizer wrappers: ask the underlying tokenizer
-            inner = getattr(self.tokenizer, "tokenizer", None)
-            return len(inner(text)["input_ids"]) if inner is not None else 0
-        return len(encode(text)) + 2  # start and end tokens
+        """Tokens ``text`` needs, special tokens included, without the context's cap (so a caller can
+        tell when encoding will truncate it)."""
+        tokenizer = self.tokenizer
+        encode = getattr(tokenizer, "encode", None)
+        if callable(encode):  # open_clip's SimpleTokenizer: encode() gives the words' tokens
+            return len(encode(text)) + 2  # start and end tokens
+        inner = getattr(tokenizer, "tokenizer", None)
+        if callable(inner):  # open_clip's HFTokenizer / SigLipTokenizer: ask the Hugging Face tokenizer
+            clean = getattr(tokenizer, "clean_fn", None)
+            cleaned = clean(text) if callable(clean) else text
+            if getattr(tokenizer, "tokenizer_mode", "") == "clips":  # words, then bos, eos and the class token
+                return len(inner(cleaned, add_special_tokens=False)["input_ids"]) + 3
+            return len(inner(cleaned)["input_ids"])  # special tokens included
+        return self._count_by_tokenizing(text)
+
+    def _count_by_tokenizing(self, text: str) -> int:
+        """Any other tokenizer: tokenize with room for every token and count the non-padding ones."""
+        room = max(self.context_length, 4 * len(text.encode("utf-8")) + 8)
+        try:
+            tokens = self.tokenizer([text], context_length=room)[0]  # (room,), padded with zeros
+        except TypeError as exc:
+            raise TypeError(
+                f"cannot count tokens with {type(self.tokenizer).__name__}: give it an encode(text) method, "
+                "a Hugging Face .tokenizer, or a context_length keyword"
+            ) from exc
+        count = int((torch.as_tensor(tokens) != 0).sum())
+        if count == 0 and text:
+            raise TypeError(f"{type(self.tokenizer).__name__} gave no tokens for {text[:40]!r}: cannot count tokens")
+        return count
 
 
-def _check_sha256(path: Path, expected: str | None) -> None:
+def _check_sha256(path: Path, expected: str | None, fix: str) -> None:
     if expected and not path.is_dir():
         actual = sha256_file(path)
-        if actual != expected:
-            raise ModelLoadError(f"checksum mismatch for {path}: expected sha256 {expected}, got {actual}")
+        if actual != expected.lower():
+            raise ModelLoadError(f"checksum mismatch for {path}: expected sha256 {expected}, got {actual}: {fix}")
 
 
 def zoo_dir(name: str) -> Path:
@@ -154,65 +306,74 @@ def zoo_dir(name: str) -> Path:
     return config_root() / "zoo" / name
 
 
+def _folder_weights(folder: Path) -> Path | None:
+    """The weights file open_clip's ``local-dir:`` loader picks in ``folder`` (None: none there)."""
+    find = getattr(open_clip.factory, "_find_checkpoint_in_dir", None)
+    if callable(find):
+        found = find(folder)
+        return Path(found) if found else None
+    candidates = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")) + sorted(folder.glob("*.pth"))
+    return candidates[0] if candidates else None
+
+
 def _arch_name(arch: str) -> str:
-    """Register an architecture given as a JSON path and return its open_clip name."""
-    path = Path(arch).expanduser()
-    if path.suffix == ".json":
-        if not path.is_file():
-            raise ModelLoadError(f"architecture config not found: {path}")
-        open_clip.add_model_config(path)
-        return path.stem
-    return arch
+    """Kept for older callers: the open_clip name of ``arch``, registered (under its unique name)
+    for the rest of the process. New code uses :func:`resolve_arch` with :func:`registered_arch`."""
+    resolved = resolve_arch(arch)
+    if not resolved.builtin:
+        with _REGISTRY_LOCK:
+            open_clip.factory._MODEL_CONFIGS.setdefault(resolved.name, copy.deepcopy(resolved.config))
+    return resolved.name
 
 
 def load_open_clip_encoder(entry: EncoderEntry) -> OpenClipEncoder:
     """Load an encoder entry through open_clip's loaders. Never reaches the network unless the
-    entry names hub weights (``pretrained`` tag or ``hf-hub``)."""
-    _register_packaged_archs()
-    if entry.threads:
-        torch.set_num_threads(entry.threads)
+    entry names hub weights (``pretrained`` tag or ``hf-hub``).
+
+    Leaves the caller's state alone: torch's random state (random weights are made under
+    :func:`torch.random.fork_rng`), torch's thread count (the entry's ``threads`` applies only
+    around the encoder's own forward passes) and open_clip's model registry.
+    """
     device = pick_device(entry.device)
-    model_name: str
+    arch: ArchConfig
     pretrained: str | None = None
     if entry.weights in ("local-dir", "zoo"):
-        folder = zoo_dir(entry.path or "") if entry.weights == "zoo" else Path(entry.path or "").expanduser()
+        zoo = entry.weights == "zoo"
+        folder = zoo_dir(entry.path or "") if zoo else Path(entry.path or "").expanduser()
+        fix = "reinstall viewfinder" if zoo else "point 'path' at a folder with open_clip_config.json and weights"
         if not (folder / "open_clip_config.json").is_file():
-            hint = (
-                "reinstall viewfinder"
-                if entry.weights == "zoo"
-                else "point 'path' at a folder with open_clip_config.json and weights"
+            raise ModelLoadError(f"model folder {folder} has no open_clip_config.json: {fix}")
+        if entry.sha256:
+            weights = _folder_weights(folder)
+            if weights is None:
+                raise ModelLoadError(f"model folder {folder} has no weights file to check against sha256: {fix}")
+            _check_sha256(
+                weights, entry.sha256, "reinstall viewfinder" if zoo else "replace the weights or fix 'sha256'"
             )
-            raise ModelLoadError(f"model folder {folder} has no open_clip_config.json: {hint}")
-        if entry.sha256 and entry.weights == "local-dir":
-            weights = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin"))
-            if weights:
-                _check_sha256(weights[0], entry.sha256)
-        model_name = f"local-dir:{folder}"
-        arch_cfg = json.loads((folder / "open_clip_config.json").read_text())["model_cfg"]
+        model_cfg = json.loads((folder / "open_clip_config.json").read_text())["model_cfg"]
+        arch = ArchConfig(f"local-dir:{folder}", model_cfg, builtin=True)  # open_clip reads the folder itself
     elif entry.weights == "hf-hub":
-        model_name = f"hf-hub:{entry.path}"
-        arch_cfg = {"hf_hub": entry.path}
+        arch = ArchConfig(f"hf-hub:{entry.path}", {"hf_hub": entry.path}, builtin=True)
     else:
-        model_name = _arch_name(entry.arch or "")
-        cfg = open_clip.get_model_config(model_name)
-        if cfg is None:
-            raise ModelLoadError(
-                f"unknown architecture {entry.arch!r}: not an open_clip built-in, not in "
-                f"{config_root() / 'arch'}, and not a .json file"
-            )
-        arch_cfg = cfg
+        arch = resolve_arch(entry.arch or "")
         if entry.weights == "pretrained":
+            if not arch.builtin:
+                raise ModelLoadError(
+                    f"encoder {entry.name!r}: pretrained tags belong to open_clip's built-in architectures, and "
+                    f"{entry.arch!r} is a JSON config: use an open_clip built-in name as 'arch', or weights: file"
+                )
             pretrained = entry.pretrained
         elif entry.weights == "file":
             ckpt = Path(entry.path or "").expanduser()
             if not ckpt.is_file():
-                raise ModelLoadError(f"checkpoint file not found: {ckpt}")
-            _check_sha256(ckpt, entry.sha256)
+                raise ModelLoadError(f"checkpoint file not found: {ckpt}: fix 'path' in the model entry")
+            _check_sha256(ckpt, entry.sha256, "replace the checkpoint or fix 'sha256' in the model entry")
             pretrained = str(ckpt)
-    if entry.weights == "random":
-        torch.manual_seed(entry.seed)
     try:
-        model, _, transform = open_clip.create_model_and_transforms(model_name, pretrained=pretrained)
+        with registered_arch(arch) as model_name, torch.random.fork_rng(devices=[]):
+            torch.manual_seed(entry.seed)  # random init (all of it, for weights: random) is seeded
+            model, _, transform = open_clip.create_model_and_transforms(model_name, pretrained=pretrained)
+            tokenizer = open_clip.get_tokenizer(model_name)
     except (RuntimeError, OSError, ValueError) as exc:
         hint = ""
         if entry.weights in ("pretrained", "hf-hub"):
@@ -220,17 +381,17 @@ def load_open_clip_encoder(entry: EncoderEntry) -> OpenClipEncoder:
                 " (these weights come from a model hub: check the network, or download them once and"
                 " use weights: file / local-dir)"
             )
-        raise ModelLoadError(f"could not load encoder {entry.name!r} ({model_name}): {exc}{hint}") from exc
-    tokenizer = open_clip.get_tokenizer(model_name)
+        raise ModelLoadError(f"could not load encoder {entry.name!r} ({arch.name}): {exc}{hint}") from exc
     return OpenClipEncoder(
         model,
         transform,
         tokenizer,
         name=entry.name,
-        arch_cfg=arch_cfg,
+        arch_cfg=arch.config,
         device=device,
         precision=entry.precision,
         batch_size=entry.batch_size,
+        threads=entry.threads,
     )
 
 
@@ -254,10 +415,15 @@ def save_local_dir(
 
 
 __all__ = [
+    "ArchConfig",
     "OpenClipEncoder",
     "ModelLoadError",
     "load_open_clip_encoder",
     "save_local_dir",
     "pick_device",
+    "registered_arch",
+    "resolve_arch",
+    "describe_transform",
+    "torch_threads",
     "zoo_dir",
 ]

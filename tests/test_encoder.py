@@ -235,3 +235,186 @@ def test_count_tokens_is_not_capped_by_the_context(tiny_encoder):
     assert tiny_encoder.count_tokens(long_text) == 42 > tiny_encoder.context_length
     # ... while encoding it truncates to the context and still works.
     _assert_unit_rows(tiny_encoder.encode_texts([long_text]), 1, 32)
+
+
+class _FakeHFTokenizerModel:
+    """Stands in for a transformers tokenizer: one id per word, [CLS] ... [SEP] around them."""
+
+    def __call__(self, text: str, add_special_tokens: bool = True) -> dict[str, list[int]]:
+        words = [100 + i for i, _ in enumerate(text.split())]
+        return {"input_ids": [101, *words, 102] if add_special_tokens else words}
+
+
+class _FakeHFTokenizer:
+    """Shaped like open_clip's ``HFTokenizer``: no ``encode``, a ``.tokenizer``, ``clean_fn``, ``tokenizer_mode``."""
+
+    def __init__(self, tokenizer_mode: str = "") -> None:
+        self.tokenizer = _FakeHFTokenizerModel()
+        self.context_length = 16
+        self.tokenizer_mode = tokenizer_mode
+        self.clean_fn = lambda text: " ".join(text.split())
+
+    def __call__(self, texts, context_length=None) -> torch.Tensor:
+        context_length = context_length or self.context_length
+        out = torch.zeros(len(texts), context_length, dtype=torch.long)
+        for row, text in enumerate(texts):
+            ids = self.tokenizer(self.clean_fn(text))["input_ids"][:context_length]
+            out[row, : len(ids)] = torch.tensor(ids)
+        return out
+
+
+class _CallOnlyTokenizer:
+    """A tokenizer with only ``__call__(texts, context_length=...)`` (zero-padded), like open_clip's own."""
+
+    context_length = 16
+
+    def __call__(self, texts, context_length=None) -> torch.Tensor:
+        context_length = context_length or self.context_length
+        out = torch.zeros(len(texts), context_length, dtype=torch.long)
+        for row, text in enumerate(texts):
+            ids = [1, *[5] * len(text.split()), 2][:context_length]
+            out[row, : len(ids)] = torch.tensor(ids)
+        return out
+
+
+def _encoder_with_tokenizer(tiny_encoder, tokenizer):
+    from viewfinder.adapters.open_clip_encoder import OpenClipEncoder
+
+    return OpenClipEncoder(
+        tiny_encoder.model, tiny_encoder.image_transform, tokenizer, name="fake-tok", arch_cfg={"embed_dim": 32}
+    )
+
+
+def test_count_tokens_with_a_hugging_face_tokenizer_wrapper(tiny_encoder):
+    encoder = _encoder_with_tokenizer(tiny_encoder, _FakeHFTokenizer())
+    assert encoder.count_tokens("a red circle") == 5  # [CLS] a red circle [SEP]
+    assert encoder.count_tokens("  a   red  ") == 4  # cleaned as the wrapper cleans
+    long_text = " ".join(["red"] * 40)
+    assert encoder.count_tokens(long_text) == 42 > encoder.context_length
+    clips = _encoder_with_tokenizer(tiny_encoder, _FakeHFTokenizer("clips"))
+    assert clips.count_tokens("a red circle") == 6  # words, then bos, eos and the class token
+
+
+def test_count_tokens_with_a_call_only_tokenizer_is_never_zero(tiny_encoder):
+    encoder = _encoder_with_tokenizer(tiny_encoder, _CallOnlyTokenizer())
+    assert encoder.count_tokens("a red circle") == 5
+    assert encoder.count_tokens(" ".join(["red"] * 40)) == 42  # not capped at the context
+
+
+def test_count_tokens_with_an_unusable_tokenizer_is_an_error(tiny_encoder):
+    encoder = _encoder_with_tokenizer(tiny_encoder, lambda texts: torch.zeros(len(texts), 16, dtype=torch.long))
+    with pytest.raises(TypeError, match="cannot count tokens"):
+        encoder.count_tokens("a red circle")
+
+
+# ------------------------------------------------------------------------------ global state
+def _arch_json(folder, embed_dim: int, context_length: int):
+    cfg = json.loads((config_root() / "arch" / "tiny-test.json").read_text())
+    cfg["embed_dim"] = embed_dim
+    cfg["text_cfg"]["context_length"] = context_length
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model.json").write_text(json.dumps(cfg))
+    return folder / "model.json"
+
+
+def test_arch_files_with_the_same_stem_load_as_different_models(tmp_path, tiny_encoder):
+    import open_clip
+
+    registry_before = dict(open_clip.factory._MODEL_CONFIGS)
+    first = load_encoder({"name": "a", "arch": str(_arch_json(tmp_path / "a", 16, 12))})
+    second = load_encoder({"name": "b", "arch": str(_arch_json(tmp_path / "b", 24, 10))})
+    assert (first.embed_dim, first.context_length) == (16, 12)
+    assert (second.embed_dim, second.context_length) == (24, 10)
+    assert first.encode_texts(["red"]).shape == (1, 16) and second.encode_texts(["red"]).shape == (1, 24)
+    # A user's file named like a packaged architecture does not shadow it either.
+    mine = tmp_path / "my" / "tiny-test.json"
+    _arch_json(tmp_path / "my", 8, 8).rename(mine)
+    assert load_encoder({"name": "mine", "arch": str(mine)}).embed_dim == 8
+    packaged = load_encoder("tiny-test")
+    assert packaged.embed_dim == 32 and packaged.fingerprint == tiny_encoder.fingerprint
+    # ... and loading left open_clip's registry as it was.
+    assert open_clip.factory._MODEL_CONFIGS == registry_before
+
+
+def test_loading_and_encoding_leave_torch_threads_alone(probe_images):
+    before = torch.get_num_threads()
+    wanted = 1 if before != 1 else 2
+    encoder = load_encoder({"name": "t", "arch": "tiny-test", "threads": wanted})
+    assert torch.get_num_threads() == before
+    seen: list[int] = []
+    encoder.model.visual.register_forward_hook(lambda *_: seen.append(torch.get_num_threads()))
+    encoder.encode_images(probe_images)
+    encoder.encode_texts(TEXTS)
+    assert seen and set(seen) == {wanted}  # the entry's threads apply to the encoder's forward passes
+    assert torch.get_num_threads() == before  # ... and only there
+
+
+def test_loading_random_weights_leaves_the_callers_rng_alone():
+    torch.manual_seed(1234)
+    load_encoder({"name": "r", "arch": "tiny-test", "weights": "random", "seed": 7})
+    after_loading = torch.rand(8)
+    torch.manual_seed(1234)
+    assert torch.equal(after_loading, torch.rand(8))
+
+
+def test_fingerprint_is_the_same_in_another_process(tiny_encoder):
+    import subprocess
+    import sys
+
+    code = "from viewfinder.adapters.registry import load_encoder; print(load_encoder('tiny-test').fingerprint)"
+    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True) for _ in range(2)]
+    assert [run.stdout.strip() for run in runs] == [tiny_encoder.fingerprint] * 2
+
+
+class _AddressInRepr:
+    """A transform step whose repr changes from one object (one process) to the next."""
+
+    def __call__(self, image):
+        return image
+
+
+def _encoder_with_transform(tiny_encoder, transform):
+    from viewfinder.adapters.open_clip_encoder import OpenClipEncoder
+
+    return OpenClipEncoder(
+        tiny_encoder.model, transform, tiny_encoder.tokenizer, name="t", arch_cfg={"embed_dim": 32}
+    ).fingerprint
+
+
+def test_fingerprint_follows_the_preprocessing_not_its_repr(tiny_encoder):
+    from open_clip.transform import image_transform
+    from torchvision.transforms import Compose
+
+    def transform(size=32, mean=None, std=None):
+        return Compose([_AddressInRepr(), image_transform(size, is_train=False, mean=mean, std=std)])
+
+    assert repr(_AddressInRepr()) != repr(_AddressInRepr())
+    base = _encoder_with_transform(tiny_encoder, transform())
+    assert _encoder_with_transform(tiny_encoder, transform()) == base
+    assert _encoder_with_transform(tiny_encoder, transform(size=48)) != base
+    assert _encoder_with_transform(tiny_encoder, transform(mean=(0.5, 0.5, 0.5))) != base
+    assert _encoder_with_transform(tiny_encoder, transform(std=(0.5, 0.5, 0.5))) != base
+
+
+# ------------------------------------------------------------------------------ zoo weights
+def test_shipped_zoo_entry_pins_its_weights():
+    from viewfinder.adapters.open_clip_encoder import zoo_dir
+    from viewfinder.adapters.registry import load_encoder_entry
+
+    entry = load_encoder_entry("scene-clip")
+    assert entry.weights == "zoo" and entry.sha256
+    assert entry.sha256 == sha256_file(zoo_dir(entry.path) / "open_clip_model.safetensors")
+
+
+def test_pinned_sha256_of_zoo_weights_is_checked(tmp_path, monkeypatch, seeded_encoder):
+    from viewfinder.adapters import open_clip_encoder
+
+    arch_cfg = json.loads((config_root() / "arch" / "tiny-test.json").read_text())
+    folder = save_local_dir(seeded_encoder.model, arch_cfg, tmp_path / "zoo" / "tiny-zoo")
+    monkeypatch.setattr(open_clip_encoder, "zoo_dir", lambda name: tmp_path / "zoo" / name)
+    right = sha256_file(folder / "open_clip_model.safetensors")
+    entry = {"name": "z", "weights": "zoo", "path": "tiny-zoo", "sha256": right}
+    assert load_encoder(entry).fingerprint == seeded_encoder.fingerprint
+    with pytest.raises(ModelLoadError, match="reinstall viewfinder") as info:
+        load_encoder({**entry, "sha256": "0" * 64})
+    assert "checksum mismatch" in str(info.value) and right in str(info.value)

@@ -59,15 +59,25 @@ class SearchResult:
 def clean_query(text: str, encoder: ImageTextEncoder) -> tuple[str, bool]:
     """Validate a text query; returns (text, truncated).
 
-    Empty and whitespace-only queries, and queries over :data:`MAX_QUERY_CHARS` characters, are
-    errors. Queries needing more tokens than the encoder's context are truncated to fit (the
+    Control characters (Unicode category Cc: NUL, BEL, tabs...) count as spaces; format characters
+    (Cf: zero-width spaces and joiners, word joiner, byte-order mark, soft hyphen...) are dropped.
+    Queries left empty (or whitespace-only), and queries over :data:`MAX_QUERY_CHARS` characters,
+    are errors. Queries needing more tokens than the encoder's context are truncated to fit (the
     tokenizer keeps the first tokens), a warning is logged and ``truncated`` is True.
     """
+    import unicodedata
+
     if not isinstance(text, str):
         raise QueryError(f"a text query must be a string, got {type(text).__name__}")
-    clean = " ".join(text.split())
+    visible = "".join(
+        " " if category == "Cc" or ch == "\u200b" else "" if category == "Cf" else ch
+        for ch in text
+        for category in (unicodedata.category(ch),)
+    )  # U+200B (zero-width space) separates words: a space; other format characters sit inside them
+    clean = " ".join(visible.split())
     if not clean:
-        raise QueryError("the query is empty: give some words to search for, or --image PATH")
+        hidden = " (it holds only invisible control or zero-width characters)" if text.strip() else ""
+        raise QueryError(f"the query is empty{hidden}: give some words to search for, or --image PATH")
     if len(clean) > MAX_QUERY_CHARS:
         raise QueryError(
             f"the query is {len(clean)} characters long; the limit is {MAX_QUERY_CHARS} "

@@ -1,4 +1,6 @@
-"""Training (a few steps of a tiny model on a tiny scene benchmark), export, model card, demo."""
+"""Training (a few steps of a tiny model on a tiny scene benchmark), export, model card, demo.
+
+The training tests are slow (``-m slow``); the demo with the tiny model runs by default."""
 
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> ClipTrainConfig:
     return cfg
 
 
+@pytest.mark.slow
 def test_training_writes_a_loadable_model_and_resumes(tiny_run: ClipTrainConfig) -> None:
     first = train_clip(tiny_run, progress=False, max_steps=2)
     assert first.steps == 2
@@ -42,6 +45,7 @@ def test_training_writes_a_loadable_model_and_resumes(tiny_run: ClipTrainConfig)
     assert enc.encode_texts(["a red circle"]).shape == (1, 32)
 
 
+@pytest.mark.slow
 def test_export_eval_and_card(tiny_run: ClipTrainConfig, tmp_path: Path) -> None:
     train_clip(tiny_run, progress=False)  # already finished: a no-op that keeps the outputs
     runner = CliRunner()

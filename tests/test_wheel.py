@@ -1,5 +1,10 @@
 """The built wheel works on its own: installed into a fresh venv (without the editable install),
-its console script indexes and searches, and its packaged configs are found from the wheel."""
+its console script indexes and searches, and its packaged configs are found from the wheel.
+
+Offline: the wheel is built with this environment's setuptools (``--no-build-isolation``, no
+index), and the fresh venv gets its dependencies from this environment's site-packages through a
+``.pth`` file, so nothing is fetched from a package index. Slow (a build and a venv): ``-m slow``.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,8 @@ from pathlib import Path
 
 import pytest
 from helpers import REPO_ROOT, write_images
+
+pytestmark = pytest.mark.slow
 
 
 def _run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: int = 600) -> subprocess.CompletedProcess:
@@ -51,7 +58,9 @@ def wheel_venv(tmp_path_factory):
 
     source = _source_copy(tmp / "src")
     dist = tmp / "dist"
-    _run([sys.executable, "-m", "pip", "wheel", ".", "--no-deps", "-w", str(dist), "-q"], cwd=source, env=env)
+    # No build isolation and no index: an isolated build env would fetch setuptools from the index.
+    build = [sys.executable, "-m", "pip", "wheel", ".", "--no-deps", "--no-build-isolation", "--no-index"]
+    _run([*build, "-w", str(dist), "-q"], cwd=source, env=env)
     wheels = sorted(dist.glob("viewfinder-*.whl"))
     assert len(wheels) == 1, list(dist.iterdir())
 

@@ -2,28 +2,82 @@
 
 from __future__ import annotations
 
+import logging
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from ..adapters.registry import load_encoder, portable_entry
-from .config import Preset, load_preset
+from .config import Preset, load_preset, preset_summary
+from .stages.presets import preset_for_index
+from .store.index_store import IndexStore
 from .store.indexer import Indexer, IndexReport
 from .store.search import Searcher
 from .store.sources import Modality
+
+logger = logging.getLogger(__name__)
+
+
+def preset_for_run(
+    preset: str | Path | Preset | None,
+    index_dir: str | Path,
+    *,
+    factory: str | None = None,
+    num_workers: int | None = None,
+) -> Preset:
+    """The preset an indexing run into ``index_dir`` uses.
+
+    ``preset`` when given. Otherwise the preset an existing index was built with, with its encoder and
+    its FAISS factory (so a plain re-run never converts the index), or ``default`` for a new index.
+    ``factory`` and ``num_workers`` override the index settings and are validated like a preset file's
+    (a :class:`~viewfinder.pipeline.config.ConfigError` names the bad field).
+    """
+    overrides: dict[str, Any] = {}
+    folder = Path(index_dir).expanduser()
+    if preset is None and IndexStore.exists(folder):
+        with IndexStore.open(folder) as store:
+            if store.manifest.encoder_entry:
+                chosen = preset_for_index(None, store)
+            else:
+                logger.info("index %s records no encoder entry: indexing with the default preset", folder)
+                chosen = load_preset("default")
+            overrides["factory"] = store.manifest.factory
+    elif isinstance(preset, Preset):
+        chosen = preset
+    else:
+        chosen = load_preset(preset or "default")
+    if factory is not None:
+        overrides["factory"] = factory
+    if num_workers is not None:
+        overrides["num_workers"] = num_workers
+    if overrides:
+        chosen = replace(chosen, index=replace(chosen.index, **overrides))
+    return chosen
 
 
 def build_index(
     source: str | Path,
     index_dir: str | Path,
-    preset: str | Preset = "default",
+    preset: str | Preset | None = None,
     *,
     modality: Modality = "image",
     rebuild: bool = False,
     progress: bool | None = None,
 ) -> IndexReport:
-    """Index a folder or JSONL manifest into ``index_dir`` (incremental; same as ``viewfinder index``)."""
-    preset = load_preset(preset) if isinstance(preset, str) else preset
-    encoder = load_encoder(preset.encoder)
-    indexer = Indexer(encoder, preset.index, encoder_entry=portable_entry(preset.encoder), progress=progress)
+    """Index a folder or JSONL manifest into ``index_dir`` (incremental; same as ``viewfinder index``).
+
+    Without ``preset``, an existing index is updated with the preset (and FAISS factory) it was built
+    with, and a new one is built with ``default``.
+    """
+    chosen = preset_for_run(preset, index_dir)
+    encoder = load_encoder(chosen.encoder)
+    indexer = Indexer(
+        encoder,
+        chosen.index,
+        encoder_entry=portable_entry(chosen.encoder),
+        preset=preset_summary(chosen),
+        progress=progress,
+    )
     return indexer.run(source, index_dir, modality=modality, rebuild=rebuild)
 
 

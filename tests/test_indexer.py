@@ -20,6 +20,7 @@ from helpers import (
     write_corrupt_files,
 )
 
+from viewfinder.pipeline.store.faiss_index import IndexBuildError
 from viewfinder.pipeline.store.index_store import IndexStore, StoreError
 from viewfinder.pipeline.store.indexer import Indexer
 from viewfinder.pipeline.store.search import Searcher
@@ -27,10 +28,14 @@ from viewfinder.pipeline.store.sources import SourceError
 
 
 def run_index(encoder, source, index_dir, **kwargs):
-    """One indexing run with the tiny preset; returns (report, counting encoder)."""
+    """One indexing run with the tiny preset; returns (report, counting encoder).
+
+    ``counting=[]`` receives the counting encoder too, for runs expected to raise.
+    """
     modality = kwargs.pop("modality", "image")
     rebuild = kwargs.pop("rebuild", False)
     counting = CountingEncoder(encoder)
+    kwargs.pop("counting", []).append(counting)
     report = Indexer(counting, tiny_index_config(**kwargs), progress=False).run(
         source, index_dir, modality=modality, rebuild=rebuild
     )
@@ -237,15 +242,17 @@ def test_ids_are_stable_and_never_reused(indexed, tiny_encoder):
     assert third["later.png"] > max(first.values())  # the deleted id is not handed out again
 
 
-def test_deleting_everything_leaves_an_empty_searchable_index(indexed, tiny_encoder):
+def test_deleting_everything_leaves_an_empty_index_that_says_so(indexed, tiny_encoder):
     source, index_dir, _ = indexed
     for path in list(source.iterdir()):
         path.unlink()
     report, _ = run_index(tiny_encoder, source, index_dir)
     assert report.count == 0 and report.removed == 10
     check_store_invariants(index_dir)
-    result = Searcher(IndexStore.open(index_dir), tiny_encoder).search("anything", k=5)
-    assert result.hits == []
+    searcher = Searcher(IndexStore.open(index_dir), tiny_encoder)
+    with pytest.raises(StoreError, match="is empty") as info:
+        searcher.search("anything", k=5)
+    assert f"viewfinder index {source.resolve()} --index {index_dir}" in str(info.value)
 
 
 def test_moved_collection_with_rebuild_replaces_items(indexed, tiny_encoder, tmp_path):
@@ -421,8 +428,11 @@ def test_file_that_becomes_corrupt_leaves_the_index(indexed, tiny_encoder):
     target = source / "img0006.png"
     old_id = key_ids(index_dir)["img0006.png"]
     target.write_bytes(b"garbage now")
+    random_image(np.random.default_rng(4)).save(source / "new.png")
     report, _ = run_index(tiny_encoder, source, index_dir)
-    assert report.count == 9
+    assert report.count == 10
+    # The failed re-embedding is neither "re-embedded" nor "added": the old item is dropped, and says so.
+    assert (report.added, report.reembedded, report.dropped, report.removed, report.unchanged) == (1, 0, 1, 0, 9)
     assert dict(report.skipped)[str(target)].startswith("not an image")
     store = IndexStore.open(index_dir)
     assert old_id not in faiss_ids(store.index).tolist()
@@ -443,3 +453,102 @@ def test_unusual_file_names(tmp_path, tiny_encoder):
     assert set(key_ids(tmp_path / "index")) == set(names)
     again, enc = run_index(tiny_encoder, source, tmp_path / "index")
     assert enc.embedded == 0
+
+
+# ------------------------------------------------------------------------------ counters
+def test_removed_counts_only_indexed_items_gone_from_the_source(tmp_path, make_images, tiny_encoder):
+    source, index_dir = tmp_path / "images", tmp_path / "index"
+    make_images(6)
+    broken = write_corrupt_files(source)
+    run_index(tiny_encoder, source, index_dir)
+    broken["empty"].unlink()
+    broken["text"].unlink()
+    (source / "img0001.jpg").unlink()
+    report, enc = run_index(tiny_encoder, source, index_dir)
+    assert report.removed == 1 and report.count == 5 and enc.embedded == 0
+    assert {where for where, _ in report.skipped} == {str(broken["truncated"])}
+    with ro_connect(index_dir) as db:
+        assert {k for (k,) in db.execute("SELECT key FROM skipped")} == {"broken_truncated.jpg"}
+
+
+def test_failed_reembed_resumed_after_an_interruption_is_dropped(indexed, tiny_encoder):
+    source, index_dir, _ = indexed
+    (source / "img0000.png").write_bytes(b"garbage now")  # sorts first: fails in the checkpointed batch
+    for i in range(5):
+        random_image(np.random.default_rng(50 + i)).save(source / f"z{i}.png")
+    _interrupted_run(tiny_encoder, source, index_dir)
+    report, enc = run_index(tiny_encoder, source, index_dir, batch_size=4, checkpoint_every=4)
+    assert (report.resumed, report.added, report.dropped, report.reembedded) == (3, 2, 1, 0)
+    assert enc.images_encoded == 2 and report.count == 14
+    assert "img0000.png" not in check_store_invariants(index_dir)
+
+
+def test_rebuild_counts_reembedded_and_removed_items(indexed, other_encoder):
+    source, index_dir, _ = indexed
+    (source / "img0003.jpg").unlink()
+    random_image(np.random.default_rng(6)).save(source / "new.png")
+    report, enc = run_index(other_encoder, source, index_dir, rebuild=True)
+    assert (report.reembedded, report.added, report.removed, report.count) == (9, 1, 1, 10)
+    assert enc.images_encoded == 10
+
+
+# ------------------------------------------------------------------------------ training-size pre-check
+PQ16 = "PQ4x4"  # trains on at least 2**4 = 16 vectors
+
+
+def test_deleting_skipped_files_does_not_refuse_a_trainable_run(tmp_path, make_images, tiny_encoder):
+    source, index_dir = tmp_path / "images", tmp_path / "index"
+    make_images(16)
+    broken = write_corrupt_files(source)
+    run_index(tiny_encoder, source, index_dir, factory=PQ16)
+    for path in broken.values():
+        path.unlink()
+    random_image(np.random.default_rng(3)).save(source / "img0004.png")  # a re-embedding too
+    report, enc = run_index(tiny_encoder, source, index_dir, factory=PQ16)
+    assert report.count == 16 and report.removed == 0 and report.reembedded == 1 and enc.images_encoded == 1
+    check_store_invariants(index_dir)
+
+
+def test_trained_index_may_shrink_in_place_below_its_training_size(tmp_path, make_images, tiny_encoder):
+    source, index_dir = tmp_path / "images", tmp_path / "index"
+    make_images(16)
+    run_index(tiny_encoder, source, index_dir, factory=PQ16)
+    (source / "img0007.jpg").unlink()
+    report, _ = run_index(tiny_encoder, source, index_dir, factory=PQ16)
+    assert report.count == 15 and report.removed == 1
+    assert IndexStore.open(index_dir).manifest.faiss_spec == PQ16
+    check_store_invariants(index_dir)
+
+
+def test_rebuild_into_an_untrainable_factory_is_refused_before_embedding(indexed, tiny_encoder):
+    source, index_dir, _ = indexed  # 10 items: the rebuilt collection holds 10, not 10 + 10
+    with pytest.raises(IndexBuildError, match="at least 16"):
+        run_index(tiny_encoder, source, index_dir, factory=PQ16, rebuild=True, counting=(enc := []))
+    assert enc[0].embedded == 0
+
+
+def test_factory_change_with_reembeds_is_refused_before_embedding(tmp_path, make_images, tiny_encoder):
+    source, index_dir = tmp_path / "images", tmp_path / "index"
+    make_images(15)
+    run_index(tiny_encoder, source, index_dir)
+    random_image(np.random.default_rng(8)).save(source / "img0002.png")  # re-embedded: still 15 items, not 16
+    with pytest.raises(IndexBuildError, match="at least 16"):
+        run_index(tiny_encoder, source, index_dir, factory=PQ16, counting=(enc := []))
+    assert enc[0].embedded == 0
+    assert IndexStore.open(index_dir).manifest.faiss_spec == "Flat"
+
+
+def test_checkpoint_of_a_file_reverted_since_is_not_committed(indexed, tiny_encoder):
+    """An interrupted run embedded a changed file; the change was undone before the next run."""
+    source, index_dir, _ = indexed
+    target = source / "img0000.png"
+    original, (_, _, mtime, _, old_vec) = target.read_bytes(), stored_row(index_dir, "img0000.png")
+    for i in range(5):  # img0000 .. img0004 change: a checkpointed batch of 4, then the crash
+        random_image(np.random.default_rng(60 + i)).save(source / f"img{i:04d}{'.png' if i % 2 == 0 else '.jpg'}")
+    _interrupted_run(tiny_encoder, source, index_dir)
+    target.write_bytes(original)
+    os.utime(target, ns=(mtime, mtime))
+    report, enc = run_index(tiny_encoder, source, index_dir, batch_size=4, checkpoint_every=4)
+    assert stored_row(index_dir, "img0000.png")[4] == old_vec  # not the checkpointed vector of the undone change
+    assert (report.unchanged, report.resumed, report.reembedded) == (6, 3, 1) and enc.images_encoded == 1
+    check_store_invariants(index_dir)

@@ -474,6 +474,7 @@ def _fresh_vectors(encoder, source: Path, tmp_path: Path) -> dict[str, np.ndarra
     return {keys[int(i)]: v for i, v in zip(ids, vectors, strict=True)}
 
 
+@pytest.mark.slow  # spawns indexing processes and kills them
 def test_killed_run_keeps_the_old_generation_and_resumes(tmp_path, tiny_encoder):
     source, index_dir = tmp_path / "images", tmp_path / "index"
     # 13 batches of 8 at >= 0.25 s each: several seconds in which to catch the run mid-way.
@@ -541,6 +542,7 @@ def test_killed_run_keeps_the_old_generation_and_resumes(tmp_path, tiny_encoder)
         np.testing.assert_allclose(resumed[key], fresh[key], atol=1e-5)
 
 
+@pytest.mark.slow  # spawns indexing processes and kills them
 def test_kill_at_random_moments_keeps_the_invariant(tmp_path, tiny_encoder):
     source, index_dir = tmp_path / "images", tmp_path / "index"
     write_images(source, 40, seed=31, prefix="base")

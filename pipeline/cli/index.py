@@ -19,27 +19,30 @@ def index_cmd(
     modality: Annotated[str, typer.Option(help="'image' (default) or 'text' (the captions of a manifest).")] = "image",
     rebuild: Annotated[bool, typer.Option(help="Re-embed everything (e.g. with another encoder).")] = False,
     factory: Annotated[
-        str | None, typer.Option(help="FAISS index: Flat, IVF, IVFPQ, HNSW or a factory string.")
+        str | None,
+        typer.Option(help="FAISS index: Flat, IVF, IVFPQ, PQ, HNSW or a factory string (default: the index's own)."),
     ] = None,
     workers: Annotated[int | None, typer.Option(help="Decoding worker processes.")] = None,
     report: Annotated[Path | None, typer.Option(help="Also write the run's report as JSON here.")] = None,
 ) -> None:
-    """Index a folder or manifest into an on-disk FAISS index (incremental, resumable)."""
+    """Index a folder or manifest into an on-disk FAISS index (incremental, resumable).
+
+    Without --config and --factory, an existing index keeps the preset and FAISS factory it was built with.
+    """
     if modality not in ("image", "text"):
         fail(f"--modality must be 'image' or 'text', got {modality!r}")
     try:
         from ...adapters.registry import load_encoder, portable_entry
-        from ..config import load_preset
+        from ..api import preset_for_run
+        from ..config import preset_summary
         from ..store.fsutil import atomic_write_json
         from ..store.indexer import Indexer
 
-        preset = load_preset(config or "default")
-        if factory:
-            preset.index.factory = factory
-        if workers is not None:
-            preset.index.num_workers = workers
+        preset = preset_for_run(config, index, factory=factory, num_workers=workers)
         encoder = load_encoder(preset.encoder)
-        indexer = Indexer(encoder, preset.index, encoder_entry=portable_entry(preset.encoder))
+        indexer = Indexer(
+            encoder, preset.index, encoder_entry=portable_entry(preset.encoder), preset=preset_summary(preset)
+        )
         result = indexer.run(source, index, modality=modality, rebuild=rebuild)  # type: ignore[arg-type]
     except user_errors() as exc:
         fail(str(exc))
@@ -53,6 +56,7 @@ def index_cmd(
         ("added", result.added),
         ("re-embedded (changed)", result.reembedded),
         ("removed (gone from source)", result.removed),
+        ("dropped (changed, now unreadable)", result.dropped),
         ("unchanged", result.unchanged),
         ("resumed from an interrupted run", result.resumed),
         ("skipped", len(result.skipped)),
@@ -61,6 +65,8 @@ def index_cmd(
     ]:
         table.add_row(label, str(value))
     console.print(table)
+    if result.factory_change:
+        console.print(f"  [yellow]FAISS factory changed[/] {result.factory_change}: the FAISS index was rebuilt")
     for where, reason in result.skipped[:20]:
         console.print(f"  [yellow]skipped[/] {where}: {reason}")
     if len(result.skipped) > 20:

@@ -8,10 +8,15 @@ Layout of an index folder::
     manifest.json       readable mirror of the meta: encoder fingerprint, index type, counts
 
 Crash safety: the committed generation number lives in SQLite. A run embeds into the
-``pending`` table in batches (each batch one transaction), then commits: it writes
-``index.<gen+1>.faiss`` aside (fsync, rename), and only then, in one SQLite transaction, moves
-pending rows into ``items`` and bumps the generation. A process killed at any moment leaves
-generation <gen> intact and readable; the next run resumes from ``pending``.
+``pending`` table in batches (each batch one transaction), then commits (see :mod:`.commit`): it
+plans the next generation, writes ``index.<gen+1>.faiss`` aside (fsync, rename), and only then, in
+one SQLite transaction, moves pending rows into ``items`` and bumps the generation. A process
+killed at any moment leaves generation <gen> intact and readable; the next run resumes from
+``pending`` and the next writer removes the orphaned FAISS file.
+
+Readers: a long-lived reader checks the committed generation on each use of :attr:`IndexStore.index`
+and loads the new FAISS file when it changed; :meth:`IndexStore.read_snapshot` keeps the FAISS
+index and the SQLite rows of one query on the same generation.
 """
 
 from __future__ import annotations
@@ -30,13 +35,8 @@ from typing import Any, Literal
 import faiss
 import numpy as np
 
-from .faiss_index import (
-    build_index,
-    resolve_factory,
-    same_family,
-    set_search_params,
-    supports_removal,
-)
+from .commit import CommitPlan, apply_rows, next_faiss_index, plan_commit
+from .faiss_index import set_search_params, supports_removal
 from .fsutil import atomic_write, atomic_write_json, fsync_dir
 
 logger = logging.getLogger(__name__)
@@ -66,6 +66,14 @@ class StoreError(RuntimeError):
 
 class EncoderMismatchError(StoreError):
     """The index was built with another encoder than the one in use."""
+
+
+class FaissFileMissingError(StoreError):
+    """The FAISS file of the committed generation is not there (or a newer commit removed it meanwhile)."""
+
+    def __init__(self, message: str, generation: int) -> None:
+        super().__init__(message)
+        self.generation = generation
 
 
 @dataclass
@@ -130,6 +138,10 @@ class IndexStore:
         self.db = db
         self.writable = writable
         self._index: faiss.Index | None = None
+        self._index_generation = -1
+        """The generation ``_index`` was loaded from."""
+        self._search_params: tuple[int, int] | None = None
+        """(nprobe, ef_search) applied to every FAISS index loaded."""
         self._lock_fh: Any = None
 
     # ------------------------------------------------------------------ opening
@@ -162,8 +174,12 @@ class IndexStore:
         factory: str,
         source: str,
         encoder_entry: dict[str, Any] | None = None,
+        preset: dict[str, Any] | None = None,
     ) -> IndexStore:
-        """Open (creating if needed) an index for writing; holds an exclusive lock until closed."""
+        """Open (creating if needed) an index for writing; holds an exclusive lock until closed.
+
+        A new index records the given encoder, factory, source, encoder entry and preset summary.
+        """
         folder = Path(path).expanduser()
         if folder.exists() and not folder.is_dir():
             raise StoreError(f"{folder} is a file; --index must be a folder")
@@ -188,19 +204,20 @@ class IndexStore:
             if store._meta("manifest") is None:
                 now = _now()
                 manifest = Manifest(
-                    FORMAT_VERSION,
-                    encoder_name,
-                    encoder_fingerprint,
-                    embed_dim,
-                    modality,
-                    factory,
-                    "",
-                    0,
-                    0,
-                    source,
-                    now,
-                    now,
-                    encoder_entry or {},
+                    format_version=FORMAT_VERSION,
+                    encoder_name=encoder_name,
+                    encoder_fingerprint=encoder_fingerprint,
+                    embed_dim=embed_dim,
+                    modality=modality,
+                    factory=factory,
+                    faiss_spec="",
+                    count=0,
+                    generation=0,
+                    source=source,
+                    created_at=now,
+                    updated_at=now,
+                    encoder_entry=encoder_entry or {},
+                    preset=preset or {},
                 )
                 store._set_meta("manifest", asdict(manifest))
                 store._set_meta("next_id", 0)
@@ -283,24 +300,54 @@ class IndexStore:
     def __len__(self) -> int:
         return self.manifest.count
 
+    @contextmanager
+    def read_snapshot(self) -> Iterator[Manifest]:
+        """One read transaction: the manifest, :attr:`index` and the rows read inside all belong to
+        the generation committed when it began, whatever a writer commits meanwhile."""
+        if self.db.in_transaction:
+            yield self.manifest
+            return
+        self.db.execute("BEGIN")
+        try:
+            yield self.manifest
+        finally:
+            self.db.execute("ROLLBACK")  # nothing was written: this only ends the read transaction
+
     @property
     def index(self) -> faiss.Index:
-        """The committed FAISS index (loaded lazily)."""
-        if self._index is None:
-            m = self.manifest
-            file = self._faiss_file(m.generation)
-            if m.count == 0 or not file.is_file():
-                if m.count:
-                    raise StoreError(
-                        f"{file} is missing: rebuild with `viewfinder index SOURCE --index {self.path} --rebuild`"
-                    )
-                self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(m.embed_dim))
-            else:
-                self._index = faiss.read_index(str(file))
+        """The committed FAISS index: loaded lazily, and again when another generation was committed
+        since (one read of the generation in SQLite per use)."""
+        m = self.manifest
+        if self._index is None or self._index_generation != m.generation:
+            if self._index is not None:
+                logger.info("%s: generation %d committed, loading its FAISS index", self.path, m.generation)
+            self._index = self._load_index(m)
+            self._index_generation = m.generation
         return self._index
 
+    def _load_index(self, m: Manifest) -> faiss.Index:
+        if m.count == 0:
+            index = faiss.IndexIDMap2(faiss.IndexFlatIP(m.embed_dim))
+        else:
+            file = self._faiss_file(m.generation)
+            try:
+                index = faiss.read_index(str(file))
+            except RuntimeError as exc:
+                if file.is_file():
+                    raise
+                raise FaissFileMissingError(
+                    f"{file} is missing: rebuild with `viewfinder index SOURCE --index {self.path} --rebuild`",
+                    m.generation,
+                ) from exc
+        if self._search_params is not None:
+            set_search_params(index, *self._search_params)
+        return index
+
     def configure_search(self, nprobe: int, ef_search: int) -> None:
-        set_search_params(self.index, nprobe, ef_search)
+        """Set IVF ``nprobe`` and HNSW ``ef_search``, now and on every FAISS index loaded later."""
+        self._search_params = (nprobe, ef_search)
+        if self._index is not None:
+            set_search_params(self._index, nprobe, ef_search)
 
     def search_vectors(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(Q, D) float32 queries -> scores (Q, k) and ids (Q, k); id -1 where fewer than k items."""
@@ -412,98 +459,53 @@ class IndexStore:
         encoder_entry: dict[str, Any] | None = None,
         embed_dim: int | None = None,
         source: str | None = None,
+        preset: dict[str, Any] | None = None,
     ) -> Manifest:
         """Fold pending embeddings, deletions and metadata updates into a new generation, atomically.
 
         ``rebuild`` replaces every committed item by the pending ones (a re-embedding run, possibly
-        with an encoder of another ``embed_dim``).
+        with an encoder of another ``embed_dim``). The other arguments are manifest fields to record
+        (None keeps the committed value).
         """
-        old = self.manifest
-        dim = embed_dim or old.embed_dim
-        factory = factory or old.factory
-        delete_keys = set(delete_keys)
-        update_rows = list(update_rows)
-        pending = self.db.execute("SELECT key, id, vector FROM pending").fetchall()
-        embedded = [(k, i, np.frombuffer(v, dtype=np.float32)) for k, i, v in pending if v is not None]
-        failed = {k for k, _, v in pending if v is None}
-        committed = {k: i for k, i in self.db.execute("SELECT key, id FROM items")}
-        if rebuild:
-            gone_keys = set(committed)
-        else:
-            gone_keys = (delete_keys | failed | {k for k, _, _ in embedded}) & set(committed)
-        gone_ids = np.array([committed[k] for k in gone_keys], dtype=np.int64)
-        new_ids = np.array([i for _, i, _ in embedded], dtype=np.int64)
-        new_vecs = np.stack([v for _, _, v in embedded]) if embedded else np.zeros((0, dim), np.float32)
-        final_count = len(committed) - len(gone_ids) + len(new_ids)
-        spec = resolve_factory(factory, dim, final_count)
-        if factory == old.factory and old.faiss_spec and same_family(old.faiss_spec, spec):
-            spec = old.faiss_spec  # an auto-sized preset is re-sized only when the collection size changed a lot
-        changed = bool(len(gone_ids) or len(new_ids))
-
-        if final_count == 0:
-            index = None
-        elif (
-            not rebuild and spec == old.faiss_spec and old.count and (not len(gone_ids) or supports_removal(self.index))
-        ):
-            index = self.index if changed else None
-            if len(gone_ids):
-                index.remove_ids(gone_ids)
-            if len(new_ids):
-                index.add_with_ids(new_vecs, new_ids)
-        else:
-            ids, vecs = self.vectors() if not rebuild else (np.zeros(0, np.int64), new_vecs[:0])
-            keep = ~np.isin(ids, gone_ids)
-            all_ids = np.concatenate([ids[keep], new_ids])
-            all_vecs = np.concatenate([vecs[keep], new_vecs]) if len(all_ids) else new_vecs
-            logger.info("building FAISS index %s over %d vectors", spec, len(all_ids))
-            index = build_index(spec, all_vecs, all_ids)
-            changed = True
-        generation = old.generation + 1 if changed or spec != old.faiss_spec else old.generation
-        if index is not None and generation != old.generation:
-            atomic_write(self._faiss_file(generation), lambda tmp: faiss.write_index(index, str(tmp)))
-
-        # --- the commit point: one SQLite transaction
-        with self.transaction():
-            if rebuild:
-                self.db.execute("DELETE FROM items")
-                self.db.execute("DELETE FROM skipped")
-            elif gone_keys:
-                self.db.executemany("DELETE FROM items WHERE key = ?", [(k,) for k in gone_keys])
-            self.db.execute(
-                "INSERT INTO items (id, key, path, size, mtime_ns, sha256, text, metadata, vector)"
-                " SELECT id, key, path, size, mtime_ns, sha256, text, metadata, vector FROM pending"
-                " WHERE vector IS NOT NULL"
-            )
-            self.db.execute(
-                "INSERT OR REPLACE INTO skipped (key, path, size, mtime_ns, reason)"
-                " SELECT key, path, size, mtime_ns, reason FROM pending WHERE vector IS NULL"
-            )
-            self.db.execute("DELETE FROM skipped WHERE key IN (SELECT key FROM items)")
-            if delete_keys:
-                self.db.executemany("DELETE FROM skipped WHERE key = ?", [(k,) for k in delete_keys])
-            self.db.executemany(
-                "UPDATE items SET path = ?, size = ?, mtime_ns = ?, text = ?, metadata = ? WHERE id = ?",
-                [(r.path, r.size, r.mtime_ns, r.text, json.dumps(r.metadata), r.id) for r in update_rows],
-            )
-            self.db.execute("DELETE FROM pending")
-            manifest = Manifest(
-                **{
-                    **asdict(old),
-                    "count": final_count,
-                    "generation": generation,
-                    "factory": factory,
-                    "faiss_spec": spec if final_count else old.faiss_spec,
-                    "encoder_name": encoder_name or old.encoder_name,
-                    "encoder_fingerprint": encoder_fingerprint or old.encoder_fingerprint,
-                    "source": source or old.source,
-                    "encoder_entry": encoder_entry or old.encoder_entry,
-                    "embed_dim": dim,
-                    "updated_at": _now(),
-                }
-            )
-            self._set_meta("manifest", asdict(manifest))
-        self._index = index if final_count else None
+        plan = plan_commit(
+            self.db,
+            self.manifest,
+            delete_keys=delete_keys,
+            update_rows=update_rows,
+            rebuild=rebuild,
+            removal_supported=lambda: supports_removal(self.index),
+            changes={
+                "factory": factory,
+                "encoder_name": encoder_name,
+                "encoder_fingerprint": encoder_fingerprint,
+                "encoder_entry": encoder_entry,
+                "embed_dim": embed_dim,
+                "source": source,
+                "preset": preset,
+                "updated_at": _now(),
+            },
+        )
+        try:
+            index = next_faiss_index(plan, lambda: self.index, self.vectors)
+            if index is not None and plan.new_generation:
+                self._write_faiss(plan.manifest.generation, index)
+            self._apply_commit(plan)
+        except BaseException:
+            self._index = None  # possibly updated in place for a generation that was not committed
+            raise
+        if index is not None:
+            self._index, self._index_generation = index, plan.manifest.generation
         self._write_manifest_file()
         self._remove_stale_files()
         fsync_dir(self.path)
-        return manifest
+        return plan.manifest
+
+    def _write_faiss(self, generation: int, index: faiss.Index) -> None:
+        """Write a generation's FAISS file aside (fsync, rename): not in use until :meth:`_apply_commit`."""
+        atomic_write(self._faiss_file(generation), lambda tmp: faiss.write_index(index, str(tmp)))
+
+    def _apply_commit(self, plan: CommitPlan) -> None:
+        """The commit point: the planned rows and manifest, in one SQLite transaction."""
+        with self.transaction():
+            apply_rows(self.db, plan)
+            self._set_meta("manifest", asdict(plan.manifest))

@@ -9,22 +9,24 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+import faiss
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ...adapters.base import ImageTextEncoder
 from ..config import IndexConfig
 from ..progress import progress_bar
-from .faiss_index import check_trainable, resolve_factory
+from .commit import next_spec
+from .faiss_index import PRESETS, IndexBuildError, check_trainable, resolve_factory
 from .images import ImageDecodeError, decode_image
-from .index_store import IndexStore, ItemRow, PendingRow, StoreError
+from .index_store import IndexStore, ItemRow, Manifest, PendingRow, StoreError
 from .sources import Modality, SourceItem, list_source
 
 logger = logging.getLogger(__name__)
@@ -37,8 +39,13 @@ class IndexReport:
     index: str
     source: str
     added: int = 0
+    """New items embedded and indexed."""
     reembedded: int = 0
+    """Indexed items whose file (or caption) changed, embedded again; every indexed item in a rebuild."""
     removed: int = 0
+    """Indexed items gone from the source, taken out of the index."""
+    dropped: int = 0
+    """Indexed items whose file changed and can no longer be read: taken out of the index (see ``skipped``)."""
     unchanged: int = 0
     metadata_updated: int = 0
     resumed: int = 0
@@ -48,17 +55,33 @@ class IndexReport:
     count: int = 0
     seconds: float = 0.0
     embedded_per_second: float = 0.0
+    factory_change: str | None = None
+    """``'OLD -> NEW'`` when this run changed the FAISS factory of a non-empty index, so its FAISS index
+    was rebuilt as the new type (from the stored vectors: nothing is re-embedded for it); a warning says so too."""
 
 
 @dataclass
 class _Plan:
-    to_embed: list[ItemRow]
-    delete_keys: list[str]
-    updates: list[ItemRow]
-    unchanged: int
-    resumed: int
-    reembedded: int
-    skipped_before: list[tuple[str, str]]
+    """What a run does with each item of the source, decided before embedding anything."""
+
+    to_embed: list[ItemRow] = field(default_factory=list)
+    delete_keys: list[str] = field(default_factory=list)
+    """Keys gone from the source: committed items and skipped files."""
+    updates: list[ItemRow] = field(default_factory=list)
+    unchanged: int = 0
+    resumed: int = 0
+    reembed_keys: set[str] = field(default_factory=set)
+    """Committed items embedded again (their content changed, or a rebuild)."""
+    removed: int = 0
+    """Committed items gone from the source."""
+    dropped_before: int = 0
+    """Committed items that failed in the interrupted run being resumed (they leave the index)."""
+    skipped_before: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def expected_count(self) -> int:
+        """Items in the index after the run, if every embedding succeeds."""
+        return self.unchanged + self.resumed + len(self.to_embed)
 
 
 def _file_sha256(path: str) -> str | None:
@@ -68,59 +91,101 @@ def _file_sha256(path: str) -> str | None:
         return None
 
 
+def _live_pending(store: IndexStore, items: list[SourceItem]) -> dict[str, tuple[int, int, int, str | None]]:
+    """Pending rows still valid for ``items``; those of files gone or changed since are discarded."""
+    pending = store.pending_state()
+    current = {it.key: (it.size, it.mtime_ns) for it in items}
+    stale = [key for key, row in pending.items() if current.get(key) != row[1:3]]
+    if stale:
+        store.discard_pending(stale)
+    return {key: row for key, row in pending.items() if current.get(key) == row[1:3]}
+
+
+def _plan_committed(plan: _Plan, it: SourceItem, row: ItemRow, committed: tuple) -> None:
+    """An item already in the index: unchanged (maybe with new metadata) or to embed again."""
+    cid, size, mtime, sha, text, meta = committed
+    row.id = cid
+    same_file = (size, mtime) == (it.size, it.mtime_ns)
+    if not same_file and size == it.size and it.content_hash is None:
+        same_file = _file_sha256(it.path) == sha  # touched, not changed: no re-embedding
+    if it.content_hash is not None:
+        same_file = it.content_hash == sha
+    if same_file:
+        plan.unchanged += 1
+        if (text, meta, mtime) != (it.text, json.dumps(it.metadata), it.mtime_ns):
+            row.sha256 = sha
+            plan.updates.append(row)
+        return
+    plan.reembed_keys.add(it.key)
+    plan.to_embed.append(row)
+
+
 def _plan(store: IndexStore, items: list[SourceItem], rebuild: bool) -> _Plan:
+    """Sort every listed item into resumed, unchanged, skipped before, or to embed (allocating new ids)."""
     prior = store.committed_state()
     committed = {} if rebuild else prior
     skipped = {} if rebuild else store.skipped_state()
-    pending = store.pending_state()
+    pending = _live_pending(store, items)
     source_keys = {it.key for it in items}
-    store.discard_pending([k for k in pending if k not in source_keys])
-
-    to_embed: list[ItemRow] = []
-    updates: list[ItemRow] = []
-    skipped_before: list[tuple[str, str]] = []
-    unchanged = resumed = reembedded = 0
+    plan = _Plan()
     need_ids: list[ItemRow] = []
     for it in items:
-        meta_json = json.dumps(it.metadata)
         row = ItemRow(-1, it.key, it.path, it.size, it.mtime_ns, it.content_hash, it.text, it.metadata)
-        if it.key in pending and pending[it.key][1:3] == (it.size, it.mtime_ns):
+        if it.key in pending:
             reason = pending[it.key][3]
             if reason is None:
-                resumed += 1
+                plan.resumed += 1
             else:
-                skipped_before.append((it.path, reason + " (before the interruption)"))
+                plan.skipped_before.append((it.path, reason + " (before the interruption)"))
+                plan.dropped_before += it.key in prior
             continue
         if it.key in committed:
-            cid, size, mtime, sha, text, meta = committed[it.key]
-            row.id = cid
-            same_file = (size, mtime) == (it.size, it.mtime_ns)
-            if not same_file and size == it.size and it.content_hash is None:
-                same_file = _file_sha256(it.path) == sha  # touched, not changed: no re-embedding
-            if it.content_hash is not None:
-                same_file = it.content_hash == sha
-            if same_file:
-                unchanged += 1
-                if (text, meta, mtime) != (it.text, meta_json, it.mtime_ns):
-                    row.sha256 = sha
-                    updates.append(row)
-                continue
-            reembedded += 1
-            to_embed.append(row)
+            _plan_committed(plan, it, row, committed[it.key])
             continue
         if it.key in skipped and skipped[it.key][:2] == (it.size, it.mtime_ns):
-            skipped_before.append((it.path, skipped[it.key][2] + " (unchanged since an earlier run)"))
+            plan.skipped_before.append((it.path, skipped[it.key][2] + " (unchanged since an earlier run)"))
             continue
-        to_embed.append(row)
+        plan.to_embed.append(row)
         if it.key in prior:  # a rebuild keeps ids stable
             row.id = prior[it.key][0]
+            plan.reembed_keys.add(it.key)
         else:
             need_ids.append(row)
     for row, new_id in zip(need_ids, store.allocate_ids(len(need_ids)) if need_ids else [], strict=True):
         row.id = new_id
-    delete_keys = [k for k in committed if k not in source_keys]
-    delete_keys += [k for k in skipped if k not in source_keys]
-    return _Plan(to_embed, delete_keys, updates, unchanged, resumed, reembedded, skipped_before)
+    plan.delete_keys = [k for k in committed if k not in source_keys] + [k for k in skipped if k not in source_keys]
+    plan.removed = sum(k not in source_keys for k in prior)
+    return plan
+
+
+def check_factory(factory: str, dim: int, n_vectors: int) -> str:
+    """The FAISS factory string ``factory`` resolves to for ``n_vectors`` embeddings of size ``dim``.
+
+    Raises :class:`IndexBuildError` when FAISS cannot parse it (checked before anything is embedded).
+    """
+    spec = resolve_factory(factory, dim, max(n_vectors, 1))
+    try:
+        faiss.index_factory(dim, spec, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as exc:
+        why = re.sub(r"^Error in .*? at \S+:\d+: ", "", str(exc).strip())
+        resolved = f" (resolved to {spec!r})" if spec != factory else ""
+        raise IndexBuildError(
+            f"FAISS cannot build the index factory {factory!r}{resolved} for {dim}-dimensional embeddings: {why}; "
+            f"use a preset ({', '.join(PRESETS)}) or a valid FAISS factory string such as 'IVF256,Flat' or 'HNSW32'"
+        ) from exc
+    return spec
+
+
+def _factory_change(manifest: Manifest, factory: str, spec: str) -> str | None:
+    """``'OLD -> NEW'`` when indexing with ``factory`` (built as ``spec``) turns the committed FAISS index
+    into another type."""
+    if not manifest.count or not manifest.faiss_spec or factory == manifest.factory or spec == manifest.faiss_spec:
+        return None
+
+    def describe(name: str, built: str) -> str:
+        return name if name == built else f"{name} ({built})"
+
+    return f"{describe(manifest.factory, manifest.faiss_spec)} -> {describe(factory, spec)}"
 
 
 class _ImageFiles(Dataset):
@@ -153,7 +218,12 @@ def _collate(batch: list[tuple[int, torch.Tensor | None, str | None, str | None]
 
 
 class Indexer:
-    """Indexes a source into an index folder with one encoder (given, never built here)."""
+    """Indexes a source into an index folder with one encoder (given, never built here).
+
+    ``encoder_entry`` (the model entry the encoder came from) and ``preset`` (the summary of the preset
+    in use, :func:`~viewfinder.pipeline.config.preset_summary`) are recorded in the manifest, so the
+    index can be searched and re-indexed without a config.
+    """
 
     def __init__(
         self,
@@ -161,11 +231,13 @@ class Indexer:
         config: IndexConfig,
         *,
         encoder_entry: dict[str, Any] | None = None,
+        preset: dict[str, Any] | None = None,
         progress: bool | None = None,
     ) -> None:
         self.encoder = encoder
         self.config = config
         self.encoder_entry = encoder_entry or {}
+        self.preset = preset or {}
         self.progress = progress
 
     def run(
@@ -176,12 +248,14 @@ class Indexer:
         modality: Modality = "image",
         rebuild: bool = False,
     ) -> IndexReport:
+        """Bring ``index_dir`` up to date with ``source``: embed what is new or changed, drop what is gone."""
         start = time.perf_counter()
         index_dir = Path(index_dir).expanduser().resolve()
         listing = list_source(source, modality, exclude=index_dir)
         source_str = str(Path(source).expanduser().resolve())
         report = IndexReport(index=str(index_dir), source=source_str, skipped=list(listing.problems))
         enc = self.encoder
+        check_factory(self.config.factory, enc.embed_dim, len(listing.items))  # before the folder is touched
         with IndexStore.open_for_write(
             index_dir,
             encoder_name=enc.name,
@@ -191,41 +265,18 @@ class Indexer:
             factory=self.config.factory,
             source=source_str,
             encoder_entry=self.encoder_entry,
+            preset=self.preset,
         ) as store:
-            manifest = store.manifest
-            if manifest.modality != modality:
-                raise StoreError(
-                    f"index {index_dir} holds {manifest.modality} embeddings; use --modality {manifest.modality} "
-                    f"or another --index folder"
-                )
-            if manifest.count and manifest.source != source_str and not rebuild:
-                raise StoreError(
-                    f"index {index_dir} mirrors {manifest.source}; indexing {source_str} into it would remove "
-                    f"everything else: use another --index folder, or --rebuild to replace its contents"
-                )
-            if not rebuild and manifest.count:
-                store.check_encoder(enc.name, enc.fingerprint)
+            self._check_store(store, modality, source_str, rebuild)
             store.prepare_run(enc.fingerprint, rebuild)
             plan = _plan(store, listing.items, rebuild)
-            expected = manifest.count - len(plan.delete_keys) + len(plan.to_embed) + plan.resumed
-            check_trainable(resolve_factory(self.config.factory, enc.embed_dim, expected), expected)
-            report.unchanged, report.resumed = plan.unchanged, plan.resumed
-            report.skipped += plan.skipped_before
-            logger.info(
-                "%s: %d to embed, %d unchanged, %d resumed, %d to remove",
-                index_dir,
-                len(plan.to_embed),
-                plan.unchanged,
-                plan.resumed,
-                len(plan.delete_keys),
-            )
+            self._check_plan(store, plan, report, rebuild)
             embed_start = time.perf_counter()
             if modality == "image":
                 failed = self._embed_images(store, plan.to_embed)
             else:
                 failed = self._embed_texts(store, plan.to_embed)
             embed_seconds = time.perf_counter() - embed_start
-            report.skipped += failed
             new_manifest = store.commit(
                 delete_keys=plan.delete_keys,
                 update_rows=plan.updates,
@@ -236,23 +287,67 @@ class Indexer:
                 encoder_entry=self.encoder_entry,
                 embed_dim=enc.embed_dim,
                 source=source_str,
+                preset=self.preset,
             )
-        n_ok = len(plan.to_embed) - len(failed)
-        report.reembedded = min(plan.reembedded, n_ok)
-        report.added = n_ok - report.reembedded
-        report.removed = len(plan.delete_keys)
-        report.metadata_updated = len(plan.updates)
+        _fill_report(report, plan, failed)
         report.count = new_manifest.count
         report.seconds = time.perf_counter() - start
         report.embedded_per_second = len(plan.to_embed) / embed_seconds if embed_seconds > 0 else 0.0
         return report
+
+    def _check_store(self, store: IndexStore, modality: Modality, source: str, rebuild: bool) -> None:
+        """Refuse a run that would mix modalities, replace another source's items, or mix encoders."""
+        manifest = store.manifest
+        if manifest.modality != modality:
+            raise StoreError(
+                f"index {store.path} holds {manifest.modality} embeddings; use --modality {manifest.modality} "
+                f"or another --index folder"
+            )
+        if manifest.count and manifest.source != source and not rebuild:
+            raise StoreError(
+                f"index {store.path} mirrors {manifest.source}; indexing {source} into it would remove "
+                f"everything else: use another --index folder, or --rebuild to replace its contents"
+            )
+        if not rebuild and manifest.count:
+            store.check_encoder(self.encoder.name, self.encoder.fingerprint)
+
+    def _check_plan(self, store: IndexStore, plan: _Plan, report: IndexReport, rebuild: bool) -> None:
+        """Before embedding: the FAISS index can be trained on what the collection will hold; a change of
+        factory is announced. Fills the report's plan-time counters."""
+        dim, factory, expected = self.encoder.embed_dim, self.config.factory, plan.expected_count
+        manifest = store.manifest
+        spec = next_spec(manifest, factory, dim, expected)
+        leaving = plan.removed + plan.dropped_before + len(plan.reembed_keys)
+        in_place = bool(manifest.count) and spec == manifest.faiss_spec and ("HNSW" not in spec or not leaving)
+        if expected and (rebuild or not in_place):  # an index updated in place is trained already
+            check_trainable(spec, expected)
+        report.factory_change = _factory_change(manifest, factory, spec)
+        if report.factory_change:
+            logger.warning(
+                "index %s: FAISS factory changes, %s: the FAISS index is rebuilt as the new type; "
+                "to keep the old one, index with --factory %s",
+                store.path,
+                report.factory_change,
+                manifest.factory,
+            )
+        report.unchanged, report.resumed = plan.unchanged, plan.resumed
+        report.skipped += plan.skipped_before
+        logger.info(
+            "%s: %d to embed, %d unchanged, %d resumed, %d to remove",
+            store.path,
+            len(plan.to_embed),
+            plan.unchanged,
+            plan.resumed,
+            plan.removed,
+        )
 
     def _flush(self, store: IndexStore, rows: list[PendingRow]) -> None:
         if rows:
             store.add_pending(rows)
             rows.clear()
 
-    def _embed_images(self, store: IndexStore, rows: list[ItemRow]) -> list[tuple[str, str]]:
+    def _embed_images(self, store: IndexStore, rows: list[ItemRow]) -> list[tuple[ItemRow, str]]:
+        """Embed image files into ``pending``; returns the rows that failed, with the reason."""
         if not rows:
             return []
         cfg = self.config
@@ -263,14 +358,14 @@ class Indexer:
             collate_fn=_collate,
             prefetch_factor=4 if cfg.num_workers else None,
         )
-        failed: list[tuple[str, str]] = []
+        failed: list[tuple[ItemRow, str]] = []
         buffer: list[PendingRow] = []
         with progress_bar("embedding images", len(rows), "img", self.progress) as bar:
             for batch in loader:
                 good = [(i, px, sha) for i, px, sha, _ in batch if px is not None]
                 for i, _, _, reason in batch:
                     if reason is not None:
-                        failed.append((rows[i].path, reason))
+                        failed.append((rows[i], reason))
                         buffer.append(PendingRow(rows[i], None, reason))
                 if good:
                     vectors = self.encoder.encode_image_tensors(torch.stack([px for _, px, _ in good]))  # (B, D)
@@ -283,9 +378,10 @@ class Indexer:
         self._flush(store, buffer)
         return failed
 
-    def _embed_texts(self, store: IndexStore, rows: list[ItemRow]) -> list[tuple[str, str]]:
+    def _embed_texts(self, store: IndexStore, rows: list[ItemRow]) -> list[tuple[ItemRow, str]]:
+        """Embed captions into ``pending`` (nothing fails; the list is for symmetry with images)."""
         cfg = self.config
-        failed: list[tuple[str, str]] = []
+        failed: list[tuple[ItemRow, str]] = []
         buffer: list[PendingRow] = []
         with progress_bar("embedding texts", len(rows), "txt", self.progress) as bar:
             for start in range(0, len(rows), cfg.batch_size):
@@ -299,8 +395,13 @@ class Indexer:
         return failed
 
 
-def embeddings_matrix(store: IndexStore) -> tuple[list[ItemRow], np.ndarray]:
-    """All committed items and their vectors, in id order (for evaluation)."""
-    ids, vecs = store.vectors()
-    rows = store.items_by_id(ids.tolist())
-    return [rows[int(i)] for i in ids], vecs
+def _fill_report(report: IndexReport, plan: _Plan, failed: list[tuple[ItemRow, str]]) -> None:
+    """The run's counters: a failed re-embedding is neither added nor re-embedded, but dropped."""
+    report.skipped += [(row.path, reason) for row, reason in failed]
+    failed_keys = {row.key for row, _ in failed}
+    embedded = {row.key for row in plan.to_embed} - failed_keys
+    report.reembedded = len(embedded & plan.reembed_keys)
+    report.added = len(embedded) - report.reembedded
+    report.dropped = plan.dropped_before + len(failed_keys & plan.reembed_keys)
+    report.removed = plan.removed
+    report.metadata_updated = len(plan.updates)

@@ -13,9 +13,12 @@ import numpy as np
 from ...adapters.base import ImageTextEncoder
 from ..config import IndexConfig, Preset, load_preset
 from .images import ImageDecodeError, load_image
-from .index_store import IndexStore, StoreError
+from .index_store import FaissFileMissingError, IndexStore, ItemRow, Manifest, StoreError
 
 logger = logging.getLogger(__name__)
+
+_SNAPSHOT_ATTEMPTS = 5
+"""A query reading a generation whose FAISS file a newer commit just removed is retried on the newer one."""
 
 MAX_QUERY_CHARS = 4000
 """Queries longer than this are refused outright (tokenizing megabytes of text is never meant)."""
@@ -97,7 +100,12 @@ def clean_query(text: str, encoder: ImageTextEncoder) -> tuple[str, bool]:
 
 
 class Searcher:
-    """Answers queries against one index with one encoder (both given to the constructor)."""
+    """Answers queries against one index with one encoder (both given to the constructor).
+
+    A searcher may live long: each query reads the committed generation (one small SQLite read) and
+    loads the new FAISS index when a writer has committed another one. The FAISS search and the
+    lookup of its ids in SQLite read the same generation.
+    """
 
     def __init__(self, store: IndexStore, encoder: ImageTextEncoder, config: IndexConfig | None = None) -> None:
         store.check_encoder(encoder.name, encoder.fingerprint)
@@ -150,13 +158,21 @@ class Searcher:
             raise QueryError(f"cannot read query image {image}: {exc}") from exc
 
     def search_vectors(self, queries: np.ndarray, k: int, timings: dict[str, float] | None = None) -> list[list[Hit]]:
-        """(Q, D) query embeddings -> Q ranked hit lists."""
+        """(Q, D) query embeddings -> Q ranked hit lists.
+
+        Raises :class:`StoreError` when the index holds nothing (the message says how to fill it).
+        """
         timings = timings if timings is not None else {}
+        for attempt in range(1, _SNAPSHOT_ATTEMPTS + 1):
+            try:
+                scores, ids, rows = self._search_snapshot(queries, k, timings)
+                break
+            except FaissFileMissingError as exc:
+                # Either the file is really gone, or a commit replaced the generation being loaded.
+                if attempt == _SNAPSHOT_ATTEMPTS or self.store.manifest.generation == exc.generation:
+                    raise
+                logger.info("generation %d was replaced while loading it; searching the new one", exc.generation)
         t0 = time.perf_counter()
-        scores, ids = self.store.search_vectors(queries, k)  # (Q, k), (Q, k)
-        timings["search"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        rows = self.store.items_by_id(np.unique(ids).tolist())
         out: list[list[Hit]] = []
         for q_scores, q_ids in zip(scores, ids, strict=True):
             hits = []
@@ -176,5 +192,27 @@ class Searcher:
                     )
                 )
             out.append(hits)
-        timings["lookup"] = time.perf_counter() - t0
+        timings["lookup"] += time.perf_counter() - t0
         return out
+
+    def _search_snapshot(
+        self, queries: np.ndarray, k: int, timings: dict[str, float]
+    ) -> tuple[np.ndarray, np.ndarray, dict[int, ItemRow]]:
+        """FAISS search and id lookup in one read snapshot: scores (Q, k), ids (Q, k), rows by id."""
+        with self.store.read_snapshot() as manifest:
+            self._check_not_empty(manifest)
+            t0 = time.perf_counter()
+            scores, ids = self.store.search_vectors(queries, k)  # (Q, k), (Q, k)
+            timings["search"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            rows = self.store.items_by_id(np.unique(ids).tolist())
+            timings["lookup"] = time.perf_counter() - t0
+        return scores, ids, rows
+
+    def _check_not_empty(self, manifest: Manifest) -> None:
+        if manifest.count == 0:
+            source = manifest.source or "SOURCE"
+            raise StoreError(
+                f"index {self.store.path} is empty (nothing indexed yet, its source had no usable files, or its "
+                f"first run was interrupted): fill it with `viewfinder index {source} --index {self.store.path}`"
+            )

@@ -134,3 +134,53 @@ def test_commands_reject_bad_options():
     assert runner.invoke(bench_app, ["index", "--model", "no-such-model"]).exit_code == 2
     bad_factory = runner.invoke(bench_app, ["search", "--dim", "8", "--sizes", "100", "--factories", "NoSuchIndex"])
     assert bad_factory.exit_code == 2
+
+
+def test_ivf_lists_parses_factory_strings():
+    from viewfinder.pipeline.store.faiss_index import ivf_lists, same_family, training_vectors
+
+    assert ivf_lists("IVF51,Flat") == 51 and ivf_lists("OPQ16,IVF256,PQ16") == 256
+    assert ivf_lists("Flat") == 0 and ivf_lists("HNSW32,Flat") == 0
+    assert training_vectors("IVF4,Flat", 1000) == 256 and training_vectors("IVF4,Flat", 100) == 100
+    assert training_vectors("PQ8x8", 1000) == 1000
+    assert same_family("IVF50,Flat", "IVF90,Flat") and not same_family("IVF50,Flat", "IVF50,PQ8x8")
+
+
+def test_search_bench_reports_what_build_index_trains_on():
+    # build_index trains IVF on 64 vectors per list: 256 of the 1000 here, by default as when asked for
+    # more; only a smaller sample changes it.
+    runs = {
+        sample: bench_search(dim=8, sizes=(1000,), queries=5, k=2, factories=("IVF4,Flat",), train_sample=sample)
+        for sample in (None, 0, 600, 100)
+    }
+    trained = {sample: run.results[0].train_vectors for sample, run in runs.items()}
+    assert trained == {None: 256, 0: 256, 600: 256, 100: 100}
+
+
+def test_inner_index_unwraps_the_id_map():
+    import faiss
+
+    from viewfinder.pipeline.bench.search import _nprobe_of
+    from viewfinder.pipeline.store.faiss_index import build_index, inner_index, set_search_params, supports_removal
+
+    vectors = clustered_vectors(300, Mixture.random(dim=8, clusters=4, rank=8, seed=0), np.random.default_rng(0))
+    index = build_index("IVF4,Flat", vectors, np.arange(300, dtype=np.int64))
+    assert isinstance(index, faiss.IndexIDMap2) and isinstance(inner_index(index), faiss.IndexIVFFlat)
+    set_search_params(index, 3, 16)
+    assert _nprobe_of(index) == 3 and supports_removal(index)
+    hnsw = build_index("HNSW8,Flat", vectors, np.arange(300, dtype=np.int64))
+    assert not supports_removal(hnsw) and _nprobe_of(hnsw) is None
+
+
+def test_search_command_notes_a_train_sample_smaller_than_build_index_uses():
+    # The IVF preset gives 25 lists for 1000 vectors: build_index trains on all 1000 (fewer than 64 per list).
+    args = ["search", "--dim", "8", "--sizes", "1000", "--queries", "5", "--k", "2", "--factories", "IVF"]
+    runner = CliRunner()
+    sampled = runner.invoke(bench_app, [*args, "--train-sample", "100"])
+    assert sampled.exit_code == 0, sampled.output
+    (note,) = [line for line in sampled.stdout.splitlines() if line.startswith("note:")]
+    assert "IVF25,Flat trained on 100 vectors" in note and "trains on 1,000 (at most 64 per IVF list)" in note
+    default = runner.invoke(bench_app, args)
+    assert default.exit_code == 0, default.output
+    assert "note:" not in default.stdout
+    assert "--train-sample 0" not in runner.invoke(bench_app, ["search", "--help"]).stdout

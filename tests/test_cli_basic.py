@@ -188,3 +188,58 @@ def test_untrainable_factory_is_exit_2(cli_index, tmp_path):
         invoke("index", root / "images", "--index", tmp_path / "x", "-c", "tiny", "--factory", "IVF4096,Flat"),
         "needs at least",
     )
+
+
+# ------------------------------------------------------------------------------ help and piped output
+COMMANDS_HELP = [
+    ("--help",),
+    ("index", "--help"),
+    ("search", "--help"),
+    ("eval", "--help"),
+    ("demo", "--help"),
+    ("train", "clip", "--help"),
+    ("train", "export", "--help"),
+    ("bench", "index", "--help"),
+    ("bench", "search", "--help"),
+    ("scenes", "generate", "--help"),
+    ("scenes", "info", "--help"),
+]
+
+
+@pytest.mark.parametrize("args", COMMANDS_HELP, ids=lambda a: " ".join(a))
+def test_help_has_no_type_noise(args):
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    assert "<bool>" not in result.stdout and "<str>" not in result.stdout and " range>" not in result.stdout
+    assert "Show this message and exit." in flat(result.stdout)
+
+
+@pytest.mark.parametrize("command", ["index", "search", "eval", "demo"])
+def test_config_help_lists_the_packaged_presets(command):
+    from viewfinder.adapters.entries import packaged_names
+
+    out = flat(invoke(command, "--help").stdout)
+    assert all(name in out for name in packaged_names("presets")), out
+
+
+def test_piped_search_output_keeps_long_paths_whole(tmp_path):
+    from helpers import write_images
+
+    folder = tmp_path / ("a-folder-name-long-enough-to-overflow-eighty-columns-" * 3) / "images"
+    paths = write_images(folder, 2, seed=4, prefix="a-long-image-file-name-that-widens-the-path-column-")
+    indexed = invoke("index", folder, "--index", tmp_path / "index", "-c", "tiny")
+    assert indexed.exit_code == 0, indexed.output
+    result = invoke("search", "red", "--index", tmp_path / "index", "-k", "2")
+    assert result.exit_code == 0, result.output
+    for path in paths:
+        assert str(path.resolve()) in result.stdout  # on one line, not wrapped, folded or cut with an ellipsis
+    assert "…" not in result.stdout
+
+
+def test_piped_demo_output_suggests_the_search_command_on_one_line(tmp_path):
+    cache = tmp_path / ("a-cache-folder-with-a-name-long-enough-to-wrap-at-eighty-columns-" * 2)
+    result = invoke("demo", "-c", "demo-tiny", "--scenes", 60, "--cache", cache)
+    assert result.exit_code == 0, result.output
+    (line,) = [line for line in result.stdout.splitlines() if line.startswith("search it:")]
+    assert line.split(maxsplit=2)[2] == f"viewfinder search 'a large red star' --index {cache / 'index-demo-tiny'}"
+    assert f"contact sheet: {cache / 'contact_sheet.png'}" in result.stdout.splitlines()

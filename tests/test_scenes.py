@@ -596,3 +596,20 @@ def test_cli_generate(tmp_path: Path) -> None:
     assert again.exit_code != 0 and "--overwrite" in again.output
     shown = runner.invoke(app, ["info", str(out)])
     assert shown.exit_code == 0 and "compositional" in shown.output
+
+
+def test_unreadable_benchmark_folders_are_scene_data_errors(tmp_path: Path) -> None:
+    from viewfinder.pipeline.scenes.dataset import FORMAT, INFO_FILE, SceneDataError
+
+    with pytest.raises(FileNotFoundError, match="scenes generate"):
+        load_scene_dataset(tmp_path)
+    info = tmp_path / INFO_FILE
+    for content, fragment in [
+        ("{not json", "not valid JSON"),
+        ("[]", "not a scene benchmark"),
+        (json.dumps({"format": "other"}), "not a scene benchmark"),
+        (json.dumps({"format": FORMAT, "format_version": -1}), "regenerate"),
+    ]:
+        info.write_text(content)
+        with pytest.raises(SceneDataError, match=fragment):
+            load_scene_dataset(tmp_path)

@@ -31,7 +31,7 @@ class IndexBench:
     workers: int
     """DataLoader decoding worker processes used by the indexer."""
     torch_threads: int
-    """torch intra-op threads in the main process during the run."""
+    """torch intra-op threads the encoder's forward passes ran with (an entry's own `threads`, else the run's)."""
     cpu_cores: int
     image_size: tuple[int, int]
     """(width, height) of the generated JPEGs."""
@@ -98,7 +98,7 @@ def bench_index(
     load_average = machine_load()
     previous_threads = torch.get_num_threads()
     try:
-        encoder = load_encoder(model) if isinstance(model, str) else model  # (an entry's `threads` applies here)
+        encoder = load_encoder(model) if isinstance(model, str) else model
         if threads is not None:
             torch.set_num_threads(threads)
         with tempfile.TemporaryDirectory(prefix="viewfinder-bench-") as tmp:
@@ -135,7 +135,8 @@ def bench_index(
                     raise RuntimeError(f"benchmark indexing lost images: {report.count}/{n}, {report.skipped[:3]}")
                 loop_rate = max(loop_rate, report.embedded_per_second)
                 forward_runs.append(forward_pass())
-        torch_threads = torch.get_num_threads()
+        # An entry's own `threads` applies around the encoder's forward passes, over the run's setting.
+        torch_threads = getattr(encoder, "threads", None) or torch.get_num_threads()
     finally:
         torch.set_num_threads(previous_threads)
 

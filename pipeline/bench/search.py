@@ -74,30 +74,32 @@ def _is_exhaustive(spec: str) -> bool:
     return not re.search(r"IVF|HNSW|NSG|LSH", spec)
 
 
-def _build(spec: str, xb: np.ndarray, train_sample: int, rng: np.random.Generator) -> tuple[faiss.Index, int]:
-    """Build through :func:`build_index`; with ``train_sample`` > 0, train on that many random vectors only."""
-    from ..store.faiss_index import build_index, min_training_vectors
+def _build(spec: str, xb: np.ndarray, train_sample: int | None, rng: np.random.Generator) -> tuple[faiss.Index, int]:
+    """Build through :func:`build_index` (which trains IVF on :data:`TRAIN_PER_LIST` vectors per list);
+    with ``train_sample``, hand it only that many random vectors to train on, then add the rest.
+    Returns the index and the number of vectors it was trained on (0: it needs no training)."""
+    from ..store.faiss_index import build_index, min_training_vectors, training_vectors
 
     ids = np.arange(len(xb), dtype=np.int64)
-    needs_training = min_training_vectors(spec) > 0
-    if not needs_training or train_sample <= 0 or train_sample >= len(xb):
-        return build_index(spec, xb, ids), len(xb) if needs_training else 0
-    # build_index trains on everything it is given: give it the sample, then add the rest.
+    if min_training_vectors(spec) == 0:
+        return build_index(spec, xb, ids), 0
+    if not train_sample or train_sample >= len(xb):
+        return build_index(spec, xb, ids), training_vectors(spec, len(xb))
     picked = np.zeros(len(xb), dtype=bool)
     picked[rng.choice(len(xb), size=train_sample, replace=False)] = True
-    index = build_index(spec, xb[picked], ids[picked])
+    index = build_index(spec, xb[picked], ids[picked])  # trains on (a sample of, capped at) these
     step = 131_072
     for lo in range(0, len(xb), step):
         rest = ~picked[lo : lo + step]
         if rest.any():
             index.add_with_ids(np.ascontiguousarray(xb[lo : lo + step][rest]), ids[lo : lo + step][rest])
-    return index, train_sample
+    return index, training_vectors(spec, train_sample)
 
 
 def _nprobe_of(index: faiss.Index) -> int | None:
-    import faiss
+    from ..store.faiss_index import inner_index
 
-    inner = faiss.downcast_index(index.index) if hasattr(index, "index") else index
+    inner = inner_index(index)
     return int(inner.nprobe) if hasattr(inner, "nprobe") else None
 
 
@@ -119,9 +121,10 @@ def bench_search(
 
     ``nprobe`` defaults to :class:`IndexConfig`'s. ``single_queries`` (latency) defaults to all
     ``queries``, but to at most 200 for exhaustive indexes over more than 10^8 floats (a
-    one-query scan of 1M x 512 takes a large fraction of a second). ``train_sample`` caps the
-    vectors an index is trained on (None: 64 per IVF list, FAISS's own guidance being 30-256;
-    0: all of them, as ``build_index`` does). ``on_result`` is called as each figure is ready.
+    one-query scan of 1M x 512 takes a large fraction of a second). ``train_sample`` is the
+    number of random vectors an index is trained on (None or 0: what :func:`build_index`, and so
+    the index store, uses: :data:`TRAIN_PER_LIST` per IVF list, FAISS's own guidance being 30-256;
+    larger samples are capped there). ``on_result`` is called as each figure is ready.
     """
     import faiss
 
@@ -155,10 +158,9 @@ def bench_search(
         logger.info("n=%d: exact search for %d queries in %.1fs", n, queries, time.perf_counter() - start)
         for factory in factories:
             spec = resolve_factory(factory, dim, n)
-            sample = train_sample if train_sample is not None else 64 * _nlist(spec)
             logger.info("n=%d: building %s", n, spec)
             start = time.perf_counter()
-            index, trained_on = _build(spec, xb, sample, np.random.default_rng([seed, 3, n]))
+            index, trained_on = _build(spec, xb, train_sample, np.random.default_rng([seed, 3, n]))
             build_seconds = time.perf_counter() - start
             set_search_params(index, probe, defaults.ef_search)
 
@@ -200,8 +202,3 @@ def bench_search(
                 on_result(result)
         del xb
     return run
-
-
-def _nlist(spec: str) -> int:
-    m = re.search(r"IVF(\d+)", spec)
-    return int(m.group(1)) if m else 0

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from .bench import bench_app
-from .common import APP_SETTINGS, setup_logging
+from .common import APP_SETTINGS, ViewfinderTyper, setup_logging
 from .demo import demo_cmd
 from .eval import eval_cmd
 from .index import index_cmd
@@ -16,7 +16,7 @@ from .scenes import app as scenes_app
 from .search import search_cmd
 from .train import train_app
 
-app = typer.Typer(**APP_SETTINGS)
+app = ViewfinderTyper(**APP_SETTINGS)
 
 
 @app.callback()

@@ -8,22 +8,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from ...adapters.entries import packaged_names
 from ..bench.data import parse_size
+from .common import ViewfinderTyper, console, fail, user_errors
 
 if TYPE_CHECKING:
-    from rich.console import Console
-
     from ..bench.search import SearchBench
 
-bench_app = typer.Typer(help="Speed and memory benchmarks (print figures; not tests).", no_args_is_help=True)
-
-
-def _console() -> Console:
-    """Rich console; 160 columns when not a terminal, so tables piped to a file are not cut."""
-    from rich.console import Console
-
-    console = Console()
-    return console if console.is_terminal else Console(width=160)
+bench_app = ViewfinderTyper(help="Speed and memory benchmarks (print figures; not tests).", no_args_is_help=True)
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -44,7 +36,9 @@ JsonOpt = Annotated[Path | None, typer.Option("--json", help="Also write the fig
 
 @bench_app.command("index")
 def index_cmd(
-    model: Annotated[str, typer.Option(help="Model entry (configs/models) or YAML file.")] = "vit-b-32-random",
+    model: Annotated[
+        str, typer.Option(help=f"Model entry: a packaged name ({', '.join(packaged_names('models'))}) or a YAML file.")
+    ] = "vit-b-32-random",
     n: Annotated[int, typer.Option("--n", min=1, help="Number of generated images.")] = 256,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per batch (indexer and forward pass).")] = 32,
     workers: Annotated[
@@ -64,14 +58,13 @@ def index_cmd(
         size = parse_size(image_size)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--image-size") from exc
-    from ...adapters.open_clip_encoder import ModelLoadError
     from ..bench.index import bench_index
-    from ..config import ConfigError
 
     try:
         result = bench_index(model, n, batch_size, workers, size, threads, repeats)
-    except (ConfigError, ModelLoadError) as exc:
-        raise typer.BadParameter(str(exc), param_hint="--model") from exc
+    except user_errors() as exc:
+        fail(str(exc))
+        return
     timings = [t for pair in zip(result.forward_runs, result.full_runs, strict=False) for t in pair]
     timings.append(result.forward_runs[-1])
     table = Table(title=f"indexing {n} {image_size} JPEGs with {model}", show_header=False)
@@ -91,7 +84,6 @@ def index_cmd(
     ]  # fmt: skip
     for label, value in rows:
         table.add_row(label, value)
-    console = _console()
     console.print(table)
     if (result.forward_spread > 0.15 and result.forward_seconds > 1) or result.load_average > 0.5 * result.cpu_cores:
         console.print(
@@ -119,7 +111,9 @@ def search_cmd(
     train_sample: Annotated[
         int | None,
         typer.Option(
-            min=0, help="Train IVF on at most this many vectors (default 64 per list; 0: all, as build_index)."
+            min=1,
+            help="Train IVF on a random sample of this many vectors (default: what build_index uses, 64 per IVF "
+            "list; more is capped there).",
         ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the generated data.")] = 0,
@@ -135,7 +129,6 @@ def search_cmd(
     if any(s < 1 for s in size_list):
         raise typer.BadParameter("sizes must be >= 1", param_hint="--sizes")
     factory_list = tuple(_csv(factories, "--factories"))
-    console = _console()
 
     def show(r: SearchBench) -> None:
         console.print(
@@ -144,14 +137,15 @@ def search_cmd(
         )
 
     from ..bench.search import bench_search
-    from ..store.faiss_index import IndexBuildError
+    from ..store.faiss_index import TRAIN_PER_LIST, ivf_lists
 
     try:
         run = bench_search(
             dim, size_list, queries, k, factory_list, nprobe, single_queries, train_sample, seed=seed, on_result=show
         )
-    except IndexBuildError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--factories") from exc
+    except user_errors() as exc:
+        fail(str(exc))
+        return
     table = Table(title=f"FAISS search, {dim}-d clustered unit vectors, {queries} queries, {run.faiss_threads} threads")
     for column in ("n", "index", "nprobe", "trained on", "build s", "single q", "p50 ms", "p95 ms", "batch q/s"):
         table.add_column(column, justify="right")
@@ -175,11 +169,14 @@ def search_cmd(
     fewer = sorted({(r.n, r.spec, r.single_queries) for r in run.results if r.single_queries < queries})
     for n_, spec, count in fewer:
         console.print(f"note: n={n_:,} {spec}: p50/p95 over {count} single queries (a full scan each), not {queries}")
-    sampled = [r for r in run.results if 0 < r.train_vectors < r.n]
-    for r in sampled:
-        console.print(
-            f"note: n={r.n:,} {r.spec} trained on a {r.train_vectors:,}-vector sample; build_index trains on all "
-            f"{r.n:,} (measure that with --train-sample 0)"
-        )
+    for r in run.results:
+        as_stored = min(r.n, TRAIN_PER_LIST * ivf_lists(r.spec)) if ivf_lists(r.spec) else r.n
+        if r.train_vectors and r.train_vectors != as_stored:
+            console.print(
+                f"note: n={r.n:,} {r.spec} trained on {r.train_vectors:,} vectors; build_index (what `viewfinder "
+                f"index` uses) trains on {as_stored:,} (at most {TRAIN_PER_LIST} per IVF list): drop --train-sample to "
+                "measure that",
+                soft_wrap=True,
+            )
     if json_path:
         _write_json(json_path, asdict(run))

@@ -2,33 +2,40 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-console = Console()
+from .common import ConfigOpt, console, fail, user_errors
 
 
 def demo_cmd(
     cache: Annotated[Path | None, typer.Option(help="Cache folder (default: ~/.cache/viewfinder/demo).")] = None,
-    config: Annotated[str, typer.Option("--config", "-c", help="Pipeline preset.")] = "default",
-    scenes: Annotated[int, typer.Option(help="Scenes in the demo collection.")] = 2000,
+    config: ConfigOpt = None,
+    scenes: Annotated[int, typer.Option(min=1, help="Scenes in the demo collection.")] = 2000,
 ) -> None:
     """Offline tour: generate scenes, index them with the bundled model, search, evaluate."""
-    from ..demo.run import run_demo
+    try:
+        from ..config import load_preset
+        from ..demo.run import run_demo
 
-    result = run_demo(cache, config, scenes)
+        load_preset(config or "default")  # a wrong preset fails before any scene is generated
+        result = run_demo(cache, config or "default", scenes)
+    except user_errors() as exc:
+        fail(str(exc))
+        return
     for query, found in result.searches:
-        table = Table(title=query.label, title_justify="left", show_edge=False)
+        table = Table(title=escape(query.label), title_justify="left", show_edge=False)
         for col in ("rank", "score", "id", "caption"):
             table.add_column(col)
         for hit in found.hits[:5]:
             mark = " [green](target)[/]" if hit.key == query.target_key else ""
             mark = mark or (" [green](matches)[/]" if hit.key in query.relevant else "")
-            table.add_row(str(hit.rank), f"{hit.score:.3f}", hit.key + mark, (hit.text or "")[:70])
+            table.add_row(str(hit.rank), f"{hit.score:.3f}", escape(hit.key) + mark, escape(hit.text or ""))
         console.print(table)
     r = result.report
     t2i, i2t = r["text_to_image"], r["image_to_text"]
@@ -50,6 +57,7 @@ def demo_cmd(
             console.print(f"{kind.replace('_', ' ')} accuracy {sets[kind]['accuracy']:.3f} (chance 0.5)")
     timing = ", ".join(f"{k} {v:.1f}s" for k, v in result.seconds.items())
     console.print(f"\n[dim]{timing}[/]")
-    console.print(f"contact sheet: [bold]{result.contact_sheet}[/]")
-    console.print(f"eval report:   {result.report_path}")
-    console.print(f'search it:     viewfinder search "a large red star" --index {result.index_dir}')
+    console.print(f"contact sheet: [bold]{escape(str(result.contact_sheet))}[/]", soft_wrap=True)
+    console.print(f"eval report:   {escape(str(result.report_path))}", soft_wrap=True)
+    command = f"viewfinder search {shlex.quote('a large red star')} --index {shlex.quote(str(result.index_dir))}"
+    console.print(f"search it:     {escape(command)}", soft_wrap=True)  # one line, whatever the width

@@ -8,10 +8,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-console = Console()
+from .common import ConfigOpt, console, fail, user_errors
 
 
 def _print_report(report: dict[str, Any]) -> None:
@@ -61,7 +60,7 @@ def eval_cmd(
         Path, typer.Argument(help="Karpathy JSON, JSONL manifest with captions, or scene benchmark folder.")
     ],
     split: Annotated[str, typer.Option(help="Split to evaluate (Karpathy / scene benchmark).")] = "test",
-    config: Annotated[str | None, typer.Option("--config", "-c", help="Pipeline preset (name or YAML file).")] = None,
+    config: ConfigOpt = None,
     images: Annotated[Path | None, typer.Option(help="Image root for a Karpathy JSON (default: its folder).")] = None,
     out: Annotated[Path | None, typer.Option(help="Report JSON path (default: eval-<dataset>-<split>.json).")] = None,
     plot: Annotated[bool, typer.Option(help="Also write recall@k charts as PNG beside the report.")] = False,
@@ -69,7 +68,7 @@ def eval_cmd(
 ) -> None:
     """Recall@1/5/10 text→image and image→text (plus the scene query sets), as JSON and a table."""
     from ...adapters.registry import load_encoder, portable_entry
-    from ..config import ConfigError, load_preset
+    from ..config import load_preset
     from ..eval.retrieval import (
         EvalDataError,
         evaluate_retrieval,
@@ -81,11 +80,17 @@ def eval_cmd(
     )
 
     try:
+        scenes = dataset.is_dir() and (dataset / "scenes.json").is_file()
+        if not scenes and (dataset.suffix not in (".json", ".jsonl") or not dataset.is_file()):
+            what = "not found" if not dataset.exists() else "not an evaluation set"
+            raise EvalDataError(
+                f"{dataset}: {what}: give a Karpathy .json, a .jsonl manifest, or a scene benchmark folder"
+            )
         preset = load_preset(config or "default")
         encoder = load_encoder(preset.encoder)
         entry = portable_entry(preset.encoder)
         cache = work_dir or work_dir_for(dataset)
-        if dataset.is_dir() and (dataset / "scenes.json").is_file():
+        if scenes:
             from ..eval.scenes import evaluate_scene_split
 
             report = evaluate_scene_split(dataset, split, encoder, preset.index, cache, entry)
@@ -93,14 +98,12 @@ def eval_cmd(
             report = evaluate_retrieval(
                 load_karpathy(dataset, split, images), encoder, preset.index, cache, encoder_entry=entry
             )
-        elif dataset.suffix == ".jsonl":
+        else:
             evalset = load_manifest(dataset, None if split == "test" and not _has_splits(dataset) else split)
             report = evaluate_retrieval(evalset, encoder, preset.index, cache, encoder_entry=entry)
-        else:
-            raise EvalDataError(f"{dataset}: expected a Karpathy .json, a .jsonl manifest, or a scene benchmark folder")
-    except (EvalDataError, ConfigError, FileNotFoundError, ValueError) as exc:
-        Console(stderr=True).print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(2) from None
+    except user_errors() as exc:
+        fail(str(exc))
+        return
     report["command"] = "viewfinder " + " ".join(sys.argv[1:])
     report["preset"] = preset.name
     out = out or Path(f"eval-{dataset.stem}-{split}.json")
@@ -113,6 +116,11 @@ def eval_cmd(
 
 
 def _has_splits(manifest: Path) -> bool:
+    """Whether the manifest's first record names a split (a malformed line is left to :func:`load_manifest`)."""
     with manifest.open(encoding="utf-8") as fh:
         first = next((line for line in fh if line.strip()), "{}")
-    return "split" in json.loads(first)
+    try:
+        record = json.loads(first)
+    except json.JSONDecodeError:
+        return False
+    return isinstance(record, dict) and "split" in record

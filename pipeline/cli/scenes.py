@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import Annotated
 
@@ -12,10 +11,9 @@ import typer
 from ..progress import progress_bar
 from ..scenes.dataset import load_scene_dataset, write_scene_dataset
 from ..scenes.generator import SceneGeneratorConfig
+from .common import ViewfinderTyper, fail, user_errors
 
-logger = logging.getLogger(__name__)
-
-app = typer.Typer(
+app = ViewfinderTyper(
     help="The synthetic scene benchmark: shapes with colour, size and position, their scene "
     "graphs, captions and query sets.",
     no_args_is_help=True,
@@ -84,7 +82,11 @@ def generate(
 @app.command()
 def info(root: Annotated[Path, typer.Argument(help="A folder written by `generate`.")]) -> None:
     """Show what a scene benchmark folder holds."""
-    dataset = load_scene_dataset(root)
+    try:
+        dataset = load_scene_dataset(root)
+    except user_errors() as exc:
+        fail(str(exc))
+        return
     typer.echo(f"seed {dataset.info['seed']}, held-out pairs: {dataset.info['held_out_pairs']}")
     for split, scenes in dataset.scenes.items():
         n_queries = len(dataset.queries.get(split, []))

@@ -8,27 +8,36 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-train_app = typer.Typer(help="Train the project's own models (the offline zoo).", no_args_is_help=True)
-console = Console()
+from ...adapters.entries import packaged_names
+from .common import ViewfinderTyper, console, fail, user_errors
+
+train_app = ViewfinderTyper(help="Train the project's own models (the offline zoo).", no_args_is_help=True)
 
 
 @train_app.command("clip")
 def train_clip_cmd(
-    config: Annotated[str, typer.Option("--config", "-c", help="Training config YAML (or a name in configs/train).")],
+    config: Annotated[
+        str,
+        typer.Option(
+            "--config",
+            "-c",
+            help=f"Training config: a YAML file or a packaged name ({', '.join(packaged_names('train'))}).",
+        ),
+    ],
     max_steps: Annotated[int | None, typer.Option(help="Stop after this many steps (resume later).")] = None,
 ) -> None:
     """Contrastive training of a CLIP from scratch on the scene benchmark (resumable)."""
-    from ..config import ConfigError
-    from ..train.clip import load_train_config, train_clip
-
     try:
+        from ...adapters.open_clip_encoder import resolve_arch
+        from ..train.clip import load_train_config, train_clip
+
         cfg = load_train_config(config)
-    except ConfigError as exc:
-        Console(stderr=True).print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(2) from None
-    result = train_clip(cfg, max_steps=max_steps)
+        resolve_arch(cfg.arch)  # an unknown architecture fails before any data is generated
+        result = train_clip(cfg, max_steps=max_steps)
+    except user_errors() as exc:
+        fail(str(exc))
+        return
     console.print(f"{result.steps} steps in {result.seconds / 60:.1f} min; last val: {result.final_eval}")
     console.print(f"model: {result.model_dir} (open_clip local-dir)")
 
@@ -41,7 +50,16 @@ def export_cmd(
     """Copy a trained model into a zoo folder as fp16 safetensors (plus its training config)."""
     from safetensors.torch import load_file, save_file
 
+    from ...adapters.open_clip_encoder import sha256_file
+
     src = run / "model"
+    needed = [src / "open_clip_model.safetensors", src / "open_clip_config.json"]
+    needed += [run / "train_config.json", run / "summary.json"]
+    if missing := [str(p) for p in needed if not p.is_file()]:
+        fail(
+            f"{run} is not a finished training run (missing {', '.join(missing)}): give a folder written by "
+            "`viewfinder train clip`"
+        )
     state = load_file(str(src / "open_clip_model.safetensors"))
     to.mkdir(parents=True, exist_ok=True)
     save_file(
@@ -50,8 +68,11 @@ def export_cmd(
     shutil.copy(src / "open_clip_config.json", to / "open_clip_config.json")
     shutil.copy(run / "train_config.json", to / "train_config.json")
     shutil.copy(run / "summary.json", to / "train_summary.json")
-    size = (to / "open_clip_model.safetensors").stat().st_size / 1e6
-    console.print(f"exported {src} -> {to} ({size:.1f} MB fp16)")
+    weights = to / "open_clip_model.safetensors"
+    console.print(f"exported {src} -> {to} ({weights.stat().st_size / 1e6:.1f} MB fp16)", soft_wrap=True)
+    console.print(
+        f"sha256: {sha256_file(weights)} (pin it as 'sha256' in the model entry that loads it)", soft_wrap=True
+    )
 
 
 @train_app.command("card")
@@ -63,6 +84,10 @@ def card_cmd(
     """Write a model card from the run's files and `viewfinder eval` reports."""
     from ..eval.model_card import write_model_card
 
-    name = json.loads((run / "train_config.json").read_text())["name"]
-    card = write_model_card(model_dir, run, report, name)
-    console.print(f"wrote {card}")
+    try:
+        name = json.loads((run / "train_config.json").read_text())["name"]
+        card = write_model_card(model_dir, run, report, name)
+    except user_errors() as exc:
+        fail(str(exc))
+        return
+    console.print(f"wrote {card}", soft_wrap=True)

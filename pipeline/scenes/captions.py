@@ -12,7 +12,6 @@ Each test-only template carries a phrase that no training template uses (see
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -20,8 +19,6 @@ from typing import Literal
 import numpy as np
 
 from .graph import POSITION_PHRASES, POSITIONS, Scene, SceneObject, with_article
-
-logger = logging.getLogger(__name__)
 
 TemplateSet = Literal["train", "test"]
 

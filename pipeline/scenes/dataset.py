@@ -56,6 +56,11 @@ from .render import RenderJitter, render_scene
 
 logger = logging.getLogger(__name__)
 
+
+class SceneDataError(ValueError):
+    """A scene benchmark folder cannot be read; the message says how to fix it (usually: regenerate it)."""
+
+
 FORMAT = "viewfinder-scenes"
 FORMAT_VERSION = 1
 INFO_FILE = "scenes.json"
@@ -373,11 +378,19 @@ def load_scene_dataset(root: Path) -> SceneDataset:
         raise FileNotFoundError(
             f"{root} is not a scene benchmark (no {INFO_FILE}); write one with `viewfinder scenes generate --out DIR`"
         )
-    info = json.loads(info_path.read_text(encoding="utf-8"))
-    if info.get("format") != FORMAT:
-        raise ValueError(f"{info_path}: format {info.get('format')!r} is not {FORMAT!r}")
+    try:
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise SceneDataError(
+            f"{info_path} is not valid JSON ({exc}): regenerate it with `viewfinder scenes generate`"
+        ) from exc
+    if not isinstance(info, dict) or info.get("format") != FORMAT:
+        raise SceneDataError(
+            f"{info_path}: format {info.get('format') if isinstance(info, dict) else None!r} is not {FORMAT!r}: "
+            "not a scene benchmark written by `viewfinder scenes generate`"
+        )
     if info.get("format_version") != FORMAT_VERSION:
-        raise ValueError(
+        raise SceneDataError(
             f"{info_path}: format_version {info.get('format_version')} is not {FORMAT_VERSION}; "
             "regenerate it with `viewfinder scenes generate`"
         )

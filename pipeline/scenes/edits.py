@@ -8,7 +8,6 @@ constraints, and returns it together with the edited scene. Objects keep their l
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Collection
 from dataclasses import dataclass, replace
 from typing import Any, Literal
@@ -26,8 +25,6 @@ from .graph import (
     scene_problems,
     with_article,
 )
-
-logger = logging.getLogger(__name__)
 
 EditKind = Literal["recolour", "resize", "move", "remove", "add"]
 EDIT_KINDS: tuple[EditKind, ...] = ("recolour", "resize", "move", "remove", "add")

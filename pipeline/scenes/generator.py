@@ -7,7 +7,6 @@ one split does not change the scenes of another.
 
 from __future__ import annotations
 
-import logging
 import zlib
 from collections.abc import Collection
 from dataclasses import asdict, dataclass
@@ -28,8 +27,6 @@ from .graph import (
     cell_bounds,
     fits_in,
 )
-
-logger = logging.getLogger(__name__)
 
 Pair = tuple[str, str]
 """A ``(shape, colour)`` pair."""

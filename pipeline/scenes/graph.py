@@ -15,12 +15,9 @@ Invariants of every scene the generator makes (checked by :func:`scene_problems`
 
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import dataclass, field, replace
 from typing import Any
-
-logger = logging.getLogger(__name__)
 
 SHAPES: tuple[str, ...] = (
     "circle",

@@ -7,15 +7,12 @@ collection.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Collection, Mapping, Sequence
 
 import numpy as np
 
 from .graph import Scene
 from .queries import ATTRIBUTE_TYPES, PartialQuery, chance_rate, scene_matches
-
-logger = logging.getLogger(__name__)
 
 
 def target_ranks(ranked_ids: Sequence[Sequence[str]], target_ids: Sequence[str], collection_size: int) -> np.ndarray:

@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .captions import RELATION_PHRASES, caption_scene
-from .edits import SceneEdit, sample_edit
+from .edits import sample_edit
 from .generator import Pair, SceneGeneratorConfig
 from .graph import POSITION_PHRASES, Scene, SceneObject, with_article
 
@@ -172,13 +172,6 @@ def chance_rate(scenes: Collection[Scene], attributes: Mapping[str, str]) -> flo
     if not scenes:
         return 0.0
     return sum(scene_matches(scene, attributes) for scene in scenes) / len(scenes)
-
-
-def chance_rates(scenes: Collection[Scene], attributes: Mapping[str, str]) -> dict[str, float]:
-    """Chance rate of each named attribute alone, and of all of them together (``"all"``)."""
-    rates = {name: chance_rate(scenes, {name: value}) for name, value in attributes.items()}
-    rates["all"] = chance_rate(scenes, attributes)
-    return rates
 
 
 def partial_text(attributes: Mapping[str, str]) -> str:
@@ -390,8 +383,3 @@ def make_composed_queries(
     if len(queries) < n:
         logger.warning("made %d of %d composed queries (few editable scenes)", len(queries), n)
     return queries, edited_scenes
-
-
-def edit_of(query: ComposedQuery) -> SceneEdit:
-    """The query's edit as a :class:`SceneEdit`."""
-    return SceneEdit.from_dict(query.edit)

@@ -8,7 +8,6 @@ not pixel-identical templates; without a seed the drawing is the plain template.
 
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import dataclass
 
@@ -16,8 +15,6 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from .graph import BACKGROUNDS, COLOURS, Scene, SceneObject
-
-logger = logging.getLogger(__name__)
 
 SUPERSAMPLE = 4
 """Drawing happens at this multiple of the output size."""

@@ -9,8 +9,11 @@ import faiss
 import numpy as np
 
 PRESETS = ("Flat", "IVF", "IVFPQ", "PQ", "HNSW")
+"""The factory names :func:`resolve_factory` sizes itself; anything else goes to FAISS as written."""
 TRAIN_PER_LIST = 64
 """IVF lists are trained on at most this many sampled vectors per list."""
+
+_IVF = re.compile(r"IVF(\d+)")
 
 
 class IndexBuildError(ValueError):
@@ -42,11 +45,28 @@ def resolve_factory(factory: str, dim: int, n_vectors: int) -> str:
     return factory
 
 
+def ivf_lists(spec: str) -> int:
+    """Number of IVF lists in a FAISS factory string (``IVF51,Flat`` -> 51; 0 when it has none)."""
+    m = _IVF.search(spec)
+    return int(m.group(1)) if m else 0
+
+
+def training_vectors(spec: str, n_vectors: int) -> int:
+    """How many of ``n_vectors`` :func:`build_index` trains ``spec`` on: a sample of
+    :data:`TRAIN_PER_LIST` per IVF list at most, all of them for other trained indexes (PQ)."""
+    nlist = ivf_lists(spec)
+    return min(n_vectors, TRAIN_PER_LIST * nlist) if nlist else n_vectors
+
+
+def inner_index(index: faiss.Index) -> faiss.Index:
+    """The index inside an ``IndexIDMap``/``IndexIDMap2`` wrapper, downcast to its own type (the index itself
+    when it wraps nothing)."""
+    return faiss.downcast_index(index.index) if hasattr(index, "index") else index
+
+
 def min_training_vectors(spec: str) -> int:
     """Fewest vectors FAISS needs to train ``spec`` (0 for indexes that need no training)."""
-    need = 0
-    if m := re.search(r"IVF(\d+)", spec):
-        need = max(need, int(m.group(1)))
+    need = ivf_lists(spec)
     if re.search(r"PQ\d+(x8)?(?!\d)", spec) or "PQ" in spec:
         bits = re.search(r"PQ\d+x(\d+)", spec)
         need = max(need, 2 ** int(bits.group(1)) if bits else 256)
@@ -73,9 +93,9 @@ def build_index(spec: str, vectors: np.ndarray, ids: np.ndarray) -> faiss.Index:
     index = faiss.IndexIDMap2(inner)
     if not index.is_trained:
         train = vectors
-        if (m := re.search(r"IVF(\d+)", spec)) and len(vectors) > TRAIN_PER_LIST * int(m.group(1)):
+        if (n_train := training_vectors(spec, len(vectors))) < len(vectors):
             # k-means on a seeded sample: FAISS advises 30-256 points per list; more only costs time.
-            pick = np.random.default_rng(0).choice(len(vectors), TRAIN_PER_LIST * int(m.group(1)), replace=False)
+            pick = np.random.default_rng(0).choice(len(vectors), n_train, replace=False)
             train = vectors[np.sort(pick)]
         index.train(np.ascontiguousarray(train, dtype=np.float32))
     if len(vectors):
@@ -84,12 +104,13 @@ def build_index(spec: str, vectors: np.ndarray, ids: np.ndarray) -> faiss.Index:
 
 
 def supports_removal(index: faiss.Index) -> bool:
-    inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap2) else index
-    return not isinstance(inner, faiss.IndexHNSW)
+    """Whether ids can be removed from ``index`` (HNSW graphs cannot drop vectors)."""
+    return not isinstance(inner_index(index), faiss.IndexHNSW)
 
 
 def set_search_params(index: faiss.Index, nprobe: int, ef_search: int) -> None:
-    inner = faiss.downcast_index(index.index) if hasattr(index, "index") else index
+    """Set the IVF lists visited (``nprobe``) or the HNSW search breadth (``efSearch``), where they apply."""
+    inner = inner_index(index)
     if hasattr(inner, "nprobe"):
         inner.nprobe = nprobe
     if isinstance(inner, faiss.IndexHNSW):
@@ -98,11 +119,9 @@ def set_search_params(index: faiss.Index, nprobe: int, ef_search: int) -> None:
 
 def same_family(old_spec: str, new_spec: str) -> bool:
     """True when ``new_spec`` is ``old_spec`` with a list count within a factor of 2 (no retrain needed)."""
-    pattern = r"IVF(\d+)"
-    old_m, new_m = re.search(pattern, old_spec), re.search(pattern, new_spec)
-    if not old_m or not new_m:
+    old_lists, new_lists = ivf_lists(old_spec), ivf_lists(new_spec)
+    if not old_lists or not new_lists:
         return old_spec == new_spec
-    if re.sub(pattern, "IVF", old_spec) != re.sub(pattern, "IVF", new_spec):
+    if _IVF.sub("IVF", old_spec) != _IVF.sub("IVF", new_spec):
         return False
-    ratio = int(new_m.group(1)) / int(old_m.group(1))
-    return 0.5 <= ratio <= 2.0
+    return 0.5 <= new_lists / old_lists <= 2.0

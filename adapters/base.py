@@ -7,6 +7,7 @@ themselves, so each stage can be tested with a fake.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -46,4 +47,57 @@ class ImageTextEncoder(Protocol):
 
     def count_tokens(self, text: str) -> int:
         """Number of tokens `text` needs, start and end tokens included."""
+        ...
+
+
+@dataclass
+class MatchScores:
+    """Scores of image-text pairs from a cross-attention matcher."""
+
+    itm: np.ndarray
+    """(B,) probability that each pair matches (the ITM head's softmax)."""
+    itc: np.ndarray
+    """(B,) image-text contrastive similarity (cosine, best query token), in [-1, 1]."""
+
+
+@runtime_checkable
+class ImageTextMatcher(Protocol):
+    """A BLIP-2 style matcher: cross-attention ITM and contrastive ITC scores for image-text pairs.
+
+    Image features (what :meth:`image_features` returns) are what a feature cache stores, so a query
+    reranks cached candidates without decoding or re-encoding them.
+    """
+
+    name: str
+    fingerprint: str
+    """Digest of architecture + weights (+ the vision tower's); caches are keyed by it."""
+    feature_shape: tuple[int, ...]
+    """Shape of one image's features, e.g. (65, 128): (tokens, width)."""
+
+    @property
+    def image_transform(self) -> Callable[[Image.Image], torch.Tensor]:
+        """Picklable PIL -> (3, H, W) tensor transform."""
+        ...
+
+    def image_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) preprocessed pixels -> (B, *feature_shape) float32 features (on CPU)."""
+        ...
+
+    def match(self, features: torch.Tensor, texts: Sequence[str]) -> MatchScores:
+        """Score ``features`` (B, *feature_shape) against ``texts``: one text for all, or one per image."""
+        ...
+
+
+@runtime_checkable
+class ImageCaptioner(Protocol):
+    """Describes images in words."""
+
+    name: str
+    fingerprint: str
+
+    @property
+    def image_transform(self) -> Callable[[Image.Image], torch.Tensor]: ...
+
+    def caption(self, pixels: torch.Tensor, **decoding: object) -> list[str]:
+        """(B, 3, H, W) preprocessed pixels -> B captions."""
         ...

@@ -167,3 +167,33 @@ def packaged_names(kind: str) -> list[str]:
 def to_plain(obj: Any) -> Any:
     """Dataclass -> JSON/YAML-ready dict (for saving next to what a config produced)."""
     return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
+
+
+ModelWeights = Literal["zoo", "local-dir", "hf-hub"]
+
+
+@dataclass
+class ModelEntry:
+    """A model entry for families other than dual encoders (matchers, captioners...): which family
+    loads it and where its weights come from."""
+
+    name: str
+    family: str
+    """Adapter family (registered in :mod:`viewfinder.adapters.registry`), e.g. ``qformer_clip``, ``blip2``."""
+    weights: ModelWeights = "zoo"
+    """``zoo`` (a folder shipped in the package), ``local-dir`` (a saved folder) or ``hf-hub`` (a repo id)."""
+    path: str | None = None
+    """Zoo folder name, local folder, or hub repo id."""
+    sha256: str | None = None
+    """Expected SHA-256 of the folder's weights file (checked when set)."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["fp32", "fp16", "bf16"] = "fp32"
+    """Inference precision on CUDA; CPU always runs fp32."""
+    batch_size: int = 64
+    """Image-text pairs (or images) per forward pass."""
+
+    def __post_init__(self) -> None:
+        if not self.path:
+            raise ConfigError(f"model '{self.name}': field 'path' is required")
+        if self.batch_size < 1:
+            raise ConfigError(f"model '{self.name}': field 'batch_size' must be >= 1")

@@ -18,6 +18,7 @@ from .base import ImageTextEncoder
 from .entries import (
     ConfigError,
     EncoderEntry,
+    ModelEntry,
     from_dict,
     read_yaml,
     resolve_config_file,
@@ -142,3 +143,4 @@ def entry_from_manifest(data: dict[str, Any]) -> Any:
 register_family(
     "open_clip", kind="encoder", entry_type=EncoderEntry, loader=".open_clip_encoder:load_open_clip_encoder"
 )
+register_family("qformer_clip", kind="matcher", entry_type=ModelEntry, loader=".qformer_matcher:load_qformer_matcher")

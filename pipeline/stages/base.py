@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from .state import QueryState
@@ -46,7 +47,9 @@ class StageContext:
         """The model a (named) entry describes, loaded once per pipeline."""
         from ...adapters.registry import load_entry, load_model
 
-        resolved = load_entry(entry, kind)  # type: ignore[arg-type]
+        source = Path(self.preset.source) if self.preset.source else None
+        relative_to = source.parent if source is not None and source.is_file() else None  # a preset file's folder
+        resolved = load_entry(entry, kind, relative_to=relative_to)  # type: ignore[arg-type]
         if resolved.name not in self.models:
             self.models[resolved.name] = load_model(resolved, kind)  # type: ignore[arg-type]
         return self.models[resolved.name]

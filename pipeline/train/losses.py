@@ -14,7 +14,7 @@ import torch
 from open_clip.loss import ClipLoss
 
 
-def _soft_cross_entropy(logits: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
+def soft_cross_entropy(logits: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
     target = positives.float()
     target = target / target.sum(dim=1, keepdim=True)
     return -(target * logits.float().log_softmax(dim=1)).sum(dim=1).mean()
@@ -46,6 +46,6 @@ class MultiPositiveClipLoss(ClipLoss):
             raise ValueError("positives: every text and every image needs at least one positive")
         logits_per_image, logits_per_text = self.get_logits(image_features, text_features, logit_scale, logit_bias)
         total = (
-            _soft_cross_entropy(logits_per_text, positives) + _soft_cross_entropy(logits_per_image, positives.T)
+            soft_cross_entropy(logits_per_text, positives) + soft_cross_entropy(logits_per_image, positives.T)
         ) / 2
         return {"contrastive_loss": total} if output_dict else total

@@ -1,0 +1,302 @@
+"""A BLIP-2 Q-Former matcher on a frozen CLIP (the ``qformer_clip`` family).
+
+BLIP-2's stage-1 recipe: a frozen, already-trained image encoder, and a Q-Former
+(``transformers.Blip2QFormerModel``) trained on top with image-text contrast (ITC) and matching
+(ITM). Here the frozen encoder is an open_clip CLIP (the zoo's scene CLIP by default): its vision
+tower's tokens feed the Q-Former's cross-attention, and its text tower's token states, projected,
+are the Q-Former's text input, so the matcher needs no tokenizer or word embeddings of its own.
+
+A model folder holds ``qformer_config.json`` (architecture + which CLIP entry it sits on) and
+``qformer.safetensors`` (the Q-Former heads only; the CLIP comes from its own entry).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from .base import MatchScores
+from .entries import ConfigError, ModelEntry, config_root, from_dict
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE = "qformer_config.json"
+WEIGHTS_FILE = "qformer.safetensors"
+
+
+@dataclass
+class QFormerArch:
+    """Architecture of the Q-Former heads (data: saved in ``qformer_config.json``)."""
+
+    hidden_size: int = 192
+    num_layers: int = 4
+    num_heads: int = 4
+    intermediate_size: int = 768
+    num_query_tokens: int = 16
+    cross_attention_frequency: int = 1
+    """A cross-attention block every this many layers (BLIP-2 uses 2; small models learn faster with 1)."""
+    embed_dim: int = 128
+    """Dimension of the ITC projections."""
+    max_text_tokens: int = 40
+    dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.hidden_size % self.num_heads:
+            raise ConfigError("qformer: 'hidden_size' must be a multiple of 'num_heads'")
+        for name in ("hidden_size", "num_layers", "num_heads", "intermediate_size", "num_query_tokens", "embed_dim"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"qformer: field {name!r} must be >= 1")
+
+
+class QFormerHeads(nn.Module):
+    """Query tokens, the Q-Former, text input projection, ITC projections and the ITM head."""
+
+    def __init__(self, arch: QFormerArch, vision_width: int, text_width: int) -> None:
+        from transformers import Blip2QFormerConfig, Blip2QFormerModel
+
+        super().__init__()
+        self.arch = arch
+        config = Blip2QFormerConfig(
+            hidden_size=arch.hidden_size,
+            num_hidden_layers=arch.num_layers,
+            num_attention_heads=arch.num_heads,
+            intermediate_size=arch.intermediate_size,
+            cross_attention_frequency=arch.cross_attention_frequency,
+            encoder_hidden_size=vision_width,  # must equal the vision tokens' width
+            use_qformer_text_input=True,  # layers get a text feed-forward path
+            hidden_dropout_prob=arch.dropout,
+            attention_probs_dropout_prob=arch.dropout,
+            max_position_embeddings=arch.max_text_tokens,
+        )
+        self.qformer = Blip2QFormerModel(config)
+        # transformers initialises BLIP-2 query tokens to zeros (all queries alike forever): not here.
+        self.query_tokens = nn.Parameter(torch.randn(1, arch.num_query_tokens, arch.hidden_size) * 0.02)
+        self.text_in = nn.Linear(text_width, arch.hidden_size)
+        self.text_pos = nn.Embedding(arch.max_text_tokens, arch.hidden_size)
+        self.vision_projection = nn.Linear(arch.hidden_size, arch.embed_dim)
+        self.text_projection = nn.Linear(arch.hidden_size, arch.embed_dim)
+        self.itm_head = nn.Linear(arch.hidden_size, 2)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+
+    def query_states(self, vision: torch.Tensor) -> torch.Tensor:
+        """(B, N, W) vision tokens -> (B, Q, H) query outputs."""
+        queries = self.query_tokens.expand(vision.shape[0], -1, -1)
+        return self.qformer(query_embeds=queries, encoder_hidden_states=vision).last_hidden_state
+
+    def text_inputs(self, text_states: torch.Tensor) -> torch.Tensor:
+        """(T, L, Wt) frozen CLIP token states -> (T, L, H) Q-Former text inputs."""
+        positions = torch.arange(text_states.shape[1], device=text_states.device)
+        return self.text_in(text_states) + self.text_pos(positions)[None]
+
+    def image_embeds(self, vision: torch.Tensor) -> torch.Tensor:
+        """(B, N, W) -> (B, Q, D) L2-normalised query embeddings for ITC."""
+        return F.normalize(self.vision_projection(self.query_states(vision)), dim=-1)
+
+    def text_embeds(self, text_states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(T, L, Wt), (T, L) -> (T, D) L2-normalised text embeddings (first token's output) for ITC."""
+        out = self.qformer(query_embeds=self.text_inputs(text_states), query_length=0, attention_mask=mask)
+        return F.normalize(self.text_projection(out.last_hidden_state[:, 0]), dim=-1)
+
+    @staticmethod
+    def itc_similarity(image_embeds: torch.Tensor, text_embeds: torch.Tensor) -> torch.Tensor:
+        """(B, Q, D), (T, D) -> (B, T): the best query token's cosine similarity (as in BLIP-2)."""
+        return torch.einsum("bqd,td->btq", image_embeds, text_embeds).amax(-1)
+
+    def itm_logits(self, vision: torch.Tensor, text_states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Pairs: (P, N, W) vision tokens, (P, L, Wt) text states, (P, L) mask -> (P, 2) match logits."""
+        n_query = self.query_tokens.shape[1]
+        queries = self.query_tokens.expand(vision.shape[0], -1, -1)
+        embeds = torch.cat([queries, self.text_inputs(text_states)], dim=1)  # (P, Q + L, H)
+        full_mask = torch.cat([torch.ones(mask.shape[0], n_query, dtype=mask.dtype, device=mask.device), mask], 1)
+        out = self.qformer(
+            query_embeds=embeds, query_length=n_query, attention_mask=full_mask, encoder_hidden_states=vision
+        ).last_hidden_state
+        return self.itm_head(out[:, :n_query]).mean(dim=1)  # (P, 2), averaged over query tokens
+
+
+def clip_vision_tokens(clip: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) -> (B, 1 + G*G, W): the CLIP vision tower's pooled token then its patch tokens."""
+    visual = clip.visual
+    previous = visual.output_tokens
+    visual.output_tokens = True
+    try:
+        pooled, tokens = visual(pixels)  # (B, E) projected, (B, G*G, W)
+    finally:
+        visual.output_tokens = previous
+    if pooled.shape[-1] != tokens.shape[-1]:
+        pooled = pooled[..., : tokens.shape[-1]]  # keep one width; patch tokens carry the detail
+    return torch.cat([pooled[:, None], tokens], dim=1)
+
+
+def clip_text_states(clip: nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    """(T, L) token ids -> (T, L, W) the CLIP text tower's token states (what its pooling reads)."""
+    length = ids.shape[1]  # may be shorter than the context: attention is causal, so the states are the same
+    x = clip.token_embedding(ids)  # (T, L, W)
+    x = x + clip.positional_embedding[:length].to(x.dtype)
+    mask = clip.attn_mask[:length, :length] if clip.attn_mask is not None else None
+    x = clip.transformer(x, attn_mask=mask)
+    return clip.ln_final(x)
+
+
+def text_mask(ids: torch.Tensor) -> torch.Tensor:
+    """(T, L) ids -> (T, L) 1 where a token is present (open_clip pads with 0)."""
+    return (ids != 0).long()
+
+
+class QFormerMatcher:
+    """The ``ImageTextMatcher`` over a frozen open_clip CLIP plus trained :class:`QFormerHeads`."""
+
+    def __init__(
+        self,
+        clip: nn.Module,
+        transform: Callable[[Image.Image], torch.Tensor],
+        tokenizer: Any,
+        heads: QFormerHeads,
+        *,
+        name: str,
+        clip_fingerprint: str,
+        device: torch.device | None = None,
+        batch_size: int = 64,
+    ) -> None:
+        self.name = name
+        self.device = device or torch.device("cpu")
+        self.batch_size = batch_size
+        self.clip = clip.eval().to(self.device)
+        self.heads = heads.eval().to(self.device)
+        self.tokenizer = tokenizer
+        self._transform = transform
+        self.fingerprint = hashlib.sha256(
+            (clip_fingerprint + json.dumps(asdict(heads.arch), sort_keys=True) + _weights_digest(heads)).encode()
+        ).hexdigest()[:32]
+        with torch.inference_mode():
+            size = int(getattr(clip.visual, "image_size", (64, 64))[0])
+            probe = clip_vision_tokens(self.clip, torch.zeros(1, 3, size, size, device=self.device))
+        self.feature_shape: tuple[int, ...] = tuple(probe.shape[1:])
+
+    @property
+    def image_transform(self) -> Callable[[Image.Image], torch.Tensor]:
+        return self._transform
+
+    @torch.inference_mode()
+    def image_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        out = [
+            clip_vision_tokens(self.clip, pixels[i : i + self.batch_size].to(self.device)).float().cpu()
+            for i in range(0, len(pixels), self.batch_size)
+        ]
+        return torch.cat(out) if out else torch.zeros(0, *self.feature_shape)
+
+    def encode_images(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """PIL images -> (B, *feature_shape) features."""
+        return self.image_features(torch.stack([self._transform(im.convert("RGB")) for im in images]))
+
+    @torch.inference_mode()
+    def match(self, features: torch.Tensor, texts: Sequence[str]) -> MatchScores:
+        if len(texts) not in (1, len(features)):
+            raise ValueError(f"give one text or one per image ({len(features)}), got {len(texts)}")
+        ids = self.tokenizer(list(texts)).to(self.device)  # (T, context)
+        used = int((ids != 0).sum(1).max())  # drop padding columns no text uses
+        ids = ids[:, : max(1, min(used, self.heads.arch.max_text_tokens))]
+        states, mask = clip_text_states(self.clip, ids), text_mask(ids)  # (T, L, W), (T, L)
+        text_embeds = self.heads.text_embeds(states, mask)  # (T, D)
+        itm, itc = [], []
+        for lo in range(0, len(features), self.batch_size):
+            vision = features[lo : lo + self.batch_size].to(self.device, torch.float32)  # (b, N, W)
+            pick = slice(None) if len(texts) == 1 else slice(lo, lo + len(vision))
+            s, m, t = states[pick], mask[pick], text_embeds[pick]
+            if len(texts) == 1:
+                s, m = s.expand(len(vision), -1, -1), m.expand(len(vision), -1)
+            logits = self.heads.itm_logits(vision, s, m)  # (b, 2)
+            itm.append(logits.softmax(-1)[:, 1].float().cpu())
+            sims = self.heads.itc_similarity(self.heads.image_embeds(vision), t)  # (b, T)
+            itc.append((sims[:, 0] if len(texts) == 1 else sims.diagonal()).float().cpu())
+        empty = torch.zeros(0)
+        return MatchScores(torch.cat(itm or [empty]).numpy(), torch.cat(itc or [empty]).numpy())
+
+
+def _weights_digest(module: nn.Module) -> str:
+    digest = hashlib.sha256()
+    for key, tensor in sorted(module.state_dict().items()):
+        t = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{key}:{tuple(t.shape)}:{t.dtype}".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------- files
+def save_qformer_dir(
+    heads: QFormerHeads, folder: Path, *, encoder_entry: str | dict[str, Any], fp16: bool = True
+) -> Path:
+    """Write ``heads`` as a model folder: config (arch + the CLIP entry it sits on) and weights."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: (v.half() if fp16 and v.is_floating_point() else v).contiguous() for k, v in heads.state_dict().items()}
+    save_file(state, str(folder / WEIGHTS_FILE))
+    config = {"arch": asdict(heads.arch), "encoder": encoder_entry}
+    (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+    return folder
+
+
+def _model_folder(entry: ModelEntry) -> Path:
+    if entry.weights == "zoo":
+        return config_root() / "zoo" / (entry.path or "")
+    if entry.weights == "local-dir":
+        return Path(entry.path or "").expanduser()
+    raise ConfigError(f"model {entry.name!r}: the qformer_clip family loads 'zoo' or 'local-dir' folders, not hf-hub")
+
+
+def load_qformer_matcher(entry: ModelEntry) -> QFormerMatcher:
+    """Load a ``qformer_clip`` entry: the CLIP its config names, then the Q-Former heads."""
+    from safetensors.torch import load_file
+
+    from .open_clip_encoder import ModelLoadError, pick_device, sha256_file
+    from .registry import load_encoder
+
+    folder = _model_folder(entry)
+    if not (folder / CONFIG_FILE).is_file() or not (folder / WEIGHTS_FILE).is_file():
+        hint = "reinstall viewfinder" if entry.weights == "zoo" else "train one with `viewfinder train reranker`"
+        raise ModelLoadError(f"model {entry.name!r}: {folder} has no {CONFIG_FILE} and {WEIGHTS_FILE}: {hint}")
+    if entry.sha256 and sha256_file(folder / WEIGHTS_FILE) != entry.sha256:
+        raise ModelLoadError(f"model {entry.name!r}: checksum mismatch for {folder / WEIGHTS_FILE}: reinstall it")
+    config = json.loads((folder / CONFIG_FILE).read_text())
+    arch = from_dict(QFormerArch, config["arch"], str(folder / CONFIG_FILE))
+    encoder = load_encoder(config["encoder"])
+    clip = encoder.model.float()
+    for p in clip.parameters():
+        p.requires_grad_(False)
+    heads = QFormerHeads(arch, vision_width=int(clip.visual.transformer.width), text_width=int(clip.transformer.width))
+    state = {k: v.float() for k, v in load_file(str(folder / WEIGHTS_FILE)).items()}
+    heads.load_state_dict(state)
+    return QFormerMatcher(
+        clip,
+        encoder.image_transform,
+        encoder.tokenizer,
+        heads,
+        name=entry.name,
+        clip_fingerprint=encoder.fingerprint,
+        device=pick_device(entry.device),
+        batch_size=entry.batch_size,
+    )
+
+
+__all__ = [
+    "QFormerArch",
+    "QFormerHeads",
+    "QFormerMatcher",
+    "clip_text_states",
+    "clip_vision_tokens",
+    "load_qformer_matcher",
+    "save_qformer_dir",
+    "text_mask",
+]

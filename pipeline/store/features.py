@@ -1,0 +1,92 @@
+"""Vision features of stored items for a matcher: from the index's cache, or computed and cached.
+
+Reranking a query's candidates needs each candidate's vision features. Taking them from
+:class:`~.cache.ModelCache` saves decoding and re-encoding up to k images per query; missing ones
+are computed (decode, preprocess, the matcher's vision tower) and written back. An image that no
+longer decodes is reported, never fatal.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from .cache import ModelCache
+from .images import ImageDecodeError, load_image
+
+if TYPE_CHECKING:
+    from ...adapters.base import ImageTextMatcher
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class FeatureBatch:
+    """Features for some items, and what happened getting them."""
+
+    ids: list[int]
+    """Items with features, in the order asked (failed ones left out)."""
+    features: torch.Tensor
+    """(len(ids), *feature_shape) float32."""
+    cached: int = 0
+    computed: int = 0
+    failed: list[tuple[int, str]] = field(default_factory=list)
+    """(item id, reason) for images that could not be read."""
+
+
+class FeatureSource:
+    """Features of stored items for one matcher, through an optional cache."""
+
+    def __init__(
+        self,
+        matcher: ImageTextMatcher,
+        cache: ModelCache | None,
+        *,
+        max_pixels: int = 89_478_485,
+        batch_size: int = 64,
+    ) -> None:
+        self.matcher = matcher
+        self.cache = cache
+        self.max_pixels = max_pixels
+        self.batch_size = batch_size
+
+    def get(self, items: Sequence[tuple[int, str]]) -> FeatureBatch:
+        """Features of ``items`` ((id, image path) pairs)."""
+        fingerprint = self.matcher.fingerprint
+        found: dict[int, np.ndarray] = {}
+        if self.cache is not None:
+            found = self.cache.get_features([i for i, _ in items], fingerprint)
+        missing = [(i, p) for i, p in items if i not in found]
+        computed, failed = self._compute(missing)
+        if computed and self.cache is not None:
+            try:
+                self.cache.put_features(computed, fingerprint)
+            except Exception as exc:  # a read-only or busy folder must not fail the query
+                logger.warning("could not write the feature cache %s: %s", self.cache.path, exc)
+        ids = [i for i, _ in items if i in found or i in computed]
+        arrays = [found[i] if i in found else computed[i] for i in ids]
+        shape = tuple(self.matcher.feature_shape)
+        stacked = torch.from_numpy(np.stack(arrays).astype(np.float32)) if arrays else torch.zeros(0, *shape)
+        return FeatureBatch(ids, stacked, cached=len(found), computed=len(computed), failed=failed)
+
+    def _compute(self, items: Sequence[tuple[int, str]]) -> tuple[dict[int, np.ndarray], list[tuple[int, str]]]:
+        out: dict[int, np.ndarray] = {}
+        failed: list[tuple[int, str]] = []
+        transform = self.matcher.image_transform
+        for start in range(0, len(items), self.batch_size):
+            chunk, pixels = [], []
+            for item_id, path in items[start : start + self.batch_size]:
+                try:
+                    pixels.append(transform(load_image(path, self.max_pixels)))
+                    chunk.append(item_id)
+                except (ImageDecodeError, OSError) as exc:
+                    failed.append((item_id, str(exc)))
+            if chunk:
+                feats = self.matcher.image_features(torch.stack(pixels))  # (b, *feature_shape)
+                out.update({i: f.numpy().astype(np.float16) for i, f in zip(chunk, feats, strict=True)})
+        return out, failed

@@ -1,0 +1,491 @@
+"""Training the Q-Former reranker (BLIP-2 stage 1) on top of a frozen CLIP.
+
+Objectives, as in BLIP-2: image-text contrast (ITC) over the batch, and image-text matching (ITM)
+on positives and on hard negatives mined in the batch by ITC similarity (a hard negative image per
+text and a hard negative text per image). On the scene benchmark the batch also holds the hard
+cases a dual encoder gets wrong, built from *training* scenes only:
+
+* twins (:mod:`..scenes.twins`): each scene next to a copy changed in one fact, so in-batch mining
+  finds the image that differs in one colour, shape, size or position (image-side negatives);
+* binding swaps ("a red circle and a blue square" vs "a blue circle and a red square") and
+  relation swaps ("A to the left of B" vs "B to the left of A") of the scene, as text-side pairs.
+
+The CLIP is frozen, so its vision tokens are computed once for every training image; only the
+Q-Former heads train. ITM's loss weight ramps up over ``itm_warmup_steps`` so that ITC aligns the
+queries first; positives and negatives weigh equally in the ITM loss.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ...adapters.entries import ConfigError, from_dict, read_yaml
+from ...adapters.qformer_matcher import QFormerArch, QFormerHeads, clip_text_states, clip_vision_tokens, text_mask
+from ..store.fsutil import atomic_write, atomic_write_json
+from .clip import SceneDataConfig, ensure_scene_data
+from .data import TrainSplit, add_twins, batch_texts, load_split, read_split_records, sample_batch
+from .losses import soft_cross_entropy
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RerankerSettings:
+    """Optimisation and data mixing of a reranker run."""
+
+    steps: int = 2000
+    batch_size: int = 96
+    lr: float = 3e-4
+    warmup_steps: int = 100
+    weight_decay: float = 0.05
+    seed: int = 0
+    itm_warmup_steps: int = 200
+    """ITM's loss weight ramps from 0 to ``itm_weight`` over these steps (ITC aligns first)."""
+    itm_weight: float = 1.0
+    swap_pairs: bool = True
+    """Add each scene's binding- and relation-swap text pairs as ITM positives / negatives."""
+    partial_caption_prob: float = 0.2
+    twin_fraction: float = 0.5
+    n_partial: int = 4
+    filler_prob: float = 0.3
+    """Share of texts given random filler words (the benchmark never uses them): robustness to wording."""
+    max_fillers: int = 3
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int | None = None
+    eval_every: int = 250
+    checkpoint_every: int = 100
+    log_every: int = 20
+    eval_images: int = 300
+    """Validation images for the quick swap / rerank figures logged during training."""
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "eval_every", "checkpoint_every", "log_every", "n_partial"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train: field {name!r} must be >= 1")
+        if self.lr <= 0:
+            raise ConfigError("train: field 'lr' must be > 0")
+        for name in ("partial_caption_prob", "twin_fraction", "filler_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"train: field {name!r} must lie in [0, 1]")
+
+
+@dataclass
+class RerankerTrainConfig:
+    """A reranker training run: the frozen CLIP, the Q-Former architecture, data, optimisation."""
+
+    name: str
+    encoder: str = "scene-clip"
+    """Model entry of the frozen CLIP (packaged name or YAML path)."""
+    arch: QFormerArch = field(default_factory=QFormerArch)
+    data: SceneDataConfig = field(default_factory=SceneDataConfig)
+    train: RerankerSettings = field(default_factory=RerankerSettings)
+    out: str = "runs/scene-reranker"
+
+
+_FIELDS = ["arch", "data", "encoder", "name", "out", "train"]
+
+
+def load_reranker_config(path: str | Path) -> RerankerTrainConfig:
+    """Read a reranker training config (YAML); unknown fields are errors."""
+    from ...adapters.entries import config_root
+
+    path = Path(path)
+    if not path.exists() and (config_root() / "train" / f"{path}.yaml").is_file():
+        path = config_root() / "train" / f"{path}.yaml"
+    data = read_yaml(path)
+    where = str(path)
+    unknown = sorted(set(data) - set(_FIELDS))
+    if unknown:
+        raise ConfigError(f"{where}: unknown field(s) {unknown}; known fields: {_FIELDS}")
+    if "name" not in data:
+        raise ConfigError(f"{where}: field 'name' is required")
+    return RerankerTrainConfig(
+        name=data["name"],
+        encoder=data.get("encoder", "scene-clip"),
+        arch=from_dict(QFormerArch, data.get("arch") or {}, f"{where}: arch"),
+        data=from_dict(SceneDataConfig, data.get("data") or {}, f"{where}: data"),
+        train=from_dict(RerankerSettings, data.get("train") or {}, f"{where}: train"),
+        out=data.get("out", f"runs/{data['name']}"),
+    )
+
+
+# ---------------------------------------------------------------------------------------- data
+@dataclass
+class MatchData:
+    """A split in memory for matching: frozen vision tokens, texts, and swap pairs per image."""
+
+    split: TrainSplit
+    vision: torch.Tensor
+    """(N, tokens, width) float16: the frozen CLIP's vision tokens of every row (twins included)."""
+    swap_pos: torch.Tensor
+    """(N, S, T) int64 token ids of texts true of the image (S swap pairs per row, zeros where none)."""
+    swap_neg: torch.Tensor
+    """(N, S, T) the same texts with attributes or arguments swapped: false of the image."""
+    n_swaps: torch.Tensor
+    """(N,) swap pairs a row has."""
+
+
+def swap_texts(scenes: list[Any], seed: int) -> dict[str, list[tuple[str, str]]]:
+    """Scene id -> its (positive, negative) binding- and relation-swap texts, from those scenes only."""
+    from ..scenes.queries import make_binding_swap_queries, make_relation_swap_queries
+
+    rng = np.random.default_rng([seed, 17])
+    out: dict[str, list[tuple[str, str]]] = {}
+    for q in [*make_binding_swap_queries(scenes, rng), *make_relation_swap_queries(scenes, rng)]:
+        out.setdefault(q.image_id, []).append((q.positive, q.negative))
+    return out
+
+
+@torch.inference_mode()
+def vision_tokens(clip: torch.nn.Module, pixels: torch.Tensor, device: torch.device, batch: int = 256) -> torch.Tensor:
+    """(N, 3, H, W) -> (N, tokens, width) float16 on CPU, computed in batches."""
+    out = [
+        clip_vision_tokens(clip, pixels[i : i + batch].to(device)).half().cpu() for i in range(0, len(pixels), batch)
+    ]
+    return torch.cat(out)
+
+
+def load_match_data(
+    root: Path,
+    split_name: str,
+    encoder: Any,
+    settings: RerankerSettings,
+    device: torch.device,
+    *,
+    twins: bool,
+    progress: bool | None = None,
+) -> MatchData:
+    """A scene split with its vision tokens, swap pairs and (``twins``) rendered twins."""
+    from ..scenes.dataset import INFO_FILE
+    from ..scenes.generator import SceneGeneratorConfig
+    from ..scenes.graph import Scene
+
+    transform, tokenizer = encoder.image_transform, encoder.tokenizer
+    split = load_split(root, split_name, transform, tokenizer, settings.seed, settings.n_partial)
+    scenes = [Scene.from_dict(r["scene"]) for r in read_split_records(root, split_name)]
+    if twins and settings.twin_fraction > 0:
+        info = json.loads((root / INFO_FILE).read_text(encoding="utf-8"))
+        split = add_twins(
+            split,
+            scenes,
+            SceneGeneratorConfig.from_dict(info["generator"]),
+            [tuple(pair) for pair in info["held_out_pairs"]],
+            transform,
+            tokenizer,
+            settings.seed,
+            settings.n_partial,
+            progress,
+        )
+    pairs = swap_texts(scenes, settings.seed) if settings.swap_pairs else {}
+    n_rows, width = len(split.ids), split.tokens.shape[-1]
+    n_slots = max((len(v) for v in pairs.values()), default=1)
+    swap_pos = torch.zeros(n_rows, n_slots, width, dtype=torch.long)
+    swap_neg = torch.zeros_like(swap_pos)
+    n_swaps = torch.zeros(n_rows, dtype=torch.long)
+    for row, scene_id in enumerate(split.ids[: split.n_base]):
+        found = pairs.get(scene_id, [])
+        if found:
+            swap_pos[row, : len(found)] = tokenizer([p for p, _ in found])
+            swap_neg[row, : len(found)] = tokenizer([n for _, n in found])
+            n_swaps[row] = len(found)
+    vision = vision_tokens(encoder.model, split.pixels, device)
+    split.pixels = split.pixels[:0]  # the frozen features replace the pixels
+    return MatchData(split, vision, swap_pos, swap_neg, n_swaps)
+
+
+# ---------------------------------------------------------------------------------------- losses
+def _trim(ids: torch.Tensor) -> torch.Tensor:
+    """Drop the padding columns no text of the batch uses (texts are padded to the context length)."""
+    used = int((ids != 0).sum(1).max().item()) if len(ids) else 1
+    return ids[:, : max(used, 1)]
+
+
+def _sample_negatives(sim: torch.Tensor, positives: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """For each row of ``sim`` (R, C), a column drawn in proportion to softmax(sim) among non-positives."""
+    weights = sim.detach().float().softmax(dim=1).masked_fill(positives, 0.0) + 1e-8 * (~positives)
+    return torch.multinomial(weights, 1, generator=generator).squeeze(1)
+
+
+def itc_loss(sim: torch.Tensor, logit_scale: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
+    """Multi-positive contrastive loss on (images, texts) similarities; ``positives`` is (texts, images)."""
+    logits = sim * logit_scale.exp().clamp(max=100)  # (I, T)
+    return (soft_cross_entropy(logits.T, positives) + soft_cross_entropy(logits, positives.T)) / 2
+
+
+@dataclass
+class StepLosses:
+    total: torch.Tensor
+    itc: float
+    itm: float
+    itm_accuracy: float
+
+
+def step_losses(
+    heads: QFormerHeads,
+    clip: torch.nn.Module,
+    data: MatchData,
+    idx: torch.Tensor,
+    texts: torch.Tensor,
+    positives: torch.Tensor,
+    itm_weight: float,
+    generator: torch.Generator,
+    device: torch.device,
+) -> StepLosses:
+    """ITC + ITM (in-batch hard negatives + swap pairs) for one batch of rows ``idx`` and their ``texts``."""
+    vision = data.vision[idx].to(device, torch.float32)  # (B, N, W)
+    ids = _trim(texts).to(device)
+    with torch.no_grad():
+        states = clip_text_states(clip, ids)  # (B, L, W)
+    mask = text_mask(ids)
+    positives = positives.to(device)  # (T, I)
+    sim = heads.itc_similarity(heads.image_embeds(vision), heads.text_embeds(states, mask))  # (I, T)
+    loss_itc = itc_loss(sim, heads.logit_scale, positives)
+
+    batch = len(idx)
+    image_rows = [torch.arange(batch, device=device)]  # positives: (image i, text i)
+    text_rows = [torch.arange(batch, device=device)]
+    labels = [torch.ones(batch, dtype=torch.long, device=device)]
+    image_rows.append(_sample_negatives(sim.T, positives, generator))  # a hard negative image per text
+    text_rows.append(torch.arange(batch, device=device))
+    image_rows.append(torch.arange(batch, device=device))
+    text_rows.append(_sample_negatives(sim, positives.T, generator))  # a hard negative text per image
+    labels += [torch.zeros(batch, dtype=torch.long, device=device)] * 2
+    v_pairs = torch.cat([vision[r] for r in image_rows])
+    s_pairs = torch.cat([states[r] for r in text_rows])
+    m_pairs = torch.cat([mask[r] for r in text_rows])
+    has = torch.nonzero(data.n_swaps[idx] > 0).squeeze(1)
+    if len(has):
+        slot = (torch.rand(len(has), generator=generator) * data.n_swaps[idx][has]).long()
+        rows = idx[has]
+        swap_ids = _trim(torch.cat([data.swap_pos[rows, slot], data.swap_neg[rows, slot]])).to(device)
+        with torch.no_grad():
+            swap_states = clip_text_states(clip, swap_ids)
+        width = max(s_pairs.shape[1], swap_states.shape[1])
+        s_pairs = torch.cat([_pad(s_pairs, width), _pad(swap_states, width)])
+        m_pairs = torch.cat([_pad(m_pairs, width), _pad(text_mask(swap_ids), width)])
+        v_pairs = torch.cat([v_pairs, vision[has.to(device)].repeat(2, 1, 1)])
+        labels += [torch.ones(len(has), dtype=torch.long, device=device)]
+        labels += [torch.zeros(len(has), dtype=torch.long, device=device)]
+    label = torch.cat(labels)
+    logits = heads.itm_logits(v_pairs, s_pairs, m_pairs)  # (P, 2)
+    n_pos = int(label.sum())
+    weight = torch.tensor([len(label) / (2 * (len(label) - n_pos)), len(label) / (2 * n_pos)], device=device)
+    loss_itm = F.cross_entropy(logits, label, weight=weight)
+    accuracy = float((logits.argmax(1) == label).float().mean())
+    return StepLosses(loss_itc + itm_weight * loss_itm, float(loss_itc.detach()), float(loss_itm.detach()), accuracy)
+
+
+def _pad(x: torch.Tensor, width: int) -> torch.Tensor:
+    """Zero-pad dim 1 of ``x`` to ``width``."""
+    if x.shape[1] == width:
+        return x
+    pad = [0, 0] * (x.dim() - 2) + [0, width - x.shape[1]]
+    return F.pad(x, pad)
+
+
+# ---------------------------------------------------------------------------------------- eval
+@torch.inference_mode()
+def quick_eval(heads: QFormerHeads, clip: torch.nn.Module, data: MatchData, device: torch.device) -> dict[str, float]:
+    """Validation figures: swap accuracy (ITM + ITC) and rerank R@1 of the first caption among 16
+    CLIP-nearest images. A training-time signal; ``viewfinder eval`` gives the real figures."""
+    heads.eval()
+    n = len(data.split.ids)
+    vision = data.vision[:n].to(device, torch.float32)
+    ids = data.split.tokens[:n, 0].to(device)
+    states, mask = clip_text_states(clip, ids), text_mask(ids)
+    img = torch.cat([heads.image_embeds(vision[i : i + 256]) for i in range(0, n, 256)])  # (N, Q, D)
+    txt = heads.text_embeds(states, mask)  # (N, D)
+    sim = heads.itc_similarity(img, txt).T  # (texts, images)
+    top = sim.topk(min(16, n), dim=1).indices  # (N, 16)
+    hits = 0
+    for t in range(n):
+        cand = top[t]
+        itm = heads.itm_logits(
+            vision[cand], states[t : t + 1].expand(len(cand), -1, -1), mask[t : t + 1].expand(len(cand), -1)
+        )
+        score = itm.softmax(-1)[:, 1] + sim[t, cand]
+        hits += int(cand[score.argmax()] == t)
+    correct = total = 0
+    for row in torch.nonzero(data.n_swaps[:n] > 0).squeeze(1).tolist():
+        pair = torch.stack([data.swap_pos[row, 0], data.swap_neg[row, 0]])
+        pair = _trim(pair).to(device)
+        s, m = clip_text_states(clip, pair), text_mask(pair)
+        v = vision[row : row + 1].expand(2, -1, -1)
+        itm = heads.itm_logits(v, s, m).softmax(-1)[:, 1]
+        itc = heads.itc_similarity(heads.image_embeds(v[:1]), heads.text_embeds(s, m))[0]
+        score = itm + itc
+        correct += int(score[0] > score[1])
+        total += 1
+    heads.train()
+    return {"val_rerank_R@1": hits / n, "val_swap_accuracy": correct / max(total, 1)}
+
+
+def _subset(data: MatchData, n: int) -> MatchData:
+    keep = min(n, data.split.n_base)
+    s = data.split
+    split = TrainSplit(
+        s.ids[:keep], s.pixels[:0], s.tokens[:keep], s.n_captions[:keep], s.partial_tokens[:keep],
+        s.partial_codes[:keep], s.objects[:keep], torch.full((keep,), -1, dtype=torch.long), keep,
+    )  # fmt: skip
+    return MatchData(split, data.vision[:keep], data.swap_pos[:keep], data.swap_neg[:keep], data.n_swaps[:keep])
+
+
+# ---------------------------------------------------------------------------------------- loop
+@dataclass
+class RerankerResult:
+    out: Path
+    model_dir: Path
+    steps: int
+    seconds: float
+    final_eval: dict[str, float]
+
+
+def _lr_at(step: int, s: RerankerSettings) -> float:
+    if step < s.warmup_steps:
+        return s.lr * (step + 1) / s.warmup_steps
+    progress = (step - s.warmup_steps) / max(1, s.steps - s.warmup_steps)
+    return s.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def train_reranker(
+    config: RerankerTrainConfig, *, progress: bool | None = None, max_steps: int | None = None
+) -> RerankerResult:
+    """Train (or resume) the reranker run ``config`` describes; ``max_steps`` stops early (tests)."""
+    from accelerate.utils import set_seed
+
+    from ...adapters.open_clip_encoder import pick_device
+    from ...adapters.qformer_matcher import save_qformer_dir
+    from ...adapters.registry import load_encoder, load_encoder_entry, portable_entry
+    from ..eval.retrieval import machine_info
+    from ..progress import progress_bar
+    from .fillers import benchmark_words, filler_token_ids, insert_fillers
+
+    s = config.train
+    previous_threads = torch.get_num_threads()
+    if s.threads:
+        torch.set_num_threads(s.threads)
+    try:
+        out = Path(config.out).expanduser()
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out / "train_config.json", asdict(config))
+        set_seed(s.seed)
+        device = pick_device(s.device)
+        encoder = load_encoder(config.encoder)
+        clip = encoder.model.float().to(device).eval()
+        for p in clip.parameters():
+            p.requires_grad_(False)
+        root = ensure_scene_data(config.data)
+        t_load = time.perf_counter()
+        train = load_match_data(root, "train", encoder, s, device, twins=True, progress=progress)
+        val = _subset(load_match_data(root, "val", encoder, s, device, twins=False), s.eval_images)
+        load_seconds = time.perf_counter() - t_load
+        logger.info(
+            "loaded %d training rows (%d base) in %.1fs", len(train.split.ids), train.split.n_base, load_seconds
+        )
+        fillers = (
+            filler_token_ids(encoder.tokenizer, benchmark_words())
+            if s.filler_prob > 0 and s.max_fillers > 0
+            else np.empty(0, dtype=np.int64)
+        )
+        heads = QFormerHeads(config.arch, train.vision.shape[-1], int(clip.transformer.width)).to(device)
+        decay = [p for n, p in heads.named_parameters() if p.ndim >= 2 and "query_tokens" not in n]
+        no_decay = [p for n, p in heads.named_parameters() if p.ndim < 2 or "query_tokens" in n]
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": s.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=s.lr,
+            betas=(0.9, 0.98),
+        )
+        step, elapsed = 0, 0.0
+        ckpt = out / "checkpoint.pt"
+        if ckpt.is_file():
+            state = torch.load(ckpt, map_location="cpu", weights_only=False)
+            heads.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            step, elapsed = state["step"], state["seconds"]
+            torch.set_rng_state(state["torch_rng"])
+            logger.info("resumed %s at step %d", ckpt, step)
+        rng = np.random.default_rng([s.seed, step])
+        generator = torch.Generator().manual_seed(s.seed * 1_000_003 + step)
+        stop_at = s.steps if max_steps is None else min(s.steps, step + max_steps)
+        heads.train()
+        t_start = time.perf_counter() - elapsed
+        last_eval: dict[str, float] = {}
+        with (
+            (out / "log.jsonl").open("a") as log_fh,
+            progress_bar(f"training {config.name}", s.steps, "step", progress) as bar,
+        ):
+            bar.advance(step)
+            window_t = time.perf_counter()
+            while step < stop_at:
+                idx = sample_batch(train.split, s.batch_size, s.twin_fraction, rng)
+                texts, positives = batch_texts(train.split, idx, s.partial_caption_prob, rng)
+                if len(fillers):
+                    texts = insert_fillers(
+                        texts, fillers, s.filler_prob, s.max_fillers, encoder.tokenizer.eot_token_id, rng
+                    )
+                for group in optimizer.param_groups:
+                    group["lr"] = _lr_at(step, s)
+                itm_weight = s.itm_weight * min(1.0, step / max(1, s.itm_warmup_steps))
+                losses = step_losses(heads, clip, train, idx, texts, positives, itm_weight, generator, device)
+                optimizer.zero_grad(set_to_none=True)
+                losses.total.backward()
+                torch.nn.utils.clip_grad_norm_(heads.parameters(), 1.0)
+                optimizer.step()
+                step += 1
+                bar.advance(1)
+                if step % s.log_every == 0 or step == stop_at:
+                    rate = s.log_every * s.batch_size / (time.perf_counter() - window_t)
+                    record: dict[str, Any] = {
+                        "step": step, "loss": float(losses.total.detach()), "itc": losses.itc, "itm": losses.itm,
+                        "itm_accuracy": losses.itm_accuracy, "lr": _lr_at(step, s), "samples_per_s": rate,
+                    }  # fmt: skip
+                    bar.describe(f"training {config.name} itc {losses.itc:.3f} itm {losses.itm:.3f}")
+                    window_t = time.perf_counter()
+                    if step % s.eval_every == 0 or step == stop_at:
+                        last_eval = quick_eval(heads, clip, val, device)
+                        record.update(last_eval)
+                        logger.info("step %d: %s", step, record)
+                    log_fh.write(json.dumps(record) + "\n")
+                    log_fh.flush()
+                if step % s.checkpoint_every == 0 or step == stop_at:
+                    state = {
+                        "model": heads.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "step": step,
+                        "seconds": time.perf_counter() - t_start,
+                        "torch_rng": torch.get_rng_state(),
+                    }
+                    atomic_write(ckpt, lambda tmp, state=state: torch.save(state, tmp))
+        seconds = time.perf_counter() - t_start
+        model_dir = out / "model"
+        if step >= s.steps or max_steps is not None:
+            entry = portable_entry(load_encoder_entry(config.encoder))
+            save_qformer_dir(
+                heads.to("cpu").float(), model_dir, encoder_entry=_entry_ref(config.encoder, entry), fp16=False
+            )
+            summary = {
+                "name": config.name, "steps": step, "train_minutes": seconds / 60, "final_eval": last_eval,
+                "machine": machine_info(), "data": str(root), "train_rows": len(train.split.ids),
+                "load_minutes": load_seconds / 60, "device": str(device),
+            }  # fmt: skip
+            atomic_write_json(out / "summary.json", summary)
+        return RerankerResult(out, model_dir, step, seconds, last_eval)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _entry_ref(name_or_file: str, portable: dict[str, Any]) -> str | dict[str, Any]:
+    """How a saved reranker names its CLIP: the packaged entry's name, else the full entry."""
+    from ...adapters.entries import packaged_names
+
+    return name_or_file if name_or_file in packaged_names("models") else portable

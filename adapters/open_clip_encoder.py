@@ -242,7 +242,8 @@ class OpenClipEncoder:
         out = []
         with torch_threads(self.threads):
             for start in range(0, len(pixels), self.batch_size):
-                chunk = pixels[start : start + self.batch_size].to(self.device, dtype=self.dtype)  # (B, 3, H, W)
+                chunk = pixels[start : start + self.batch_size].to(self.device, non_blocking=True)  # (B, 3, H, W)
+                chunk = chunk.to(self.dtype)  # cast after the copy, on the device
                 feats = self.model.encode_image(chunk, normalize=True)  # (B, D)
                 out.append(feats.float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, self.embed_dim), np.float32)

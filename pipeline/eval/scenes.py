@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ...adapters.base import ImageTextEncoder
+from ...adapters.base import ImageTextEncoder, ImageTextMatcher
 from ..config import IndexConfig
 from .retrieval import (
     evaluate_retrieval,
@@ -40,8 +40,13 @@ def evaluate_scene_split(
     work_dir: Path,
     encoder_entry: dict[str, Any] | None = None,
     index_dir: Path | None = None,
+    matcher: ImageTextMatcher | None = None,
+    rerank_k: int = 16,
+    rerank_queries: int | None = None,
+    progress: bool | None = None,
 ) -> dict[str, Any]:
-    """Full-description Recall@K both ways plus every query set of ``split``."""
+    """Full-description Recall@K both ways plus every query set of ``split``; with a ``matcher``, the
+    same figures after reranking the dual encoder's top ``rerank_k`` (in ``report["rerank"]``)."""
     from ..scenes.dataset import load_scene_dataset
     from ..scenes.metrics import partial_query_report, swap_accuracy
 
@@ -97,4 +102,25 @@ def evaluate_scene_split(
         }
         sets["composed"] = {"n_queries": len(composed), "baselines": baselines}
     report["query_sets"] = sets
+    if matcher is not None:
+        from ..store.images import load_image
+        from .rerank import rerank_scene_report
+
+        key_path = dict(zip(evalset.image_keys, evalset.image_paths, strict=True))
+        captions = [
+            (text, evalset.image_keys[i]) for text, i in zip(evalset.captions, evalset.caption_image, strict=True)
+        ]
+        report["rerank"] = rerank_scene_report(
+            keys=keys,
+            image_vecs=image_vecs,
+            images=[load_image(key_path[key]) for key in keys],
+            captions=[c for c in captions if c[1] in position],
+            queries=queries,
+            scenes=scenes,
+            encoder=encoder,
+            matcher=matcher,
+            k=rerank_k,
+            max_queries=rerank_queries,
+            progress=progress,
+        )
     return report

@@ -213,8 +213,43 @@ class _ImageFiles(Dataset):
             return i, None, None, f"preprocessing failed: {exc!r}"
 
 
-def _collate(batch: list[tuple[int, torch.Tensor | None, str | None, str | None]]) -> list:
-    return batch
+@dataclass
+class _DecodedBatch:
+    """One batch as a worker hands it over: the good images stacked into one tensor (one shared-memory
+    block instead of one per image), their hashes, and the failures."""
+
+    good: list[int]
+    """Row indices of the decoded images, in ``pixels`` order."""
+    pixels: torch.Tensor | None
+    """(G, 3, H, W) preprocessed pixels, None when nothing in the batch decoded."""
+    shas: list[str]
+    failed: list[tuple[int, str]]
+    """(row index, reason) of what could not be read."""
+
+    @property
+    def size(self) -> int:
+        return len(self.good) + len(self.failed)
+
+    def pin_memory(self) -> _DecodedBatch:
+        """Called by the DataLoader when pinning (CUDA encoders): page-locked pixels copy faster."""
+        if self.pixels is not None:
+            self.pixels = self.pixels.pin_memory()
+        return self
+
+
+def _collate(batch: list[tuple[int, torch.Tensor | None, str | None, str | None]]) -> _DecodedBatch:
+    """Runs in the worker: stack what decoded (images whose tensor shape differs from the batch's are failures)."""
+    failed = [(i, reason or "no pixels") for i, px, _, reason in batch if px is None]
+    decoded = [(i, px, sha) for i, px, sha, _ in batch if px is not None]
+    shape = decoded[0][1].shape if decoded else None
+    failed += [
+        (i, f"preprocessing gave shape {tuple(px.shape)}, not {tuple(shape)}")
+        for i, px, _ in decoded
+        if px.shape != shape
+    ]
+    decoded = [d for d in decoded if d[1].shape == shape]
+    pixels = torch.stack([px for _, px, _ in decoded]) if decoded else None
+    return _DecodedBatch([i for i, _, _ in decoded], pixels, [sha or "" for _, _, sha in decoded], failed)
 
 
 class Indexer:
@@ -357,24 +392,23 @@ class Indexer:
             num_workers=cfg.num_workers,
             collate_fn=_collate,
             prefetch_factor=4 if cfg.num_workers else None,
+            pin_memory=getattr(getattr(self.encoder, "device", None), "type", "cpu") == "cuda",
         )
         failed: list[tuple[ItemRow, str]] = []
         buffer: list[PendingRow] = []
         with progress_bar("embedding images", len(rows), "img", self.progress) as bar:
             for batch in loader:
-                good = [(i, px, sha) for i, px, sha, _ in batch if px is not None]
-                for i, _, _, reason in batch:
-                    if reason is not None:
-                        failed.append((rows[i], reason))
-                        buffer.append(PendingRow(rows[i], None, reason))
-                if good:
-                    vectors = self.encoder.encode_image_tensors(torch.stack([px for _, px, _ in good]))  # (B, D)
-                    for (i, _, sha), vec in zip(good, vectors, strict=True):
+                for i, reason in batch.failed:
+                    failed.append((rows[i], reason))
+                    buffer.append(PendingRow(rows[i], None, reason))
+                if batch.pixels is not None:
+                    vectors = self.encoder.encode_image_tensors(batch.pixels)  # (G, D)
+                    for i, sha, vec in zip(batch.good, batch.shas, vectors, strict=True):
                         rows[i].sha256 = sha
                         buffer.append(PendingRow(rows[i], vec))
                 if len(buffer) >= cfg.checkpoint_every:
                     self._flush(store, buffer)
-                bar.advance(len(batch))
+                bar.advance(batch.size)
         self._flush(store, buffer)
         return failed
 

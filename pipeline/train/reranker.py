@@ -212,8 +212,10 @@ def _trim(ids: torch.Tensor) -> torch.Tensor:
 
 def _sample_negatives(sim: torch.Tensor, positives: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """For each row of ``sim`` (R, C), a column drawn in proportion to softmax(sim) among non-positives."""
-    weights = sim.detach().float().softmax(dim=1).masked_fill(positives, 0.0) + 1e-8 * (~positives)
-    return torch.multinomial(weights, 1, generator=generator).squeeze(1)
+    weights = sim.detach().float().softmax(dim=1).masked_fill(positives, 0.0).cpu()  # (R, C); sampled on the CPU
+    empty = weights.sum(dim=1) <= 0  # a row whose every column is positive: any column will do
+    weights[empty] = 1.0
+    return torch.multinomial(weights, 1, generator=generator).squeeze(1).to(sim.device)
 
 
 def itc_loss(sim: torch.Tensor, logit_scale: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
@@ -358,9 +360,17 @@ def _lr_at(step: int, s: RerankerSettings) -> float:
 
 
 def train_reranker(
-    config: RerankerTrainConfig, *, progress: bool | None = None, max_steps: int | None = None
+    config: RerankerTrainConfig,
+    *,
+    progress: bool | None = None,
+    max_steps: int | None = None,
+    max_seconds: float | None = None,
 ) -> RerankerResult:
-    """Train (or resume) the reranker run ``config`` describes; ``max_steps`` stops early (tests)."""
+    """Train (or resume) the reranker run ``config`` describes.
+
+    ``max_steps`` stops early (tests); ``max_seconds`` stops once the loop has run that long (a
+    time-boxed run: the model is exported as it is and the summary says how many steps it had).
+    """
     from accelerate.utils import set_seed
 
     from ...adapters.open_clip_encoder import pick_device
@@ -426,7 +436,12 @@ def train_reranker(
         ):
             bar.advance(step)
             window_t = time.perf_counter()
+            loop_start = time.perf_counter()
             while step < stop_at:
+                if max_seconds is not None and time.perf_counter() - loop_start > max_seconds:
+                    logger.warning("stopping at step %d: the %.0f s time box is used up", step, max_seconds)
+                    stop_at = step
+                    break
                 idx = sample_batch(train.split, s.batch_size, s.twin_fraction, rng)
                 texts, positives = batch_texts(train.split, idx, s.partial_caption_prob, rng)
                 if len(fillers):
@@ -468,7 +483,7 @@ def train_reranker(
                     atomic_write(ckpt, lambda tmp, state=state: torch.save(state, tmp))
         seconds = time.perf_counter() - t_start
         model_dir = out / "model"
-        if step >= s.steps or max_steps is not None:
+        if step >= s.steps or max_steps is not None or max_seconds is not None:
             entry = portable_entry(load_encoder_entry(config.encoder))
             save_qformer_dir(
                 heads.to("cpu").float(), model_dir, encoder_entry=_entry_ref(config.encoder, entry), fp16=False

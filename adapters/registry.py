@@ -146,3 +146,9 @@ register_family(
 register_family("qformer_clip", kind="matcher", entry_type=ModelEntry, loader=".qformer_matcher:load_qformer_matcher")
 register_family("blip2", kind="matcher", entry_type=ModelEntry, loader=".blip2:load_blip2_matcher")
 register_family("blip2_captioner", kind="captioner", entry_type=ModelEntry, loader=".blip2:load_blip2_captioner")
+register_family(
+    "qformer_clip_captioner",
+    kind="captioner",
+    entry_type=ModelEntry,
+    loader=".qformer_captioner:load_qformer_captioner",
+)

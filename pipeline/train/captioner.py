@@ -1,0 +1,399 @@
+"""Training the scene captioner (BLIP-2 ``Blip2ForConditionalGeneration``'s shape) on a frozen CLIP.
+
+The CLIP is frozen, so its vision tokens are computed once for every image; the Q-Former, the
+language projection and the small causal LM (:mod:`...adapters.qformer_captioner`) train together
+with next-token cross-entropy on the caption tokens. Each training image contributes every one of
+its captions (the manifest's ``caption`` list: training templates only); a batch draws images at
+random and one of each image's captions. Only the train split is read for training, the val split
+for the quick evaluation; never test or compositional (their templates stay unseen).
+
+The word-level vocabulary is built from the training captions (deterministic: sorted words).
+
+Resumable: ``<out>/checkpoint.pt`` (model, optimizer, step, RNG, vocabulary) is written atomically
+every ``checkpoint_every`` steps and picked up by the next run with the same config. ``log.jsonl``
+gets the loss every ``log_every`` steps and, every ``eval_every``, the quick evaluation: greedy
+captions of ``eval_images`` val images scored with :func:`..eval.captions.caption_f1` (object-level
+F1 against the scene graph, next to the F1 of the val images' own captions, the ceiling).
+The end of a run writes ``<out>/model/`` (a ``qformer_clip_captioner`` local-dir folder) and
+``<out>/summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from ...adapters.entries import ConfigError, from_dict, read_yaml
+from ...adapters.qformer_captioner import CaptionerArch, CaptionerHeads, CaptionVocab, Decoding, generate_ids
+from ...adapters.qformer_matcher import clip_vision_tokens
+from ..store.fsutil import atomic_write, atomic_write_json
+from .clip import SceneDataConfig, ensure_scene_data
+from .data import read_split_records
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class CaptionerSettings:
+    """Optimisation of a captioner run."""
+
+    steps: int = 4000
+    batch_size: int = 128
+    lr: float = 1e-3
+    warmup_steps: int = 200
+    weight_decay: float = 0.05
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int | None = None
+    """torch CPU threads (None: torch's default)."""
+    eval_every: int = 500
+    checkpoint_every: int = 100
+    log_every: int = 20
+    eval_images: int = 300
+    """Validation images captioned (greedy) for the quick F1 logged during training."""
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "eval_every", "checkpoint_every", "log_every", "eval_images"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train: field {name!r} must be >= 1")
+        if self.lr <= 0:
+            raise ConfigError("train: field 'lr' must be > 0")
+        if self.warmup_steps < 0:
+            raise ConfigError("train: field 'warmup_steps' must be >= 0")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError("train: field 'threads' must be >= 1 or null")
+
+
+@dataclass
+class CaptionerTrainConfig:
+    """A captioner training run: the frozen CLIP, the captioner architecture, data, optimisation."""
+
+    name: str
+    encoder: str = "scene-clip"
+    """Model entry of the frozen CLIP (packaged name or YAML path)."""
+    arch: CaptionerArch = field(default_factory=CaptionerArch)
+    data: SceneDataConfig = field(default_factory=SceneDataConfig)
+    train: CaptionerSettings = field(default_factory=CaptionerSettings)
+    out: str = "runs/scene-captioner"
+
+
+_FIELDS = ["arch", "data", "encoder", "name", "out", "train"]
+
+
+def load_captioner_config(path: str | Path) -> CaptionerTrainConfig:
+    """Read a captioner training config (YAML, or a packaged name in ``configs/train``); unknown fields are errors."""
+    from ...adapters.entries import config_root
+
+    path = Path(path)
+    if not path.exists() and (config_root() / "train" / f"{path}.yaml").is_file():
+        path = config_root() / "train" / f"{path}.yaml"
+    data = read_yaml(path)
+    where = str(path)
+    unknown = sorted(set(data) - set(_FIELDS))
+    if unknown:
+        raise ConfigError(f"{where}: unknown field(s) {unknown}; known fields: {_FIELDS}")
+    if "name" not in data:
+        raise ConfigError(f"{where}: field 'name' is required")
+    encoder = data.get("encoder", "scene-clip")
+    if not isinstance(encoder, str):
+        raise ConfigError(f"{where}: field 'encoder' must be a model entry name or a YAML path")
+    return CaptionerTrainConfig(
+        name=data["name"],
+        encoder=encoder,
+        arch=from_dict(CaptionerArch, data.get("arch") or {}, f"{where}: arch"),
+        data=from_dict(SceneDataConfig, data.get("data") or {}, f"{where}: data"),
+        train=from_dict(CaptionerSettings, data.get("train") or {}, f"{where}: train"),
+        out=data.get("out", f"runs/{data['name']}"),
+    )
+
+
+# ---------------------------------------------------------------------------------------- data
+@dataclass
+class CaptionData:
+    """A split in memory for captioning: frozen vision tokens, tokenised captions, scene graphs."""
+
+    ids: list[str]
+    vision: torch.Tensor
+    """(N, tokens, width) float16: the frozen CLIP's vision tokens of every image."""
+    captions: list[list[str]]
+    scenes: list[Any]
+    tokens: torch.Tensor | None = None
+    """(N, C, L) int64 ``[BOS] words [EOS] [PAD]...`` per caption (repeated where an image has fewer)."""
+    n_captions: torch.Tensor | None = None
+    """(N,) captions each image has."""
+
+
+@torch.inference_mode()
+def _vision_tokens(
+    clip: torch.nn.Module, transform: Any, paths: list[Path], device: torch.device, desc: str, progress: bool | None
+) -> torch.Tensor:
+    """Vision tokens of image files, in chunks (never all pixels in memory at once)."""
+    from ..progress import progress_bar
+    from ..store.images import load_image
+
+    out = []
+    chunk = 256
+    with progress_bar(desc, len(paths), "image", progress) as bar:
+        for lo in range(0, len(paths), chunk):
+            pixels = torch.stack([transform(load_image(p)) for p in paths[lo : lo + chunk]])
+            out.append(clip_vision_tokens(clip, pixels.to(device)).half().cpu())
+            bar.advance(len(pixels))
+    return torch.cat(out)
+
+
+def load_caption_data(
+    root: Path,
+    split: str,
+    clip: torch.nn.Module,
+    transform: Any,
+    device: torch.device,
+    *,
+    limit: int | None = None,
+    progress: bool | None = None,
+) -> CaptionData:
+    """The first ``limit`` images of a scene split (all by default), with their vision tokens."""
+    from ..scenes.graph import Scene
+
+    records = read_split_records(root, split)[:limit]
+    if not records:
+        raise ConfigError(f"{root}: split {split!r} has no images")
+    vision = _vision_tokens(clip, transform, [root / r["path"] for r in records], device, f"encoding {split}", progress)
+    return CaptionData(
+        ids=[r["id"] for r in records],
+        vision=vision,
+        captions=[list(r["caption"]) for r in records],
+        scenes=[Scene.from_dict(r["scene"]) for r in records],
+    )
+
+
+def tokenise_captions(data: CaptionData, vocab: CaptionVocab, length: int) -> int:
+    """Fill ``data.tokens`` / ``data.n_captions``; returns how many captions were cut to ``length``."""
+    most = max(len(c) for c in data.captions)
+    flat = [c[i % len(c)] for c in data.captions for i in range(most)]
+    data.tokens = vocab.encode_batch(flat, length).view(len(data.ids), most, length)
+    data.n_captions = torch.tensor([len(c) for c in data.captions])
+    return sum(len(vocab.encode(c)) + 2 > length for caps in data.captions for c in caps)
+
+
+def sample_captions(data: CaptionData, batch_size: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """``batch_size`` random images and one random caption of each: (B,) rows, (B, L) ids trimmed of
+    padding columns no caption of the batch uses."""
+    assert data.tokens is not None and data.n_captions is not None
+    rows = torch.from_numpy(rng.integers(0, len(data.ids), size=batch_size))
+    which = torch.from_numpy(rng.random(batch_size)) * data.n_captions[rows]
+    ids = data.tokens[rows, which.long()]
+    used = int((ids != 0).sum(1).max()) if batch_size else 1  # [PAD] is id 0
+    return rows, ids[:, : max(used, 2)]
+
+
+# ---------------------------------------------------------------------------------------- eval
+@torch.inference_mode()
+def caption_vision(heads: CaptionerHeads, vocab: CaptionVocab, vision: torch.Tensor, device: torch.device) -> list[str]:
+    """Greedy captions of vision tokens, in batches."""
+    was_training = heads.training
+    heads.eval()
+    options = Decoding(max_new_tokens=heads.arch.max_caption_tokens)
+    out: list[str] = []
+    for lo in range(0, len(vision), 256):
+        ids = generate_ids(heads, vision[lo : lo + 256].to(device, torch.float32), options)
+        out.extend(vocab.decode(row) for row in ids.tolist())
+    heads.train(was_training)
+    return out
+
+
+def quick_eval(heads: CaptionerHeads, vocab: CaptionVocab, val: CaptionData, device: torch.device) -> dict[str, Any]:
+    """Object-level F1 (and per-attribute accuracy) of greedy captions of the val images, and the
+    captions/s of that greedy decoding (vision tokens given). A training-time signal."""
+    from ..eval.captions import caption_f1
+
+    t = time.perf_counter()
+    captions = caption_vision(heads, vocab, val.vision, device)
+    seconds = time.perf_counter() - t
+    scores = caption_f1(captions, val.scenes)
+    out: dict[str, Any] = {f"val_{k}": v for k, v in scores.items() if k not in ("n_captions",)}
+    out["val_captions_per_s"] = len(captions) / seconds if seconds > 0 else 0.0
+    out["val_examples"] = [
+        {"id": i, "caption": c, "truth": t[0]}
+        for i, c, t in zip(val.ids[:3], captions[:3], val.captions[:3], strict=True)
+    ]
+    return out
+
+
+# ---------------------------------------------------------------------------------------- loop
+@dataclass
+class CaptionerResult:
+    out: Path
+    model_dir: Path
+    steps: int
+    seconds: float
+    final_eval: dict[str, Any]
+
+
+def _lr_at(step: int, s: CaptionerSettings) -> float:
+    if step < s.warmup_steps:
+        return s.lr * (step + 1) / s.warmup_steps
+    progress = (step - s.warmup_steps) / max(1, s.steps - s.warmup_steps)
+    return s.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _entry_ref(name_or_file: str, portable: dict[str, Any]) -> str | dict[str, Any]:
+    """How a saved captioner names its CLIP: the packaged entry's name, else the full entry."""
+    from ...adapters.entries import packaged_names
+
+    return name_or_file if name_or_file in packaged_names("models") else portable
+
+
+def train_captioner(
+    config: CaptionerTrainConfig, *, progress: bool | None = None, max_steps: int | None = None
+) -> CaptionerResult:
+    """Train (or resume) the captioner run ``config`` describes; ``max_steps`` stops early (tests)."""
+    from ...adapters.open_clip_encoder import pick_device
+    from ...adapters.qformer_captioner import save_captioner_dir
+    from ...adapters.registry import load_encoder, load_encoder_entry, portable_entry
+    from ..eval.captions import caption_f1
+    from ..eval.retrieval import machine_info
+    from ..progress import progress_bar
+
+    s = config.train
+    previous_threads = torch.get_num_threads()
+    if s.threads:
+        torch.set_num_threads(s.threads)
+    try:
+        out = Path(config.out).expanduser()
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out / "train_config.json", asdict(config))
+        torch.manual_seed(s.seed)
+        device = pick_device(s.device)
+        encoder = load_encoder(config.encoder)
+        clip = encoder.model.float().to(device).eval()
+        for p in clip.parameters():
+            p.requires_grad_(False)
+        root = ensure_scene_data(config.data)
+        t_load = time.perf_counter()
+        transform = encoder.image_transform
+        train = load_caption_data(root, "train", clip, transform, device, progress=progress)
+        val = load_caption_data(root, "val", clip, transform, device, limit=s.eval_images, progress=progress)
+        vocab = CaptionVocab.build(c for caps in train.captions for c in caps)
+        cut = tokenise_captions(train, vocab, config.arch.max_caption_tokens + 1)
+        if cut:
+            logger.warning("%d training captions are longer than max_caption_tokens: cut", cut)
+        load_seconds = time.perf_counter() - t_load
+        reference = caption_f1([c[0] for c in val.captions], val.scenes)["f1"]
+        logger.info(
+            "loaded %d training images (%d captions, vocabulary %d) and %d val images in %.1fs",
+            len(train.ids), sum(len(c) for c in train.captions), len(vocab), len(val.ids), load_seconds,
+        )  # fmt: skip
+
+        heads = CaptionerHeads(config.arch, int(train.vision.shape[-1]), vocab).to(device)
+        decay = [p for n, p in heads.named_parameters() if p.ndim >= 2 and "query_tokens" not in n]
+        no_decay = [p for n, p in heads.named_parameters() if p.ndim < 2 or "query_tokens" in n]
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": s.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=s.lr,
+            betas=(0.9, 0.98),
+        )
+        step, elapsed = 0, 0.0
+        ckpt = out / "checkpoint.pt"
+        if ckpt.is_file():
+            state = torch.load(ckpt, map_location="cpu", weights_only=False)
+            if state.get("vocab") != vocab.tokens:
+                raise ConfigError(f"{ckpt}: its vocabulary differs from this data's; use another 'out' folder")
+            heads.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            step, elapsed = state["step"], state["seconds"]
+            torch.set_rng_state(state["torch_rng"])
+            logger.info("resumed %s at step %d", ckpt, step)
+        rng = np.random.default_rng([s.seed, step])
+        vision = train.vision.to(device) if device.type == "cuda" else train.vision
+        stop_at = s.steps if max_steps is None else min(s.steps, step + max_steps)
+        heads.train()
+        t_start = time.perf_counter() - elapsed
+        last_eval: dict[str, Any] = {}
+        rates: list[float] = []
+        with (
+            (out / "log.jsonl").open("a") as log_fh,
+            progress_bar(f"training {config.name}", s.steps, "step", progress) as bar,
+        ):
+            bar.advance(step)
+            window_t, window_n = time.perf_counter(), 0
+            while step < stop_at:
+                rows, ids = sample_captions(train, s.batch_size, rng)
+                batch_vision = vision[rows.to(vision.device)].to(device, torch.float32)
+                for group in optimizer.param_groups:
+                    group["lr"] = _lr_at(step, s)
+                loss = heads(batch_vision, ids.to(device))
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(heads.parameters(), 1.0)
+                optimizer.step()
+                step += 1
+                window_n += s.batch_size
+                bar.advance(1)
+                if step % s.log_every == 0 or step == stop_at:
+                    rate = window_n / (time.perf_counter() - window_t)
+                    rates.append(rate)
+                    record: dict[str, Any] = {
+                        "step": step, "loss": float(loss.detach()), "lr": _lr_at(step, s), "samples_per_s": rate,
+                    }  # fmt: skip
+                    bar.describe(f"training {config.name} loss {record['loss']:.3f} {rate:.0f} samples/s")
+                    if step % s.eval_every == 0 or step == stop_at:
+                        last_eval = quick_eval(heads, vocab, val, device)
+                        record.update(last_eval, val_reference_f1=reference)
+                        logger.info(
+                            "step %d: loss %.3f val F1 %.3f (reference %.3f)",
+                            step, record["loss"], last_eval["val_f1"], reference,
+                        )  # fmt: skip
+                    log_fh.write(json.dumps(record) + "\n")
+                    log_fh.flush()
+                    window_t, window_n = time.perf_counter(), 0
+                if step % s.checkpoint_every == 0 or step == stop_at:
+                    state = {
+                        "model": heads.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "step": step,
+                        "seconds": time.perf_counter() - t_start,
+                        "torch_rng": torch.get_rng_state(),
+                        "vocab": vocab.tokens,
+                    }
+                    atomic_write(ckpt, lambda tmp, state=state: torch.save(state, tmp))
+        seconds = time.perf_counter() - t_start
+        model_dir = out / "model"
+        if step >= s.steps or max_steps is not None:
+            if not last_eval:
+                last_eval = quick_eval(heads, vocab, val, device)
+            entry = portable_entry(load_encoder_entry(config.encoder))
+            save_captioner_dir(
+                heads.to("cpu").float(), vocab, model_dir, encoder_entry=_entry_ref(config.encoder, entry)
+            )
+            summary = {
+                "name": config.name, "steps": step, "train_minutes": seconds / 60, "final_eval": last_eval,
+                "val_reference_f1": reference, "machine": machine_info(), "data": str(root),
+                "train_images": len(train.ids), "train_captions": sum(len(c) for c in train.captions),
+                "vocab_size": len(vocab), "parameters": sum(p.numel() for p in heads.parameters()),
+                "samples_per_s": float(np.median(rates)) if rates else None,
+                "load_minutes": load_seconds / 60, "device": str(device),
+            }  # fmt: skip
+            atomic_write_json(out / "summary.json", summary)
+        return CaptionerResult(out, model_dir, step, seconds, last_eval)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+__all__ = [
+    "CaptionData",
+    "CaptionerResult",
+    "CaptionerSettings",
+    "CaptionerTrainConfig",
+    "load_caption_data",
+    "load_captioner_config",
+    "quick_eval",
+    "train_captioner",
+]

@@ -9,7 +9,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from helpers import random_image
+from helpers import random_image, tiny_index_config
 
 from viewfinder.adapters.base import ImageTextEncoder
 from viewfinder.adapters.open_clip_encoder import ModelLoadError, save_local_dir, sha256_file
@@ -418,3 +418,23 @@ def test_pinned_sha256_of_zoo_weights_is_checked(tmp_path, monkeypatch, seeded_e
     with pytest.raises(ModelLoadError, match="reinstall viewfinder") as info:
         load_encoder({**entry, "sha256": "0" * 64})
     assert "checksum mismatch" in str(info.value) and right in str(info.value)
+
+
+def test_uint8_pixels_give_the_same_embeddings_as_the_float_transform(tiny_encoder):
+    images = [random_image(np.random.default_rng(i), (40, 30)) for i in range(3)]
+    assert tiny_encoder.uint8_image_transform is not None
+    as_float = tiny_encoder.encode_image_tensors(torch.stack([tiny_encoder.image_transform(im) for im in images]))
+    pixels = torch.stack([tiny_encoder.uint8_image_transform(im) for im in images])
+    assert pixels.dtype == torch.uint8
+    np.testing.assert_allclose(tiny_encoder.encode_image_tensors(pixels), as_float, atol=1e-5)
+
+
+def test_indexer_workers_hand_over_uint8_pixels(tiny_encoder, make_images, tmp_path):
+    from viewfinder.pipeline.store.index_store import ItemRow
+    from viewfinder.pipeline.store.indexer import Indexer, _collate, _ImageFiles
+
+    paths = make_images(3)
+    indexer = Indexer(tiny_encoder, tiny_index_config())
+    rows = [ItemRow(i, p.name, str(p), 0, 0, None, None, {}) for i, p in enumerate(paths)]
+    batch = _collate([_ImageFiles(rows, indexer._worker_transform(), 10**8)[i] for i in range(3)])
+    assert batch.pixels is not None and batch.pixels.dtype == torch.uint8 and batch.good == [0, 1, 2]

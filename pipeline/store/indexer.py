@@ -381,13 +381,19 @@ class Indexer:
             store.add_pending(rows)
             rows.clear()
 
+    def _worker_transform(self) -> Callable[[Any], torch.Tensor]:
+        """What decoding workers run: the encoder's uint8 transform when it offers one (normalisation then
+        happens in ``encode_image_tensors``, on the device, and 4x fewer bytes cross processes), else its
+        float transform."""
+        return getattr(self.encoder, "uint8_image_transform", None) or self.encoder.image_transform
+
     def _embed_images(self, store: IndexStore, rows: list[ItemRow]) -> list[tuple[ItemRow, str]]:
         """Embed image files into ``pending``; returns the rows that failed, with the reason."""
         if not rows:
             return []
         cfg = self.config
         loader = DataLoader(
-            _ImageFiles(rows, self.encoder.image_transform, cfg.max_image_pixels),
+            _ImageFiles(rows, self._worker_transform(), cfg.max_image_pixels),
             batch_size=cfg.batch_size,
             num_workers=cfg.num_workers,
             collate_fn=_collate,

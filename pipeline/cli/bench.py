@@ -1,4 +1,4 @@
-"""``viewfinder bench index|search``: print speed and memory figures (not tests)."""
+"""``viewfinder bench index|search|query``: print speed and memory figures (not tests)."""
 
 from __future__ import annotations
 
@@ -178,5 +178,38 @@ def search_cmd(
                 "measure that",
                 soft_wrap=True,
             )
+    if json_path:
+        _write_json(json_path, asdict(run))
+
+
+@bench_app.command("query")
+def query_cmd(
+    index: Annotated[Path, typer.Option("--index", "-i", help="Index folder to query.")],
+    config: Annotated[
+        list[str],
+        typer.Option("--config", "-c", help="Preset to time (repeat to compare; the first is the baseline)."),
+    ],
+    queries: Annotated[int, typer.Option(min=1, help="Queries (texts of the index's own items).")] = 100,
+    k: Annotated[int, typer.Option("-k", min=1, help="Hits per query.")] = 10,
+    json_path: JsonOpt = None,
+) -> None:
+    """Query latency of whole pipelines, preset against preset, in one run (p50/p95, per stage, ratio)."""
+    from rich.table import Table
+
+    from ..bench.query import bench_query, default_queries
+
+    try:
+        run = bench_query(index, list(config), default_queries(index, queries), k)
+    except (*user_errors(), ValueError) as exc:
+        fail(str(exc))
+        return
+    table = Table(title=f"query latency over {index} ({run.queries} queries, k={k})")
+    for column in ("preset", "p50 ms", "p95 ms", "ratio to first", "p50 per stage, ms"):
+        table.add_column(column)
+    for r in run.results:
+        per_stage = ", ".join(f"{name} {ms:.2f}" for name, ms in r.stages_p50_ms.items())
+        table.add_row(r.preset, f"{r.p50_ms:.2f}", f"{r.p95_ms:.2f}", f"{r.ratio_to_first:.1f}x", per_stage)
+    console.print(table)
+    console.print(f"load average at start: {run.load_average:.2f}")
     if json_path:
         _write_json(json_path, asdict(run))

@@ -53,6 +53,28 @@ def _print_report(report: dict[str, Any]) -> None:
         for name, row in composed["baselines"].items():
             t.add_row(name, *[f"{row[k]:.3f}" if k != "median_rank" else f"{row[k]:g}" for k in row])
         console.print(t)
+    if rerank := report.get("rerank"):
+        _print_rerank(rerank, sets)
+
+
+def _print_rerank(rerank: dict[str, Any], sets: dict[str, Any]) -> None:
+    """The reranker's figures beside the dual encoder's, one table."""
+    t = Table(title=f"rerank of the top {rerank['k']} by {rerank['matcher']} (final = ITM + ITC)")
+    for column in ("figure", "dual encoder", "reranked"):
+        t.add_column(column, justify="right" if column != "figure" else "left")
+    t2i = rerank["t2i"]
+    for k in ("R@1", "R@5", "R@10"):
+        t.add_row(f"text → image {k}", f"{t2i['dual_encoder_same_queries'][k]:.3f}", f"{t2i['reranked'][k]:.3f}")
+    for kind in ("binding_swap", "relation_swap"):
+        if kind in rerank and kind in sets:
+            t.add_row(
+                f"{kind.replace('_', ' ')} accuracy", f"{sets[kind]['accuracy']:.3f}", f"{rerank[kind]['accuracy']:.3f}"
+            )
+    if "partial" in rerank and "partial" in sets:
+        for name, row in rerank["partial"]["attributes"].items():
+            before = sets["partial"]["attributes"].get(name, {}).get("share_at_k", float("nan"))
+            t.add_row(f"partial: top-10 share, {name}", f"{before:.3f}", f"{row['share_at_k']:.3f}")
+    console.print(t)
 
 
 def eval_cmd(
@@ -65,6 +87,12 @@ def eval_cmd(
     out: Annotated[Path | None, typer.Option(help="Report JSON path (default: eval-<dataset>-<split>.json).")] = None,
     plot: Annotated[bool, typer.Option(help="Also write recall@k charts as PNG beside the report.")] = False,
     work_dir: Annotated[Path | None, typer.Option(help="Where the evaluation's indexes are cached.")] = None,
+    rerank_k: Annotated[
+        int, typer.Option(min=1, help="With a preset that reranks (scene benchmark): rescore each query's top k.")
+    ] = 16,
+    rerank_queries: Annotated[
+        int | None, typer.Option(min=1, help="Rerank a seeded sample of this many captions (default: all).")
+    ] = None,
 ) -> None:
     """Recall@1/5/10 text→image and image→text (plus the scene query sets), as JSON and a table."""
     from ...adapters.registry import load_encoder, portable_entry
@@ -93,7 +121,18 @@ def eval_cmd(
         if scenes:
             from ..eval.scenes import evaluate_scene_split
 
-            report = evaluate_scene_split(dataset, split, encoder, preset.index, cache, entry)
+            matcher = _preset_matcher(preset)
+            report = evaluate_scene_split(
+                dataset,
+                split,
+                encoder,
+                preset.index,
+                cache,
+                entry,
+                matcher=matcher,
+                rerank_k=rerank_k,
+                rerank_queries=rerank_queries,
+            )
         elif dataset.suffix == ".json":
             report = evaluate_retrieval(
                 load_karpathy(dataset, split, images), encoder, preset.index, cache, encoder_entry=entry
@@ -113,6 +152,16 @@ def eval_cmd(
     if plot:
         png = plot_recall_curves(report, out.with_suffix(".png"))
         console.print(f"chart: {png}")
+
+
+def _preset_matcher(preset: Any) -> Any:
+    """The matcher of the preset's rerank stage, loaded (None when the preset does not rerank)."""
+    from ...adapters.registry import load_model
+
+    for spec in preset.stages:
+        if spec.name == "rerank":
+            return load_model(spec.config.model, "matcher")
+    return None
 
 
 def _has_splits(manifest: Path) -> bool:

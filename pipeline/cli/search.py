@@ -46,7 +46,7 @@ def search_cmd(
     image_index = pipeline.store.manifest.modality == "image"
     title = f"{result.query!r}" if result.query is not None else f"image {result.image}"
     table = Table(title=f"top {len(result.hits)} for {title}" + (" (query truncated)" if result.truncated else ""))
-    stage_columns = [s.name for s in pipeline.stages if any(s.name in h.scores for h in result.hits)]
+    stage_columns = list(dict.fromkeys(name for h in result.hits for name in h.scores))  # preselect, itm, itc, rerank
     show_stages = len(stage_columns) > 1
     for column in ("rank", "score", *(stage_columns if show_stages else []), "id", "path" if image_index else "text"):
         table.add_column(column)

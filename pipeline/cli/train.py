@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Annotated
 
@@ -42,34 +41,50 @@ def train_clip_cmd(
     console.print(f"model: {result.model_dir} (open_clip local-dir)")
 
 
+@train_app.command("reranker")
+def train_reranker_cmd(
+    config: Annotated[
+        str,
+        typer.Option(
+            "--config",
+            "-c",
+            help=f"Training config: a YAML file or a packaged name ({', '.join(packaged_names('train'))}).",
+        ),
+    ],
+    max_steps: Annotated[int | None, typer.Option(help="Stop after this many steps (resume later).")] = None,
+    max_minutes: Annotated[
+        float | None, typer.Option(help="Stop after this many minutes of training and export what there is.")
+    ] = None,
+) -> None:
+    """Train the Q-Former reranker (ITC + ITM) on top of a frozen CLIP (resumable)."""
+    try:
+        from ..train.reranker import load_reranker_config, train_reranker
+
+        cfg = load_reranker_config(config)
+        seconds = None if max_minutes is None else 60 * max_minutes
+        result = train_reranker(cfg, max_steps=max_steps, max_seconds=seconds)
+    except user_errors() as exc:
+        fail(str(exc))
+        return
+    console.print(f"{result.steps} steps in {result.seconds / 60:.1f} min; last val: {result.final_eval}")
+    console.print(f"model: {result.model_dir} (qformer_clip folder)", soft_wrap=True)
+
+
 @train_app.command("export")
 def export_cmd(
-    run: Annotated[Path, typer.Argument(help="Run folder written by `viewfinder train clip`.")],
+    run: Annotated[Path, typer.Argument(help="Run folder written by `viewfinder train clip|reranker|captioner`.")],
     to: Annotated[Path, typer.Option(help="Destination folder, e.g. configs/zoo/scene-clip.")],
 ) -> None:
-    """Copy a trained model into a zoo folder as fp16 safetensors (plus its training config)."""
-    from safetensors.torch import load_file, save_file
-
+    """Copy a trained model into a zoo folder as fp16 safetensors (plus its training config and summary)."""
     from ...adapters.open_clip_encoder import sha256_file
+    from ..train.export import ExportError, export_run
 
-    src = run / "model"
-    needed = [src / "open_clip_model.safetensors", src / "open_clip_config.json"]
-    needed += [run / "train_config.json", run / "summary.json"]
-    if missing := [str(p) for p in needed if not p.is_file()]:
-        fail(
-            f"{run} is not a finished training run (missing {', '.join(missing)}): give a folder written by "
-            "`viewfinder train clip`"
-        )
-    state = load_file(str(src / "open_clip_model.safetensors"))
-    to.mkdir(parents=True, exist_ok=True)
-    save_file(
-        {k: v.half() if v.is_floating_point() else v for k, v in state.items()}, str(to / "open_clip_model.safetensors")
-    )
-    shutil.copy(src / "open_clip_config.json", to / "open_clip_config.json")
-    shutil.copy(run / "train_config.json", to / "train_config.json")
-    shutil.copy(run / "summary.json", to / "train_summary.json")
-    weights = to / "open_clip_model.safetensors"
-    console.print(f"exported {src} -> {to} ({weights.stat().st_size / 1e6:.1f} MB fp16)", soft_wrap=True)
+    try:
+        weights = export_run(run, to)
+    except ExportError as exc:
+        fail(str(exc))
+        return
+    console.print(f"exported {run / 'model'} -> {to} ({weights.stat().st_size / 1e6:.1f} MB fp16)", soft_wrap=True)
     console.print(
         f"sha256: {sha256_file(weights)} (pin it as 'sha256' in the model entry that loads it)", soft_wrap=True
     )

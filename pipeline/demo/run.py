@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,8 +89,8 @@ def run_demo(cache: Path | None = None, preset_name: str = "default", n_scenes: 
     from ..eval.scenes import evaluate_scene_split
     from ..scenes.dataset import ensure_scene_dataset, load_scene_dataset
     from ..scenes.generator import SceneGeneratorConfig
+    from ..stages.runner import Pipeline
     from ..store.index_store import IndexStore
-    from ..store.search import Searcher
 
     cache = (cache or default_cache()).expanduser()
     seconds: dict[str, float] = {}
@@ -109,6 +110,10 @@ def run_demo(cache: Path | None = None, preset_name: str = "default", n_scenes: 
     index_dir = cache / f"index-{preset.name}"
     report_path = cache / f"eval-{preset.name}.json"
     report = _cached_report(report_path, index_dir, encoder.fingerprint)
+    if IndexStore.exists(index_dir) and IndexStore.open(index_dir).manifest.encoder_fingerprint != encoder.fingerprint:
+        logger.info("the demo index %s was built with another encoder version: rebuilding it", index_dir)
+        shutil.rmtree(index_dir)  # the demo's own cache: an index of another encoder is rebuilt, not an error
+        report = None
     if report is None:
         report = evaluate_scene_split(
             data_root, "test", encoder, preset.index, cache, portable_entry(preset.encoder), index_dir=index_dir
@@ -120,12 +125,12 @@ def run_demo(cache: Path | None = None, preset_name: str = "default", n_scenes: 
 
     t0 = time.perf_counter()
     dataset = load_scene_dataset(data_root)
-    searcher = Searcher(IndexStore.open(index_dir), encoder, preset.index)
+    pipeline = Pipeline.from_preset(preset, index=index_dir, encoder=encoder)
     searches: list[tuple[DemoQuery, SearchResult]] = []
     rows: list[SheetRow] = []
     for q in _pick_queries(dataset, "test", np.random.default_rng(DEMO_SEED)):
         image = dataset.image_path("test", q.image_key) if q.image_key else None
-        result = searcher.search(q.text, image=image, k=k) if image is None else searcher.search(image=image, k=k)
+        result = pipeline.search(q.text, k=k) if image is None else pipeline.search(image=image, k=k)
         searches.append((q, result))
         rows.append(
             SheetRow(

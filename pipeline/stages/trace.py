@@ -54,7 +54,8 @@ class Trace:
         notes = {k: _plain(v) for k, v in state.notes.items()}
         state.notes = {}
         self.steps.append(StageRecord(stage, state.round, seconds, query_in, state.text, top, notes))
-        self.feedback = [asdict(f) for f in state.feedback]
+        if state.feedback:
+            self.feedback = [asdict(f) for f in state.feedback]
 
     @property
     def timings(self) -> dict[str, float]:
@@ -65,7 +66,14 @@ class Trace:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """JSON-ready: the records already hold plain values, so no deep copy is made."""
+        return {
+            "preset": self.preset,
+            "query": self.query,
+            "image": self.image,
+            "steps": [dict(vars(step)) for step in self.steps],
+            "feedback": self.feedback,
+        }
 
 
 def _plain(value: Any) -> Any:

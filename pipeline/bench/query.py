@@ -1,0 +1,89 @@
+"""Query latency of whole pipelines: each preset's stages timed on the same index and queries.
+
+Several presets are timed in one run, in turn query by query, so a busy machine skews them alike;
+the report gives p50/p95 per preset and per stage, and each preset's p50 as a ratio to the first
+(e.g. CLIP only vs CLIP + rerank of the top 128, with and without the feature cache). A warm-up
+pass runs first (it also fills feature caches, so "cached" figures are steady-state ones).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .data import load_average
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PresetLatency:
+    preset: str
+    p50_ms: float
+    p95_ms: float
+    stages_p50_ms: dict[str, float]
+    ratio_to_first: float
+    """p50 of this preset / p50 of the first preset of the run."""
+
+
+@dataclass
+class QueryBench:
+    index: str
+    queries: int
+    k: int
+    load_average: float
+    results: list[PresetLatency] = field(default_factory=list)
+
+
+def default_queries(index: str | Path, n: int, seed: int = 0) -> list[str]:
+    """``n`` texts of the index's own items (manifest captions), drawn with a seed."""
+    from ..store.index_store import IndexStore
+
+    with IndexStore.open(index) as store:
+        texts = [row.text for row in store.iter_items() if row.text]
+    if not texts:
+        raise ValueError(f"index {index} has no item texts to use as queries: pass queries explicitly")
+    rng = np.random.default_rng(seed)
+    return [texts[i] for i in rng.choice(len(texts), min(n, len(texts)), replace=False)]
+
+
+def bench_query(index: str | Path, presets: list[str], queries: list[str], k: int = 10, warmup: int = 5) -> QueryBench:
+    """Time every preset's pipeline on ``queries`` over ``index``."""
+    from ..stages.runner import Pipeline
+
+    pipelines = [Pipeline.from_preset(p, index=index) for p in presets]
+    for pipeline in pipelines:
+        for text in queries[:warmup]:
+            pipeline.search(text, k=k)
+    totals: list[list[float]] = [[] for _ in presets]
+    stages: list[dict[str, list[float]]] = [{} for _ in presets]
+    run = QueryBench(str(index), len(queries), k, load_average())
+    for text in queries:
+        for i, pipeline in enumerate(pipelines):
+            start = time.perf_counter()
+            result = pipeline.search(text, k=k)
+            totals[i].append(time.perf_counter() - start)
+            for name, seconds in result.timings.items():
+                stages[i].setdefault(name, []).append(seconds)
+    first = float(np.percentile(totals[0], 50))
+    for preset, total, per_stage in zip(presets, totals, stages, strict=True):
+        p50 = float(np.percentile(total, 50))
+        run.results.append(
+            PresetLatency(
+                preset,
+                1000 * p50,
+                1000 * float(np.percentile(total, 95)),
+                {name: 1000 * float(np.percentile(v, 50)) for name, v in per_stage.items()},
+                p50 / first,
+            )
+        )
+    return run
+
+
+def as_rows(run: QueryBench) -> list[dict[str, Any]]:
+    return [vars(r) for r in run.results]

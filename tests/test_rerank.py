@@ -1,0 +1,216 @@
+"""The Q-Former matcher and the rerank stage: model folder round trip, scores, the feature cache,
+bad input, training and export (tiny models built in code, checkpoints written by the tests)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers import write_images
+from typer.testing import CliRunner
+
+from viewfinder.adapters.base import ImageTextMatcher
+from viewfinder.adapters.entries import ConfigError, ModelEntry
+from viewfinder.adapters.open_clip_encoder import ModelLoadError
+from viewfinder.adapters.qformer_matcher import (
+    QFormerArch,
+    QFormerHeads,
+    QFormerMatcher,
+    load_qformer_matcher,
+    save_qformer_dir,
+)
+from viewfinder.pipeline import Pipeline, build_index
+from viewfinder.pipeline.cli import app
+from viewfinder.pipeline.config import load_preset
+from viewfinder.pipeline.store.cache import ModelCache
+
+TINY = QFormerArch(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, num_query_tokens=4, embed_dim=16)
+
+
+def _save(folder: Path, tiny_encoder, seed: int) -> Path:
+    torch.manual_seed(seed)
+    clip = tiny_encoder.model
+    heads = QFormerHeads(TINY, int(clip.visual.transformer.width), int(clip.transformer.width))
+    return save_qformer_dir(heads, folder, encoder_entry="tiny-test", fp16=False)
+
+
+def _entry(folder: Path, **extra) -> ModelEntry:
+    return ModelEntry(name="tiny-reranker", family="qformer_clip", weights="local-dir", path=str(folder), **extra)
+
+
+@pytest.fixture(scope="module")
+def model_dirs(tmp_path_factory, tiny_encoder) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("matchers")
+    return _save(root / "a", tiny_encoder, 0), _save(root / "b", tiny_encoder, 1)
+
+
+@pytest.fixture(scope="module")
+def collection(tmp_path_factory, model_dirs) -> Path:
+    """24 images indexed with the tiny preset, and a preset file that reranks with matcher ``a``."""
+    root = tmp_path_factory.mktemp("rerank")
+    write_images(root / "images", 24, seed=5)
+    build_index(root / "images", root / "index", preset="tiny", progress=False)
+    for name, folder in zip(("a", "b"), model_dirs, strict=True):
+        (root / f"matcher-{name}.yaml").write_text(f"family: qformer_clip\nweights: local-dir\npath: {folder}\n")
+        (root / f"preset-{name}.yaml").write_text(
+            "encoder: tiny-test\nindex: {batch_size: 16, num_workers: 0}\n"
+            f"stages:\n  - preselect: {{k: 12}}\n  - rerank: {{model: matcher-{name}.yaml, k: 8}}\n"
+        )
+    return root
+
+
+# ----------------------------------------------------------------------------------------- matcher
+def test_saved_matcher_loads_back_with_the_same_scores(model_dirs, tiny_encoder):
+    matcher = load_qformer_matcher(_entry(model_dirs[0], device="cpu"))
+    assert isinstance(matcher, ImageTextMatcher)
+    pixels = torch.rand(3, 3, 32, 32)
+    features = matcher.image_features(pixels)
+    assert tuple(features.shape[1:]) == matcher.feature_shape
+    one = matcher.match(features, ["a red square"])
+    each = matcher.match(features, ["a red square"] * 3)
+    assert one.itm.shape == (3,) and ((one.itm >= 0) & (one.itm <= 1)).all()
+    assert ((one.itc >= -1) & (one.itc <= 1)).all()
+    np.testing.assert_allclose(one.itm, each.itm, atol=1e-5)
+    np.testing.assert_allclose(one.itc, each.itc, atol=1e-5)
+    again = load_qformer_matcher(_entry(model_dirs[0], device="cpu"))
+    np.testing.assert_allclose(again.match(features, ["a red square"]).itm, one.itm, atol=1e-6)
+    assert again.fingerprint == matcher.fingerprint
+    assert load_qformer_matcher(_entry(model_dirs[1], device="cpu")).fingerprint != matcher.fingerprint
+
+
+def test_match_refuses_a_wrong_number_of_texts(model_dirs):
+    matcher = load_qformer_matcher(_entry(model_dirs[0], device="cpu"))
+    with pytest.raises(ValueError, match="one text or one per image"):
+        matcher.match(torch.zeros(3, *matcher.feature_shape), ["a", "b"])
+
+
+def test_missing_model_folder_and_bad_checksum_are_clean_errors(tmp_path, model_dirs):
+    with pytest.raises(ModelLoadError, match="train one with `viewfinder train reranker`"):
+        load_qformer_matcher(_entry(tmp_path / "nothing"))
+    with pytest.raises(ModelLoadError, match="checksum mismatch"):
+        load_qformer_matcher(_entry(model_dirs[0], sha256="0" * 64))
+
+
+# ------------------------------------------------------------------------------------------- stage
+def test_rerank_stage_rescores_the_top_k_and_records_every_score(collection):
+    pipeline = Pipeline.from_preset(str(collection / "preset-a.yaml"), index=collection / "index")
+    result = pipeline.search("a red square", k=10)
+    reranked = [h for h in result.hits if "rerank" in h.scores]
+    assert len(reranked) == 8 and result.hits[:8] == reranked  # the top 8 were rescored and lead
+    for hit in reranked:
+        assert set(hit.scores) == {"preselect", "itm", "itc", "rerank"}
+        assert hit.score == pytest.approx(hit.scores["itm"] + hit.scores["itc"])
+    assert [h.score for h in reranked] == sorted((h.score for h in reranked), reverse=True)
+    assert all("rerank" not in h.scores for h in result.hits[8:])
+    step = result.trace["steps"][1]
+    assert step["stage"] == "rerank" and step["notes"]["k"] == 8
+
+
+def test_the_feature_cache_is_filled_once_and_keyed_by_the_model(collection):
+    (collection / "index" / "cache.sqlite").unlink(missing_ok=True)
+    first = Pipeline.from_preset(str(collection / "preset-a.yaml"), index=collection / "index")
+    notes = first.search("a blue circle", k=8).trace["steps"][1]["notes"]
+    assert (notes["features_computed"], notes["features_cached"]) == (8, 0)
+    notes = first.search("a blue circle", k=8).trace["steps"][1]["notes"]
+    assert (notes["features_computed"], notes["features_cached"]) == (0, 8)
+    other = Pipeline.from_preset(str(collection / "preset-b.yaml"), index=collection / "index")
+    notes = other.search("a blue circle", k=8).trace["steps"][1]["notes"]
+    assert notes["features_computed"] == 8  # another model's features are never reused
+    cache = ModelCache(collection / "index")
+    matcher_a = first.stages[1].matcher
+    stats = cache.feature_stats(matcher_a.fingerprint)
+    assert stats.items >= 8 and stats.bytes_per_item == 2 * int(np.prod(matcher_a.feature_shape))
+    assert cache.prune([matcher_a.fingerprint]) > 0
+    assert cache.feature_stats(other.stages[1].matcher.fingerprint).items == 0
+
+
+def test_cached_features_give_the_same_ranking_as_fresh_ones(collection, tmp_path):
+    preset = collection / "preset-a.yaml"
+    cached = Pipeline.from_preset(str(preset), index=collection / "index").search("a green star", k=8)
+    uncached_preset = tmp_path / "preset.yaml"
+    uncached_preset.write_text(
+        preset.read_text()
+        .replace("k: 8}", "k: 8, cache: false}")
+        .replace("matcher-a.yaml", str(collection / "matcher-a.yaml"))
+    )
+    fresh = Pipeline.from_preset(str(uncached_preset), index=collection / "index").search("a green star", k=8)
+    assert [h.id for h in fresh.hits] == [h.id for h in cached.hits]
+    np.testing.assert_allclose([h.score for h in fresh.hits], [h.score for h in cached.hits], atol=2e-3)  # fp16 cache
+
+
+def test_an_image_that_no_longer_decodes_is_reported_not_fatal(collection, tmp_path):
+    import shutil
+
+    root = tmp_path / "c"
+    shutil.copytree(collection / "images", root / "images")
+    build_index(root / "images", root / "index", preset="tiny", progress=False)
+    for name in ("matcher-a.yaml", "preset-a.yaml"):
+        shutil.copy(collection / name, root / name)
+    top = Pipeline.from_preset("tiny", index=root / "index").search("a red square", k=8).hits[0]
+    Path(top.path).write_bytes(b"not an image any more")  # before its features were ever cached
+    result = Pipeline.from_preset(str(root / "preset-a.yaml"), index=root / "index").search("a red square", k=8)
+    step = result.trace["steps"][1]["notes"]
+    assert [f["id"] for f in step["failed"]] == [top.id]
+    assert result.hits[7].id == top.id and "rerank" not in result.hits[7].scores  # kept, after the reranked ones
+
+
+def test_an_image_query_keeps_the_preselect_order(collection):
+    image = sorted((collection / "images").iterdir())[3]
+    result = Pipeline.from_preset(str(collection / "preset-a.yaml"), index=collection / "index").search(
+        image=image, k=5
+    )
+    assert "skipped" in result.trace["steps"][1]["notes"]
+    assert all(set(h.scores) == {"preselect"} for h in result.hits)
+
+
+@pytest.mark.parametrize(("stage", "message"), [("{k: 0}", "'k' must be >= 1"), ("{top: 3}", "unknown field")])
+def test_bad_rerank_settings_are_config_errors(tmp_path, stage, message):
+    path = tmp_path / "p.yaml"
+    path.write_text(f"encoder: tiny-test\nstages:\n  - preselect\n  - rerank: {stage}\n")
+    with pytest.raises(ConfigError, match=message):
+        load_preset(str(path))
+
+
+def test_search_cli_with_a_missing_reranker_is_one_clean_line(collection, tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text(f"encoder: tiny-test\nstages:\n  - preselect\n  - rerank: {{model: {tmp_path / 'none.yaml'}}}\n")
+    result = CliRunner().invoke(app, ["search", "x", "--index", str(collection / "index"), "-c", str(path)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+
+
+def test_search_cli_shows_itm_and_itc(collection):
+    result = CliRunner().invoke(
+        app, ["search", "a red square", "--index", str(collection / "index"), "-c", str(collection / "preset-a.yaml")]
+    )
+    assert result.exit_code == 0, result.output
+    header = result.output.splitlines()[2]
+    assert all(name in header for name in ("preselect", "itm", "itc", "rerank"))
+
+
+# ---------------------------------------------------------------------------------------- training
+def test_training_writes_a_loadable_matcher_that_exports(tmp_path):
+    from viewfinder.pipeline.train.clip import SceneDataConfig
+    from viewfinder.pipeline.train.export import export_run
+    from viewfinder.pipeline.train.reranker import RerankerSettings, RerankerTrainConfig, train_reranker
+
+    data = SceneDataConfig(root=str(tmp_path / "scenes"), n_train=24, n_val=8, n_test=8, n_compositional=8)
+    settings = RerankerSettings(
+        steps=3, batch_size=8, eval_every=3, log_every=1, checkpoint_every=1, eval_images=6, device="cpu",
+        filler_prob=0.0,
+    )  # fmt: skip
+    config = RerankerTrainConfig("tiny-run", "tiny-test", TINY, data, settings, str(tmp_path / "run"))
+    first = train_reranker(config, progress=False, max_steps=2)
+    assert first.steps == 2 and (tmp_path / "run" / "checkpoint.pt").is_file()
+    done = train_reranker(config, progress=False)  # resumes at step 2
+    assert done.steps == 3
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3] and "val_swap_accuracy" in log[-1]
+    weights = export_run(tmp_path / "run", tmp_path / "zoo")
+    matcher = load_qformer_matcher(_entry(tmp_path / "zoo", device="cpu"))
+    assert isinstance(matcher, QFormerMatcher) and weights.stat().st_size > 0
+    assert matcher.match(matcher.image_features(torch.rand(2, 3, 32, 32)), ["a star"]).itm.shape == (2,)
+    assert replace(config.train, steps=5).steps == 5

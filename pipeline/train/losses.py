@@ -45,7 +45,5 @@ class MultiPositiveClipLoss(ClipLoss):
         if not bool(positives.any(dim=1).all()) or not bool(positives.any(dim=0).all()):
             raise ValueError("positives: every text and every image needs at least one positive")
         logits_per_image, logits_per_text = self.get_logits(image_features, text_features, logit_scale, logit_bias)
-        total = (
-            soft_cross_entropy(logits_per_text, positives) + soft_cross_entropy(logits_per_image, positives.T)
-        ) / 2
+        total = (soft_cross_entropy(logits_per_text, positives) + soft_cross_entropy(logits_per_image, positives.T)) / 2
         return {"contrastive_loss": total} if output_dict else total

@@ -214,3 +214,25 @@ def test_training_writes_a_loadable_matcher_that_exports(tmp_path):
     assert isinstance(matcher, QFormerMatcher) and weights.stat().st_size > 0
     assert matcher.match(matcher.image_features(torch.rand(2, 3, 32, 32)), ["a star"]).itm.shape == (2,)
     assert replace(config.train, steps=5).steps == 5
+
+
+def test_index_with_rerank_fills_the_feature_cache_at_index_time(collection, tmp_path):
+    import shutil
+
+    root = tmp_path / "d"
+    shutil.copytree(collection / "images", root / "images")
+    for name in ("matcher-a.yaml", "preset-a.yaml"):
+        shutil.copy(collection / name, root / name)
+    runner = CliRunner()
+    args = ["index", str(root / "images"), "--index", str(root / "index"), "-c", str(root / "preset-a.yaml")]
+    result = runner.invoke(app, [*args, "--with", "rerank"])
+    assert result.exit_code == 0, result.output
+    assert "24 computed, 0 already cached" in result.output
+    again = runner.invoke(app, [*args, "--with", "rerank"])
+    assert "0 computed, 24 already cached" in again.output
+    notes = (
+        Pipeline.from_preset(index=root / "index").search("a red square", k=8).trace["steps"][1]["notes"]
+    )  # the index remembers the preset, rerank included
+    assert (notes["features_computed"], notes["features_cached"]) == (0, 8)
+    bad = runner.invoke(app, ["index", str(root / "images"), "--index", str(root / "index"), "--with", "caption"])
+    assert bad.exit_code == 2 and "unknown ['caption']" in bad.output

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -24,6 +24,13 @@ def index_cmd(
     ] = None,
     workers: Annotated[int | None, typer.Option(help="Decoding worker processes.")] = None,
     report: Annotated[Path | None, typer.Option(help="Also write the run's report as JSON here.")] = None,
+    with_: Annotated[
+        str | None,
+        typer.Option(
+            "--with",
+            help="Also compute what later stages need, now: 'rerank' (the preset's matcher's vision features).",
+        ),
+    ] = None,
 ) -> None:
     """Index a folder or manifest into an on-disk FAISS index (incremental, resumable).
 
@@ -50,7 +57,8 @@ def index_cmd(
     atomic_write_json(Path(result.index) / "last_run.json", asdict(result))
     if report:
         atomic_write_json(report, asdict(result))
-    table = Table(title=f"indexed {result.source} -> {result.index}", show_header=False)
+    console.print(f"indexed {result.source} -> {result.index}", soft_wrap=True)  # whole, even when piped
+    table = Table(show_header=False)
     for label, value in [
         ("items in index", result.count),
         ("added", result.added),
@@ -71,3 +79,35 @@ def index_cmd(
         console.print(f"  [yellow]skipped[/] {where}: {reason}")
     if len(result.skipped) > 20:
         console.print(f"  … and {len(result.skipped) - 20} more (see {Path(result.index) / 'last_run.json'})")
+    if with_:
+        _precompute(with_, preset, index)
+
+
+def _precompute(what: str, preset: Any, index: Path) -> None:
+    """Index-time work for later stages (``--with rerank``): fill the feature cache now, not at the first query."""
+    stages = {s.strip() for s in what.split(",") if s.strip()}
+    if unknown := stages - {"rerank"}:
+        fail(f"--with: unknown {sorted(unknown)}; known: ['rerank']")
+    try:
+        from ..stages.runner import Pipeline
+        from ..store.features import precompute_features
+
+        pipeline = Pipeline.from_preset(preset, index=index)
+        rerank = [s for s in pipeline.stages if s.name == "rerank"]
+        if not rerank:
+            fail(
+                f"--with rerank: preset {preset.name!r} has no rerank stage: pass --config with one (e.g. scene-rerank)"
+            )
+        source = rerank[0].features  # type: ignore[attr-defined]
+        if source.cache is None:
+            fail("--with rerank: the preset's rerank stage has `cache: false`, so there is nothing to keep")
+        matcher = source.matcher
+        done = precompute_features(pipeline.store, source)
+    except user_errors() as exc:
+        fail(str(exc))
+        return
+    console.print(
+        f"rerank features ({matcher.name}): {done.computed} computed, {done.cached} already cached, "
+        f"{len(done.failed)} unreadable; {done.bytes_per_item / 1024:.1f} KiB per item",
+        soft_wrap=True,
+    )

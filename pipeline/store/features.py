@@ -21,6 +21,7 @@ from .images import ImageDecodeError, load_image
 
 if TYPE_CHECKING:
     from ...adapters.base import ImageTextMatcher
+    from .index_store import IndexStore
 
 logger = logging.getLogger(__name__)
 
@@ -90,3 +91,34 @@ class FeatureSource:
                 feats = self.matcher.image_features(torch.stack(pixels))  # (b, *feature_shape)
                 out.update({i: f.numpy().astype(np.float16) for i, f in zip(chunk, feats, strict=True)})
         return out, failed
+
+
+@dataclass
+class PrecomputeReport:
+    """What an index-time feature pass did."""
+
+    items: int
+    computed: int
+    cached: int
+    failed: list[tuple[int, str]] = field(default_factory=list)
+    bytes_per_item: float = 0.0
+
+
+def precompute_features(
+    store: IndexStore, source: FeatureSource, *, chunk: int = 256, progress: bool | None = None
+) -> PrecomputeReport:
+    """Fill the feature cache for every item of ``store`` (items already cached are skipped)."""
+    from ..progress import progress_bar
+
+    items = [(row.id, row.path) for row in store.iter_items()]
+    report = PrecomputeReport(len(items), 0, 0)
+    with progress_bar(f"vision features ({source.matcher.name})", len(items), "img", progress) as bar:
+        for start in range(0, len(items), chunk):
+            batch = source.get(items[start : start + chunk])
+            report.computed += batch.computed
+            report.cached += batch.cached
+            report.failed += batch.failed
+            bar.advance(min(chunk, len(items) - start))
+    if source.cache is not None:
+        report.bytes_per_item = source.cache.feature_stats(source.matcher.fingerprint).bytes_per_item
+    return report

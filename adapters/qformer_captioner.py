@@ -1,7 +1,7 @@
 """An offline scene captioner in BLIP-2's shape (the ``qformer_clip_captioner`` family).
 
 The structure of ``Blip2ForConditionalGeneration``, with small parts: the frozen scene CLIP's
-vision tokens (:func:`.qformer_matcher.clip_vision_tokens`, (B, 65, 128) for the zoo's
+vision tokens (:func:`.frozen_clip.clip_vision_tokens`, (B, 65, 128) for the zoo's
 ``scene-clip``) -> a Q-Former (``transformers.Blip2QFormerModel``: learned query tokens that
 cross-attend to the vision tokens) -> a linear *language projection* -> a causal language model
 (``transformers.GPT2LMHeadModel``) whose input is [projected query outputs] + [caption token
@@ -30,7 +30,6 @@ A model folder holds ``captioner_config.json`` (architecture + which CLIP entry 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import re
@@ -45,7 +44,7 @@ from PIL import Image
 from torch import nn
 
 from .entries import ConfigError, ModelEntry, config_root, from_dict
-from .qformer_matcher import _weights_digest, clip_vision_tokens
+from .frozen_clip import FrozenClipVision, frozen, heads_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -292,8 +291,12 @@ class Decoding:
         return out
 
 
-class QFormerCaptioner:
-    """The ``ImageCaptioner`` over a frozen open_clip CLIP plus trained :class:`CaptionerHeads`."""
+class QFormerCaptioner(FrozenClipVision):
+    """The ``ImageCaptioner`` over a frozen open_clip CLIP plus trained :class:`CaptionerHeads`.
+
+    Its ``image_features`` are the same vision tokens as a matcher's on the same CLIP, so one feature
+    cache can serve both.
+    """
 
     def __init__(
         self,
@@ -308,33 +311,12 @@ class QFormerCaptioner:
         batch_size: int = 64,
         precision: str = "fp32",
     ) -> None:
+        super().__init__(clip, transform, device=device, batch_size=batch_size)
         self.name = name
-        self.device = device or torch.device("cpu")
-        self.batch_size = batch_size
         self.precision = precision
-        self.clip = clip.eval().to(self.device)
         self.heads = heads.eval().to(self.device)
         self.vocab = vocab
-        self._transform = transform
         self.fingerprint = captioner_fingerprint(clip_fingerprint, heads, vocab)
-        with torch.inference_mode():
-            size = int(getattr(clip.visual, "image_size", (64, 64))[0])
-            probe = clip_vision_tokens(self.clip, torch.zeros(1, 3, size, size, device=self.device))
-        self.feature_shape: tuple[int, ...] = tuple(probe.shape[1:])
-        """Shape of one image's vision tokens (the same features as a matcher on the same CLIP)."""
-
-    @property
-    def image_transform(self) -> Callable[[Image.Image], torch.Tensor]:
-        return self._transform
-
-    @torch.inference_mode()
-    def image_features(self, pixels: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) preprocessed pixels -> (B, *feature_shape) float32 vision tokens (on CPU)."""
-        out = [
-            clip_vision_tokens(self.clip, pixels[i : i + self.batch_size].to(self.device)).float().cpu()
-            for i in range(0, len(pixels), self.batch_size)
-        ]
-        return torch.cat(out) if out else torch.zeros(0, *self.feature_shape)
 
     def caption(self, pixels: torch.Tensor, **decoding: object) -> list[str]:
         """(B, 3, H, W) preprocessed pixels -> B captions. Greedy by default; ``num_beams`` for beam
@@ -406,8 +388,7 @@ def generate_ids(heads: CaptionerHeads, vision: torch.Tensor, options: Decoding)
 
 def captioner_fingerprint(clip_fingerprint: str, heads: CaptionerHeads, vocab: CaptionVocab) -> str:
     """Digest of the CLIP's fingerprint, the architecture, the weights and the vocabulary."""
-    text = clip_fingerprint + json.dumps(asdict(heads.arch), sort_keys=True) + _weights_digest(heads)
-    return hashlib.sha256((text + vocab.to_json()).encode()).hexdigest()[:32]
+    return heads_fingerprint(clip_fingerprint, heads, vocab.to_json())
 
 
 # ---------------------------------------------------------------------------------------- files
@@ -467,9 +448,7 @@ def load_qformer_captioner(entry: ModelEntry) -> QFormerCaptioner:
     if config.get("vocab_size", len(vocab)) != len(vocab):
         raise ModelLoadError(f"model {entry.name!r}: {VOCAB_FILE} does not match {CONFIG_FILE} in {folder}")
     encoder = load_encoder(config["encoder"])
-    clip = encoder.model.float()
-    for p in clip.parameters():
-        p.requires_grad_(False)
+    clip = frozen(encoder.model)
     heads = CaptionerHeads(arch, vision_width=int(clip.visual.transformer.width), vocab=vocab)
     state = {k: v.float() for k, v in load_file(str(folder / WEIGHTS_FILE)).items()}
     state.setdefault("lm.lm_head.weight", state["lm.transformer.wte.weight"])

@@ -12,7 +12,6 @@ A model folder holds ``qformer_config.json`` (architecture + which CLIP entry it
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -28,6 +27,7 @@ from torch import nn
 
 from .base import MatchScores
 from .entries import ConfigError, ModelEntry, config_root, from_dict
+from .frozen_clip import FrozenClipVision, clip_text_states, frozen, heads_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -125,36 +125,12 @@ class QFormerHeads(nn.Module):
         return self.itm_head(out[:, :n_query]).mean(dim=1)  # (P, 2), averaged over query tokens
 
 
-def clip_vision_tokens(clip: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
-    """(B, 3, H, W) -> (B, 1 + G*G, W): the CLIP vision tower's pooled token then its patch tokens."""
-    visual = clip.visual
-    previous = visual.output_tokens
-    visual.output_tokens = True
-    try:
-        pooled, tokens = visual(pixels)  # (B, E) projected, (B, G*G, W)
-    finally:
-        visual.output_tokens = previous
-    if pooled.shape[-1] != tokens.shape[-1]:
-        pooled = pooled[..., : tokens.shape[-1]]  # keep one width; patch tokens carry the detail
-    return torch.cat([pooled[:, None], tokens], dim=1)
-
-
-def clip_text_states(clip: nn.Module, ids: torch.Tensor) -> torch.Tensor:
-    """(T, L) token ids -> (T, L, W) the CLIP text tower's token states (what its pooling reads)."""
-    length = ids.shape[1]  # may be shorter than the context: attention is causal, so the states are the same
-    x = clip.token_embedding(ids)  # (T, L, W)
-    x = x + clip.positional_embedding[:length].to(x.dtype)
-    mask = clip.attn_mask[:length, :length] if clip.attn_mask is not None else None
-    x = clip.transformer(x, attn_mask=mask)
-    return clip.ln_final(x)
-
-
 def text_mask(ids: torch.Tensor) -> torch.Tensor:
     """(T, L) ids -> (T, L) 1 where a token is present (open_clip pads with 0)."""
     return (ids != 0).long()
 
 
-class QFormerMatcher:
+class QFormerMatcher(FrozenClipVision):
     """The ``ImageTextMatcher`` over a frozen open_clip CLIP plus trained :class:`QFormerHeads`."""
 
     def __init__(
@@ -169,36 +145,11 @@ class QFormerMatcher:
         device: torch.device | None = None,
         batch_size: int = 64,
     ) -> None:
+        super().__init__(clip, transform, device=device, batch_size=batch_size)
         self.name = name
-        self.device = device or torch.device("cpu")
-        self.batch_size = batch_size
-        self.clip = clip.eval().to(self.device)
         self.heads = heads.eval().to(self.device)
         self.tokenizer = tokenizer
-        self._transform = transform
-        self.fingerprint = hashlib.sha256(
-            (clip_fingerprint + json.dumps(asdict(heads.arch), sort_keys=True) + _weights_digest(heads)).encode()
-        ).hexdigest()[:32]
-        with torch.inference_mode():
-            size = int(getattr(clip.visual, "image_size", (64, 64))[0])
-            probe = clip_vision_tokens(self.clip, torch.zeros(1, 3, size, size, device=self.device))
-        self.feature_shape: tuple[int, ...] = tuple(probe.shape[1:])
-
-    @property
-    def image_transform(self) -> Callable[[Image.Image], torch.Tensor]:
-        return self._transform
-
-    @torch.inference_mode()
-    def image_features(self, pixels: torch.Tensor) -> torch.Tensor:
-        out = [
-            clip_vision_tokens(self.clip, pixels[i : i + self.batch_size].to(self.device)).float().cpu()
-            for i in range(0, len(pixels), self.batch_size)
-        ]
-        return torch.cat(out) if out else torch.zeros(0, *self.feature_shape)
-
-    def encode_images(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        """PIL images -> (B, *feature_shape) features."""
-        return self.image_features(torch.stack([self._transform(im.convert("RGB")) for im in images]))
+        self.fingerprint = heads_fingerprint(clip_fingerprint, heads)
 
     @torch.inference_mode()
     def match(self, features: torch.Tensor, texts: Sequence[str]) -> MatchScores:
@@ -222,15 +173,6 @@ class QFormerMatcher:
             itc.append((sims[:, 0] if len(texts) == 1 else sims.diagonal()).float().cpu())
         empty = torch.zeros(0)
         return MatchScores(torch.cat(itm or [empty]).numpy(), torch.cat(itc or [empty]).numpy())
-
-
-def _weights_digest(module: nn.Module) -> str:
-    digest = hashlib.sha256()
-    for key, tensor in sorted(module.state_dict().items()):
-        t = tensor.detach().to("cpu").contiguous()
-        digest.update(f"{key}:{tuple(t.shape)}:{t.dtype}".encode())
-        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------- files
@@ -272,9 +214,7 @@ def load_qformer_matcher(entry: ModelEntry) -> QFormerMatcher:
     config = json.loads((folder / CONFIG_FILE).read_text())
     arch = from_dict(QFormerArch, config["arch"], str(folder / CONFIG_FILE))
     encoder = load_encoder(config["encoder"])
-    clip = encoder.model.float()
-    for p in clip.parameters():
-        p.requires_grad_(False)
+    clip = frozen(encoder.model)
     heads = QFormerHeads(arch, vision_width=int(clip.visual.transformer.width), text_width=int(clip.transformer.width))
     state = {k: v.float() for k, v in load_file(str(folder / WEIGHTS_FILE)).items()}
     heads.load_state_dict(state)
@@ -294,8 +234,6 @@ __all__ = [
     "QFormerArch",
     "QFormerHeads",
     "QFormerMatcher",
-    "clip_text_states",
-    "clip_vision_tokens",
     "load_qformer_matcher",
     "save_qformer_dir",
     "text_mask",

@@ -154,8 +154,13 @@ def write_model_card(model_dir: Path, run_dir: Path, report_paths: list[Path], n
     summary = json.loads((run_dir / "summary.json").read_text())
     reports = [json.loads(p.read_text()) for p in report_paths]
     size_mb = sum(f.stat().st_size for f in model_dir.glob("*.safetensors")) / 1e6
+    card = model_dir / "MODEL_CARD.md"
+    if (model_dir / "qformer_config.json").is_file():  # a reranker
+        from .reranker_card import render_reranker_card
+
+        card.write_text(render_reranker_card(name, train_config, summary, reports, size_mb), encoding="utf-8")
+        return card
     config_file = model_dir / "open_clip_config.json"
     arch = json.loads(config_file.read_text()).get("model_cfg") if config_file.is_file() else None
-    card = model_dir / "MODEL_CARD.md"
     card.write_text(render_model_card(name, train_config, summary, reports, size_mb, arch), encoding="utf-8")
     return card

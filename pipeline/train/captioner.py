@@ -32,8 +32,8 @@ import numpy as np
 import torch
 
 from ...adapters.entries import ConfigError, from_dict, read_yaml
+from ...adapters.frozen_clip import clip_vision_tokens, frozen
 from ...adapters.qformer_captioner import CaptionerArch, CaptionerHeads, CaptionVocab, Decoding, generate_ids
-from ...adapters.qformer_matcher import clip_vision_tokens
 from ..store.fsutil import atomic_write, atomic_write_json
 from .clip import SceneDataConfig, ensure_scene_data
 from .data import read_split_records
@@ -273,9 +273,7 @@ def train_captioner(
         torch.manual_seed(s.seed)
         device = pick_device(s.device)
         encoder = load_encoder(config.encoder)
-        clip = encoder.model.float().to(device).eval()
-        for p in clip.parameters():
-            p.requires_grad_(False)
+        clip = frozen(encoder.model).to(device).eval()
         root = ensure_scene_data(config.data)
         t_load = time.perf_counter()
         transform = encoder.image_transform

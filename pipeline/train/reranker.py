@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 
 from ...adapters.entries import ConfigError, from_dict, read_yaml
-from ...adapters.qformer_matcher import QFormerArch, QFormerHeads, clip_text_states, clip_vision_tokens, text_mask
+from ...adapters.frozen_clip import clip_text_states, clip_vision_tokens, frozen
+from ...adapters.qformer_matcher import QFormerArch, QFormerHeads, text_mask
 from ..store.fsutil import atomic_write, atomic_write_json
 from .clip import SceneDataConfig, ensure_scene_data
 from .data import TrainSplit, add_twins, batch_texts, load_split, read_split_records, sample_batch
@@ -391,9 +392,7 @@ def train_reranker(
         set_seed(s.seed)
         device = pick_device(s.device)
         encoder = load_encoder(config.encoder)
-        clip = encoder.model.float().to(device).eval()
-        for p in clip.parameters():
-            p.requires_grad_(False)
+        clip = frozen(encoder.model).to(device).eval()
         root = ensure_scene_data(config.data)
         t_load = time.perf_counter()
         train = load_match_data(root, "train", encoder, s, device, twins=True, progress=progress)

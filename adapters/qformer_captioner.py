@@ -438,7 +438,12 @@ def load_qformer_captioner(entry: ModelEntry) -> QFormerCaptioner:
     folder = _model_folder(entry)
     missing = [f for f in (CONFIG_FILE, WEIGHTS_FILE, VOCAB_FILE) if not (folder / f).is_file()]
     if missing:
-        hint = "reinstall viewfinder" if entry.weights == "zoo" else "train one with `viewfinder train captioner`"
+        hint = (
+            "train one with `viewfinder train captioner --config configs/train/scene-captioner.yaml`, then "
+            "`viewfinder train export RUN --to FOLDER` and point a `local-dir` model entry at FOLDER"
+        )
+        if entry.weights == "zoo" and folder.is_dir():
+            hint = "reinstall viewfinder"
         raise ModelLoadError(f"model {entry.name!r}: {folder} has no {', '.join(missing)}: {hint}")
     if entry.sha256 and sha256_file(folder / WEIGHTS_FILE) != entry.sha256:
         raise ModelLoadError(f"model {entry.name!r}: checksum mismatch for {folder / WEIGHTS_FILE}: reinstall it")

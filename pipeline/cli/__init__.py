@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from .bench import bench_app
+from .caption import caption_cmd
 from .common import APP_SETTINGS, ViewfinderTyper, setup_logging
 from .demo import demo_cmd
 from .eval import eval_cmd
@@ -28,6 +29,7 @@ def _main(
 
 app.command("index")(index_cmd)
 app.command("search")(search_cmd)
+app.command("caption")(caption_cmd)
 app.command("demo")(demo_cmd)
 app.command("eval")(eval_cmd)
 app.add_typer(train_app, name="train")

@@ -17,6 +17,7 @@ from typing import Any
 
 from ...adapters.entries import ConfigError, from_dict
 from .base import Stage, StageContext
+from .caption import Caption, CaptionConfig
 from .preselect import Preselect, PreselectConfig
 from .rerank import Rerank, RerankConfig
 
@@ -48,6 +49,7 @@ def register_stage(name: str, config_type: type, build: Callable[[Any, StageCont
 
 register_stage("preselect", PreselectConfig, Preselect.from_context)
 register_stage("rerank", RerankConfig, Rerank.from_context)
+register_stage("caption", CaptionConfig, Caption.from_context)
 
 FIRST_STAGES = ("preselect",)
 """Stages that produce candidates from the whole index; a pipeline starts with one of these."""

@@ -77,7 +77,7 @@ class Pipeline:
         trace = Trace(self.name, text, image_str)
         state = self.run(state, trace)
         hits = [
-            Hit(rank, c.id, c.key, c.path, c.score, c.text, c.metadata, dict(c.scores))
+            Hit(rank, c.id, c.key, c.path, c.score, c.text, c.metadata, dict(c.scores), c.caption)
             for rank, c in enumerate(state.candidates[:k], start=1)
         ]
         return SearchResult(state.text, image_str, hits, trace.timings, state.truncated, trace.to_dict())

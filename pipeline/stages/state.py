@@ -20,6 +20,8 @@ class Candidate:
     """Stage name -> the score that stage gave (``preselect``: cosine similarity, ...)."""
     score: float = 0.0
     """The score the candidate list is ordered by now (the last ranking stage's)."""
+    caption: str | None = None
+    """A generated description (the caption stage's), if any."""
 
 
 @dataclass

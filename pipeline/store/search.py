@@ -39,6 +39,8 @@ class Hit:
     metadata: dict[str, Any] = field(default_factory=dict)
     scores: dict[str, float] = field(default_factory=dict)
     """The score each stage of the pipeline gave (``preselect``, later ``rerank``...); ``score`` is the final one."""
+    caption: str | None = None
+    """A generated description of the image (when the pipeline has a caption stage)."""
 
 
 @dataclass

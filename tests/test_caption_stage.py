@@ -1,0 +1,101 @@
+"""The caption stage and ``viewfinder caption``: captions on the top candidates, cached per model and
+decoding settings, unreadable images reported (a tiny captioner saved by the test itself)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import write_images
+from typer.testing import CliRunner
+
+from viewfinder.adapters.entries import ConfigError
+from viewfinder.adapters.qformer_captioner import CaptionerArch, CaptionerHeads, CaptionVocab, save_captioner_dir
+from viewfinder.pipeline import Pipeline, build_index
+from viewfinder.pipeline.cli import app
+from viewfinder.pipeline.config import load_preset
+
+TINY = CaptionerArch(
+    qformer_hidden=32, qformer_layers=1, qformer_heads=2, qformer_intermediate=64, num_query_tokens=4,
+    lm_hidden=32, lm_layers=1, lm_heads=2, max_caption_tokens=12, dropout=0.0,
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def collection(tmp_path_factory, tiny_encoder) -> Path:
+    root = tmp_path_factory.mktemp("caption")
+    torch.manual_seed(0)
+    vocab = CaptionVocab.build(["a red circle on the left", "a large blue square at the top"])
+    heads = CaptionerHeads(TINY, int(tiny_encoder.model.visual.transformer.width), vocab)
+    save_captioner_dir(heads, vocab, root / "captioner", encoder_entry="tiny-test")
+    (root / "captioner.yaml").write_text("family: qformer_clip_captioner\nweights: local-dir\npath: captioner\n")
+    (root / "preset.yaml").write_text(
+        "encoder: tiny-test\nindex: {batch_size: 16, num_workers: 0}\n"
+        "stages:\n  - preselect: {k: 10}\n  - caption: {model: captioner.yaml, k: 4, max_new_tokens: 6}\n"
+    )
+    write_images(root / "images", 12, seed=9)
+    build_index(root / "images", root / "index", preset="tiny", progress=False)
+    return root
+
+
+def test_the_top_candidates_get_captions_that_are_cached(collection):
+    pipeline = Pipeline.from_preset(str(collection / "preset.yaml"), index=collection / "index")
+    first = pipeline.search("a red circle", k=6)
+    assert all(isinstance(h.caption, str) for h in first.hits[:4])
+    assert all(h.caption is None for h in first.hits[4:])
+    notes = first.trace["steps"][1]["notes"]
+    assert (notes["captions_computed"], notes["captions_cached"]) == (4, 0)
+    assert notes["captions"] == {str(h.id): h.caption for h in first.hits[:4]}
+    again = pipeline.search("a red circle", k=6)
+    assert (again.trace["steps"][1]["notes"]["captions_cached"]) == 4
+    assert [h.caption for h in again.hits] == [h.caption for h in first.hits]  # greedy and cached alike
+
+
+def test_other_decoding_settings_are_not_served_from_the_cache(collection, tmp_path):
+    preset = tmp_path / "p.yaml"
+    preset.write_text(
+        (collection / "preset.yaml")
+        .read_text()
+        .replace("captioner.yaml", str(collection / "captioner.yaml"))
+        .replace("max_new_tokens: 6", "max_new_tokens: 3")
+    )
+    Pipeline.from_preset(str(collection / "preset.yaml"), index=collection / "index").search("a blue square", k=4)
+    notes = Pipeline.from_preset(str(preset), index=collection / "index").search("a blue square", k=4).trace
+    assert notes["steps"][1]["notes"]["captions_computed"] == 4
+
+
+@pytest.mark.parametrize(("stage", "message"), [("{k: 0}", "'k' must be >= 1"), ("{beams: 2}", "unknown field")])
+def test_bad_caption_settings_are_config_errors(tmp_path, stage, message):
+    path = tmp_path / "p.yaml"
+    path.write_text(f"encoder: tiny-test\nstages:\n  - preselect\n  - caption: {stage}\n")
+    with pytest.raises(ConfigError, match=message):
+        load_preset(str(path))
+
+
+def test_caption_cli_on_an_index_and_on_a_folder_with_a_broken_image(collection, tmp_path):
+    runner = CliRunner()
+    model = str(collection / "captioner.yaml")
+    result = runner.invoke(app, ["caption", str(collection / "index"), "--model", model, "--json", "--limit", "5"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.output.splitlines() if line.startswith("{")]
+    assert len(rows) == 5 and all(isinstance(r["caption"], str) for r in rows)
+    folder = tmp_path / "imgs"
+    shutil.copytree(collection / "images", folder)
+    broken = sorted(folder.iterdir())[0]
+    broken.write_bytes(b"not an image")
+    result = runner.invoke(app, ["caption", str(folder), "--model", model, "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {r["key"]: r for r in (json.loads(line) for line in result.output.splitlines() if line.startswith("{"))}
+    assert len(rows) == 12 and rows[broken.name]["caption"] is None and "error" in rows[broken.name]
+    assert all(isinstance(r["caption"], str) for key, r in rows.items() if key != broken.name)
+    missing = runner.invoke(app, ["caption", str(folder), "--model", str(tmp_path / "none.yaml")])
+    assert missing.exit_code == 2 and "Traceback" not in missing.output
+
+
+def test_the_unshipped_scene_captioner_says_how_to_train_it(collection):
+    result = CliRunner().invoke(app, ["caption", str(collection / "images")])
+    assert result.exit_code == 2
+    assert "viewfinder train captioner" in result.output

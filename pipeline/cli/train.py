@@ -70,6 +70,30 @@ def train_reranker_cmd(
     console.print(f"model: {result.model_dir} (qformer_clip folder)", soft_wrap=True)
 
 
+@train_app.command("captioner")
+def train_captioner_cmd(
+    config: Annotated[
+        str,
+        typer.Option(
+            "--config",
+            "-c",
+            help=f"Training config: a YAML file or a packaged name ({', '.join(packaged_names('train'))}).",
+        ),
+    ],
+    max_steps: Annotated[int | None, typer.Option(help="Stop after this many steps (resume later).")] = None,
+) -> None:
+    """Train the Q-Former + small LM captioner on top of a frozen CLIP (resumable)."""
+    try:
+        from ..train.captioner import load_captioner_config, train_captioner
+
+        result = train_captioner(load_captioner_config(config), max_steps=max_steps)
+    except user_errors() as exc:
+        fail(str(exc))
+        return
+    console.print(f"{result.steps} steps in {result.seconds / 60:.1f} min; last val: {result.final_eval}")
+    console.print(f"model: {result.model_dir} (qformer_clip_captioner folder)", soft_wrap=True)
+
+
 @train_app.command("export")
 def export_cmd(
     run: Annotated[Path, typer.Argument(help="Run folder written by `viewfinder train clip|reranker|captioner`.")],

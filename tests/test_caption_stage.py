@@ -99,3 +99,23 @@ def test_the_unshipped_scene_captioner_says_how_to_train_it(collection):
     result = CliRunner().invoke(app, ["caption", str(collection / "images")])
     assert result.exit_code == 2
     assert "viewfinder train captioner" in result.output
+
+
+def test_eval_reports_caption_f1_beside_the_ground_truth_parse(collection, tmp_path, tiny_encoder):
+    from viewfinder.adapters.registry import load_model
+    from viewfinder.pipeline.config import IndexConfig
+    from viewfinder.pipeline.eval.scenes import evaluate_scene_split
+    from viewfinder.pipeline.scenes.dataset import ensure_scene_dataset
+    from viewfinder.pipeline.scenes.generator import SceneGeneratorConfig
+
+    root = ensure_scene_dataset(
+        tmp_path / "scenes", SceneGeneratorConfig(seed=3), n_train=0, n_val=0, n_test=12, n_compositional=0
+    )
+    captioner = load_model(str(collection / "captioner.yaml"), "captioner")
+    report = evaluate_scene_split(
+        root, "test", tiny_encoder, IndexConfig(num_workers=0), tmp_path / "work", captioner=captioner, progress=False
+    )
+    captions = report["captions"]
+    assert captions["ground_truth_parse"]["f1"] == 1.0
+    assert 0.0 <= captions["generated"]["f1"] <= 1.0 and captions["generated"]["n_captions"] >= 12
+    assert captions["images_per_second"] > 0

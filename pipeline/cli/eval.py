@@ -55,6 +55,14 @@ def _print_report(report: dict[str, Any]) -> None:
         console.print(t)
     if rerank := report.get("rerank"):
         _print_rerank(rerank, sets)
+    if captions := report.get("captions"):
+        gen, truth = captions["generated"], captions["ground_truth_parse"]
+        console.print(
+            f"captions by {captions['captioner']} ({gen['n_captions']} images, greedy): object F1 {gen['f1']:.3f} "
+            f"(precision {gen['precision']:.3f}, recall {gen['recall']:.3f}); the split's own captions parse to "
+            f"F1 {truth['f1']:.3f}; {captions['images_per_second']:.1f} images/s",
+            soft_wrap=True,
+        )
 
 
 def _print_rerank(rerank: dict[str, Any], sets: dict[str, Any]) -> None:
@@ -121,7 +129,7 @@ def eval_cmd(
         if scenes:
             from ..eval.scenes import evaluate_scene_split
 
-            matcher = _preset_matcher(preset)
+            matcher = _preset_model(preset, "rerank", "matcher")
             report = evaluate_scene_split(
                 dataset,
                 split,
@@ -132,6 +140,7 @@ def eval_cmd(
                 matcher=matcher,
                 rerank_k=rerank_k,
                 rerank_queries=rerank_queries,
+                captioner=_preset_model(preset, "caption", "captioner"),
             )
         elif dataset.suffix == ".json":
             report = evaluate_retrieval(
@@ -154,13 +163,15 @@ def eval_cmd(
         console.print(f"chart: {png}")
 
 
-def _preset_matcher(preset: Any) -> Any:
-    """The matcher of the preset's rerank stage, loaded (None when the preset does not rerank)."""
-    from ...adapters.registry import load_model
+def _preset_model(preset: Any, stage: str, kind: str) -> Any:
+    """The model of the preset's ``stage`` (rerank: its matcher, caption: its captioner), loaded; None
+    when the preset has no such stage."""
+    from ...adapters.registry import load_entry, load_model
 
     for spec in preset.stages:
-        if spec.name == "rerank":
-            return load_model(spec.config.model, "matcher")
+        if spec.name == stage:
+            relative_to = Path(preset.source).parent if preset.source and Path(preset.source).is_file() else None
+            return load_model(load_entry(spec.config.model, kind, relative_to=relative_to), kind)
     return None
 
 

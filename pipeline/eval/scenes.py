@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ...adapters.base import ImageTextEncoder, ImageTextMatcher
+from ...adapters.base import ImageCaptioner, ImageTextEncoder, ImageTextMatcher
 from ..config import IndexConfig
 from .retrieval import (
     evaluate_retrieval,
@@ -44,9 +44,11 @@ def evaluate_scene_split(
     rerank_k: int = 16,
     rerank_queries: int | None = None,
     progress: bool | None = None,
+    captioner: ImageCaptioner | None = None,
 ) -> dict[str, Any]:
     """Full-description Recall@K both ways plus every query set of ``split``; with a ``matcher``, the
-    same figures after reranking the dual encoder's top ``rerank_k`` (in ``report["rerank"]``)."""
+    same figures after reranking the dual encoder's top ``rerank_k`` (in ``report["rerank"]``); with a
+    ``captioner``, its caption F1 on the split's scenes (in ``report["captions"]``)."""
     from ..scenes.dataset import load_scene_dataset
     from ..scenes.metrics import partial_query_report, swap_accuracy
 
@@ -102,6 +104,21 @@ def evaluate_scene_split(
         }
         sets["composed"] = {"n_queries": len(composed), "baselines": baselines}
     report["query_sets"] = sets
+    if captioner is not None:
+        from ..store.images import load_image
+        from .captions import caption_scene_report
+
+        base = [
+            (k, p) for k, p in zip(evalset.image_keys, evalset.image_paths, strict=True) if k in dataset.scenes[split]
+        ]
+        truth = {evalset.image_keys[i]: text for text, i in zip(evalset.captions, evalset.caption_image, strict=True)}
+        report["captions"] = caption_scene_report(
+            [load_image(p) for _, p in base],
+            [dataset.scenes[split][k] for k, _ in base],
+            [truth[k] for k, _ in base],
+            captioner,
+            progress=progress,
+        )
     if matcher is not None:
         from ..store.images import load_image
         from .rerank import rerank_scene_report

@@ -236,3 +236,20 @@ def test_index_with_rerank_fills_the_feature_cache_at_index_time(collection, tmp
     assert (notes["features_computed"], notes["features_cached"]) == (0, 8)
     bad = runner.invoke(app, ["index", str(root / "images"), "--index", str(root / "index"), "--with", "caption"])
     assert bad.exit_code == 2 and "unknown ['caption']" in bad.output
+
+
+def test_bench_rerank_times_three_pipelines_in_one_run(collection, tmp_path):
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(
+        app,
+        ["bench", "rerank", "--index", str(collection / "index"), "--model", str(collection / "matcher-a.yaml"),
+         "-k", "8", "--queries", "6", "--json", str(out)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    run = json.loads(out.read_text())
+    names = [r["preset"] for r in run["results"]]
+    assert names == ["preselect only", "+ rerank 8 (cache)", "+ rerank 8 (no cache)"]
+    assert run["results"][0]["ratio_to_first"] == 1.0 and set(run["results"][1]["stages_p50_ms"]) == {
+        "preselect",
+        "rerank",
+    }

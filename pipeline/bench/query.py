@@ -41,22 +41,29 @@ class QueryBench:
 
 
 def default_queries(index: str | Path, n: int, seed: int = 0) -> list[str]:
-    """``n`` texts of the index's own items (manifest captions), drawn with a seed."""
+    """``n`` texts of the index's own items (manifest captions; for a folder index, file names read as
+    words), drawn with a seed: latency depends on query length, not on what the words mean."""
+    import re
+
     from ..store.index_store import IndexStore
 
     with IndexStore.open(index) as store:
-        texts = [row.text for row in store.iter_items() if row.text]
+        rows = list(store.iter_items())
+    texts = [row.text for row in rows if row.text] or [
+        " ".join(re.split(r"[\W_]+", Path(row.key).stem)).strip() or "an image" for row in rows
+    ]
     if not texts:
-        raise ValueError(f"index {index} has no item texts to use as queries: pass queries explicitly")
+        raise ValueError(f"index {index} is empty: nothing to draw queries from")
     rng = np.random.default_rng(seed)
     return [texts[i] for i in rng.choice(len(texts), min(n, len(texts)), replace=False)]
 
 
-def bench_query(index: str | Path, presets: list[str], queries: list[str], k: int = 10, warmup: int = 5) -> QueryBench:
-    """Time every preset's pipeline on ``queries`` over ``index``."""
+def bench_query(index: str | Path, presets: list[Any], queries: list[str], k: int = 10, warmup: int = 5) -> QueryBench:
+    """Time every preset's pipeline (names, files or :class:`Preset` objects) on ``queries`` over ``index``."""
     from ..stages.runner import Pipeline
 
     pipelines = [Pipeline.from_preset(p, index=index) for p in presets]
+    names = [str(getattr(p, "name", p)) for p in presets]
     for pipeline in pipelines:
         for text in queries[:warmup]:
             pipeline.search(text, k=k)
@@ -71,7 +78,7 @@ def bench_query(index: str | Path, presets: list[str], queries: list[str], k: in
             for name, seconds in result.timings.items():
                 stages[i].setdefault(name, []).append(seconds)
     first = float(np.percentile(totals[0], 50))
-    for preset, total, per_stage in zip(presets, totals, stages, strict=True):
+    for preset, total, per_stage in zip(names, totals, stages, strict=True):
         p50 = float(np.percentile(total, 50))
         run.results.append(
             PresetLatency(
@@ -87,3 +94,29 @@ def bench_query(index: str | Path, presets: list[str], queries: list[str], k: in
 
 def as_rows(run: QueryBench) -> list[dict[str, Any]]:
     return [vars(r) for r in run.results]
+
+
+def rerank_presets(index: str | Path, model: str, k: int) -> list[Any]:
+    """The index's own preset cut to preselect alone, then + rerank of the top ``k`` with ``model``, with and
+    without the feature cache: the three pipelines ``viewfinder bench rerank`` compares."""
+    from dataclasses import replace
+
+    from ..stages.preselect import PreselectConfig
+    from ..stages.presets import preset_for_index
+    from ..stages.registry import StageSpec
+    from ..stages.rerank import RerankConfig
+    from ..store.index_store import IndexStore
+
+    with IndexStore.open(index) as store:
+        base = preset_for_index(None, store)
+    preselect = [StageSpec("preselect", PreselectConfig())]
+    rerank = [StageSpec("preselect", PreselectConfig(k=k))]
+    return [
+        replace(base, name="preselect only", stages=preselect),
+        replace(base, name=f"+ rerank {k} (cache)", stages=[*rerank, StageSpec("rerank", RerankConfig(model, k))]),
+        replace(
+            base,
+            name=f"+ rerank {k} (no cache)",
+            stages=[*rerank, StageSpec("rerank", RerankConfig(model, k, cache=False))],
+        ),
+    ]

@@ -183,6 +183,19 @@ def search_cmd(
 
 
 @bench_app.command("query")
+def _print_query_bench(run: Any, index: Path, k: int) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"query latency over {index} ({run.queries} queries, k={k})")
+    for column in ("pipeline", "p50 ms", "p95 ms", "ratio to first", "p50 per stage, ms"):
+        table.add_column(column)
+    for r in run.results:
+        per_stage = ", ".join(f"{name} {ms:.2f}" for name, ms in r.stages_p50_ms.items())
+        table.add_row(r.preset, f"{r.p50_ms:.2f}", f"{r.p95_ms:.2f}", f"{r.ratio_to_first:.1f}x", per_stage)
+    console.print(table)
+    console.print(f"load average at start: {run.load_average:.2f}")
+
+
 def query_cmd(
     index: Annotated[Path, typer.Option("--index", "-i", help="Index folder to query.")],
     config: Annotated[
@@ -194,8 +207,6 @@ def query_cmd(
     json_path: JsonOpt = None,
 ) -> None:
     """Query latency of whole pipelines, preset against preset, in one run (p50/p95, per stage, ratio)."""
-    from rich.table import Table
-
     from ..bench.query import bench_query, default_queries
 
     try:
@@ -203,13 +214,27 @@ def query_cmd(
     except (*user_errors(), ValueError) as exc:
         fail(str(exc))
         return
-    table = Table(title=f"query latency over {index} ({run.queries} queries, k={k})")
-    for column in ("preset", "p50 ms", "p95 ms", "ratio to first", "p50 per stage, ms"):
-        table.add_column(column)
-    for r in run.results:
-        per_stage = ", ".join(f"{name} {ms:.2f}" for name, ms in r.stages_p50_ms.items())
-        table.add_row(r.preset, f"{r.p50_ms:.2f}", f"{r.p95_ms:.2f}", f"{r.ratio_to_first:.1f}x", per_stage)
-    console.print(table)
-    console.print(f"load average at start: {run.load_average:.2f}")
+    _print_query_bench(run, index, k)
+    if json_path:
+        _write_json(json_path, asdict(run))
+
+
+@bench_app.command("rerank")
+def rerank_cmd(
+    index: Annotated[Path, typer.Option("--index", "-i", help="An image index (e.g. the demo's).")],
+    model: Annotated[str, typer.Option(help="Matcher model entry.")] = "scene-reranker",
+    k: Annotated[int, typer.Option("-k", min=1, help="Candidates reranked.")] = 128,
+    queries: Annotated[int, typer.Option(min=1, help="Queries (texts of the index's own items).")] = 50,
+    json_path: JsonOpt = None,
+) -> None:
+    """CLIP-only queries against CLIP + rerank of the top k, with and without the feature cache, in one run."""
+    from ..bench.query import bench_query, default_queries, rerank_presets
+
+    try:
+        run = bench_query(index, rerank_presets(index, model, k), default_queries(index, queries), 10)
+    except (*user_errors(), ValueError) as exc:
+        fail(str(exc))
+        return
+    _print_query_bench(run, index, 10)
     if json_path:
         _write_json(json_path, asdict(run))

@@ -6,28 +6,25 @@ so the model is not starved. Embeddings are checkpointed in batches; a killed ru
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import faiss
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from ...adapters.base import ImageTextEncoder
 from ..config import IndexConfig
 from ..progress import progress_bar
 from .commit import next_spec
-from .faiss_index import PRESETS, IndexBuildError, check_trainable, resolve_factory
-from .images import ImageDecodeError, decode_image
-from .index_store import IndexStore, ItemRow, Manifest, PendingRow, StoreError
-from .sources import Modality, SourceItem, list_source
+from .decode import ImageFiles, collate_decoded
+from .faiss_index import check_trainable
+from .index_store import IndexStore, ItemRow, PendingRow, StoreError
+from .plan import RunPlan, check_factory, factory_change, plan_run
+from .sources import Modality, list_source
 
 logger = logging.getLogger(__name__)
 
@@ -58,198 +55,6 @@ class IndexReport:
     factory_change: str | None = None
     """``'OLD -> NEW'`` when this run changed the FAISS factory of a non-empty index, so its FAISS index
     was rebuilt as the new type (from the stored vectors: nothing is re-embedded for it); a warning says so too."""
-
-
-@dataclass
-class _Plan:
-    """What a run does with each item of the source, decided before embedding anything."""
-
-    to_embed: list[ItemRow] = field(default_factory=list)
-    delete_keys: list[str] = field(default_factory=list)
-    """Keys gone from the source: committed items and skipped files."""
-    updates: list[ItemRow] = field(default_factory=list)
-    unchanged: int = 0
-    resumed: int = 0
-    reembed_keys: set[str] = field(default_factory=set)
-    """Committed items embedded again (their content changed, or a rebuild)."""
-    removed: int = 0
-    """Committed items gone from the source."""
-    dropped_before: int = 0
-    """Committed items that failed in the interrupted run being resumed (they leave the index)."""
-    skipped_before: list[tuple[str, str]] = field(default_factory=list)
-
-    @property
-    def expected_count(self) -> int:
-        """Items in the index after the run, if every embedding succeeds."""
-        return self.unchanged + self.resumed + len(self.to_embed)
-
-
-def _file_sha256(path: str) -> str | None:
-    try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    except OSError:
-        return None
-
-
-def _live_pending(store: IndexStore, items: list[SourceItem]) -> dict[str, tuple[int, int, int, str | None]]:
-    """Pending rows still valid for ``items``; those of files gone or changed since are discarded."""
-    pending = store.pending_state()
-    current = {it.key: (it.size, it.mtime_ns) for it in items}
-    stale = [key for key, row in pending.items() if current.get(key) != row[1:3]]
-    if stale:
-        store.discard_pending(stale)
-    return {key: row for key, row in pending.items() if current.get(key) == row[1:3]}
-
-
-def _plan_committed(plan: _Plan, it: SourceItem, row: ItemRow, committed: tuple) -> None:
-    """An item already in the index: unchanged (maybe with new metadata) or to embed again."""
-    cid, size, mtime, sha, text, meta = committed
-    row.id = cid
-    same_file = (size, mtime) == (it.size, it.mtime_ns)
-    if not same_file and size == it.size and it.content_hash is None:
-        same_file = _file_sha256(it.path) == sha  # touched, not changed: no re-embedding
-    if it.content_hash is not None:
-        same_file = it.content_hash == sha
-    if same_file:
-        plan.unchanged += 1
-        if (text, meta, mtime) != (it.text, json.dumps(it.metadata), it.mtime_ns):
-            row.sha256 = sha
-            plan.updates.append(row)
-        return
-    plan.reembed_keys.add(it.key)
-    plan.to_embed.append(row)
-
-
-def _plan(store: IndexStore, items: list[SourceItem], rebuild: bool) -> _Plan:
-    """Sort every listed item into resumed, unchanged, skipped before, or to embed (allocating new ids)."""
-    prior = store.committed_state()
-    committed = {} if rebuild else prior
-    skipped = {} if rebuild else store.skipped_state()
-    pending = _live_pending(store, items)
-    source_keys = {it.key for it in items}
-    plan = _Plan()
-    need_ids: list[ItemRow] = []
-    for it in items:
-        row = ItemRow(-1, it.key, it.path, it.size, it.mtime_ns, it.content_hash, it.text, it.metadata)
-        if it.key in pending:
-            reason = pending[it.key][3]
-            if reason is None:
-                plan.resumed += 1
-            else:
-                plan.skipped_before.append((it.path, reason + " (before the interruption)"))
-                plan.dropped_before += it.key in prior
-            continue
-        if it.key in committed:
-            _plan_committed(plan, it, row, committed[it.key])
-            continue
-        if it.key in skipped and skipped[it.key][:2] == (it.size, it.mtime_ns):
-            plan.skipped_before.append((it.path, skipped[it.key][2] + " (unchanged since an earlier run)"))
-            continue
-        plan.to_embed.append(row)
-        if it.key in prior:  # a rebuild keeps ids stable
-            row.id = prior[it.key][0]
-            plan.reembed_keys.add(it.key)
-        else:
-            need_ids.append(row)
-    for row, new_id in zip(need_ids, store.allocate_ids(len(need_ids)) if need_ids else [], strict=True):
-        row.id = new_id
-    plan.delete_keys = [k for k in committed if k not in source_keys] + [k for k in skipped if k not in source_keys]
-    plan.removed = sum(k not in source_keys for k in prior)
-    return plan
-
-
-def check_factory(factory: str, dim: int, n_vectors: int) -> str:
-    """The FAISS factory string ``factory`` resolves to for ``n_vectors`` embeddings of size ``dim``.
-
-    Raises :class:`IndexBuildError` when FAISS cannot parse it (checked before anything is embedded).
-    """
-    spec = resolve_factory(factory, dim, max(n_vectors, 1))
-    try:
-        faiss.index_factory(dim, spec, faiss.METRIC_INNER_PRODUCT)
-    except RuntimeError as exc:
-        why = re.sub(r"^Error in .*? at \S+:\d+: ", "", str(exc).strip())
-        resolved = f" (resolved to {spec!r})" if spec != factory else ""
-        raise IndexBuildError(
-            f"FAISS cannot build the index factory {factory!r}{resolved} for {dim}-dimensional embeddings: {why}; "
-            f"use a preset ({', '.join(PRESETS)}) or a valid FAISS factory string such as 'IVF256,Flat' or 'HNSW32'"
-        ) from exc
-    return spec
-
-
-def _factory_change(manifest: Manifest, factory: str, spec: str) -> str | None:
-    """``'OLD -> NEW'`` when indexing with ``factory`` (built as ``spec``) turns the committed FAISS index
-    into another type."""
-    if not manifest.count or not manifest.faiss_spec or factory == manifest.factory or spec == manifest.faiss_spec:
-        return None
-
-    def describe(name: str, built: str) -> str:
-        return name if name == built else f"{name} ({built})"
-
-    return f"{describe(manifest.factory, manifest.faiss_spec)} -> {describe(factory, spec)}"
-
-
-class _ImageFiles(Dataset):
-    """Reads, hashes, decodes and preprocesses image files (runs in DataLoader workers)."""
-
-    def __init__(self, rows: list[ItemRow], transform: Callable[[Any], torch.Tensor], max_pixels: int) -> None:
-        self.paths = [r.path for r in rows]
-        self.transform = transform
-        self.max_pixels = max_pixels
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, str | None, str | None]:
-        try:
-            data = Path(self.paths[i]).read_bytes()
-            sha = hashlib.sha256(data).hexdigest()
-            image = decode_image(data, self.max_pixels)
-            return i, self.transform(image), sha, None
-        except ImageDecodeError as exc:
-            return i, None, None, str(exc)
-        except OSError as exc:
-            return i, None, None, f"unreadable: {exc}"
-        except Exception as exc:  # a transform failing on an odd image must not stop the run
-            return i, None, None, f"preprocessing failed: {exc!r}"
-
-
-@dataclass
-class _DecodedBatch:
-    """One batch as a worker hands it over: the good images stacked into one tensor (one shared-memory
-    block instead of one per image), their hashes, and the failures."""
-
-    good: list[int]
-    """Row indices of the decoded images, in ``pixels`` order."""
-    pixels: torch.Tensor | None
-    """(G, 3, H, W) preprocessed pixels, None when nothing in the batch decoded."""
-    shas: list[str]
-    failed: list[tuple[int, str]]
-    """(row index, reason) of what could not be read."""
-
-    @property
-    def size(self) -> int:
-        return len(self.good) + len(self.failed)
-
-    def pin_memory(self) -> _DecodedBatch:
-        """Called by the DataLoader when pinning (CUDA encoders): page-locked pixels copy faster."""
-        if self.pixels is not None:
-            self.pixels = self.pixels.pin_memory()
-        return self
-
-
-def _collate(batch: list[tuple[int, torch.Tensor | None, str | None, str | None]]) -> _DecodedBatch:
-    """Runs in the worker: stack what decoded (images whose tensor shape differs from the batch's are failures)."""
-    failed = [(i, reason or "no pixels") for i, px, _, reason in batch if px is None]
-    decoded = [(i, px, sha) for i, px, sha, _ in batch if px is not None]
-    shape = decoded[0][1].shape if decoded else None
-    failed += [
-        (i, f"preprocessing gave shape {tuple(px.shape)}, not {tuple(shape)}")
-        for i, px, _ in decoded
-        if px.shape != shape
-    ]
-    decoded = [d for d in decoded if d[1].shape == shape]
-    pixels = torch.stack([px for _, px, _ in decoded]) if decoded else None
-    return _DecodedBatch([i for i, _, _ in decoded], pixels, [sha or "" for _, _, sha in decoded], failed)
 
 
 class Indexer:
@@ -304,7 +109,7 @@ class Indexer:
         ) as store:
             self._check_store(store, modality, source_str, rebuild)
             store.prepare_run(enc.fingerprint, rebuild)
-            plan = _plan(store, listing.items, rebuild)
+            plan = plan_run(store, listing.items, rebuild)
             self._check_plan(store, plan, report, rebuild)
             embed_start = time.perf_counter()
             if modality == "image":
@@ -346,7 +151,7 @@ class Indexer:
         if not rebuild and manifest.count:
             store.check_encoder(self.encoder.name, self.encoder.fingerprint)
 
-    def _check_plan(self, store: IndexStore, plan: _Plan, report: IndexReport, rebuild: bool) -> None:
+    def _check_plan(self, store: IndexStore, plan: RunPlan, report: IndexReport, rebuild: bool) -> None:
         """Before embedding: the FAISS index can be trained on what the collection will hold; a change of
         factory is announced. Fills the report's plan-time counters."""
         dim, factory, expected = self.encoder.embed_dim, self.config.factory, plan.expected_count
@@ -356,7 +161,7 @@ class Indexer:
         in_place = bool(manifest.count) and spec == manifest.faiss_spec and ("HNSW" not in spec or not leaving)
         if expected and (rebuild or not in_place):  # an index updated in place is trained already
             check_trainable(spec, expected)
-        report.factory_change = _factory_change(manifest, factory, spec)
+        report.factory_change = factory_change(manifest, factory, spec)
         if report.factory_change:
             logger.warning(
                 "index %s: FAISS factory changes, %s: the FAISS index is rebuilt as the new type; "
@@ -393,10 +198,10 @@ class Indexer:
             return []
         cfg = self.config
         loader = DataLoader(
-            _ImageFiles(rows, self._worker_transform(), cfg.max_image_pixels),
+            ImageFiles(rows, self._worker_transform(), cfg.max_image_pixels),
             batch_size=cfg.batch_size,
             num_workers=cfg.num_workers,
-            collate_fn=_collate,
+            collate_fn=collate_decoded,
             prefetch_factor=4 if cfg.num_workers else None,
             pin_memory=getattr(getattr(self.encoder, "device", None), "type", "cpu") == "cuda",
         )
@@ -435,7 +240,7 @@ class Indexer:
         return failed
 
 
-def _fill_report(report: IndexReport, plan: _Plan, failed: list[tuple[ItemRow, str]]) -> None:
+def _fill_report(report: IndexReport, plan: RunPlan, failed: list[tuple[ItemRow, str]]) -> None:
     """The run's counters: a failed re-embedding is neither added nor re-embedded, but dropped."""
     report.skipped += [(row.path, reason) for row, reason in failed]
     failed_keys = {row.key for row, _ in failed}

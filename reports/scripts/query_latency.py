@@ -1,27 +1,50 @@
 """Single text queries timed end to end through the Python API on the demo index: the stage pipeline
-(`Pipeline.search`) where it exists, else the bare `Searcher.search` (the code before the stage seam).
+(``Pipeline.search``) where it exists, else the bare ``Searcher.search`` (the code before the stage seam).
 
     python reports/scripts/query_latency.py ~/.cache/viewfinder/demo/index-default reports/query-latency.json
 """
-import json, sys, time, statistics
+
+import json
+import sys
+import time
+
 import numpy as np
-idx = sys.argv[1]; out = sys.argv[2]
-try:
-    from viewfinder.pipeline import Pipeline
-    p = Pipeline.from_preset("default", index=idx)
-    run = lambda q: p.search(q, k=10)
-    kind = "Pipeline.search"
-except ImportError:
-    from viewfinder.pipeline import open_index
-    s = open_index(idx)
-    run = lambda q: s.search(q, k=10)
-    kind = "Searcher.search"
-qs = [f"a {sz} {c} {sh}" for sz in ("small","large") for c in ("red","blue","green","pink","orange") for sh in ("star","circle","heart","cross","square")]
-for q in qs[:10]: run(q)
-lat = []
-for rep in range(4):
-    for q in qs:
-        t=time.perf_counter(); run(q); lat.append(time.perf_counter()-t)
-lat = np.array(lat)*1000
-r = {"api": kind, "queries": len(lat), "p50_ms": float(np.percentile(lat,50)), "p95_ms": float(np.percentile(lat,95))}
-print(r); json.dump(r, open(out,"w"), indent=2)
+
+
+def main(index: str, out: str) -> None:
+    try:
+        from viewfinder.pipeline import Pipeline
+
+        pipeline = Pipeline.from_preset("default", index=index)
+        run, api = (lambda q: pipeline.search(q, k=10)), "Pipeline.search"
+    except ImportError:
+        from viewfinder.pipeline import open_index
+
+        searcher = open_index(index)
+        run, api = (lambda q: searcher.search(q, k=10)), "Searcher.search"
+    sizes, colours = ("small", "large"), ("red", "blue", "green", "pink", "orange")
+    queries = [
+        f"a {s} {c} {sh}" for s in sizes for c in colours for sh in ("star", "circle", "heart", "cross", "square")
+    ]
+    for q in queries[:10]:  # warm-up
+        run(q)
+    latencies = []
+    for _ in range(4):
+        for q in queries:
+            start = time.perf_counter()
+            run(q)
+            latencies.append(time.perf_counter() - start)
+    ms = np.array(latencies) * 1000
+    report = {
+        "api": api,
+        "queries": len(ms),
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p95_ms": float(np.percentile(ms, 95)),
+    }
+    print(report)
+    with open(out, "w") as fh:
+        json.dump(report, fh, indent=2)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])

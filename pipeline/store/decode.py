@@ -1,0 +1,80 @@
+"""Decoding workers of the indexer: read, hash, decode and preprocess image files in DataLoader
+worker processes, and hand each batch over as one stacked tensor."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from .images import ImageDecodeError, decode_image
+from .index_store import ItemRow
+
+
+class ImageFiles(Dataset):
+    """Reads, hashes, decodes and preprocesses image files (runs in DataLoader workers)."""
+
+    def __init__(self, rows: list[ItemRow], transform: Callable[[Any], torch.Tensor], max_pixels: int) -> None:
+        self.paths = [r.path for r in rows]
+        self.transform = transform
+        self.max_pixels = max_pixels
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, str | None, str | None]:
+        try:
+            data = Path(self.paths[i]).read_bytes()
+            sha = hashlib.sha256(data).hexdigest()
+            image = decode_image(data, self.max_pixels)
+            return i, self.transform(image), sha, None
+        except ImageDecodeError as exc:
+            return i, None, None, str(exc)
+        except OSError as exc:
+            return i, None, None, f"unreadable: {exc}"
+        except Exception as exc:  # a transform failing on an odd image must not stop the run
+            return i, None, None, f"preprocessing failed: {exc!r}"
+
+
+@dataclass
+class DecodedBatch:
+    """One batch as a worker hands it over: the good images stacked into one tensor (one shared-memory
+    block instead of one per image), their hashes, and the failures."""
+
+    good: list[int]
+    """Row indices of the decoded images, in ``pixels`` order."""
+    pixels: torch.Tensor | None
+    """(G, 3, H, W) preprocessed pixels, None when nothing in the batch decoded."""
+    shas: list[str]
+    failed: list[tuple[int, str]]
+    """(row index, reason) of what could not be read."""
+
+    @property
+    def size(self) -> int:
+        return len(self.good) + len(self.failed)
+
+    def pin_memory(self) -> DecodedBatch:
+        """Called by the DataLoader when pinning (CUDA encoders): page-locked pixels copy faster."""
+        if self.pixels is not None:
+            self.pixels = self.pixels.pin_memory()
+        return self
+
+
+def collate_decoded(batch: list[tuple[int, torch.Tensor | None, str | None, str | None]]) -> DecodedBatch:
+    """Runs in the worker: stack what decoded (images whose tensor shape differs from the batch's are failures)."""
+    failed = [(i, reason or "no pixels") for i, px, _, reason in batch if px is None]
+    decoded = [(i, px, sha) for i, px, sha, _ in batch if px is not None]
+    shape = decoded[0][1].shape if decoded else None
+    failed += [
+        (i, f"preprocessing gave shape {tuple(px.shape)}, not {tuple(shape)}")
+        for i, px, _ in decoded
+        if px.shape != shape
+    ]
+    decoded = [d for d in decoded if d[1].shape == shape]
+    pixels = torch.stack([px for _, px, _ in decoded]) if decoded else None
+    return DecodedBatch([i for i, _, _ in decoded], pixels, [sha or "" for _, _, sha in decoded], failed)

@@ -31,12 +31,13 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from ...adapters.entries import ConfigError, from_dict, read_yaml
+from ...adapters.entries import ConfigError
 from ...adapters.frozen_clip import clip_vision_tokens, frozen
 from ...adapters.qformer_captioner import CaptionerArch, CaptionerHeads, CaptionVocab, Decoding, generate_ids
 from ..store.fsutil import atomic_write, atomic_write_json
 from .clip import SceneDataConfig, ensure_scene_data
 from .data import read_split_records
+from .run_config import load_run_config
 
 logger = logging.getLogger(__name__)
 
@@ -85,34 +86,9 @@ class CaptionerTrainConfig:
     out: str = "runs/scene-captioner"
 
 
-_FIELDS = ["arch", "data", "encoder", "name", "out", "train"]
-
-
 def load_captioner_config(path: str | Path) -> CaptionerTrainConfig:
-    """Read a captioner training config (YAML, or a packaged name in ``configs/train``); unknown fields are errors."""
-    from ...adapters.entries import config_root
-
-    path = Path(path)
-    if not path.exists() and (config_root() / "train" / f"{path}.yaml").is_file():
-        path = config_root() / "train" / f"{path}.yaml"
-    data = read_yaml(path)
-    where = str(path)
-    unknown = sorted(set(data) - set(_FIELDS))
-    if unknown:
-        raise ConfigError(f"{where}: unknown field(s) {unknown}; known fields: {_FIELDS}")
-    if "name" not in data:
-        raise ConfigError(f"{where}: field 'name' is required")
-    encoder = data.get("encoder", "scene-clip")
-    if not isinstance(encoder, str):
-        raise ConfigError(f"{where}: field 'encoder' must be a model entry name or a YAML path")
-    return CaptionerTrainConfig(
-        name=data["name"],
-        encoder=encoder,
-        arch=from_dict(CaptionerArch, data.get("arch") or {}, f"{where}: arch"),
-        data=from_dict(SceneDataConfig, data.get("data") or {}, f"{where}: data"),
-        train=from_dict(CaptionerSettings, data.get("train") or {}, f"{where}: train"),
-        out=data.get("out", f"runs/{data['name']}"),
-    )
+    """Read a captioner training config (YAML, or a packaged name in ``configs/train``)."""
+    return load_run_config(path, CaptionerTrainConfig)
 
 
 # ---------------------------------------------------------------------------------------- data

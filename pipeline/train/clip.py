@@ -22,7 +22,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from ..config import ConfigError, config_root, from_dict, read_yaml
+from ..config import ConfigError
 from ..scenes.twins import TWIN_KINDS
 from ..store.fsutil import atomic_write, atomic_write_json, atomic_write_text
 from .data import (
@@ -33,6 +33,7 @@ from .data import (
     read_split_records,
     sample_batch,
 )
+from .run_config import load_run_config
 
 logger = logging.getLogger(__name__)
 
@@ -114,24 +115,8 @@ class ClipTrainConfig:
 
 
 def load_train_config(path: str | Path) -> ClipTrainConfig:
-    path = Path(path)
-    if not path.exists() and (config_root() / "train" / f"{path}.yaml").is_file():
-        path = config_root() / "train" / f"{path}.yaml"
-    data = read_yaml(path)
-    where = str(path)
-    unknown = sorted(set(data) - {"name", "arch", "data", "train", "out"})
-    if unknown:
-        raise ConfigError(f"{where}: unknown field(s) {unknown}")
-    for required in ("name", "arch"):
-        if required not in data:
-            raise ConfigError(f"{where}: field {required!r} is required")
-    return ClipTrainConfig(
-        name=data["name"],
-        arch=data["arch"],
-        data=from_dict(SceneDataConfig, data.get("data") or {}, f"{where}: data"),
-        train=from_dict(TrainSettings, data.get("train") or {}, f"{where}: train"),
-        out=data.get("out", f"runs/{data['name']}"),
-    )
+    """Read a CLIP training config (YAML, or a packaged name in ``configs/train``)."""
+    return load_run_config(path, ClipTrainConfig, required=("name", "arch"))
 
 
 # ---------------------------------------------------------------------------------------- data

@@ -29,13 +29,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ...adapters.entries import ConfigError, from_dict, read_yaml
+from ...adapters.entries import ConfigError
 from ...adapters.frozen_clip import clip_text_states, clip_vision_tokens, frozen
 from ...adapters.qformer_matcher import QFormerArch, QFormerHeads, text_mask
 from ..store.fsutil import atomic_write, atomic_write_json
 from .clip import SceneDataConfig, ensure_scene_data
 from .data import TrainSplit, add_twins, batch_texts, load_split, read_split_records, sample_batch
 from .losses import soft_cross_entropy
+from .run_config import load_run_config
 
 logger = logging.getLogger(__name__)
 
@@ -93,31 +94,9 @@ class RerankerTrainConfig:
     out: str = "runs/scene-reranker"
 
 
-_FIELDS = ["arch", "data", "encoder", "name", "out", "train"]
-
-
 def load_reranker_config(path: str | Path) -> RerankerTrainConfig:
-    """Read a reranker training config (YAML); unknown fields are errors."""
-    from ...adapters.entries import config_root
-
-    path = Path(path)
-    if not path.exists() and (config_root() / "train" / f"{path}.yaml").is_file():
-        path = config_root() / "train" / f"{path}.yaml"
-    data = read_yaml(path)
-    where = str(path)
-    unknown = sorted(set(data) - set(_FIELDS))
-    if unknown:
-        raise ConfigError(f"{where}: unknown field(s) {unknown}; known fields: {_FIELDS}")
-    if "name" not in data:
-        raise ConfigError(f"{where}: field 'name' is required")
-    return RerankerTrainConfig(
-        name=data["name"],
-        encoder=data.get("encoder", "scene-clip"),
-        arch=from_dict(QFormerArch, data.get("arch") or {}, f"{where}: arch"),
-        data=from_dict(SceneDataConfig, data.get("data") or {}, f"{where}: data"),
-        train=from_dict(RerankerSettings, data.get("train") or {}, f"{where}: train"),
-        out=data.get("out", f"runs/{data['name']}"),
-    )
+    """Read a reranker training config (YAML, or a packaged name in ``configs/train``)."""
+    return load_run_config(path, RerankerTrainConfig)
 
 
 # ---------------------------------------------------------------------------------------- data

@@ -1,0 +1,58 @@
+"""Training-run configs: one YAML reader for every trained model (CLIP, reranker, captioner).
+
+A run config is a dataclass whose fields are scalars (``name``, ``encoder``, ``arch`` given as a
+name, ``out``) and sections (``arch``, ``data``, ``train``) that are dataclasses of their own;
+unknown fields are errors that list the known ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ...adapters.entries import ConfigError, config_root, from_dict, read_yaml
+
+T = TypeVar("T")
+
+
+def train_config_path(path: str | Path) -> Path:
+    """A YAML file, or the name of a packaged training config (``configs/train/NAME.yaml``)."""
+    path = Path(path)
+    packaged = config_root() / "train" / f"{path}.yaml"
+    return packaged if not path.exists() and packaged.is_file() else path
+
+
+def load_run_config(path: str | Path, cls: type[T], required: tuple[str, ...] = ("name",)) -> T:
+    """Read ``path`` into the run-config dataclass ``cls``: its dataclass-typed fields are read as sections."""
+    path = train_config_path(path)
+    data = read_yaml(path)
+    where = str(path)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where}: unknown field(s) {unknown}; known fields: {sorted(fields)}")
+    for name in required:
+        if name not in data:
+            raise ConfigError(f"{where}: field {name!r} is required")
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for name, value in data.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            values[name] = from_dict(hint, value or {}, f"{where}: {name}")  # type: ignore[arg-type]
+        elif not isinstance(value, str):
+            raise ConfigError(f"{where}: field {name!r} must be a string, got {value!r}")
+        else:
+            values[name] = value
+    if "out" in fields and "out" not in values:
+        values["out"] = f"runs/{values['name']}"
+    return cls(**values)
+
+
+def check_at_least_one(obj: Any, names: tuple[str, ...], section: str = "train") -> None:
+    """``ConfigError`` naming the first of ``names`` whose value on ``obj`` is below 1."""
+    for name in names:
+        if getattr(obj, name) < 1:
+            raise ConfigError(f"{section}: field {name!r} must be >= 1")

@@ -115,7 +115,21 @@ def test_eval_reports_caption_f1_beside_the_ground_truth_parse(collection, tmp_p
     report = evaluate_scene_split(
         root, "test", tiny_encoder, IndexConfig(num_workers=0), tmp_path / "work", captioner=captioner, progress=False
     )
-    captions = report["captions"]
+    captions = report["captioning"]
     assert captions["ground_truth_parse"]["f1"] == 1.0
     assert 0.0 <= captions["generated"]["f1"] <= 1.0 and captions["generated"]["n_captions"] >= 12
     assert captions["images_per_second"] > 0
+
+
+def test_eval_cli_prints_caption_f1(collection, tmp_path):
+    from viewfinder.pipeline.scenes.dataset import ensure_scene_dataset
+    from viewfinder.pipeline.scenes.generator import SceneGeneratorConfig
+
+    root = ensure_scene_dataset(
+        tmp_path / "scenes", SceneGeneratorConfig(seed=4), n_train=0, n_val=0, n_test=8, n_compositional=0
+    )
+    out = tmp_path / "eval.json"
+    args = ["eval", str(root), "--split", "test", "-c", str(collection / "preset.yaml"), "--out", str(out)]
+    result = CliRunner().invoke(app, [*args, "--work-dir", str(tmp_path / "work")])
+    assert result.exit_code == 0, result.output
+    assert "object F1" in result.output and json.loads(out.read_text())["captioning"]["generated"]["n_captions"] >= 8

@@ -55,7 +55,7 @@ def _print_report(report: dict[str, Any]) -> None:
         console.print(t)
     if rerank := report.get("rerank"):
         _print_rerank(rerank, sets)
-    if captions := report.get("captions"):
+    if captions := report.get("captioning"):
         gen, truth = captions["generated"], captions["ground_truth_parse"]
         console.print(
             f"captions by {captions['captioner']} ({gen['n_captions']} images, greedy): object F1 {gen['f1']:.3f} "

@@ -48,7 +48,7 @@ def evaluate_scene_split(
 ) -> dict[str, Any]:
     """Full-description Recall@K both ways plus every query set of ``split``; with a ``matcher``, the
     same figures after reranking the dual encoder's top ``rerank_k`` (in ``report["rerank"]``); with a
-    ``captioner``, its caption F1 on the split's scenes (in ``report["captions"]``)."""
+    ``captioner``, its caption F1 on the split's scenes (in ``report["captioning"]``)."""
     from ..scenes.dataset import load_scene_dataset
     from ..scenes.metrics import partial_query_report, swap_accuracy
 
@@ -112,7 +112,7 @@ def evaluate_scene_split(
             (k, p) for k, p in zip(evalset.image_keys, evalset.image_paths, strict=True) if k in dataset.scenes[split]
         ]
         truth = {evalset.image_keys[i]: text for text, i in zip(evalset.captions, evalset.caption_image, strict=True)}
-        report["captions"] = caption_scene_report(
+        report["captioning"] = caption_scene_report(
             [load_image(p) for _, p in base],
             [dataset.scenes[split][k] for k, _ in base],
             [truth[k] for k, _ in base],

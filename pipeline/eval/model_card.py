@@ -155,6 +155,11 @@ def write_model_card(model_dir: Path, run_dir: Path, report_paths: list[Path], n
     reports = [json.loads(p.read_text()) for p in report_paths]
     size_mb = sum(f.stat().st_size for f in model_dir.glob("*.safetensors")) / 1e6
     card = model_dir / "MODEL_CARD.md"
+    if (model_dir / "captioner_config.json").is_file():  # a captioner
+        from .captioner_card import render_captioner_card
+
+        card.write_text(render_captioner_card(name, train_config, summary, reports, size_mb), encoding="utf-8")
+        return card
     if (model_dir / "qformer_config.json").is_file():  # a reranker
         from .reranker_card import render_reranker_card
 

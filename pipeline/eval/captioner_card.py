@@ -23,7 +23,8 @@ def render_captioner_card(
         "",
         f"- Architecture: Q-Former {a['qformer_layers']} layers x width {a['qformer_hidden']}, "
         f"{a['num_query_tokens']} query tokens; GPT-2 {a['lm_layers']} layers x width {a['lm_hidden']}; "
-        f"{summary.get('parameters', 0) / 1e6:.1f}M trained parameters; vocabulary of {summary.get('vocab_size', '?')} words.",
+        f"{summary.get('parameters', 0) / 1e6:.1f}M trained parameters; "
+        f"vocabulary of {summary.get('vocab_size', '?')} words.",
         f"- Data: scene benchmark seed {d['seed']}, {summary.get('train_images', '?')} training images, "
         f"{summary.get('train_captions', '?')} training-template captions. No test or compositional scene is used.",
         f"- Training: {summary['steps']} steps, batch {t['batch_size']}, lr {t['lr']} (cosine, {t['warmup_steps']} "

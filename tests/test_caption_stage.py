@@ -133,3 +133,28 @@ def test_eval_cli_prints_caption_f1(collection, tmp_path):
     result = CliRunner().invoke(app, [*args, "--work-dir", str(tmp_path / "work")])
     assert result.exit_code == 0, result.output
     assert "object F1" in result.output and json.loads(out.read_text())["captioning"]["generated"]["n_captions"] >= 8
+
+
+def test_captioner_card_quotes_the_eval_report(collection, tmp_path):
+    from dataclasses import asdict
+
+    from viewfinder.pipeline.eval.model_card import write_model_card
+    from viewfinder.pipeline.train.captioner import CaptionerTrainConfig
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "train_config.json").write_text(json.dumps(asdict(CaptionerTrainConfig("tiny-captioner", arch=TINY))))
+    machine = {"cpu_count": 2, "processor": "x86_64", "platform": "Linux", "torch": "2"}
+    summary = {"steps": 3, "train_minutes": 0.1, "machine": machine, "parameters": 1000, "vocab_size": 9}
+    (run / "summary.json").write_text(json.dumps(summary))
+    captioning = {
+        "generated": {"n_captions": 8, "f1": 0.25, "precision": 0.5, "recall": 1 / 6, "shape_accuracy": 0.5},
+        "ground_truth_parse": {"f1": 1.0},
+        "images_per_second": 100.0,
+    }
+    report = tmp_path / "eval.json"
+    report.write_text(json.dumps({"split": "test", "command": "viewfinder eval X", "machine": machine,
+                                  "captioning": captioning}))  # fmt: skip
+    card = write_model_card(collection / "captioner", run, [report], "tiny-captioner").read_text()
+    assert "| test | 8 | **0.250** | 0.500 | 0.167 | 0.500 |" in card and "`viewfinder eval X`" in card
+    (collection / "captioner" / "MODEL_CARD.md").unlink()

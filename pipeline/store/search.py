@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from ...adapters.base import ImageTextEncoder
-from ..config import IndexConfig, Preset, load_preset
+from ..config import IndexConfig, Preset
 from .images import ImageDecodeError, load_image
 from .index_store import FaissFileMissingError, IndexStore, ItemRow, Manifest, StoreError
 
@@ -118,17 +118,14 @@ class Searcher:
 
     @classmethod
     def open(cls, index_dir: str | Path, preset: str | Preset | None = None) -> Searcher:
-        """Open ``index_dir`` with the encoder recorded in it, or with the preset's encoder."""
-        from ...adapters.registry import entry_from_manifest, load_encoder
+        """Open ``index_dir`` with the preset given, or the one recorded in the index (its encoder, its
+        search settings)."""
+        from ...adapters.registry import load_encoder
+        from ..stages.presets import preset_for_index
 
         store = IndexStore.open(index_dir)
-        if preset is None:
-            if not store.manifest.encoder_entry:
-                raise StoreError(f"index {index_dir} records no encoder entry: pass --config")
-            entry = entry_from_manifest(store.manifest.encoder_entry)
-            return cls(store, load_encoder(entry))
-        preset = load_preset(preset) if isinstance(preset, str) else preset
-        return cls(store, load_encoder(preset.encoder), preset.index)
+        chosen = preset_for_index(preset, store)
+        return cls(store, load_encoder(chosen.encoder), chosen.index)
 
     def search(self, text: str | None = None, *, image: str | Path | None = None, k: int = 10) -> SearchResult:
         """Search with a text or (``image=``) an image path; returns the top ``k`` hits."""

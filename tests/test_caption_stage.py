@@ -95,8 +95,10 @@ def test_caption_cli_on_an_index_and_on_a_folder_with_a_broken_image(collection,
     assert missing.exit_code == 2 and "Traceback" not in missing.output
 
 
-def test_the_unshipped_scene_captioner_says_how_to_train_it(collection):
-    result = CliRunner().invoke(app, ["caption", str(collection / "images")])
+def test_a_captioner_entry_without_weights_says_how_to_train_one(collection, tmp_path):
+    entry = tmp_path / "missing.yaml"
+    entry.write_text(f"family: qformer_clip_captioner\nweights: local-dir\npath: {tmp_path / 'nowhere'}\n")
+    result = CliRunner().invoke(app, ["caption", str(collection / "images"), "--model", str(entry)])
     assert result.exit_code == 2
     assert "viewfinder train captioner" in result.output
 

@@ -240,7 +240,7 @@ def test_adapters_never_import_the_pipeline():
         assert not imports.search(source.read_text()), source
 
 
-@pytest.mark.parametrize("name", ["default", "demo-tiny", "tiny", "vit-b-32-laion2b", "scene-rerank", "lavis-blip2"])
+@pytest.mark.parametrize("name", ["default", "demo-tiny", "tiny", "vit-b-32-laion2b", "scene-rerank", "scene-caption", "lavis-blip2"])
 def test_every_packaged_preset_parses(name):
     preset = load_preset(name)
     assert preset.stages[0].name == "preselect" and preset.source == name

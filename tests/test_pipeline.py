@@ -13,7 +13,7 @@ import pytest
 from helpers import REPO_ROOT, CountingEncoder
 from typer.testing import CliRunner
 
-from viewfinder.adapters.entries import ConfigError
+from viewfinder.adapters.entries import ConfigError, packaged_names
 from viewfinder.adapters.registry import families, load_entry, load_model, register_family
 from viewfinder.pipeline import Pipeline, QueryState, build_index, open_index
 from viewfinder.pipeline.cli import app
@@ -240,7 +240,7 @@ def test_adapters_never_import_the_pipeline():
         assert not imports.search(source.read_text()), source
 
 
-@pytest.mark.parametrize("name", ["default", "demo-tiny", "tiny", "vit-b-32-laion2b", "scene-rerank", "scene-caption", "lavis-blip2"])
+@pytest.mark.parametrize("name", packaged_names("presets"))
 def test_every_packaged_preset_parses(name):
     preset = load_preset(name)
     assert preset.stages[0].name == "preselect" and preset.source == name

@@ -11,20 +11,23 @@ import typer
 from ...adapters.entries import packaged_names
 from .common import ViewfinderTyper, console, fail, user_errors
 
+TrainConfigOpt = Annotated[
+    str,
+    typer.Option(
+        "--config",
+        "-c",
+        help=f"Training config: a YAML file or a packaged name ({', '.join(packaged_names('train'))}).",
+    ),
+]
+MaxStepsOpt = Annotated[int | None, typer.Option(help="Stop after this many steps (resume later).")]
+
 train_app = ViewfinderTyper(help="Train the project's own models (the offline zoo).", no_args_is_help=True)
 
 
 @train_app.command("clip")
 def train_clip_cmd(
-    config: Annotated[
-        str,
-        typer.Option(
-            "--config",
-            "-c",
-            help=f"Training config: a YAML file or a packaged name ({', '.join(packaged_names('train'))}).",
-        ),
-    ],
-    max_steps: Annotated[int | None, typer.Option(help="Stop after this many steps (resume later).")] = None,
+    config: TrainConfigOpt,
+    max_steps: MaxStepsOpt = None,
 ) -> None:
     """Contrastive training of a CLIP from scratch on the scene benchmark (resumable)."""
     try:
@@ -43,15 +46,8 @@ def train_clip_cmd(
 
 @train_app.command("reranker")
 def train_reranker_cmd(
-    config: Annotated[
-        str,
-        typer.Option(
-            "--config",
-            "-c",
-            help=f"Training config: a YAML file or a packaged name ({', '.join(packaged_names('train'))}).",
-        ),
-    ],
-    max_steps: Annotated[int | None, typer.Option(help="Stop after this many steps (resume later).")] = None,
+    config: TrainConfigOpt,
+    max_steps: MaxStepsOpt = None,
     max_minutes: Annotated[
         float | None, typer.Option(help="Stop after this many minutes of training and export what there is.")
     ] = None,
@@ -72,15 +68,8 @@ def train_reranker_cmd(
 
 @train_app.command("captioner")
 def train_captioner_cmd(
-    config: Annotated[
-        str,
-        typer.Option(
-            "--config",
-            "-c",
-            help=f"Training config: a YAML file or a packaged name ({', '.join(packaged_names('train'))}).",
-        ),
-    ],
-    max_steps: Annotated[int | None, typer.Option(help="Stop after this many steps (resume later).")] = None,
+    config: TrainConfigOpt,
+    max_steps: MaxStepsOpt = None,
 ) -> None:
     """Train the Q-Former + small LM captioner on top of a frozen CLIP (resumable)."""
     try:

@@ -37,7 +37,7 @@ from ...adapters.qformer_captioner import CaptionerArch, CaptionerHeads, Caption
 from ..store.fsutil import atomic_write, atomic_write_json
 from .clip import SceneDataConfig, ensure_scene_data
 from .data import read_split_records
-from .run_config import load_run_config
+from .run_config import check_at_least_one, load_run_config
 
 logger = logging.getLogger(__name__)
 
@@ -62,9 +62,7 @@ class CaptionerSettings:
     """Validation images captioned (greedy) for the quick F1 logged during training."""
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "eval_every", "checkpoint_every", "log_every", "eval_images"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"train: field {name!r} must be >= 1")
+        check_at_least_one(self, ("steps", "batch_size", "eval_every", "checkpoint_every", "log_every", "eval_images"))
         if self.lr <= 0:
             raise ConfigError("train: field 'lr' must be > 0")
         if self.warmup_steps < 0:

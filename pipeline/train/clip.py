@@ -33,7 +33,7 @@ from .data import (
     read_split_records,
     sample_batch,
 )
-from .run_config import load_run_config
+from .run_config import check_at_least_one, load_run_config
 
 logger = logging.getLogger(__name__)
 
@@ -85,9 +85,7 @@ class TrainSettings:
     """Most filler words inserted into one text."""
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "eval_every", "checkpoint_every", "log_every"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"train: field {name!r} must be >= 1")
+        check_at_least_one(self, ("steps", "batch_size", "eval_every", "checkpoint_every", "log_every"))
         if self.lr <= 0:
             raise ConfigError("train: field 'lr' must be > 0")
         for name in ("partial_caption_prob", "twin_fraction", "filler_prob"):

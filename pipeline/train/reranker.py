@@ -36,7 +36,7 @@ from ..store.fsutil import atomic_write, atomic_write_json
 from .clip import SceneDataConfig, ensure_scene_data
 from .data import TrainSplit, add_twins, batch_texts, load_split, read_split_records, sample_batch
 from .losses import soft_cross_entropy
-from .run_config import load_run_config
+from .run_config import check_at_least_one, load_run_config
 
 logger = logging.getLogger(__name__)
 
@@ -71,9 +71,7 @@ class RerankerSettings:
     """Validation images for the quick swap / rerank figures logged during training."""
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "eval_every", "checkpoint_every", "log_every", "n_partial"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"train: field {name!r} must be >= 1")
+        check_at_least_one(self, ("steps", "batch_size", "eval_every", "checkpoint_every", "log_every", "n_partial"))
         if self.lr <= 0:
             raise ConfigError("train: field 'lr' must be > 0")
         for name in ("partial_caption_prob", "twin_fraction", "filler_prob"):

@@ -4,7 +4,6 @@ no traceback, whether the preset does not exist or its model cannot be loaded.""
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import pytest
@@ -14,16 +13,6 @@ from typer.testing import CliRunner
 from viewfinder.pipeline.cli import app
 
 runner = CliRunner()
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging():
-    """The CLI reconfigures the root logger for its run; give the other tests theirs back."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 def invoke(*args: object):

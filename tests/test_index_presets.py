@@ -23,16 +23,6 @@ from viewfinder.pipeline.store.indexer import Indexer, check_factory
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def _restore_logging():
-    """The CLI reconfigures the root logger for its run; give the other tests theirs back."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-
-
 def invoke(*args):
     return runner.invoke(app, [str(a) for a in args])
 

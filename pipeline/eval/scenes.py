@@ -104,33 +104,27 @@ def evaluate_scene_split(
         }
         sets["composed"] = {"n_queries": len(composed), "baselines": baselines}
     report["query_sets"] = sets
+    if captioner is None and matcher is None:
+        return report
+    from ..store.images import load_image
+
+    key_path = dict(zip(evalset.image_keys, evalset.image_paths, strict=True))
+    images = [load_image(key_path[key]) for key in keys]  # (read once for the captioner and the matcher)
+    captions = [(text, evalset.image_keys[i]) for text, i in zip(evalset.captions, evalset.caption_image, strict=True)]
     if captioner is not None:
-        from ..store.images import load_image
         from .captions import caption_scene_report
 
-        base = [
-            (k, p) for k, p in zip(evalset.image_keys, evalset.image_paths, strict=True) if k in dataset.scenes[split]
-        ]
-        truth = {evalset.image_keys[i]: text for text, i in zip(evalset.captions, evalset.caption_image, strict=True)}
+        truth = {key: text for text, key in captions}  # one of each image's captions
         report["captioning"] = caption_scene_report(
-            [load_image(p) for _, p in base],
-            [dataset.scenes[split][k] for k, _ in base],
-            [truth[k] for k, _ in base],
-            captioner,
-            progress=progress,
+            images, [scenes[k] for k in keys], [truth[k] for k in keys], captioner, progress=progress
         )
     if matcher is not None:
-        from ..store.images import load_image
         from .rerank import rerank_scene_report
 
-        key_path = dict(zip(evalset.image_keys, evalset.image_paths, strict=True))
-        captions = [
-            (text, evalset.image_keys[i]) for text, i in zip(evalset.captions, evalset.caption_image, strict=True)
-        ]
         report["rerank"] = rerank_scene_report(
             keys=keys,
             image_vecs=image_vecs,
-            images=[load_image(key_path[key]) for key in keys],
+            images=images,
             captions=[c for c in captions if c[1] in position],
             queries=queries,
             scenes=scenes,

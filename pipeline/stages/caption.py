@@ -12,10 +12,8 @@ import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
-import torch
-
 from ...adapters.entries import ConfigError
-from ..store.images import ImageDecodeError, load_image
+from ..store.features import pixel_batches
 from .state import QueryState
 
 if TYPE_CHECKING:
@@ -106,17 +104,9 @@ class Captioner:
     def _caption(self, items: list[tuple[int, str]]) -> tuple[dict[int, str], list[tuple[int, str]]]:
         out: dict[int, str] = {}
         failed: list[tuple[int, str]] = []
-        for start in range(0, len(items), self.batch_size):
-            ids, pixels = [], []
-            for item_id, path in items[start : start + self.batch_size]:
-                try:
-                    pixels.append(self.model.image_transform(load_image(path, self.max_pixels)))
-                    ids.append(item_id)
-                except (ImageDecodeError, OSError) as exc:
-                    failed.append((item_id, str(exc)))
-            if ids:
-                texts = self.model.caption(torch.stack(pixels), **self.decoding.options())
-                out.update(zip(ids, texts, strict=True))
+        batches = pixel_batches(items, self.model.image_transform, self.max_pixels, self.batch_size, failed)
+        for ids, pixels in batches:
+            out.update(zip(ids, self.model.caption(pixels, **self.decoding.options()), strict=True))
         return out, failed
 
 

@@ -9,12 +9,13 @@ longer decodes is reported, never fatal.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from PIL import Image
 
 from .cache import ModelCache
 from .images import ImageDecodeError, load_image
@@ -78,19 +79,33 @@ class FeatureSource:
     def _compute(self, items: Sequence[tuple[int, str]]) -> tuple[dict[int, np.ndarray], list[tuple[int, str]]]:
         out: dict[int, np.ndarray] = {}
         failed: list[tuple[int, str]] = []
-        transform = self.matcher.image_transform
-        for start in range(0, len(items), self.batch_size):
-            chunk, pixels = [], []
-            for item_id, path in items[start : start + self.batch_size]:
-                try:
-                    pixels.append(transform(load_image(path, self.max_pixels)))
-                    chunk.append(item_id)
-                except (ImageDecodeError, OSError) as exc:
-                    failed.append((item_id, str(exc)))
-            if chunk:
-                feats = self.matcher.image_features(torch.stack(pixels))  # (b, *feature_shape)
-                out.update({i: f.numpy().astype(np.float16) for i, f in zip(chunk, feats, strict=True)})
+        for ids, pixels in pixel_batches(items, self.matcher.image_transform, self.max_pixels, self.batch_size, failed):
+            feats = self.matcher.image_features(pixels)  # (b, *feature_shape)
+            out.update({i: f.numpy().astype(np.float16) for i, f in zip(ids, feats, strict=True)})
         return out, failed
+
+
+def pixel_batches(
+    items: Sequence[tuple[int, str]],
+    transform: Callable[[Image.Image], torch.Tensor],
+    max_pixels: int,
+    batch_size: int,
+    failed: list[tuple[int, str]],
+) -> Iterator[tuple[list[int], torch.Tensor]]:
+    """Stored items ((id, image path)) decoded and preprocessed, ``batch_size`` at a time: (ids, (b, 3, H, W)).
+
+    Images that cannot be read are appended to ``failed`` with the reason and left out.
+    """
+    for start in range(0, len(items), batch_size):
+        ids, pixels = [], []
+        for item_id, path in items[start : start + batch_size]:
+            try:
+                pixels.append(transform(load_image(path, max_pixels)))
+                ids.append(item_id)
+            except (ImageDecodeError, OSError) as exc:
+                failed.append((item_id, str(exc)))
+        if ids:
+            yield ids, torch.stack(pixels)
 
 
 @dataclass

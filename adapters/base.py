@@ -87,6 +87,27 @@ class ImageTextMatcher(Protocol):
         """Score ``features`` (B, *feature_shape) against ``texts``: one text for all, or one per image."""
         ...
 
+    def image_embeds(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, *feature_shape) -> (B, Q, D) L2-normalised query embeddings for ITC (small: cacheable)."""
+        ...
+
+    def text_embeds(self, texts: Sequence[str]) -> torch.Tensor:
+        """Texts -> (T, D) L2-normalised ITC text embeddings."""
+        ...
+
+    def itm(self, features: torch.Tensor, text: str) -> np.ndarray:
+        """(B,) ITM match probability of each image's ``features`` with one ``text``."""
+        ...
+
+
+def itc_scores(image_embeds: torch.Tensor, text_embed: torch.Tensor) -> np.ndarray:
+    """(B, Q, D) image query embeddings, (D,) one text's embedding -> (B,) ITC scores: the best
+    query token's cosine similarity, as BLIP-2 scores ITC."""
+    if len(image_embeds) == 0:
+        return np.zeros(0, np.float32)
+    sims = torch.einsum("bqd,d->bq", image_embeds.float(), text_embed.float().to(image_embeds.device))
+    return sims.amax(dim=-1).cpu().numpy()
+
 
 @runtime_checkable
 class ImageCaptioner(Protocol):

@@ -25,7 +25,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -239,52 +239,87 @@ class Blip2Matcher:
         states = out.last_hidden_state.to(dtype=m.text_projection.weight.dtype)
         return F.normalize(m.text_projection(states[:, 0, :]), dim=-1)
 
-    @torch.inference_mode()
-    def match(self, features: torch.Tensor, texts: Sequence[str]) -> MatchScores:
-        if isinstance(texts, str):
-            raise TypeError("texts must be a sequence of strings, not one string")
+    def _check_features(self, features: torch.Tensor) -> None:
         if features.ndim != 3 or tuple(features.shape[1:]) != self.feature_shape:
             raise ValueError(
                 f"features must be (B, {', '.join(map(str, self.feature_shape))}), got {tuple(features.shape)}"
             )
+
+    def _image_itc(self, image_embeds: torch.Tensor, image_mask: torch.Tensor) -> torch.Tensor:
+        """(b, N, W) vision states -> (b, Q, D) normalised query embeddings (``forward``'s ITC, image side)."""
+        m = self.model
+        queries = m.qformer(
+            query_embeds=m.query_tokens.expand(len(image_embeds), -1, -1),
+            encoder_hidden_states=image_embeds,
+            encoder_attention_mask=image_mask,
+        ).last_hidden_state.to(dtype=m.vision_projection.weight.dtype)
+        return F.normalize(m.vision_projection(queries), dim=-1)
+
+    def _itm(
+        self, image_embeds: torch.Tensor, image_mask: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        """ITM probabilities: queries + text through the Q-Former, cross-attending to the image; the
+        head averaged over the query outputs."""
+        m = self.model
+        b, n_query = len(image_embeds), m.query_tokens.shape[1]
+        pair_mask = torch.cat([torch.ones(b, n_query, dtype=mask.dtype, device=self.device), mask], dim=1)
+        out = m.qformer(
+            query_embeds=m.embeddings(input_ids=ids, query_embeds=m.query_tokens.expand(b, -1, -1)),
+            query_length=n_query,
+            attention_mask=pair_mask,
+            encoder_hidden_states=image_embeds,
+            encoder_attention_mask=image_mask,
+        ).last_hidden_state.to(dtype=m.itm_head.weight.dtype)
+        logits = m.itm_head(out[:, :n_query, :]).mean(dim=1)  # (b, 2)
+        return logits.float().softmax(dim=-1)[:, 1].cpu()
+
+    def _batches(self, features: torch.Tensor) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+        """(start, (b, N, W) vision states on the device, (b, N) mask) per batch."""
+        for lo in range(0, len(features), self.batch_size):
+            image_embeds = features[lo : lo + self.batch_size].to(self.device, self._vision_dtype)
+            yield lo, image_embeds, torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=self.device)
+
+    @torch.inference_mode()
+    def image_embeds(self, features: torch.Tensor) -> torch.Tensor:
+        self._check_features(features)
+        out = [self._image_itc(v, m).float().cpu() for _, v, m in self._batches(features)]
+        n_query, dim = self.model.query_tokens.shape[1], self.model.vision_projection.out_features
+        return torch.cat(out) if out else torch.zeros(0, n_query, dim)
+
+    @torch.inference_mode()
+    def text_embeds(self, texts: Sequence[str]) -> torch.Tensor:
+        return self._text_embeds(*self._tokenize(texts)).float().cpu()
+
+    @torch.inference_mode()
+    def itm(self, features: torch.Tensor, text: str) -> np.ndarray:
+        self._check_features(features)
+        ids, mask = self._tokenize([text])
+        out = [self._itm(v, m, ids.expand(len(v), -1), mask.expand(len(v), -1)) for _, v, m in self._batches(features)]
+        return torch.cat(out).numpy() if out else np.zeros(0, np.float32)
+
+    @torch.inference_mode()
+    def match(self, features: torch.Tensor, texts: Sequence[str]) -> MatchScores:
+        if isinstance(texts, str):
+            raise TypeError("texts must be a sequence of strings, not one string")
+        self._check_features(features)
         n = len(features)
         if n == 0:
             return MatchScores(np.zeros(0, np.float32), np.zeros(0, np.float32))
         if len(texts) not in (1, n):
             raise ValueError(f"give one text or one per image ({n}), got {len(texts)}")
-        m = self.model
-        n_query = m.query_tokens.shape[1]
         ids, mask = self._tokenize(texts)
         shared = len(texts) == 1
         shared_embeds = self._text_embeds(ids, mask) if shared else None
         itm, itc = [], []
-        for lo in range(0, n, self.batch_size):
-            image_embeds = features[lo : lo + self.batch_size].to(self.device, self._vision_dtype)  # (b, N, W)
+        for lo, image_embeds, image_mask in self._batches(features):
             b = len(image_embeds)
             if shared:
-                ids_b, mask_b = ids.expand(b, -1), mask.expand(b, -1)
-                text_embeds = shared_embeds.expand(b, -1)
+                ids_b, mask_b, text_embeds = ids.expand(b, -1), mask.expand(b, -1), shared_embeds.expand(b, -1)
             else:
                 ids_b, mask_b = ids[lo : lo + b], mask[lo : lo + b]
                 text_embeds = self._text_embeds(ids_b, mask_b)
-            image_mask = torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=self.device)
-            query_tokens = m.query_tokens.expand(b, -1, -1)
-            # ITM: queries + text through the Q-Former, cross-attending to the image; head over the query outputs.
-            pair_mask = torch.cat([torch.ones(b, n_query, dtype=mask_b.dtype, device=self.device), mask_b], dim=1)
-            out = m.qformer(
-                query_embeds=m.embeddings(input_ids=ids_b, query_embeds=query_tokens),
-                query_length=n_query,
-                attention_mask=pair_mask,
-                encoder_hidden_states=image_embeds,
-                encoder_attention_mask=image_mask,
-            ).last_hidden_state.to(dtype=m.itm_head.weight.dtype)
-            logits = m.itm_head(out[:, :n_query, :]).mean(dim=1)  # (b, 2)
-            itm.append(logits.float().softmax(dim=-1)[:, 1].cpu())
-            # ITC: query outputs alone, projected and normalised; the best query's cosine with the text.
-            queries = m.qformer(
-                query_embeds=query_tokens, encoder_hidden_states=image_embeds, encoder_attention_mask=image_mask
-            ).last_hidden_state.to(dtype=m.vision_projection.weight.dtype)
-            image_itc = F.normalize(m.vision_projection(queries), dim=-1)  # (b, Q, D)
+            itm.append(self._itm(image_embeds, image_mask, ids_b, mask_b))
+            image_itc = self._image_itc(image_embeds, image_mask)  # (b, Q, D)
             sims = torch.einsum("bqd,bd->bq", image_itc, text_embeds.to(image_itc.dtype)).amax(dim=-1)
             itc.append(sims.float().cpu())
         return MatchScores(torch.cat(itm).numpy(), torch.cat(itc).numpy())

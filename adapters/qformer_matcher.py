@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -151,28 +152,54 @@ class QFormerMatcher(FrozenClipVision):
         self.tokenizer = tokenizer
         self.fingerprint = heads_fingerprint(clip_fingerprint, heads)
 
+    def _text_states(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Texts -> (T, L, W) frozen CLIP token states and (T, L) mask, padding columns no text uses dropped."""
+        ids = self.tokenizer(list(texts)).to(self.device)  # (T, context)
+        used = int((ids != 0).sum(1).max())
+        ids = ids[:, : max(1, min(used, self.heads.arch.max_text_tokens))]
+        return clip_text_states(self.clip, ids), text_mask(ids)
+
+    @torch.inference_mode()
+    def image_embeds(self, features: torch.Tensor) -> torch.Tensor:
+        out = [
+            self.heads.image_embeds(features[lo : lo + self.batch_size].to(self.device, torch.float32)).float().cpu()
+            for lo in range(0, len(features), self.batch_size)
+        ]
+        arch = self.heads.arch
+        return torch.cat(out) if out else torch.zeros(0, arch.num_query_tokens, arch.embed_dim)
+
+    @torch.inference_mode()
+    def text_embeds(self, texts: Sequence[str]) -> torch.Tensor:
+        return self.heads.text_embeds(*self._text_states(texts)).float().cpu()
+
+    @torch.inference_mode()
+    def itm(self, features: torch.Tensor, text: str) -> np.ndarray:
+        return self.match_itm(features, [text])
+
+    @torch.inference_mode()
+    def match_itm(self, features: torch.Tensor, texts: Sequence[str]) -> np.ndarray:
+        """(B,) ITM probabilities against one text for all images, or one per image."""
+        if len(texts) not in (1, len(features)):
+            raise ValueError(f"give one text or one per image ({len(features)}), got {len(texts)}")
+        states, mask = self._text_states(texts)
+        out = []
+        for lo in range(0, len(features), self.batch_size):
+            vision = features[lo : lo + self.batch_size].to(self.device, torch.float32)  # (b, N, W)
+            if len(texts) == 1:
+                s, m = states.expand(len(vision), -1, -1), mask.expand(len(vision), -1)
+            else:
+                s, m = states[lo : lo + len(vision)], mask[lo : lo + len(vision)]
+            out.append(self.heads.itm_logits(vision, s, m).softmax(-1)[:, 1].float().cpu())
+        return torch.cat(out).numpy() if out else np.zeros(0, np.float32)
+
     @torch.inference_mode()
     def match(self, features: torch.Tensor, texts: Sequence[str]) -> MatchScores:
         if len(texts) not in (1, len(features)):
             raise ValueError(f"give one text or one per image ({len(features)}), got {len(texts)}")
-        ids = self.tokenizer(list(texts)).to(self.device)  # (T, context)
-        used = int((ids != 0).sum(1).max())  # drop padding columns no text uses
-        ids = ids[:, : max(1, min(used, self.heads.arch.max_text_tokens))]
-        states, mask = clip_text_states(self.clip, ids), text_mask(ids)  # (T, L, W), (T, L)
-        text_embeds = self.heads.text_embeds(states, mask)  # (T, D)
-        itm, itc = [], []
-        for lo in range(0, len(features), self.batch_size):
-            vision = features[lo : lo + self.batch_size].to(self.device, torch.float32)  # (b, N, W)
-            pick = slice(None) if len(texts) == 1 else slice(lo, lo + len(vision))
-            s, m, t = states[pick], mask[pick], text_embeds[pick]
-            if len(texts) == 1:
-                s, m = s.expand(len(vision), -1, -1), m.expand(len(vision), -1)
-            logits = self.heads.itm_logits(vision, s, m)  # (b, 2)
-            itm.append(logits.softmax(-1)[:, 1].float().cpu())
-            sims = self.heads.itc_similarity(self.heads.image_embeds(vision), t)  # (b, T)
-            itc.append((sims[:, 0] if len(texts) == 1 else sims.diagonal()).float().cpu())
-        empty = torch.zeros(0)
-        return MatchScores(torch.cat(itm or [empty]).numpy(), torch.cat(itc or [empty]).numpy())
+        itm = self.match_itm(features, texts)
+        images, words = self.image_embeds(features), self.text_embeds(texts)  # (B, Q, D), (T, D)
+        sims = torch.einsum("bqd,bd->bq", images, words.expand(len(images), -1) if len(texts) == 1 else words)
+        return MatchScores(itm, sims.amax(-1).numpy() if len(images) else np.zeros(0, np.float32))
 
 
 # ---------------------------------------------------------------------------------------- files

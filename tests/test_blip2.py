@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from viewfinder.adapters.base import ImageCaptioner, ImageTextMatcher
+from viewfinder.adapters.base import ImageCaptioner, ImageTextMatcher, itc_scores
 from viewfinder.adapters.blip2 import (
     Blip2ImageTransform,
     check_decoding,
@@ -216,6 +216,11 @@ def test_match_from_cached_features_equals_the_models_own_forward(folders, layou
     # and the forward's full ITC matrix column for one text vs one text for all images
     one = adapter.match(adapter.image_features(pixels), [TEXTS[1]])
     np.testing.assert_allclose(one.itc, itc_out.logits_per_image[:, 1].numpy(), atol=1e-4)
+    # the split used by the rerank stage (cached ITC embeddings, ITM on a few) gives the same scores
+    features = adapter.image_features(pixels)
+    split_itc = itc_scores(adapter.image_embeds(features), adapter.text_embeds([TEXTS[1]])[0])
+    np.testing.assert_allclose(split_itc, one.itc, atol=1e-4)
+    np.testing.assert_allclose(adapter.itm(features, TEXTS[1]), one.itm, atol=1e-4)
 
 
 def test_one_text_for_all_images_equals_that_text_repeated(matcher):

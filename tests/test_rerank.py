@@ -114,18 +114,48 @@ def test_the_feature_cache_is_filled_once_and_keyed_by_the_model(collection):
     (collection / "index" / "cache.sqlite").unlink(missing_ok=True)
     first = Pipeline.from_preset(str(collection / "preset-a.yaml"), index=collection / "index")
     notes = first.search("a blue circle", k=8).trace["steps"][1]["notes"]
-    assert (notes["features_computed"], notes["features_cached"]) == (8, 0)
+    # the ITC embeddings are computed from fresh vision features, which ITM then finds cached
+    assert (notes["embeds_computed"], notes["embeds_cached"], notes["features_cached"]) == (8, 0, 8)
     notes = first.search("a blue circle", k=8).trace["steps"][1]["notes"]
+    assert (notes["embeds_computed"], notes["embeds_cached"]) == (0, 8)
     assert (notes["features_computed"], notes["features_cached"]) == (0, 8)
     other = Pipeline.from_preset(str(collection / "preset-b.yaml"), index=collection / "index")
     notes = other.search("a blue circle", k=8).trace["steps"][1]["notes"]
-    assert notes["features_computed"] == 8  # another model's features are never reused
+    assert notes["embeds_computed"] == 8  # another model's features are never reused
     cache = ModelCache(collection / "index")
     matcher_a = first.stages[1].matcher
     stats = cache.feature_stats(matcher_a.fingerprint)
     assert stats.items >= 8 and stats.bytes_per_item == 2 * int(np.prod(matcher_a.feature_shape))
+    embeds = cache.feature_stats(first.stages[1].embeds.fingerprint)
+    assert embeds.items >= 8 and embeds.bytes_per_item == 2 * TINY.num_query_tokens * TINY.embed_dim
     assert cache.prune([matcher_a.fingerprint]) > 0
     assert cache.feature_stats(other.stages[1].matcher.fingerprint).items == 0
+
+
+def test_itm_rescores_only_the_best_itm_k_by_itc(collection, tmp_path):
+    preset = tmp_path / "preset.yaml"
+    preset.write_text(
+        (collection / "preset-a.yaml")
+        .read_text()
+        .replace("k: 8}", "k: 8, itm_k: 3}")
+        .replace("matcher-a.yaml", str(collection / "matcher-a.yaml"))
+    )
+    result = Pipeline.from_preset(str(preset), index=collection / "index").search("a blue circle", k=10)
+    with_itm = [h for h in result.hits if "itm" in h.scores]
+    itc_only = [h for h in result.hits if "itc" in h.scores and "itm" not in h.scores]
+    assert len(with_itm) == 3 and len(itc_only) == 5 and result.hits[:3] == with_itm
+    assert min(h.scores["itc"] for h in with_itm) >= max(h.scores["itc"] for h in itc_only)
+    assert [h.scores["itc"] for h in itc_only] == sorted((h.scores["itc"] for h in itc_only), reverse=True)
+    assert result.trace["steps"][1]["notes"]["itm_k"] == 3
+    # ITC from the cached embeddings equals the matcher's own pairwise ITC
+    matcher = Pipeline.from_preset(str(preset), index=collection / "index").stages[1].matcher
+    paths = [h.path for h in with_itm]
+    from PIL import Image
+
+    features = matcher.encode_images([Image.open(p) for p in paths])
+    np.testing.assert_allclose(
+        matcher.match(features, ["a blue circle"]).itc, [h.scores["itc"] for h in with_itm], atol=2e-3
+    )
 
 
 def test_cached_features_give_the_same_ranking_as_fresh_ones(collection, tmp_path):

@@ -98,16 +98,20 @@ def _precompute(what: str, preset: Any, index: Path) -> None:
             fail(
                 f"--with rerank: preset {preset.name!r} has no rerank stage: pass --config with one (e.g. scene-rerank)"
             )
-        source = rerank[0].features  # type: ignore[attr-defined]
-        if source.cache is None:
-            fail("--with rerank: the preset's rerank stage has `cache: false`, so there is nothing to keep")
+        stage = rerank[0]
+        source, embeds = stage.features, stage.embeds  # type: ignore[attr-defined]
+        if source.cache is None and embeds.cache is None:
+            fail("--with rerank: the preset's rerank stage caches nothing (`cache: false`, `embed_cache: false`)")
         matcher = source.matcher
-        done = precompute_features(pipeline.store, source)
+        done = precompute_features(pipeline.store, source) if source.cache is not None else None
+        done_embeds = precompute_features(pipeline.store, embeds) if embeds.cache is not None else None
     except user_errors() as exc:
         fail(str(exc))
         return
-    console.print(
-        f"rerank features ({matcher.name}): {done.computed} computed, {done.cached} already cached, "
-        f"{len(done.failed)} unreadable; {done.bytes_per_item / 1024:.1f} KiB per item",
-        soft_wrap=True,
-    )
+    for what, report in (("features", done), ("ITC embeddings", done_embeds)):
+        if report is not None:
+            console.print(
+                f"rerank {what} ({matcher.name}): {report.computed} computed, {report.cached} already cached, "
+                f"{len(report.failed)} unreadable; {report.bytes_per_item / 1024:.1f} KiB per item",
+                soft_wrap=True,
+            )

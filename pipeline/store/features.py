@@ -85,6 +85,48 @@ class FeatureSource:
         return out, failed
 
 
+class EmbedSource:
+    """ITC query embeddings of stored items, (Q, D) each: cached, else from the vision features.
+
+    They are small (BLIP-2: 32 x 256 in float16, 16 KB; its vision features: ~0.7 MB), so they stay
+    cached even where the vision features do not; with them a query's ITC over k candidates is one
+    matrix product, and only the few candidates ITM rescores need their vision features.
+    """
+
+    SUFFIX = ":itc"
+
+    def __init__(self, vision: FeatureSource, cache: ModelCache | None) -> None:
+        self.vision = vision
+        self.matcher = vision.matcher
+        self.cache = cache
+
+    @property
+    def fingerprint(self) -> str:
+        return self.matcher.fingerprint + self.SUFFIX
+
+    def get(self, items: Sequence[tuple[int, str]]) -> FeatureBatch:
+        """Embeddings of ``items`` ((id, image path) pairs); ``features`` is (n, Q, D)."""
+        fingerprint = self.fingerprint
+        found = self.cache.get_features([i for i, _ in items], fingerprint) if self.cache is not None else {}
+        missing = [(i, p) for i, p in items if i not in found]
+        computed: dict[int, np.ndarray] = {}
+        failed: list[tuple[int, str]] = []
+        if missing:
+            batch = self.vision.get(missing)
+            failed = batch.failed
+            embeds = self.matcher.image_embeds(batch.features)
+            computed = {i: e.numpy().astype(np.float16) for i, e in zip(batch.ids, embeds, strict=True)}
+            if computed and self.cache is not None:
+                try:
+                    self.cache.put_features(computed, fingerprint)
+                except Exception as exc:  # a read-only or busy folder must not fail the query
+                    logger.warning("could not write the embedding cache %s: %s", self.cache.path, exc)
+        ids = [i for i, _ in items if i in found or i in computed]
+        arrays = [found[i] if i in found else computed[i] for i in ids]
+        stacked = torch.from_numpy(np.stack(arrays).astype(np.float32)) if arrays else torch.zeros(0, 1, 1)
+        return FeatureBatch(ids, stacked, cached=len(found), computed=len(computed), failed=failed)
+
+
 def pixel_batches(
     items: Sequence[tuple[int, str]],
     transform: Callable[[Image.Image], torch.Tensor],
@@ -120,14 +162,16 @@ class PrecomputeReport:
 
 
 def precompute_features(
-    store: IndexStore, source: FeatureSource, *, chunk: int = 256, progress: bool | None = None
+    store: IndexStore, source: FeatureSource | EmbedSource, *, chunk: int = 256, progress: bool | None = None
 ) -> PrecomputeReport:
-    """Fill the feature cache for every item of ``store`` (items already cached are skipped)."""
+    """Fill the cache of ``source`` (vision features, or ITC embeddings) for every item of ``store``
+    (items already cached are skipped)."""
     from ..progress import progress_bar
 
     items = [(row.id, row.path) for row in store.iter_items()]
     report = PrecomputeReport(len(items), 0, 0)
-    with progress_bar(f"vision features ({source.matcher.name})", len(items), "img", progress) as bar:
+    what = "ITC embeddings" if isinstance(source, EmbedSource) else "vision features"
+    with progress_bar(f"{what} ({source.matcher.name})", len(items), "img", progress) as bar:
         for start in range(0, len(items), chunk):
             batch = source.get(items[start : start + chunk])
             report.computed += batch.computed
@@ -135,5 +179,6 @@ def precompute_features(
             report.failed += batch.failed
             bar.advance(min(chunk, len(items) - start))
     if source.cache is not None:
-        report.bytes_per_item = source.cache.feature_stats(source.matcher.fingerprint).bytes_per_item
+        fingerprint = source.fingerprint if isinstance(source, EmbedSource) else source.matcher.fingerprint
+        report.bytes_per_item = source.cache.feature_stats(fingerprint).bytes_per_item
     return report

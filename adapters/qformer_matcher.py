@@ -225,12 +225,12 @@ def _model_folder(entry: ModelEntry) -> Path:
     raise ConfigError(f"model {entry.name!r}: the qformer_clip family loads 'zoo' or 'local-dir' folders, not hf-hub")
 
 
-def load_qformer_matcher(entry: ModelEntry) -> QFormerMatcher:
-    """Load a ``qformer_clip`` entry: the CLIP its config names, then the Q-Former heads."""
+def read_qformer_dir(entry: ModelEntry) -> tuple[QFormerArch, Any, dict[str, torch.Tensor]]:
+    """A ``qformer_clip`` model folder's architecture, CLIP entry reference and float32 weights
+    (checked against the entry's sha256 when it gives one)."""
     from safetensors.torch import load_file
 
-    from .open_clip_encoder import ModelLoadError, pick_device, sha256_file
-    from .registry import load_encoder
+    from .open_clip_encoder import ModelLoadError, sha256_file
 
     folder = _model_folder(entry)
     if not (folder / CONFIG_FILE).is_file() or not (folder / WEIGHTS_FILE).is_file():
@@ -240,10 +240,19 @@ def load_qformer_matcher(entry: ModelEntry) -> QFormerMatcher:
         raise ModelLoadError(f"model {entry.name!r}: checksum mismatch for {folder / WEIGHTS_FILE}: reinstall it")
     config = json.loads((folder / CONFIG_FILE).read_text())
     arch = from_dict(QFormerArch, config["arch"], str(folder / CONFIG_FILE))
-    encoder = load_encoder(config["encoder"])
+    state = {k: v.float() for k, v in load_file(str(folder / WEIGHTS_FILE)).items()}
+    return arch, config["encoder"], state
+
+
+def load_qformer_matcher(entry: ModelEntry) -> QFormerMatcher:
+    """Load a ``qformer_clip`` entry: the CLIP its config names, then the Q-Former heads."""
+    from .open_clip_encoder import pick_device
+    from .registry import load_encoder
+
+    arch, encoder_ref, state = read_qformer_dir(entry)
+    encoder = load_encoder(encoder_ref)
     clip = frozen(encoder.model)
     heads = QFormerHeads(arch, vision_width=int(clip.visual.transformer.width), text_width=int(clip.transformer.width))
-    state = {k: v.float() for k, v in load_file(str(folder / WEIGHTS_FILE)).items()}
     heads.load_state_dict(state)
     return QFormerMatcher(
         clip,
@@ -262,6 +271,7 @@ __all__ = [
     "QFormerHeads",
     "QFormerMatcher",
     "load_qformer_matcher",
+    "read_qformer_dir",
     "save_qformer_dir",
     "text_mask",
 ]

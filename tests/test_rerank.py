@@ -268,18 +268,128 @@ def test_index_with_rerank_fills_the_feature_cache_at_index_time(collection, tmp
     assert bad.exit_code == 2 and "unknown ['caption']" in bad.output
 
 
-def test_bench_rerank_times_three_pipelines_in_one_run(collection, tmp_path):
+def test_bench_rerank_times_four_pipelines_in_one_run(collection, tmp_path):
     out = tmp_path / "bench.json"
     result = CliRunner().invoke(
         app,
         ["bench", "rerank", "--index", str(collection / "index"), "--model", str(collection / "matcher-a.yaml"),
-         "-k", "8", "--queries", "6", "--json", str(out)],
+         "-k", "8", "--itm-k", "4", "--queries", "6", "--json", str(out)],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     run = json.loads(out.read_text())
     names = [r["preset"] for r in run["results"]]
-    assert names == ["preselect only", "+ rerank 8 (cache)", "+ rerank 8 (no cache)"]
+    assert names == [
+        "preselect only",
+        "+ rerank 8, ITM 4 (cache)",
+        "+ rerank 8, ITM 4 (no cache)",
+        "+ rerank 8, ITM 8 (cache)",
+    ]
     assert run["results"][0]["ratio_to_first"] == 1.0 and set(run["results"][1]["stages_p50_ms"]) == {
         "preselect",
         "rerank",
     }
+
+
+def test_rerank_order_scores_the_best_itm_k_and_keeps_the_rest_in_itc_order():
+    from viewfinder.pipeline.stages.rerank import RerankConfig, rerank_order
+
+    itc = np.array([0.1, 0.5, 0.3, 0.4, 0.2])
+    asked: list[list[int]] = []
+
+    def itm(positions: np.ndarray) -> np.ndarray:
+        asked.append(sorted(positions.tolist()))
+        return np.array([{1: 0.0, 3: 0.9, 2: np.nan}[int(p)] for p in positions])  # 2: unreadable
+
+    order, scores = rerank_order(itc, np.zeros(5), itm, RerankConfig(itm_k=3))
+    assert asked == [[1, 2, 3]]  # the three best by ITC
+    assert order.tolist() == [3, 1, 2, 4, 0]  # ITM-scored first by ITM + ITC, then the rest by ITC
+    assert np.isnan(scores["itm"][[0, 2, 4]]).all() and scores["final"][3] == pytest.approx(1.3)
+    # the preselect score fused in changes which candidates ITM sees
+    order, _ = rerank_order(
+        itc, np.array([5.0, 0, 0, 0, 0]), lambda p: np.zeros(len(p)), RerankConfig(itm_k=1, preselect_weight=1.0)
+    )
+    assert order[0] == 0
+    order, scores = rerank_order(itc, np.zeros(5), lambda p: np.ones(len(p)), RerankConfig(itm_k=None))
+    assert not np.isnan(scores["itm"]).any() and order.tolist() == [1, 3, 2, 4, 0]
+
+
+def test_eval_reranks_a_scene_split_with_the_presets_rule(collection, tmp_path):
+    from viewfinder.pipeline.scenes.dataset import ensure_scene_dataset
+    from viewfinder.pipeline.scenes.generator import SceneGeneratorConfig
+
+    root = ensure_scene_dataset(
+        tmp_path / "scenes", SceneGeneratorConfig(seed=4), n_train=0, n_val=0, n_test=10, n_compositional=0
+    )
+    preset = tmp_path / "preset.yaml"
+    preset.write_text(
+        (collection / "preset-a.yaml")
+        .read_text()
+        .replace("k: 8}", "k: 6, itm_k: 2, preselect_weight: 0.5}")
+        .replace("matcher-a.yaml", str(collection / "matcher-a.yaml"))
+    )
+    out = tmp_path / "eval.json"
+    args = ["eval", str(root), "--split", "test", "-c", str(preset), "--out", str(out)]
+    result = CliRunner().invoke(app, [*args, "--work-dir", str(tmp_path / "work"), "--itm-k", "3"])
+    assert result.exit_code == 0, result.output
+    rerank = json.loads(out.read_text())["rerank"]
+    assert (rerank["k"], rerank["itm_k"]) == (6, 3)  # the preset's k, the command line's itm_k
+    assert rerank["weights"] == {"itm": 1.0, "itc": 1.0, "preselect": 0.5}
+    t2i = rerank["t2i"]
+    assert t2i["n_queries"] >= 10 and 0.0 <= t2i["reranked"]["R@1"] <= 1.0
+    # targets outside the top k keep their rank, so R@10 can only move within the top k
+    assert t2i["reranked"]["R@10"] == pytest.approx(t2i["dual_encoder_same_queries"]["R@10"])
+    assert "ITM on 3" in result.output
+
+
+def _user_manifest(folder: Path, n: int = 16) -> Path:
+    """A user's collection: images and a JSONL manifest with one or two captions each, no splits."""
+    paths = write_images(folder / "images", n, seed=9)
+    words = ["red", "blue", "green", "small", "large", "round", "square", "bright"]
+    lines = [
+        json.dumps({"path": f"images/{p.name}", "caption": [f"a {words[i % 8]} picture"] + ([f"number {i}"] * (i % 2))})
+        for i, p in enumerate(paths)
+    ]
+    (folder / "data.jsonl").write_text("\n".join(lines) + "\n")
+    return folder / "data.jsonl"
+
+
+def test_reranker_trains_on_a_users_manifest_then_fine_tunes_from_it_with_lora(tmp_path):
+    from safetensors.torch import load_file
+
+    manifest = _user_manifest(tmp_path / "user")
+    settings = (
+        "{steps: 2, batch_size: 6, eval_every: 2, log_every: 1, checkpoint_every: 1, eval_images: 4, device: cpu}"
+    )
+    arch = "{hidden_size: 32, num_layers: 1, num_heads: 2, intermediate_size: 64, num_query_tokens: 4, embed_dim: 16}"
+    (tmp_path / "full.yaml").write_text(
+        f"name: user-full\nencoder: tiny-test\narch: {arch}\ndataset: {{path: {manifest}, val_fraction: 0.25}}\n"
+        f"train: {settings}\nout: {tmp_path / 'full'}\n"
+    )
+    runner = CliRunner()
+    result = runner.invoke(app, ["train", "reranker", "--config", str(tmp_path / "full.yaml")])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "full" / "summary.json").read_text())
+    assert summary["train_rows"] == 12 and "val_rerank_R@1" in summary["final_eval"]
+    assert "val_swap_accuracy" not in summary["final_eval"]  # no scene graphs, no swap pairs
+    (tmp_path / "lora.yaml").write_text(
+        f"name: user-lora\ndataset: {{path: {manifest}}}\ninit: {{model: {tmp_path / 'full' / 'model'}, lora: {{r: 2}}}}\n"
+        f"train: {settings}\nout: {tmp_path / 'lora'}\n"
+    )
+    result = runner.invoke(app, ["train", "reranker", "--config", str(tmp_path / "lora.yaml")])
+    assert result.exit_code == 0, result.output
+    before = load_file(str(tmp_path / "full" / "model" / "qformer.safetensors"))
+    after = load_file(str(tmp_path / "lora" / "model" / "qformer.safetensors"))
+    assert set(before) == set(after)  # the adapters were merged: a plain reranker folder again
+    assert torch.equal(before["query_tokens"], after["query_tokens"])  # frozen under LoRA
+    assert torch.equal(before["text_in.weight"], after["text_in.weight"])
+    adapted = [k for k in before if k.startswith("qformer.") and not torch.equal(before[k], after[k])]
+    assert adapted and all(k.endswith("weight") for k in adapted)  # LoRA moved the adapted linear layers
+    assert not torch.equal(before["itm_head.weight"], after["itm_head.weight"])  # heads train fully
+    matcher = load_qformer_matcher(_entry(tmp_path / "lora" / "model", device="cpu"))
+    assert matcher.match(matcher.image_features(torch.rand(2, 3, 32, 32)), ["a red picture"]).itm.shape == (2,)
+
+
+def test_a_missing_or_empty_user_dataset_is_a_clean_error(tmp_path):
+    (tmp_path / "run.yaml").write_text(f"name: x\nencoder: tiny-test\ndataset: {{path: {tmp_path / 'none.jsonl'}}}\n")
+    result = CliRunner().invoke(app, ["train", "reranker", "--config", str(tmp_path / "run.yaml")])
+    assert result.exit_code == 2 and "none.jsonl not found" in result.output and "Traceback" not in result.output

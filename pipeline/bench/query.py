@@ -58,11 +58,30 @@ def default_queries(index: str | Path, n: int, seed: int = 0) -> list[str]:
     return [texts[i] for i in rng.choice(len(texts), min(n, len(texts)), replace=False)]
 
 
-def bench_query(index: str | Path, presets: list[Any], queries: list[str], k: int = 10, warmup: int = 5) -> QueryBench:
-    """Time every preset's pipeline (names, files or :class:`Preset` objects) on ``queries`` over ``index``."""
+def bench_query(
+    index: str | Path,
+    presets: list[Any],
+    queries: list[str],
+    k: int = 10,
+    warmup: int = 5,
+    *,
+    fill_caches: bool = False,
+) -> QueryBench:
+    """Time every preset's pipeline (names, files or :class:`Preset` objects) on ``queries`` over ``index``.
+
+    ``fill_caches``: first fill every rerank stage's caches for the whole index, as ``viewfinder
+    index --with rerank`` does, so cached figures are steady-state ones.
+    """
     from ..stages.runner import Pipeline
+    from ..store.features import precompute_features
 
     pipelines = [Pipeline.from_preset(p, index=index) for p in presets]
+    if fill_caches:
+        for pipeline in pipelines:
+            for stage in pipeline.stages:
+                for source in (getattr(stage, "features", None), getattr(stage, "embeds", None)):
+                    if source is not None and source.cache is not None:
+                        precompute_features(pipeline.store, source)
     names = [str(getattr(p, "name", p)) for p in presets]
     for pipeline in pipelines:
         for text in queries[:warmup]:
@@ -96,9 +115,10 @@ def as_rows(run: QueryBench) -> list[dict[str, Any]]:
     return [vars(r) for r in run.results]
 
 
-def rerank_presets(index: str | Path, model: str, k: int) -> list[Any]:
-    """The index's own preset cut to preselect alone, then + rerank of the top ``k`` with ``model``, with and
-    without the feature cache: the three pipelines ``viewfinder bench rerank`` compares."""
+def rerank_presets(index: str | Path, model: str, k: int, itm_k: int = 16) -> list[Any]:
+    """The pipelines ``viewfinder bench rerank`` compares: the index's own preset cut to preselect
+    alone, then + rerank of the top ``k`` with ``model`` (ITM on the best ``itm_k``) with its caches,
+    the same without any cache, and ITM on all ``k`` (LAVIS's protocol) with the caches."""
     from dataclasses import replace
 
     from ..stages.preselect import PreselectConfig
@@ -111,12 +131,13 @@ def rerank_presets(index: str | Path, model: str, k: int) -> list[Any]:
         base = preset_for_index(None, store)
     preselect = [StageSpec("preselect", PreselectConfig())]
     rerank = [StageSpec("preselect", PreselectConfig(k=k))]
+
+    def with_rerank(name: str, **settings: Any) -> Any:
+        return replace(base, name=name, stages=[*rerank, StageSpec("rerank", RerankConfig(model, k, **settings))])
+
     return [
         replace(base, name="preselect only", stages=preselect),
-        replace(base, name=f"+ rerank {k} (cache)", stages=[*rerank, StageSpec("rerank", RerankConfig(model, k))]),
-        replace(
-            base,
-            name=f"+ rerank {k} (no cache)",
-            stages=[*rerank, StageSpec("rerank", RerankConfig(model, k, cache=False))],
-        ),
+        with_rerank(f"+ rerank {k}, ITM {itm_k} (cache)", itm_k=itm_k),
+        with_rerank(f"+ rerank {k}, ITM {itm_k} (no cache)", itm_k=itm_k, cache=False, embed_cache=False),
+        with_rerank(f"+ rerank {k}, ITM {k} (cache)", itm_k=None),
     ]

@@ -182,7 +182,6 @@ def search_cmd(
         _write_json(json_path, asdict(run))
 
 
-@bench_app.command("query")
 def _print_query_bench(run: Any, index: Path, k: int) -> None:
     from rich.table import Table
 
@@ -196,6 +195,7 @@ def _print_query_bench(run: Any, index: Path, k: int) -> None:
     console.print(f"load average at start: {run.load_average:.2f}")
 
 
+@bench_app.command("query")
 def query_cmd(
     index: Annotated[Path, typer.Option("--index", "-i", help="Index folder to query.")],
     config: Annotated[
@@ -223,15 +223,19 @@ def query_cmd(
 def rerank_cmd(
     index: Annotated[Path, typer.Option("--index", "-i", help="An image index (e.g. the demo's).")],
     model: Annotated[str, typer.Option(help="Matcher model entry.")] = "scene-reranker",
-    k: Annotated[int, typer.Option("-k", min=1, help="Candidates reranked.")] = 128,
+    k: Annotated[int, typer.Option("-k", min=1, help="Candidates reranked (ITC).")] = 128,
+    itm_k: Annotated[int, typer.Option("--itm-k", min=1, help="Of those, how many ITM rescores.")] = 16,
     queries: Annotated[int, typer.Option(min=1, help="Queries (texts of the index's own items).")] = 50,
     json_path: JsonOpt = None,
 ) -> None:
-    """CLIP-only queries against CLIP + rerank of the top k, with and without the feature cache, in one run."""
+    """CLIP-only queries against CLIP + rerank of the top k, with and without the caches, and with ITM
+    on all k, in one run (the caches are filled for the whole index first, as `index --with rerank` does)."""
     from ..bench.query import bench_query, default_queries, rerank_presets
 
     try:
-        run = bench_query(index, rerank_presets(index, model, k), default_queries(index, queries), 10)
+        run = bench_query(
+            index, rerank_presets(index, model, k, itm_k), default_queries(index, queries), 10, fill_caches=True
+        )
     except (*user_errors(), ValueError) as exc:
         fail(str(exc))
         return

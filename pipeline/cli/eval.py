@@ -67,7 +67,10 @@ def _print_report(report: dict[str, Any]) -> None:
 
 def _print_rerank(rerank: dict[str, Any], sets: dict[str, Any]) -> None:
     """The reranker's figures beside the dual encoder's, one table."""
-    t = Table(title=f"rerank of the top {rerank['k']} by {rerank['matcher']} (final = ITM + ITC)")
+    w = rerank.get("weights", {})
+    rule = " + ".join(f"{v:g} {n.upper()}" for n, v in w.items() if v) or "ITM + ITC"
+    itm = "all" if rerank.get("itm_k") is None else rerank["itm_k"]
+    t = Table(title=f"rerank of the top {rerank['k']} by {rerank['matcher']} (ITM on {itm}; final = {rule})")
     for column in ("figure", "dual encoder", "reranked"):
         t.add_column(column, justify="right" if column != "figure" else "left")
     t2i = rerank["t2i"]
@@ -96,8 +99,16 @@ def eval_cmd(
     plot: Annotated[bool, typer.Option(help="Also write recall@k charts as PNG beside the report.")] = False,
     work_dir: Annotated[Path | None, typer.Option(help="Where the evaluation's indexes are cached.")] = None,
     rerank_k: Annotated[
-        int, typer.Option(min=1, help="With a preset that reranks (scene benchmark): rescore each query's top k.")
-    ] = 16,
+        int | None,
+        typer.Option(
+            min=1,
+            help="With a preset that reranks (scene benchmark): rescore each query's top k (default: the preset's).",
+        ),
+    ] = None,
+    itm_k: Annotated[
+        int | None,
+        typer.Option("--itm-k", min=1, help="... and ITM the best this many of those (default: the preset's)."),
+    ] = None,
     rerank_queries: Annotated[
         int | None, typer.Option(min=1, help="Rerank a seeded sample of this many captions (default: all).")
     ] = None,
@@ -130,6 +141,7 @@ def eval_cmd(
             from ..eval.scenes import evaluate_scene_split
 
             matcher = _preset_model(preset, "rerank", "matcher")
+            rerank = _rerank_settings(preset, rerank_k, itm_k)
             report = evaluate_scene_split(
                 dataset,
                 split,
@@ -138,7 +150,7 @@ def eval_cmd(
                 cache,
                 entry,
                 matcher=matcher,
-                rerank_k=rerank_k,
+                rerank=rerank,
                 rerank_queries=rerank_queries,
                 captioner=_preset_model(preset, "caption", "captioner"),
             )
@@ -173,6 +185,17 @@ def _preset_model(preset: Any, stage: str, kind: str) -> Any:
             relative_to = Path(preset.source).parent if preset.source and Path(preset.source).is_file() else None
             return load_model(load_entry(spec.config.model, kind, relative_to=relative_to), kind)
     return None
+
+
+def _rerank_settings(preset: Any, k: int | None, itm_k: int | None) -> Any:
+    """The preset's rerank stage settings, with ``k`` / ``itm_k`` overridden where given."""
+    from dataclasses import replace
+
+    from ..stages.rerank import RerankConfig
+
+    found = next((spec.config for spec in preset.stages if spec.name == "rerank"), RerankConfig())
+    changes = {name: value for name, value in (("k", k), ("itm_k", itm_k)) if value is not None}
+    return replace(found, **changes)
 
 
 def _has_splits(manifest: Path) -> bool:

@@ -16,6 +16,7 @@ import numpy as np
 
 from ...adapters.base import ImageCaptioner, ImageTextEncoder, ImageTextMatcher
 from ..config import IndexConfig
+from ..stages.rerank import RerankConfig
 from .retrieval import (
     evaluate_retrieval,
     index_evalset,
@@ -41,14 +42,15 @@ def evaluate_scene_split(
     encoder_entry: dict[str, Any] | None = None,
     index_dir: Path | None = None,
     matcher: ImageTextMatcher | None = None,
-    rerank_k: int = 16,
+    rerank: RerankConfig | None = None,
     rerank_queries: int | None = None,
     progress: bool | None = None,
     captioner: ImageCaptioner | None = None,
 ) -> dict[str, Any]:
     """Full-description Recall@K both ways plus every query set of ``split``; with a ``matcher``, the
-    same figures after reranking the dual encoder's top ``rerank_k`` (in ``report["rerank"]``); with a
-    ``captioner``, its caption F1 on the split's scenes (in ``report["captioning"]``)."""
+    same figures after the rerank stage's rule (settings ``rerank``) on the dual encoder's candidates
+    (in ``report["rerank"]``); with a ``captioner``, its caption F1 on the split's scenes (in
+    ``report["captioning"]``)."""
     from ..scenes.dataset import load_scene_dataset
     from ..scenes.metrics import partial_query_report, swap_accuracy
 
@@ -130,7 +132,7 @@ def evaluate_scene_split(
             scenes=scenes,
             encoder=encoder,
             matcher=matcher,
-            k=rerank_k,
+            config=rerank,
             max_queries=rerank_queries,
             progress=progress,
         )

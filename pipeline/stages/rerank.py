@@ -12,15 +12,18 @@ order after the reranked ones.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from ...adapters.base import itc_scores
 from ...adapters.entries import ConfigError
 from .state import QueryState
 
 if TYPE_CHECKING:
-    from ..store.features import EmbedSource, FeatureSource
+    from ..store.features import EmbedSource, FeatureBatch, FeatureSource
     from .base import StageContext
 
 
@@ -84,49 +87,77 @@ class Rerank:
         if state.text is None:
             state.notes["skipped"] = "no query text to match (an image query): order kept"
             return state
-        cfg = self.config
+        cfg, text = self.config, state.text
         head, tail = state.candidates[: cfg.k], state.candidates[cfg.k :]
         timings: dict[str, float] = {}
         start = time.perf_counter()
         embeds = self.embeds.get([(c.id, c.path) for c in head])
         timings["embeds_seconds"] = time.perf_counter() - start
         start = time.perf_counter()
-        itc = itc_scores(embeds.features, self.matcher.text_embeds([state.text])[0])
+        itc = itc_scores(embeds.features, self.matcher.text_embeds([text])[0])
         timings["itc_seconds"] = time.perf_counter() - start
         by_id = {c.id: c for c in head}
-        for item_id, score in zip(embeds.ids, itc, strict=True):
-            c = by_id[item_id]
+        scored = [by_id[i] for i in embeds.ids]
+        vision: list[FeatureBatch] = []
+
+        def itm(positions: np.ndarray) -> np.ndarray:
+            items = [(scored[p].id, scored[p].path) for p in positions]
+            start = time.perf_counter()
+            batch = self.features.get(items)
+            timings["features_seconds"] = time.perf_counter() - start
+            start = time.perf_counter()
+            found = dict(zip(batch.ids, self.matcher.itm(batch.features, text), strict=True))
+            timings["itm_seconds"] = time.perf_counter() - start
+            vision.append(batch)
+            return np.array([found.get(i, np.nan) for i, _ in items], dtype=np.float64)
+
+        preselect = np.array([c.scores.get("preselect", 0.0) for c in scored])
+        order, scores = rerank_order(itc, preselect, itm, cfg)
+        for j, c in enumerate(scored):
             c.scores.pop("itm", None)  # from an earlier round
-            c.scores["itc"] = float(score)
-            c.scores[self.name] = cfg.itc_weight * float(score) + cfg.preselect_weight * c.scores.get("preselect", 0.0)
-        ranked = sorted((by_id[i] for i in embeds.ids), key=lambda c: c.scores[self.name], reverse=True)
-        n_itm = len(ranked) if cfg.itm_k is None else min(cfg.itm_k, len(ranked))
-        start = time.perf_counter()
-        vision = self.features.get([(c.id, c.path) for c in ranked[:n_itm]])
-        timings["features_seconds"] = time.perf_counter() - start
-        start = time.perf_counter()
-        itm = self.matcher.itm(vision.features, state.text)
-        timings["itm_seconds"] = time.perf_counter() - start
-        for item_id, score in zip(vision.ids, itm, strict=True):
-            c = by_id[item_id]
-            c.scores["itm"] = float(score)
-            c.scores[self.name] += cfg.itm_weight * float(score)
-        for c in ranked:
-            c.score = c.scores[self.name]
-        scored = set(vision.ids)
-        matched = sorted((by_id[i] for i in vision.ids), key=lambda c: c.score, reverse=True)
-        rest = [c for c in ranked if c.id not in scored]  # already in ITC (+ preselect) order
+            c.scores["itc"] = float(itc[j])
+            if not np.isnan(scores["itm"][j]):
+                c.scores["itm"] = float(scores["itm"][j])
+            c.scores[self.name] = c.score = float(scores["final"][j])
         read = set(embeds.ids)
-        unread = [c for c in head if c.id not in read]
-        state.candidates = matched + rest + unread + tail
+        state.candidates = [scored[j] for j in order] + [c for c in head if c.id not in read] + tail
+        features = vision[0] if vision else None
         state.notes.update(
             k=len(head),
-            itm_k=len(vision.ids),
+            itm_k=len(features.ids) if features else 0,
             embeds_cached=embeds.cached,
             embeds_computed=embeds.computed,
-            features_cached=vision.cached,
-            features_computed=vision.computed,
-            failed=[{"id": i, "reason": r} for i, r in [*embeds.failed, *vision.failed]],
+            features_cached=features.cached if features else 0,
+            features_computed=features.computed if features else 0,
+            failed=[{"id": i, "reason": r} for i, r in [*embeds.failed, *(features.failed if features else [])]],
             **timings,
         )
         return state
+
+
+def rerank_order(
+    itc: np.ndarray, preselect: np.ndarray, itm: Callable[[np.ndarray], np.ndarray], config: RerankConfig
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The rerank rule, shared by the stage and the evaluation.
+
+    ``itc`` and ``preselect`` are (n,) scores of n candidates; ``itm(positions)`` returns the ITM
+    probability of those candidates (NaN where it could not score one). The candidates are ordered
+    by ITC (+ preselect); ITM scores the first ``itm_k``, which then lead, ordered by their final
+    score; the rest follow in ITC (+ preselect) order. Returns the order (positions into the
+    inputs) and per-candidate ``itm`` (NaN where not scored) and ``final`` scores.
+    """
+    partial = config.itc_weight * itc.astype(np.float64) + config.preselect_weight * preselect.astype(np.float64)
+    by_partial = np.argsort(-partial, kind="stable")
+    n_itm = len(by_partial) if config.itm_k is None else min(config.itm_k, len(by_partial))
+    itm_scores = np.full(len(itc), np.nan)
+    final = partial.copy()
+    if n_itm:
+        chosen = by_partial[:n_itm]
+        itm_scores[chosen] = itm(chosen)
+        matched = chosen[~np.isnan(itm_scores[chosen])]
+        final[matched] += config.itm_weight * itm_scores[matched]
+        lead = matched[np.argsort(-final[matched], kind="stable")]
+    else:
+        lead = by_partial[:0]
+    rest = by_partial[~np.isin(by_partial, lead)]
+    return np.concatenate([lead, rest]), {"itm": itm_scores, "final": final}

@@ -32,11 +32,11 @@ import numpy as np
 import torch
 
 from ...adapters.entries import ConfigError
-from ...adapters.frozen_clip import clip_vision_tokens, frozen
+from ...adapters.frozen_clip import frozen
 from ...adapters.qformer_captioner import CaptionerArch, CaptionerHeads, CaptionVocab, Decoding, generate_ids
 from ..store.fsutil import atomic_write, atomic_write_json
 from .clip import SceneDataConfig, ensure_scene_data
-from .data import read_split_records
+from .data import read_split_records, vision_tokens_of_files
 from .run_config import check_at_least_one, load_run_config
 
 logger = logging.getLogger(__name__)
@@ -105,24 +105,6 @@ class CaptionData:
     """(N,) captions each image has."""
 
 
-@torch.inference_mode()
-def _vision_tokens(
-    clip: torch.nn.Module, transform: Any, paths: list[Path], device: torch.device, desc: str, progress: bool | None
-) -> torch.Tensor:
-    """Vision tokens of image files, in chunks (never all pixels in memory at once)."""
-    from ..progress import progress_bar
-    from ..store.images import load_image
-
-    out = []
-    chunk = 256
-    with progress_bar(desc, len(paths), "image", progress) as bar:
-        for lo in range(0, len(paths), chunk):
-            pixels = torch.stack([transform(load_image(p)) for p in paths[lo : lo + chunk]])
-            out.append(clip_vision_tokens(clip, pixels.to(device)).half().cpu())
-            bar.advance(len(pixels))
-    return torch.cat(out)
-
-
 def load_caption_data(
     root: Path,
     split: str,
@@ -139,7 +121,8 @@ def load_caption_data(
     records = read_split_records(root, split)[:limit]
     if not records:
         raise ConfigError(f"{root}: split {split!r} has no images")
-    vision = _vision_tokens(clip, transform, [root / r["path"] for r in records], device, f"encoding {split}", progress)
+    paths = [root / r["path"] for r in records]
+    vision = vision_tokens_of_files(clip, transform, paths, device, f"encoding {split}", progress)
     return CaptionData(
         ids=[r["id"] for r in records],
         vision=vision,

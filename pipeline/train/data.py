@@ -273,3 +273,23 @@ def describes(codes: torch.Tensor, is_partial: torch.Tensor, objects: torch.Tens
     partial_hit = (equal.all(-1) & present).any(-1)  # (T, I)
     own = torch.eye(codes.shape[0], objects.shape[0], dtype=torch.bool)
     return torch.where(is_partial[:, None], partial_hit | own, own)
+
+
+@torch.inference_mode()
+def vision_tokens_of_files(
+    clip: torch.nn.Module, transform: Any, paths: list[Path], device: torch.device, desc: str, progress: bool | None
+) -> torch.Tensor:
+    """(N, tokens, width) float16 frozen CLIP vision tokens of image files, in chunks (never all
+    pixels in memory at once)."""
+    from ...adapters.frozen_clip import clip_vision_tokens
+    from ..progress import progress_bar
+    from ..store.images import load_image
+
+    out = []
+    chunk = 256
+    with progress_bar(desc, len(paths), "image", progress) as bar:
+        for lo in range(0, len(paths), chunk):
+            pixels = torch.stack([transform(load_image(p)) for p in paths[lo : lo + chunk]])
+            out.append(clip_vision_tokens(clip, pixels.to(device)).half().cpu())
+            bar.advance(len(pixels))
+    return torch.cat(out)

@@ -37,6 +37,7 @@ from .clip import SceneDataConfig, ensure_scene_data
 from .data import TrainSplit, add_twins, batch_texts, load_split, read_split_records, sample_batch
 from .losses import soft_cross_entropy
 from .run_config import check_at_least_one, load_run_config
+from .user_data import DatasetConfig, ImageTexts, InitConfig, load_user_data, merged, trainable_parameters, with_lora
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +91,12 @@ class RerankerTrainConfig:
     data: SceneDataConfig = field(default_factory=SceneDataConfig)
     train: RerankerSettings = field(default_factory=RerankerSettings)
     out: str = "runs/scene-reranker"
+    dataset: DatasetConfig | None = None
+    """A user's own collection (JSONL manifest or Karpathy JSON) to train on instead of the scene
+    benchmark ``data`` (no twins or swap pairs then: those are built from scene graphs)."""
+    init: InitConfig | None = None
+    """Start from a trained reranker (folder or model entry), fully or with LoRA; its architecture
+    and CLIP replace ``arch`` and ``encoder``."""
 
 
 def load_reranker_config(path: str | Path) -> RerankerTrainConfig:
@@ -179,6 +186,45 @@ def load_match_data(
     vision = vision_tokens(encoder.model, split.pixels, device)
     split.pixels = split.pixels[:0]  # the frozen features replace the pixels
     return MatchData(split, vision, swap_pos, swap_neg, n_swaps)
+
+
+def user_match_data(images: ImageTexts, encoder: Any, device: torch.device, progress: bool | None) -> MatchData:
+    """A user's images for matching: captions, frozen vision tokens; no twins, swaps or partial texts
+    (each image's first caption stands in for its partial description)."""
+    from .data import MAX_OBJECTS, NO_OBJECT, WILDCARD, vision_tokens_of_files
+
+    n = len(images)
+    most = max(len(c) for c in images.captions)
+    tokens = encoder.tokenizer([c[i % len(c)] for c in images.captions for i in range(most)]).view(n, most, -1)
+    split = TrainSplit(
+        ids=list(images.ids),
+        pixels=torch.zeros(0),
+        tokens=tokens,
+        n_captions=torch.tensor([len(c) for c in images.captions]),
+        partial_tokens=tokens[:, :1].clone(),
+        partial_codes=torch.full((n, 1, 4), WILDCARD, dtype=torch.long),
+        objects=torch.full((n, MAX_OBJECTS, 4), NO_OBJECT, dtype=torch.long),
+        twin=torch.full((n,), -1, dtype=torch.long),
+        n_base=n,
+    )
+    paths = [Path(p) for p in images.paths]
+    vision = vision_tokens_of_files(encoder.model, encoder.image_transform, paths, device, "encoding images", progress)
+    empty = torch.zeros(n, 1, tokens.shape[-1], dtype=torch.long)
+    return MatchData(split, vision, empty, empty.clone(), torch.zeros(n, dtype=torch.long))
+
+
+def init_entry(model: str) -> Any:
+    """The model entry of ``init.model``: a reranker folder, or a model entry (name or YAML)."""
+    from ...adapters.entries import ModelEntry
+    from ...adapters.qformer_matcher import CONFIG_FILE
+    from ...adapters.registry import load_entry
+
+    folder = Path(model).expanduser()
+    if folder.is_dir():
+        if not (folder / CONFIG_FILE).is_file():
+            raise ConfigError(f"init: {folder} is not a reranker folder (no {CONFIG_FILE})")
+        return ModelEntry(name=folder.name, family="qformer_clip", weights="local-dir", path=str(folder))
+    return load_entry(model, "matcher")
 
 
 # ---------------------------------------------------------------------------------------- losses
@@ -307,7 +353,10 @@ def quick_eval(heads: QFormerHeads, clip: torch.nn.Module, data: MatchData, devi
         correct += int(score[0] > score[1])
         total += 1
     heads.train()
-    return {"val_rerank_R@1": hits / n, "val_swap_accuracy": correct / max(total, 1)}
+    out = {"val_rerank_R@1": hits / n}
+    if total:
+        out["val_swap_accuracy"] = correct / total
+    return out
 
 
 def _subset(data: MatchData, n: int) -> MatchData:
@@ -368,24 +417,43 @@ def train_reranker(
         atomic_write_json(out / "train_config.json", asdict(config))
         set_seed(s.seed)
         device = pick_device(s.device)
-        encoder = load_encoder(config.encoder)
+        init_arch, encoder_ref, init_state = config.arch, config.encoder, None
+        if config.init is not None:
+            from ...adapters.qformer_matcher import read_qformer_dir
+
+            init_arch, encoder_ref, init_state = read_qformer_dir(init_entry(config.init.model))
+            logger.info("starting from %s (its architecture and CLIP)", config.init.model)
+        encoder = load_encoder(encoder_ref)
         clip = frozen(encoder.model).to(device).eval()
-        root = ensure_scene_data(config.data)
         t_load = time.perf_counter()
-        train = load_match_data(root, "train", encoder, s, device, twins=True, progress=progress)
-        val = _subset(load_match_data(root, "val", encoder, s, device, twins=False), s.eval_images)
+        if config.dataset is not None:
+            user_train, user_val = load_user_data(config.dataset)
+            root = Path(config.dataset.path).expanduser()
+            train = user_match_data(user_train, encoder, device, progress)
+            val = _subset(user_match_data(user_val, encoder, device, progress), s.eval_images)
+        else:
+            root = ensure_scene_data(config.data)
+            train = load_match_data(root, "train", encoder, s, device, twins=True, progress=progress)
+            val = _subset(load_match_data(root, "val", encoder, s, device, twins=False), s.eval_images)
         load_seconds = time.perf_counter() - t_load
         logger.info(
             "loaded %d training rows (%d base) in %.1fs", len(train.split.ids), train.split.n_base, load_seconds
         )
         fillers = (
             filler_token_ids(encoder.tokenizer, benchmark_words())
-            if s.filler_prob > 0 and s.max_fillers > 0
+            if s.filler_prob > 0 and s.max_fillers > 0 and config.dataset is None  # benchmark words: scenes only
             else np.empty(0, dtype=np.int64)
         )
-        heads = QFormerHeads(config.arch, train.vision.shape[-1], int(clip.transformer.width)).to(device)
-        decay = [p for n, p in heads.named_parameters() if p.ndim >= 2 and "query_tokens" not in n]
-        no_decay = [p for n, p in heads.named_parameters() if p.ndim < 2 or "query_tokens" in n]
+        heads = QFormerHeads(init_arch, train.vision.shape[-1], int(clip.transformer.width))
+        if init_state is not None:
+            heads.load_state_dict(init_state)
+        if config.init is not None and config.init.lora is not None:
+            head_names = ("vision_projection", "text_projection", "itm_head")
+            heads.qformer = with_lora(heads.qformer, heads, config.init.lora, head_names)
+        heads = heads.to(device)
+        params = [(n, p) for n, p in heads.named_parameters() if p.requires_grad]
+        decay = [p for n, p in params if p.ndim >= 2 and "query_tokens" not in n]
+        no_decay = [p for n, p in params if p.ndim < 2 or "query_tokens" in n]
         optimizer = torch.optim.AdamW(
             [{"params": decay, "weight_decay": s.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
             lr=s.lr,
@@ -430,7 +498,7 @@ def train_reranker(
                 losses = step_losses(heads, clip, train, idx, texts, positives, itm_weight, generator, device)
                 optimizer.zero_grad(set_to_none=True)
                 losses.total.backward()
-                torch.nn.utils.clip_grad_norm_(heads.parameters(), 1.0)
+                torch.nn.utils.clip_grad_norm_(trainable_parameters(heads), 1.0)
                 optimizer.step()
                 step += 1
                 bar.advance(1)
@@ -460,14 +528,15 @@ def train_reranker(
         seconds = time.perf_counter() - t_start
         model_dir = out / "model"
         if step >= s.steps or max_steps is not None or max_seconds is not None:
-            entry = portable_entry(load_encoder_entry(config.encoder))
-            save_qformer_dir(
-                heads.to("cpu").float(), model_dir, encoder_entry=_entry_ref(config.encoder, entry), fp16=False
-            )
+            entry = portable_entry(load_encoder_entry(encoder_ref))
+            heads.qformer = merged(heads.qformer)  # LoRA adapters folded into the weights
+            ref = encoder_ref if isinstance(encoder_ref, dict) else _entry_ref(encoder_ref, entry)
+            save_qformer_dir(heads.to("cpu").float(), model_dir, encoder_entry=ref, fp16=False)
             summary = {
                 "name": config.name, "steps": step, "train_minutes": seconds / 60, "final_eval": last_eval,
                 "machine": machine_info(), "data": str(root), "train_rows": len(train.split.ids),
                 "load_minutes": load_seconds / 60, "device": str(device),
+                "init": config.init.model if config.init else None, "lora": bool(config.init and config.init.lora),
             }  # fmt: skip
             atomic_write_json(out / "summary.json", summary)
         return RerankerResult(out, model_dir, step, seconds, last_eval)

@@ -8,6 +8,7 @@ unknown fields are errors that list the known ones.
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
@@ -39,9 +40,13 @@ def load_run_config(path: str | Path, cls: type[T], required: tuple[str, ...] = 
     hints = typing.get_type_hints(cls)
     values: dict[str, Any] = {}
     for name, value in data.items():
-        hint = hints[name]
-        if dataclasses.is_dataclass(hint):
-            values[name] = from_dict(hint, value or {}, f"{where}: {name}")  # type: ignore[arg-type]
+        hint = section_type(hints[name])
+        if hint is not None:
+            values[name] = (
+                None
+                if value is None and hints[name] is not hint
+                else build_section(hint, value or {}, f"{where}: {name}")
+            )
         elif not isinstance(value, str):
             raise ConfigError(f"{where}: field {name!r} must be a string, got {value!r}")
         else:
@@ -49,6 +54,30 @@ def load_run_config(path: str | Path, cls: type[T], required: tuple[str, ...] = 
     if "out" in fields and "out" not in values:
         values["out"] = f"runs/{values['name']}"
     return cls(**values)
+
+
+def section_type(hint: Any) -> type | None:
+    """The dataclass a field holds (``X`` or ``X | None``), or None for a plain field."""
+    if dataclasses.is_dataclass(hint):
+        return hint  # type: ignore[return-value]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        found = [a for a in typing.get_args(hint) if dataclasses.is_dataclass(a)]
+        return found[0] if len(found) == 1 else None  # type: ignore[return-value]
+    return None
+
+
+def build_section(cls: type[T], data: Any, where: str) -> T:
+    """Dataclass ``cls`` from a YAML mapping, its own dataclass-typed fields (optional ones too) read
+    as nested sections."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    data = dict(data)
+    for name, value in data.items():
+        inner = section_type(hints[name]) if name in hints else None
+        if inner is not None and isinstance(value, dict):
+            data[name] = build_section(inner, value, f"{where}.{name}")
+    return from_dict(cls, data, where)
 
 
 def check_at_least_one(obj: Any, names: tuple[str, ...], section: str = "train") -> None:

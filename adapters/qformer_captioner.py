@@ -428,12 +428,12 @@ def _model_folder(entry: ModelEntry) -> Path:
     )
 
 
-def load_qformer_captioner(entry: ModelEntry) -> QFormerCaptioner:
-    """Load a ``qformer_clip_captioner`` entry: the CLIP its folder config names, then the heads."""
+def read_captioner_dir(entry: ModelEntry) -> tuple[CaptionerArch, Any, CaptionVocab, dict[str, torch.Tensor]]:
+    """A ``qformer_clip_captioner`` folder's architecture, CLIP entry reference, vocabulary and float32
+    weights (checked against the entry's sha256 when it gives one)."""
     from safetensors.torch import load_file
 
-    from .open_clip_encoder import ModelLoadError, pick_device, sha256_file
-    from .registry import load_encoder
+    from .open_clip_encoder import ModelLoadError, sha256_file
 
     folder = _model_folder(entry)
     missing = [f for f in (CONFIG_FILE, WEIGHTS_FILE, VOCAB_FILE) if not (folder / f).is_file()]
@@ -452,11 +452,20 @@ def load_qformer_captioner(entry: ModelEntry) -> QFormerCaptioner:
     vocab = CaptionVocab.from_json((folder / VOCAB_FILE).read_text(encoding="utf-8"))
     if config.get("vocab_size", len(vocab)) != len(vocab):
         raise ModelLoadError(f"model {entry.name!r}: {VOCAB_FILE} does not match {CONFIG_FILE} in {folder}")
-    encoder = load_encoder(config["encoder"])
-    clip = frozen(encoder.model)
-    heads = CaptionerHeads(arch, vision_width=int(clip.visual.transformer.width), vocab=vocab)
     state = {k: v.float() for k, v in load_file(str(folder / WEIGHTS_FILE)).items()}
     state.setdefault("lm.lm_head.weight", state["lm.transformer.wte.weight"])
+    return arch, config["encoder"], vocab, state
+
+
+def load_qformer_captioner(entry: ModelEntry) -> QFormerCaptioner:
+    """Load a ``qformer_clip_captioner`` entry: the CLIP its folder config names, then the heads."""
+    from .open_clip_encoder import pick_device
+    from .registry import load_encoder
+
+    arch, encoder_ref, vocab, state = read_captioner_dir(entry)
+    encoder = load_encoder(encoder_ref)
+    clip = frozen(encoder.model)
+    heads = CaptionerHeads(arch, vision_width=int(clip.visual.transformer.width), vocab=vocab)
     heads.load_state_dict(state)
     return QFormerCaptioner(
         clip,
@@ -481,6 +490,7 @@ __all__ = [
     "captioner_fingerprint",
     "generate_ids",
     "load_qformer_captioner",
+    "read_captioner_dir",
     "save_captioner_dir",
     "split_words",
 ]

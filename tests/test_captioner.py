@@ -276,3 +276,42 @@ def test_ground_truth_captions_are_a_ceiling() -> None:
         captions = [(c, s) for s in scenes for c in all_captions(s, template_set, n, rng)]
         scores = caption_f1([c for c, _ in captions], [s for _, s in captions])
         assert scores["f1"] == 1.0 and scores["exact"] == 1.0, template_set
+
+
+def test_trains_on_a_users_manifest_then_fine_tunes_from_it_with_lora(tmp_path: Path) -> None:
+    from PIL import Image
+    from safetensors.torch import load_file
+
+    from viewfinder.pipeline.train.captioner import load_captioner_config, train_captioner
+
+    (tmp_path / "images").mkdir()
+    colours = {"red": (220, 30, 30), "blue": (30, 60, 230), "green": (30, 200, 60)}
+    lines = []
+    for i in range(15):
+        name = list(colours)[i % 3]
+        Image.new("RGB", (40, 40), colours[name]).save(tmp_path / "images" / f"{i}.png")
+        lines.append(json.dumps({"path": f"images/{i}.png", "caption": [f"a plain {name} square", f"all {name}"]}))
+    (tmp_path / "data.jsonl").write_text("\n".join(lines) + "\n")
+    train = {"steps": 2, "batch_size": 4, "eval_every": 2, "checkpoint_every": 1, "log_every": 1, "eval_images": 3,
+             "device": "cpu", "warmup_steps": 1}  # fmt: skip
+    full = {"name": "user", "encoder": "tiny-test", "arch": TINY_ARCH, "train": train, "out": str(tmp_path / "full"),
+            "dataset": {"path": str(tmp_path / "data.jsonl"), "val_fraction": 0.2}}  # fmt: skip
+    (tmp_path / "full.yaml").write_text(json.dumps(full))
+    first = train_captioner(load_captioner_config(tmp_path / "full.yaml"), progress=False)
+    summary = json.loads((tmp_path / "full" / "summary.json").read_text())
+    assert summary["train_images"] == 12 and 0.0 <= summary["final_eval"]["val_word_f1"] <= 1.0
+    vocab = json.loads((first.model_dir / "vocab.json").read_text())["tokens"]
+    assert {"red", "blue", "green", "plain"} <= set(vocab)  # built from the user's captions
+    lora = {"name": "user-lora", "train": train, "out": str(tmp_path / "lora"),
+            "dataset": {"path": str(tmp_path / "data.jsonl")},
+            "init": {"model": str(first.model_dir), "lora": {"r": 2}}}  # fmt: skip
+    (tmp_path / "lora.yaml").write_text(json.dumps(lora))
+    tuned = train_captioner(load_captioner_config(tmp_path / "lora.yaml"), progress=False)
+    before = load_file(str(first.model_dir / "captioner.safetensors"))
+    after = load_file(str(tuned.model_dir / "captioner.safetensors"))
+    assert set(before) == set(after) and torch.equal(before["query_tokens"], after["query_tokens"])
+    changed = {k.split(".")[0] for k in before if not torch.equal(before[k], after[k])}
+    assert changed == {"qformer", "lm", "language_projection"}  # adapters merged into both; the projection trains
+    assert json.loads((tuned.model_dir / "vocab.json").read_text())["tokens"] == vocab  # the init's vocabulary
+    model = load_qformer_captioner(_entry(tuned.model_dir))
+    assert len(model.caption(torch.zeros(2, 3, 32, 32), max_new_tokens=4)) == 2

@@ -271,3 +271,21 @@ def caption_scene_report(
         "images_per_second": len(images) / seconds if seconds > 0 else 0.0,
         "examples": [{"caption": c, "truth": g} for c, g in zip(captions[:5], ground_truth[:5], strict=False)],
     }
+
+
+def word_f1(captions: list[str], references: list[list[str]]) -> float:
+    """Mean over ``captions`` of the best bag-of-words F1 against that image's ``references``: a
+    caption figure for collections without scene graphs (lower-cased words, counted with repeats)."""
+    from collections import Counter
+
+    from ...adapters.qformer_captioner import split_words
+
+    def f1(a: Counter[str], b: Counter[str]) -> float:
+        common = sum((a & b).values())
+        return 0.0 if not common else 2 * common / (sum(a.values()) + sum(b.values()))
+
+    scores = []
+    for caption, refs in zip(captions, references, strict=True):
+        words = Counter(split_words(caption))
+        scores.append(max((f1(words, Counter(split_words(r))) for r in refs), default=0.0))
+    return float(sum(scores) / len(scores)) if scores else 0.0

@@ -38,6 +38,7 @@ from ..store.fsutil import atomic_write, atomic_write_json
 from .clip import SceneDataConfig, ensure_scene_data
 from .data import read_split_records, vision_tokens_of_files
 from .run_config import check_at_least_one, load_run_config
+from .user_data import DatasetConfig, InitConfig, load_user_data, merge_lora, trainable_parameters, with_lora
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +83,12 @@ class CaptionerTrainConfig:
     data: SceneDataConfig = field(default_factory=SceneDataConfig)
     train: CaptionerSettings = field(default_factory=CaptionerSettings)
     out: str = "runs/scene-captioner"
+    dataset: DatasetConfig | None = None
+    """A user's own collection (JSONL manifest or Karpathy JSON) to train on instead of the scene
+    benchmark ``data``; the quick evaluation is then word F1 against the val images' captions."""
+    init: InitConfig | None = None
+    """Start from a trained captioner (folder or model entry), fully or with LoRA; its architecture,
+    vocabulary and CLIP replace ``arch`` and ``encoder``."""
 
 
 def load_captioner_config(path: str | Path) -> CaptionerTrainConfig:
@@ -131,6 +138,15 @@ def load_caption_data(
     )
 
 
+def _user_caption_data(
+    images: Any, clip: torch.nn.Module, transform: Any, device: torch.device, desc: str, progress: bool | None
+) -> CaptionData:
+    """A user's images (:class:`.user_data.ImageTexts`) with their vision tokens; no scene graphs."""
+    paths = [Path(p) for p in images.paths]
+    vision = vision_tokens_of_files(clip, transform, paths, device, desc, progress)
+    return CaptionData(list(images.ids), vision, list(images.captions), [])
+
+
 def tokenise_captions(data: CaptionData, vocab: CaptionVocab, length: int) -> int:
     """Fill ``data.tokens`` / ``data.n_captions``; returns how many captions were cut to ``length``."""
     most = max(len(c) for c in data.captions)
@@ -167,15 +183,19 @@ def caption_vision(heads: CaptionerHeads, vocab: CaptionVocab, vision: torch.Ten
 
 
 def quick_eval(heads: CaptionerHeads, vocab: CaptionVocab, val: CaptionData, device: torch.device) -> dict[str, Any]:
-    """Object-level F1 (and per-attribute accuracy) of greedy captions of the val images, and the
-    captions/s of that greedy decoding (vision tokens given). A training-time signal."""
-    from ..eval.captions import caption_f1
+    """Object-level F1 (and per-attribute accuracy) of greedy captions of the val images (a user's
+    collection: word F1 against their captions), and the captions/s of that greedy decoding
+    (vision tokens given). A training-time signal."""
+    from ..eval.captions import caption_f1, word_f1
 
     t = time.perf_counter()
     captions = caption_vision(heads, vocab, val.vision, device)
     seconds = time.perf_counter() - t
-    scores = caption_f1(captions, val.scenes)
-    out: dict[str, Any] = {f"val_{k}": v for k, v in scores.items() if k not in ("n_captions",)}
+    if val.scenes:
+        scores = caption_f1(captions, val.scenes)
+        out: dict[str, Any] = {f"val_{k}": v for k, v in scores.items() if k not in ("n_captions",)}
+    else:  # a user's collection: no scene graphs to parse captions against
+        out = {"val_word_f1": word_f1(captions, val.captions)}
     out["val_captions_per_s"] = len(captions) / seconds if seconds > 0 else 0.0
     out["val_examples"] = [
         {"id": i, "caption": c, "truth": t[0]}
@@ -208,6 +228,24 @@ def _entry_ref(name_or_file: str, portable: dict[str, Any]) -> str | dict[str, A
     return name_or_file if name_or_file in packaged_names("models") else portable
 
 
+LORA_WRAP = ("qformer", "lm")
+"""Submodules of the captioner that LoRA adapts (the Q-Former and the language model)."""
+
+
+def _init_entry(model: str) -> Any:
+    """The model entry of ``init.model``: a captioner folder, or a model entry (name or YAML)."""
+    from ...adapters.entries import ModelEntry
+    from ...adapters.qformer_captioner import CONFIG_FILE
+    from ...adapters.registry import load_entry
+
+    folder = Path(model).expanduser()
+    if folder.is_dir():
+        if not (folder / CONFIG_FILE).is_file():
+            raise ConfigError(f"init: {folder} is not a captioner folder (no {CONFIG_FILE})")
+        return ModelEntry(name=folder.name, family="qformer_clip_captioner", weights="local-dir", path=str(folder))
+    return load_entry(model, "captioner")
+
+
 def train_captioner(
     config: CaptionerTrainConfig, *, progress: bool | None = None, max_steps: int | None = None
 ) -> CaptionerResult:
@@ -215,7 +253,7 @@ def train_captioner(
     from ...adapters.open_clip_encoder import pick_device
     from ...adapters.qformer_captioner import save_captioner_dir
     from ...adapters.registry import load_encoder, load_encoder_entry, portable_entry
-    from ..eval.captions import caption_f1
+    from ..eval.captions import caption_f1, word_f1
     from ..eval.retrieval import machine_info
     from ..progress import progress_bar
 
@@ -229,27 +267,49 @@ def train_captioner(
         atomic_write_json(out / "train_config.json", asdict(config))
         torch.manual_seed(s.seed)
         device = pick_device(s.device)
-        encoder = load_encoder(config.encoder)
+        arch, encoder_ref, init_vocab, init_state = config.arch, config.encoder, None, None
+        if config.init is not None:
+            from ...adapters.qformer_captioner import read_captioner_dir
+
+            arch, encoder_ref, init_vocab, init_state = read_captioner_dir(_init_entry(config.init.model))
+            logger.info("starting from %s (its architecture, vocabulary and CLIP)", config.init.model)
+        encoder = load_encoder(encoder_ref)
         clip = frozen(encoder.model).to(device).eval()
-        root = ensure_scene_data(config.data)
         t_load = time.perf_counter()
         transform = encoder.image_transform
-        train = load_caption_data(root, "train", clip, transform, device, progress=progress)
-        val = load_caption_data(root, "val", clip, transform, device, limit=s.eval_images, progress=progress)
-        vocab = CaptionVocab.build(c for caps in train.captions for c in caps)
-        cut = tokenise_captions(train, vocab, config.arch.max_caption_tokens + 1)
+        if config.dataset is not None:
+            root = Path(config.dataset.path).expanduser()
+            user_train, user_val = load_user_data(config.dataset)
+            first_val = user_val.subset(np.arange(min(len(user_val), s.eval_images)))
+            train = _user_caption_data(user_train, clip, transform, device, "encoding images", progress)
+            val = _user_caption_data(first_val, clip, transform, device, "encoding val images", progress)
+        else:
+            root = ensure_scene_data(config.data)
+            train = load_caption_data(root, "train", clip, transform, device, progress=progress)
+            val = load_caption_data(root, "val", clip, transform, device, limit=s.eval_images, progress=progress)
+        vocab = init_vocab or CaptionVocab.build(c for caps in train.captions for c in caps)
+        cut = tokenise_captions(train, vocab, arch.max_caption_tokens + 1)
         if cut:
             logger.warning("%d training captions are longer than max_caption_tokens: cut", cut)
         load_seconds = time.perf_counter() - t_load
-        reference = caption_f1([c[0] for c in val.captions], val.scenes)["f1"]
+        if val.scenes:
+            reference = caption_f1([c[0] for c in val.captions], val.scenes)["f1"]
+        else:  # one reference caption against the others (1.0 where an image has only one)
+            reference = word_f1([c[0] for c in val.captions], [c[1:] or c for c in val.captions])
         logger.info(
             "loaded %d training images (%d captions, vocabulary %d) and %d val images in %.1fs",
             len(train.ids), sum(len(c) for c in train.captions), len(vocab), len(val.ids), load_seconds,
         )  # fmt: skip
 
-        heads = CaptionerHeads(config.arch, int(train.vision.shape[-1]), vocab).to(device)
-        decay = [p for n, p in heads.named_parameters() if p.ndim >= 2 and "query_tokens" not in n]
-        no_decay = [p for n, p in heads.named_parameters() if p.ndim < 2 or "query_tokens" in n]
+        heads = CaptionerHeads(arch, int(train.vision.shape[-1]), vocab)
+        if init_state is not None:
+            heads.load_state_dict(init_state)
+        if config.init is not None and config.init.lora is not None:
+            with_lora(heads, config.init.lora, LORA_WRAP, ("language_projection",))
+        heads = heads.to(device)
+        params = [(n, p) for n, p in heads.named_parameters() if p.requires_grad]
+        decay = [p for n, p in params if p.ndim >= 2 and "query_tokens" not in n]
+        no_decay = [p for n, p in params if p.ndim < 2 or "query_tokens" in n]
         optimizer = torch.optim.AdamW(
             [{"params": decay, "weight_decay": s.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
             lr=s.lr,
@@ -287,7 +347,7 @@ def train_captioner(
                 loss = heads(batch_vision, ids.to(device))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_(heads.parameters(), 1.0)
+                torch.nn.utils.clip_grad_norm_(trainable_parameters(heads), 1.0)
                 optimizer.step()
                 step += 1
                 window_n += s.batch_size
@@ -304,7 +364,7 @@ def train_captioner(
                         record.update(last_eval, val_reference_f1=reference)
                         logger.info(
                             "step %d: loss %.3f val F1 %.3f (reference %.3f)",
-                            step, record["loss"], last_eval["val_f1"], reference,
+                            step, record["loss"], last_eval.get("val_f1", last_eval.get("val_word_f1")), reference,
                         )  # fmt: skip
                     log_fh.write(json.dumps(record) + "\n")
                     log_fh.flush()
@@ -324,10 +384,10 @@ def train_captioner(
         if step >= s.steps or max_steps is not None:
             if not last_eval:
                 last_eval = quick_eval(heads, vocab, val, device)
-            entry = portable_entry(load_encoder_entry(config.encoder))
-            save_captioner_dir(
-                heads.to("cpu").float(), vocab, model_dir, encoder_entry=_entry_ref(config.encoder, entry)
-            )
+            entry = portable_entry(load_encoder_entry(encoder_ref))
+            merge_lora(heads, LORA_WRAP)  # LoRA adapters folded into the weights
+            ref = encoder_ref if isinstance(encoder_ref, dict) else _entry_ref(encoder_ref, entry)
+            save_captioner_dir(heads.to("cpu").float(), vocab, model_dir, encoder_entry=ref)
             summary = {
                 "name": config.name, "steps": step, "train_minutes": seconds / 60, "final_eval": last_eval,
                 "val_reference_f1": reference, "machine": machine_info(), "data": str(root),
@@ -335,6 +395,7 @@ def train_captioner(
                 "vocab_size": len(vocab), "parameters": sum(p.numel() for p in heads.parameters()),
                 "samples_per_s": float(np.median(rates)) if rates else None,
                 "load_minutes": load_seconds / 60, "device": str(device),
+                "init": config.init.model if config.init else None, "lora": bool(config.init and config.init.lora),
             }  # fmt: skip
             atomic_write_json(out / "summary.json", summary)
         return CaptionerResult(out, model_dir, step, seconds, last_eval)

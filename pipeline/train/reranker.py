@@ -37,7 +37,15 @@ from .clip import SceneDataConfig, ensure_scene_data
 from .data import TrainSplit, add_twins, batch_texts, load_split, read_split_records, sample_batch
 from .losses import soft_cross_entropy
 from .run_config import check_at_least_one, load_run_config
-from .user_data import DatasetConfig, ImageTexts, InitConfig, load_user_data, merged, trainable_parameters, with_lora
+from .user_data import (
+    DatasetConfig,
+    ImageTexts,
+    InitConfig,
+    load_user_data,
+    merge_lora,
+    trainable_parameters,
+    with_lora,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -449,7 +457,7 @@ def train_reranker(
             heads.load_state_dict(init_state)
         if config.init is not None and config.init.lora is not None:
             head_names = ("vision_projection", "text_projection", "itm_head")
-            heads.qformer = with_lora(heads.qformer, heads, config.init.lora, head_names)
+            with_lora(heads, config.init.lora, ("qformer",), head_names)
         heads = heads.to(device)
         params = [(n, p) for n, p in heads.named_parameters() if p.requires_grad]
         decay = [p for n, p in params if p.ndim >= 2 and "query_tokens" not in n]
@@ -529,7 +537,7 @@ def train_reranker(
         model_dir = out / "model"
         if step >= s.steps or max_steps is not None or max_seconds is not None:
             entry = portable_entry(load_encoder_entry(encoder_ref))
-            heads.qformer = merged(heads.qformer)  # LoRA adapters folded into the weights
+            merge_lora(heads, ("qformer",))  # LoRA adapters folded into the weights
             ref = encoder_ref if isinstance(encoder_ref, dict) else _entry_ref(encoder_ref, entry)
             save_qformer_dir(heads.to("cpu").float(), model_dir, encoder_entry=ref, fp16=False)
             summary = {

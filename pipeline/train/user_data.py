@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from torch import nn
@@ -126,8 +125,11 @@ class LoraConfig:
     r: int = 8
     alpha: int = 16
     dropout: float = 0.05
-    target_modules: list[str] = field(default_factory=lambda: ["query", "key", "value", "dense"])
-    """Names (suffixes) of the Q-Former's linear layers that get adapters."""
+    target_modules: list[str] = field(
+        default_factory=lambda: ["query", "key", "value", "dense", "c_attn", "c_proj", "c_fc"]
+    )
+    """Names of the layers that get adapters, where a model has them: the Q-Former's attention and
+    feed-forward layers, and the captioner's GPT-2 language model's."""
     train_heads: bool = True
     """Also train the small output heads (projections, ITM head / language projection) fully."""
 
@@ -147,34 +149,42 @@ class InitConfig:
     lora: LoraConfig | None = None
 
 
-def with_lora(qformer: nn.Module, heads: nn.Module, config: LoraConfig, head_names: tuple[str, ...]) -> nn.Module:
-    """Wrap ``qformer`` (a module of ``heads``) with peft LoRA adapters; freeze every other weight of
-    ``heads`` except ``head_names`` (when ``config.train_heads``). Returns the wrapped Q-Former."""
+def with_lora(heads: nn.Module, config: LoraConfig, wrap: tuple[str, ...], head_names: tuple[str, ...]) -> None:
+    """Give the submodules ``wrap`` of ``heads`` peft LoRA adapters on their layers named in
+    ``config.target_modules`` (in place); freeze every other weight of ``heads`` except the modules
+    ``head_names`` (when ``config.train_heads``)."""
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model
 
     for p in heads.parameters():
         p.requires_grad_(False)
-    peft_config = PeftLoraConfig(
-        r=config.r, lora_alpha=config.alpha, lora_dropout=config.dropout, target_modules=list(config.target_modules)
-    )
-    try:
-        wrapped = get_peft_model(qformer, peft_config)
-    except ValueError as exc:
-        raise ConfigError(f"lora: {exc}") from exc
+    wrapped = 0
+    for name in wrap:
+        module = getattr(heads, name)
+        present = sorted({t for t in config.target_modules for n, _ in module.named_modules() if n.split(".")[-1] == t})
+        if not present:
+            continue
+        peft_config = PeftLoraConfig(
+            r=config.r, lora_alpha=config.alpha, lora_dropout=config.dropout, target_modules=present
+        )
+        setattr(heads, name, get_peft_model(module, peft_config))
+        wrapped += 1
+    if not wrapped:
+        raise ConfigError(f"lora: no layer named {config.target_modules} in {list(wrap)}")
     if config.train_heads:
         for name in head_names:
             for p in getattr(heads, name).parameters():
                 p.requires_grad_(True)
     trainable = sum(p.numel() for p in heads.parameters() if p.requires_grad)
-    trainable += sum(p.numel() for p in wrapped.parameters() if p.requires_grad)
     logger.info("LoRA r=%d on %s: %d trainable parameters", config.r, config.target_modules, trainable)
-    return wrapped
 
 
-def merged(qformer: Any) -> nn.Module:
-    """A LoRA-wrapped Q-Former with its adapters merged in (a plain module again), or ``qformer``."""
-    return qformer.merge_and_unload() if hasattr(qformer, "merge_and_unload") else qformer
+def merge_lora(heads: nn.Module, wrap: tuple[str, ...]) -> None:
+    """Fold LoRA adapters of the submodules ``wrap`` into their weights (plain modules again), in place."""
+    for name in wrap:
+        module = getattr(heads, name)
+        if hasattr(module, "merge_and_unload"):
+            setattr(heads, name, module.merge_and_unload())
 
 
 def trainable_parameters(module: nn.Module) -> list[nn.Parameter]:
@@ -187,7 +197,7 @@ __all__ = [
     "InitConfig",
     "LoraConfig",
     "load_user_data",
-    "merged",
+    "merge_lora",
     "trainable_parameters",
     "with_lora",
 ]

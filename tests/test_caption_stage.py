@@ -160,3 +160,22 @@ def test_captioner_card_quotes_the_eval_report(collection, tmp_path):
     card = write_model_card(collection / "captioner", run, [report], "tiny-captioner").read_text()
     assert "| test | 8 | **0.250** | 0.500 | 0.167 | 0.500 |" in card and "`viewfinder eval X`" in card
     (collection / "captioner" / "MODEL_CARD.md").unlink()
+
+
+def test_index_with_caption_fills_the_caption_cache_that_queries_then_use(collection, tmp_path):
+    root = tmp_path / "d"
+    for name in ("images", "captioner"):
+        shutil.copytree(collection / name, root / name)
+    for name in ("captioner.yaml", "preset.yaml"):
+        shutil.copy(collection / name, root / name)
+    runner = CliRunner()
+    args = ["index", str(root / "images"), "--index", str(root / "index"), "-c", str(root / "preset.yaml")]
+    result = runner.invoke(app, [*args, "--with", "caption"])
+    assert result.exit_code == 0, result.output
+    assert "12 computed, 0 already cached, 0 unreadable" in result.output
+    again = runner.invoke(app, [*args, "--with", "caption"])
+    assert "0 computed, 12 already cached" in again.output
+    notes = Pipeline.from_preset(str(root / "preset.yaml"), index=root / "index").search("a red circle", k=6).trace
+    assert notes["steps"][1]["notes"]["captions_computed"] == 0  # every caption came from the index-time pass
+    wrong = runner.invoke(app, [*args, "--with", "rerank"])
+    assert wrong.exit_code == 2 and "no rerank stage" in wrong.output

@@ -28,7 +28,8 @@ def index_cmd(
         str | None,
         typer.Option(
             "--with",
-            help="Also compute what later stages need, now: 'rerank' (the preset's matcher's vision features).",
+            help="Also compute what later stages need, now (comma-separated): 'rerank' (the preset's matcher's "
+            "vision features and ITC embeddings), 'caption' (the preset's captioner's captions).",
         ),
     ] = None,
 ) -> None:
@@ -84,34 +85,66 @@ def index_cmd(
 
 
 def _precompute(what: str, preset: Any, index: Path) -> None:
-    """Index-time work for later stages (``--with rerank``): fill the feature cache now, not at the first query."""
-    stages = {s.strip() for s in what.split(",") if s.strip()}
-    if unknown := stages - {"rerank"}:
-        fail(f"--with: unknown {sorted(unknown)}; known: ['rerank']")
+    """Index-time work for later stages (``--with rerank,caption``): fill the rerank caches (vision
+    features, ITC embeddings) and the caption cache now, not at the first query."""
+    stages = [s.strip() for s in what.split(",") if s.strip()]
+    if unknown := sorted(set(stages) - {"rerank", "caption"}):
+        fail(f"--with: unknown {unknown}; known: ['caption', 'rerank']")
+    lines: list[str] = []
     try:
         from ..stages.runner import Pipeline
         from ..store.features import precompute_features
 
         pipeline = Pipeline.from_preset(preset, index=index)
-        rerank = [s for s in pipeline.stages if s.name == "rerank"]
-        if not rerank:
-            fail(
-                f"--with rerank: preset {preset.name!r} has no rerank stage: pass --config with one (e.g. scene-rerank)"
-            )
-        stage = rerank[0]
-        source, embeds = stage.features, stage.embeds  # type: ignore[attr-defined]
-        if source.cache is None and embeds.cache is None:
-            fail("--with rerank: the preset's rerank stage caches nothing (`cache: false`, `embed_cache: false`)")
-        matcher = source.matcher
-        done = precompute_features(pipeline.store, source) if source.cache is not None else None
-        done_embeds = precompute_features(pipeline.store, embeds) if embeds.cache is not None else None
+        for name in stages:
+            found = [s for s in pipeline.stages if s.name == name]
+            if not found:
+                example = "scene-rerank" if name == "rerank" else "scene-caption"
+                fail(
+                    f"--with {name}: preset {preset.name!r} has no {name} stage: "
+                    f"pass --config with one (e.g. {example})"
+                )
+            stage: Any = found[0]
+            if name == "rerank":
+                lines += _precompute_rerank(stage, pipeline.store, precompute_features)
+            else:
+                lines.append(_precompute_captions(stage, pipeline.store))
     except user_errors() as exc:
         fail(str(exc))
         return
-    for what, report in (("features", done), ("ITC embeddings", done_embeds)):
-        if report is not None:
-            console.print(
-                f"rerank {what} ({matcher.name}): {report.computed} computed, {report.cached} already cached, "
-                f"{len(report.failed)} unreadable; {report.bytes_per_item / 1024:.1f} KiB per item",
-                soft_wrap=True,
+    for line in lines:
+        console.print(line, soft_wrap=True)
+
+
+def _precompute_rerank(stage: Any, store: Any, precompute: Any) -> list[str]:
+    source, embeds = stage.features, stage.embeds
+    if source.cache is None and embeds.cache is None:
+        fail("--with rerank: the preset's rerank stage caches nothing (`cache: false`, `embed_cache: false`)")
+    lines = []
+    for what, cached in (("features", source), ("ITC embeddings", embeds)):
+        if cached.cache is not None:
+            report = precompute(store, cached)
+            lines.append(
+                f"rerank {what} ({source.matcher.name}): {report.computed} computed, {report.cached} already cached, "
+                f"{len(report.failed)} unreadable; {report.bytes_per_item / 1024:.1f} KiB per item"
             )
+    return lines
+
+
+def _precompute_captions(stage: Any, store: Any) -> str:
+    from ..progress import progress_bar
+
+    captioner = stage.captioner
+    if captioner.cache is None:
+        fail("--with caption: the preset's caption stage has `cache: false`, so there is nothing to keep")
+    items = [(row.id, row.path) for row in store.iter_items()]
+    made = cached = failed = 0
+    chunk = 256
+    with progress_bar(f"captions ({captioner.model.name})", len(items), "img", None) as bar:
+        for start in range(0, len(items), chunk):
+            captions, from_cache, bad = captioner.captions(items[start : start + chunk])
+            made += len(captions) - from_cache
+            cached += from_cache
+            failed += len(bad)
+            bar.advance(min(chunk, len(items) - start))
+    return f"captions ({captioner.model.name}): {made} computed, {cached} already cached, {failed} unreadable"

@@ -97,3 +97,36 @@ def test_demo_runs_and_reuses_its_cache(tmp_path: Path) -> None:
     assert second.report["text_to_image"] == first.report["text_to_image"]
     # Nothing was re-embedded: the index is still at the same committed generation.
     assert json.loads((second.index_dir / "manifest.json").read_text())["generation"] == generation
+
+
+def test_demo_with_a_reranking_preset_shows_how_reranking_moved_the_hits(tmp_path: Path, tiny_encoder) -> None:
+    import torch
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from viewfinder.adapters.qformer_matcher import QFormerArch, QFormerHeads, save_qformer_dir
+    from viewfinder.pipeline.cli import app
+    from viewfinder.pipeline.demo.run import run_demo
+
+    torch.manual_seed(0)
+    clip = tiny_encoder.model
+    arch = QFormerArch(
+        hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, num_query_tokens=4, embed_dim=16
+    )
+    heads = QFormerHeads(arch, int(clip.visual.transformer.width), int(clip.transformer.width))
+    save_qformer_dir(heads, tmp_path / "matcher", encoder_entry="tiny-test", fp16=False)
+    (tmp_path / "matcher.yaml").write_text("family: qformer_clip\nweights: local-dir\npath: matcher\n")
+    preset = tmp_path / "demo-rerank.yaml"
+    preset.write_text(
+        "encoder: tiny-test\nindex: {num_workers: 0}\n"
+        "stages:\n  - preselect: {k: 8}\n  - rerank: {model: matcher.yaml, k: 8, itm_k: 4}\n"
+    )
+    result = run_demo(tmp_path / "demo", str(preset), n_scenes=40, k=4)
+    assert result.rerank_preset == "demo-rerank" and result.reranked
+    for query, before, after in result.reranked:
+        assert query.text and all("rerank" not in h.scores for h in before.hits)
+        assert all({"itm", "itc", "rerank"} <= set(h.scores) for h in after.hits)
+    assert Image.open(result.contact_sheet).height > 0
+    printed = CliRunner().invoke(app, ["demo", "--cache", str(tmp_path / "demo"), "-c", str(preset), "--scenes", "40"])
+    assert printed.exit_code == 0, printed.output
+    assert "reranked by demo-rerank" in printed.output and "itm" in printed.output

@@ -37,6 +37,27 @@ def demo_cmd(
             mark = mark or (" [green](matches)[/]" if hit.key in query.relevant else "")
             table.add_row(str(hit.rank), f"{hit.score:.3f}", escape(hit.key) + mark, escape(hit.text or ""))
         console.print(table)
+    if result.reranked:
+        console.print(f"\n[bold]reranked[/] by {escape(str(result.rerank_preset))} (rank before reranking in brackets)")
+    for query, before, after in result.reranked[:4]:
+        previous = {h.key: h.rank for h in before.hits}
+        table = Table(title=escape(query.label), title_justify="left", show_edge=False)
+        for col in ("rank", "was", "itm", "itc", "id"):
+            table.add_column(col)
+        for hit in after.hits[:5]:
+            mark = " [green](target)[/]" if hit.key == query.target_key else ""
+            mark = mark or (" [green](matches)[/]" if hit.key in query.relevant else "")
+            was = previous.get(hit.key)
+            moved = "" if was == hit.rank else "[yellow]"
+            itm, itc = hit.scores.get("itm"), hit.scores.get("itc")
+            table.add_row(
+                str(hit.rank),
+                f"{moved}{'-' if was is None else was}",
+                "" if itm is None else f"{itm:.3f}",
+                "" if itc is None else f"{itc:.3f}",
+                escape(hit.key) + mark,
+            )
+        console.print(table)
     r = result.report
     t2i, i2t = r["text_to_image"], r["image_to_text"]
     console.print(

@@ -1,4 +1,5 @@
-"""Contact sheets: each query with its top hits as thumbnails, the target marked."""
+"""Contact sheets: each query with its top hits as thumbnails, the target marked (and, on reranked
+rows, each hit's rank before reranking)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ class SheetRow:
     relevant_keys: set[str] = field(default_factory=set)
     """Hits drawn with a thin green frame (they match the query too)."""
     query_image: str | None = None
+    previous_ranks: dict[str, int] | None = None
+    """Hit key -> its rank before reranking (a reranked row: each hit says how it moved)."""
 
 
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
@@ -62,7 +65,14 @@ def render_contact_sheet(rows: list[SheetRow], path: Path, thumb: int = 96, labe
             elif key in row.relevant_keys:
                 draw.rectangle([x - 1, y - 1, x + thumb, y + thumb], outline=(120, 200, 120), width=2)
             mark = " target" if key in row.target_keys else ""
-            draw.text((x, y + thumb + 2), f"#{rank}{mark}", fill=(0, 120, 0) if mark else (80, 80, 80), font=small)
+            label = f"#{rank}{mark}"
+            if row.previous_ranks is not None:
+                before = row.previous_ranks.get(key)
+                label += " new" if before is None else "" if before == rank else f" (#{before})"
+            colour = (0, 120, 0) if mark else (80, 80, 80)
+            if row.previous_ranks is not None and row.previous_ranks.get(key) != rank:
+                colour = (0, 120, 0) if mark else (170, 90, 0)  # moved by reranking
+            draw.text((x, y + thumb + 2), label, fill=colour, font=small)
             x += thumb + pad
         y += thumb + 2 * pad + 14
     path.parent.mkdir(parents=True, exist_ok=True)

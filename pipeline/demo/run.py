@@ -9,7 +9,7 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,10 @@ logger = logging.getLogger(__name__)
 
 DEMO_SEED = 2026
 """Seed of the demo collection: different from the training data's seed."""
+
+
+RERANK_PRESET = "scene-rerank"
+"""The packaged preset whose reranker the demo shows beside a preset without one."""
 
 
 def default_cache() -> Path:
@@ -47,6 +51,9 @@ class DemoResult:
     report: dict[str, Any]
     searches: list[tuple[DemoQuery, SearchResult]]
     seconds: dict[str, float]
+    reranked: list[tuple[DemoQuery, SearchResult, SearchResult]] = field(default_factory=list)
+    """(query, preselect-only result, reranked result) for the text queries, when a reranker fits."""
+    rerank_preset: str | None = None
 
 
 def _pick_queries(dataset: Any, split: str, rng: np.random.Generator) -> list[DemoQuery]:
@@ -142,6 +149,47 @@ def run_demo(cache: Path | None = None, preset_name: str = "default", n_scenes: 
                 str(image) if image else None,
             )
         )
+    reranked, rerank_name = _rerank_queries(preset, index_dir, encoder, searches, k)
+    for q, before, after in reranked:
+        previous = {h.key: h.rank for h in before.hits}
+        rows.append(
+            SheetRow(
+                f"reranked ({rerank_name}): {q.text}",
+                [h.path for h in after.hits],
+                [h.key for h in after.hits],
+                {q.target_key} if q.target_key else set(),
+                set(q.relevant),
+                previous_ranks=previous,
+            )
+        )
     sheet = render_contact_sheet(rows, cache / "contact_sheet.png")
     seconds["queries_and_sheet"] = time.perf_counter() - t0
-    return DemoResult(cache, index_dir, sheet, report_path, report, searches, seconds)
+    return DemoResult(cache, index_dir, sheet, report_path, report, searches, seconds, reranked, rerank_name)
+
+
+def _rerank_queries(
+    preset: Any, index_dir: Path, encoder: Any, searches: list[tuple[DemoQuery, SearchResult]], k: int
+) -> tuple[list[tuple[DemoQuery, SearchResult, SearchResult]], str | None]:
+    """The text queries again through a pipeline that reranks: the preset itself when it has a rerank
+    stage (its preselect-only result is the "before"), else the packaged ``scene-rerank`` when it sits
+    on the same encoder. Empty when neither fits."""
+    from ..config import load_preset
+    from ..stages.runner import Pipeline
+
+    if any(spec.name == "rerank" for spec in preset.stages):
+        rerank_preset = preset
+    else:
+        rerank_preset = load_preset(RERANK_PRESET)
+        if rerank_preset.encoder != preset.encoder:
+            return [], None
+    pipeline = Pipeline.from_preset(rerank_preset, index=index_dir, encoder=encoder)
+    plain = None
+    if rerank_preset is preset:  # the shown results are already reranked: compare with preselect alone
+        preselect_only = replace(preset, stages=[s for s in preset.stages if s.name == "preselect"])
+        plain = Pipeline.from_preset(preselect_only, index=index_dir, encoder=encoder)
+    out = []
+    for q, before in searches:
+        if q.text is None:
+            continue
+        out.append((q, plain.search(q.text, k=k) if plain else before, pipeline.search(q.text, k=k)))
+    return out, rerank_preset.name

@@ -329,11 +329,12 @@ def test_eval_reranks_a_scene_split_with_the_presets_rule(collection, tmp_path):
     )
     out = tmp_path / "eval.json"
     args = ["eval", str(root), "--split", "test", "-c", str(preset), "--out", str(out)]
-    result = CliRunner().invoke(app, [*args, "--work-dir", str(tmp_path / "work"), "--itm-k", "3"])
+    extra = ["--work-dir", str(tmp_path / "work"), "--itm-k", "3", "--preselect-weight", "2"]
+    result = CliRunner().invoke(app, [*args, *extra])
     assert result.exit_code == 0, result.output
     rerank = json.loads(out.read_text())["rerank"]
     assert (rerank["k"], rerank["itm_k"]) == (6, 3)  # the preset's k, the command line's itm_k
-    assert rerank["weights"] == {"itm": 1.0, "itc": 1.0, "preselect": 0.5}
+    assert rerank["weights"] == {"itm": 1.0, "itc": 1.0, "preselect": 2.0}
     t2i = rerank["t2i"]
     assert t2i["n_queries"] >= 10 and 0.0 <= t2i["reranked"]["R@1"] <= 1.0
     # targets outside the top k keep their rank, so R@10 can only move within the top k

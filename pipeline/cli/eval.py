@@ -109,6 +109,10 @@ def eval_cmd(
         int | None,
         typer.Option("--itm-k", min=1, help="... and ITM the best this many of those (default: the preset's)."),
     ] = None,
+    preselect_weight: Annotated[
+        float | None,
+        typer.Option(help="... fusing in the dual encoder's score with this weight (default: the preset's)."),
+    ] = None,
     rerank_queries: Annotated[
         int | None, typer.Option(min=1, help="Rerank a seeded sample of this many captions (default: all).")
     ] = None,
@@ -141,7 +145,7 @@ def eval_cmd(
             from ..eval.scenes import evaluate_scene_split
 
             matcher = _preset_model(preset, "rerank", "matcher")
-            rerank = _rerank_settings(preset, rerank_k, itm_k)
+            rerank = _rerank_settings(preset, rerank_k, itm_k, preselect_weight)
             report = evaluate_scene_split(
                 dataset,
                 split,
@@ -187,14 +191,15 @@ def _preset_model(preset: Any, stage: str, kind: str) -> Any:
     return None
 
 
-def _rerank_settings(preset: Any, k: int | None, itm_k: int | None) -> Any:
-    """The preset's rerank stage settings, with ``k`` / ``itm_k`` overridden where given."""
+def _rerank_settings(preset: Any, k: int | None, itm_k: int | None, preselect_weight: float | None) -> Any:
+    """The preset's rerank stage settings, with ``k`` / ``itm_k`` / ``preselect_weight`` overridden where given."""
     from dataclasses import replace
 
     from ..stages.rerank import RerankConfig
 
     found = next((spec.config for spec in preset.stages if spec.name == "rerank"), RerankConfig())
-    changes = {name: value for name, value in (("k", k), ("itm_k", itm_k)) if value is not None}
+    given = (("k", k), ("itm_k", itm_k), ("preselect_weight", preselect_weight))
+    changes = {name: value for name, value in given if value is not None}
     return replace(found, **changes)
 
 

@@ -373,7 +373,8 @@ def test_reranker_trains_on_a_users_manifest_then_fine_tunes_from_it_with_lora(t
     assert summary["train_rows"] == 12 and "val_rerank_R@1" in summary["final_eval"]
     assert "val_swap_accuracy" not in summary["final_eval"]  # no scene graphs, no swap pairs
     (tmp_path / "lora.yaml").write_text(
-        f"name: user-lora\ndataset: {{path: {manifest}}}\ninit: {{model: {tmp_path / 'full' / 'model'}, lora: {{r: 2}}}}\n"
+        f"name: user-lora\ndataset: {{path: {manifest}}}\n"
+        f"init: {{model: {tmp_path / 'full' / 'model'}, lora: {{r: 2}}}}\n"
         f"train: {settings}\nout: {tmp_path / 'lora'}\n"
     )
     result = runner.invoke(app, ["train", "reranker", "--config", str(tmp_path / "lora.yaml")])
@@ -394,3 +395,34 @@ def test_a_missing_or_empty_user_dataset_is_a_clean_error(tmp_path):
     (tmp_path / "run.yaml").write_text(f"name: x\nencoder: tiny-test\ndataset: {{path: {tmp_path / 'none.jsonl'}}}\n")
     result = CliRunner().invoke(app, ["train", "reranker", "--config", str(tmp_path / "run.yaml")])
     assert result.exit_code == 2 and "none.jsonl not found" in result.output and "Traceback" not in result.output
+
+
+def test_bench_query_compares_presets_in_one_run(collection, tmp_path):
+    out = tmp_path / "bench.json"
+    preset = str(collection / "preset-a.yaml")
+    args = ["bench", "query", "--index", str(collection / "index"), "-c", "tiny", "-c", preset, "--queries", "4"]
+    result = CliRunner().invoke(app, [*args, "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(out.read_text())["results"]
+    assert [r["preset"] for r in rows] == ["tiny", preset] and rows[0]["ratio_to_first"] == 1.0
+    assert set(rows[1]["stages_p50_ms"]) == {"preselect", "rerank"}
+
+
+def test_reranker_card_quotes_the_eval_reports(tmp_path):
+    from viewfinder.pipeline.eval.reranker_card import render_reranker_card
+
+    zoo = Path(__file__).resolve().parents[1] / "configs" / "zoo" / "scene-reranker"
+    train_config = json.loads((zoo / "train_config.json").read_text())
+    summary = json.loads((zoo / "train_summary.json").read_text())
+    machine = {"cpu_count": 2, "processor": "x86_64", "platform": "Linux", "torch": "2"}
+    rerank = {
+        "k": 128, "itm_k": 8,
+        "t2i": {"reranked": {"R@1": 0.9, "R@5": 1.0}, "dual_encoder_same_queries": {"R@1": 0.8, "R@5": 1.0}},
+        "binding_swap": {"accuracy": 0.7}, "relation_swap": {"accuracy": 0.6},
+        "partial": {"attributes": {"shape": {"share_at_k": 0.5}}},
+    }  # fmt: skip
+    sets = {"binding_swap": {"accuracy": 0.72}, "relation_swap": {"accuracy": 0.5},
+            "partial": {"attributes": {"shape": {"share_at_k": 0.48}}}}  # fmt: skip
+    report = {"split": "test", "command": "viewfinder eval X", "machine": machine, "rerank": rerank, "query_sets": sets}
+    card = render_reranker_card("scene-reranker", train_config, summary, [report], 7.1)
+    assert "| test | 128 | 8 | 0.800 / **0.900** |" in card and "`viewfinder eval X`" in card

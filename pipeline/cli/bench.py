@@ -224,7 +224,7 @@ def rerank_cmd(
     index: Annotated[Path, typer.Option("--index", "-i", help="An image index (e.g. the demo's).")],
     model: Annotated[str, typer.Option(help="Matcher model entry.")] = "scene-reranker",
     k: Annotated[int, typer.Option("-k", min=1, help="Candidates reranked (ITC).")] = 128,
-    itm_k: Annotated[int, typer.Option("--itm-k", min=1, help="Of those, how many ITM rescores.")] = 16,
+    itm_k: Annotated[int, typer.Option("--itm-k", min=1, help="Of those, how many ITM rescores.")] = 8,
     queries: Annotated[int, typer.Option(min=1, help="Queries (texts of the index's own items).")] = 50,
     json_path: JsonOpt = None,
 ) -> None:

@@ -264,8 +264,11 @@ def test_index_with_rerank_fills_the_feature_cache_at_index_time(collection, tmp
         Pipeline.from_preset(index=root / "index").search("a red square", k=8).trace["steps"][1]["notes"]
     )  # the index remembers the preset, rerank included
     assert (notes["features_computed"], notes["features_cached"]) == (0, 8)
-    bad = runner.invoke(app, ["index", str(root / "images"), "--index", str(root / "index"), "--with", "caption"])
-    assert bad.exit_code == 2 and "unknown ['caption']" in bad.output
+    base = ["index", str(root / "images"), "--index", str(root / "index")]
+    bad = runner.invoke(app, [*base, "--with", "colour"])
+    assert bad.exit_code == 2 and "unknown ['colour']; known: ['caption', 'rerank']" in bad.output
+    missing = runner.invoke(app, [*base, "--with", "caption"])
+    assert missing.exit_code == 2 and "has no caption stage" in missing.output
 
 
 def test_bench_rerank_times_four_pipelines_in_one_run(collection, tmp_path):

@@ -20,7 +20,9 @@ def render_reranker_card(
         "",
         f"A BLIP-2 style Q-Former reranker on top of the frozen `{train_config['encoder']}` CLIP, trained by "
         "viewfinder's own code on its synthetic scene benchmark. It rescores a dual encoder's candidates with "
-        "image-text matching (ITM) and contrast (ITC); the final score is ITM + ITC, as in LAVIS.",
+        "image-text matching (ITM) and contrast (ITC); the final score is ITM + ITC, as in LAVIS"
+        + _fusion(reports)
+        + ".",
         "",
         "## How it was made",
         "",
@@ -75,3 +77,11 @@ def render_reranker_card(
     for r in reports:
         lines.append(f"- `{r.get('command', '')}` ({r['machine']['cpu_count']} CPU cores, {r['machine']['platform']})")
     return "\n".join(lines) + "\n"
+
+
+def _fusion(reports: list[dict[str, Any]]) -> str:
+    """How the reports fused the dual encoder's score in (", plus 3 x ..."), or nothing."""
+    weights = {float((r.get("rerank") or {}).get("weights", {}).get("preselect", 0.0)) for r in reports}
+    if len(weights) == 1 and (w := weights.pop()) > 0:
+        return f", plus {w:g} x the dual encoder's score in the figures below (the `default` preset's rule)"
+    return ""

@@ -61,7 +61,9 @@ class Rerank:
 
     name = "rerank"
 
-    def __init__(self, features: FeatureSource, config: RerankConfig | None = None, embeds: EmbedSource | None = None):
+    def __init__(
+        self, features: FeatureSource, config: RerankConfig | None = None, embeds: EmbedSource | None = None
+    ) -> None:
         from ..store.features import EmbedSource
 
         self.features = features

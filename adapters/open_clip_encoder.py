@@ -27,6 +27,7 @@ import torch
 from PIL import Image
 
 from .entries import EncoderEntry, config_root
+from .package_file import sha256_of as sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -135,14 +136,6 @@ def pick_device(requested: str) -> torch.device:
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(requested)
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def describe_transform(transform: Any, depth: int = 0) -> Any:

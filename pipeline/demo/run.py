@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import time
 from dataclasses import dataclass, field, replace
@@ -30,7 +29,9 @@ RERANK_PRESET = "scene-rerank"
 
 
 def default_cache() -> Path:
-    return Path(os.environ.get("VIEWFINDER_CACHE", Path.home() / ".cache" / "viewfinder")).expanduser() / "demo"
+    from ...adapters.package_file import cache_root
+
+    return cache_root() / "demo"
 
 
 @dataclass

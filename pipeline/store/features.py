@@ -59,22 +59,8 @@ class FeatureSource:
 
     def get(self, items: Sequence[tuple[int, str]]) -> FeatureBatch:
         """Features of ``items`` ((id, image path) pairs)."""
-        fingerprint = self.matcher.fingerprint
-        found: dict[int, np.ndarray] = {}
-        if self.cache is not None:
-            found = self.cache.get_features([i for i, _ in items], fingerprint)
-        missing = [(i, p) for i, p in items if i not in found]
-        computed, failed = self._compute(missing)
-        if computed and self.cache is not None:
-            try:
-                self.cache.put_features(computed, fingerprint)
-            except Exception as exc:  # a read-only or busy folder must not fail the query
-                logger.warning("could not write the feature cache %s: %s", self.cache.path, exc)
-        ids = [i for i, _ in items if i in found or i in computed]
-        arrays = [found[i] if i in found else computed[i] for i in ids]
-        shape = tuple(self.matcher.feature_shape)
-        stacked = torch.from_numpy(np.stack(arrays).astype(np.float32)) if arrays else torch.zeros(0, *shape)
-        return FeatureBatch(ids, stacked, cached=len(found), computed=len(computed), failed=failed)
+        empty = torch.zeros(0, *tuple(self.matcher.feature_shape))
+        return through_cache(self.cache, self.matcher.fingerprint, items, self._compute, empty, "feature")
 
     def _compute(self, items: Sequence[tuple[int, str]]) -> tuple[dict[int, np.ndarray], list[tuple[int, str]]]:
         out: dict[int, np.ndarray] = {}
@@ -106,25 +92,37 @@ class EmbedSource:
 
     def get(self, items: Sequence[tuple[int, str]]) -> FeatureBatch:
         """Embeddings of ``items`` ((id, image path) pairs); ``features`` is (n, Q, D)."""
-        fingerprint = self.fingerprint
-        found = self.cache.get_features([i for i, _ in items], fingerprint) if self.cache is not None else {}
-        missing = [(i, p) for i, p in items if i not in found]
-        computed: dict[int, np.ndarray] = {}
-        failed: list[tuple[int, str]] = []
-        if missing:
-            batch = self.vision.get(missing)
-            failed = batch.failed
-            embeds = self.matcher.image_embeds(batch.features)
-            computed = {i: e.numpy().astype(np.float16) for i, e in zip(batch.ids, embeds, strict=True)}
-            if computed and self.cache is not None:
-                try:
-                    self.cache.put_features(computed, fingerprint)
-                except Exception as exc:  # a read-only or busy folder must not fail the query
-                    logger.warning("could not write the embedding cache %s: %s", self.cache.path, exc)
-        ids = [i for i, _ in items if i in found or i in computed]
-        arrays = [found[i] if i in found else computed[i] for i in ids]
-        stacked = torch.from_numpy(np.stack(arrays).astype(np.float32)) if arrays else torch.zeros(0, 1, 1)
-        return FeatureBatch(ids, stacked, cached=len(found), computed=len(computed), failed=failed)
+        return through_cache(self.cache, self.fingerprint, items, self._compute, torch.zeros(0, 1, 1), "embedding")
+
+    def _compute(self, items: Sequence[tuple[int, str]]) -> tuple[dict[int, np.ndarray], list[tuple[int, str]]]:
+        if not items:
+            return {}, []
+        batch = self.vision.get(items)
+        embeds = self.matcher.image_embeds(batch.features)
+        return {i: e.numpy().astype(np.float16) for i, e in zip(batch.ids, embeds, strict=True)}, batch.failed
+
+
+def through_cache(
+    cache: ModelCache | None,
+    fingerprint: str,
+    items: Sequence[tuple[int, str]],
+    compute: Callable[[Sequence[tuple[int, str]]], tuple[dict[int, np.ndarray], list[tuple[int, str]]]],
+    empty: torch.Tensor,
+    what: str,
+) -> FeatureBatch:
+    """Per-item arrays of ``items`` under ``fingerprint``: those ``cache`` holds, the rest from
+    ``compute`` (id -> float16 array, failures) and written back; stacked in the order asked."""
+    found = cache.get_features([i for i, _ in items], fingerprint) if cache is not None else {}
+    computed, failed = compute([(i, p) for i, p in items if i not in found])
+    if computed and cache is not None:
+        try:
+            cache.put_features(computed, fingerprint)
+        except Exception as exc:  # a read-only or busy folder must not fail the query
+            logger.warning("could not write the %s cache %s: %s", what, cache.path, exc)
+    ids = [i for i, _ in items if i in found or i in computed]
+    arrays = [found[i] if i in found else computed[i] for i in ids]
+    stacked = torch.from_numpy(np.stack(arrays).astype(np.float32)) if arrays else empty
+    return FeatureBatch(ids, stacked, cached=len(found), computed=len(computed), failed=failed)
 
 
 def pixel_batches(

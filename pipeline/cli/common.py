@@ -144,8 +144,10 @@ def user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions a user can meet (a bad config, a missing model, data or index...): every command
     catches these and hands their message, which carries the fix, to :func:`fail`. Anything else is
     a bug and keeps its traceback. (Imported when called, at failure time, so ``--help`` stays fast.)"""
+    from ...adapters.chat import ChatModelLoadError
     from ...adapters.entries import ConfigError
     from ...adapters.open_clip_encoder import ModelLoadError
+    from ...adapters.package_file import FetchError
     from ..eval.retrieval import EvalDataError
     from ..scenes.dataset import SceneDataError
     from ..store.faiss_index import IndexBuildError
@@ -156,6 +158,8 @@ def user_errors() -> tuple[type[BaseException], ...]:
     return (
         ConfigError,
         ModelLoadError,
+        ChatModelLoadError,
+        FetchError,
         EvalDataError,
         SceneDataError,
         StoreError,

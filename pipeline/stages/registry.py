@@ -20,6 +20,7 @@ from .base import Stage, StageContext
 from .caption import Caption, CaptionConfig
 from .preselect import Preselect, PreselectConfig
 from .rerank import Rerank, RerankConfig
+from .rewrite import Normalise, NormaliseConfig, Rewrite, RewriteConfig
 
 
 @dataclass(frozen=True)
@@ -50,9 +51,13 @@ def register_stage(name: str, config_type: type, build: Callable[[Any, StageCont
 register_stage("preselect", PreselectConfig, Preselect.from_context)
 register_stage("rerank", RerankConfig, Rerank.from_context)
 register_stage("caption", CaptionConfig, Caption.from_context)
+register_stage("normalise", NormaliseConfig, Normalise.from_context)
+register_stage("rewrite", RewriteConfig, Rewrite.from_context)
 
 FIRST_STAGES = ("preselect",)
 """Stages that produce candidates from the whole index; a pipeline starts with one of these."""
+QUERY_STAGES = ("normalise",)
+"""Stages that only change the query text, so they may come before the first candidates."""
 
 
 def parse_stages(raw: Any, where: str) -> list[StageSpec]:
@@ -74,10 +79,11 @@ def parse_stages(raw: Any, where: str) -> list[StageSpec]:
             raise ConfigError(f"{where}: stages[{i}]: unknown stage {name!r}; known stages: {sorted(STAGE_TYPES)}")
         config = from_dict(STAGE_TYPES[name].config_type, params, f"{where}: stages[{i}] ({name})")
         specs.append(StageSpec(name, config))
-    if specs[0].name not in FIRST_STAGES:
+    first = next((spec.name for spec in specs if spec.name not in QUERY_STAGES), None)
+    if first not in FIRST_STAGES:
         raise ConfigError(
-            f"{where}: the first stage must produce candidates from the index ({', '.join(FIRST_STAGES)}), "
-            f"got {specs[0].name!r}"
+            f"{where}: the first stage must produce candidates from the index ({', '.join(FIRST_STAGES)}; only "
+            f"query stages, {', '.join(QUERY_STAGES)}, may come before it), got {first!r}"
         )
     return specs
 

@@ -1,0 +1,1 @@
+"""The language-model side of the pipeline: prompts as data, and checking what a model answers."""

@@ -1,0 +1,119 @@
+"""Stages that rewrite the query with a language model.
+
+* ``normalise`` (before the first search): what a person typed, free-form, into a plain description
+  in the words the encoder knows.
+* ``rewrite`` (a feedback round, EIIRwQR style): a new query from the current one and the captions
+  of the candidates the person marked relevant and not relevant.
+
+Both send user text and captions as quoted data (:func:`..agent.prompts.quoted`) and accept the
+model's answer only after :func:`..agent.parse.parse_query` checked it; a refused answer keeps the
+previous query and is marked ``fallback`` in the trace, with the prompt, the raw answer and why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ...adapters.entries import ConfigError
+from ..agent.ask import ask_for_query
+from ..agent.prompts import Prompt, load_prompt, quoted
+from .state import QueryState
+
+if TYPE_CHECKING:
+    from .base import StageContext
+
+
+@dataclass
+class NormaliseConfig:
+    """Settings of the normalise stage."""
+
+    model: str = "smollm2-135m-instruct"
+    """Chat model entry (packaged name, YAML path)."""
+    prompt: str = "normalise"
+    """Packaged prompt name or a prompt file."""
+    max_chars: int = 200
+    """Longest accepted answer."""
+
+    def __post_init__(self) -> None:
+        if self.max_chars < 2:
+            raise ConfigError("normalise: field 'max_chars' must be >= 2")
+
+
+@dataclass
+class RewriteConfig:
+    """Settings of the rewrite stage."""
+
+    model: str = "smollm2-135m-instruct"
+    prompt: str = "rewrite-feedback"
+    max_chars: int = 200
+    max_captions: int = 5
+    """Captions of marked candidates sent per side (relevant, not relevant)."""
+
+    def __post_init__(self) -> None:
+        if self.max_chars < 2 or self.max_captions < 1:
+            raise ConfigError("rewrite: fields 'max_chars' must be >= 2 and 'max_captions' >= 1")
+
+
+def _apply(state: QueryState, record: dict[str, Any]) -> QueryState:
+    state.notes.update(record)
+    state.notes["fallback"] = record["query"] is None
+    if record["query"] is not None:
+        state.text = record["query"]
+    return state
+
+
+class Normalise:
+    """Rewrites the user's free-form query into a plain description, before preselection."""
+
+    name = "normalise"
+
+    def __init__(self, llm: Any, prompt: Prompt, config: NormaliseConfig | None = None) -> None:
+        self.llm, self.prompt, self.config = llm, prompt, config or NormaliseConfig()
+
+    @classmethod
+    def from_context(cls, config: NormaliseConfig, ctx: StageContext) -> Normalise:
+        return cls(ctx.model(config.model, "chat"), load_prompt(config.prompt), config)
+
+    def run(self, state: QueryState) -> QueryState:
+        if not state.text:
+            state.notes["skipped"] = "no query text"
+            return state
+        record = ask_for_query(self.llm, self.prompt, {"query": quoted(state.text)}, max_chars=self.config.max_chars)
+        return _apply(state, record)
+
+
+class Rewrite:
+    """Rewrites the query from the captions of the candidates the latest feedback marked."""
+
+    name = "rewrite"
+
+    def __init__(self, llm: Any, prompt: Prompt, config: RewriteConfig | None = None) -> None:
+        self.llm, self.prompt, self.config = llm, prompt, config or RewriteConfig()
+
+    @classmethod
+    def from_context(cls, config: RewriteConfig, ctx: StageContext) -> Rewrite:
+        return cls(ctx.model(config.model, "chat"), load_prompt(config.prompt), config)
+
+    def run(self, state: QueryState) -> QueryState:
+        if not state.feedback or not state.text:
+            state.notes["skipped"] = "no feedback to rewrite from"
+            return state
+        feedback = state.feedback[-1]
+        by_id = {c.id: c for c in state.candidates}
+
+        def described(ids: list[int]) -> list[str]:
+            texts = [by_id[i].caption or by_id[i].text for i in ids if i in by_id]
+            return [t for t in texts if t][: self.config.max_captions]
+
+        relevant, irrelevant = described(feedback.relevant), described(feedback.irrelevant)
+        if not relevant and not irrelevant:
+            state.notes["skipped"] = "the marked candidates have no captions"
+            return state
+        values = {"query": quoted(state.text), "relevant": quoted(relevant), "irrelevant": quoted(irrelevant)}
+        record = ask_for_query(self.llm, self.prompt, values, max_chars=self.config.max_chars)
+        record["feedback_round"] = feedback.round
+        return _apply(state, record)
+
+
+__all__ = ["Normalise", "NormaliseConfig", "Rewrite", "RewriteConfig"]

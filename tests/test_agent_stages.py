@@ -173,3 +173,17 @@ def test_a_preset_may_normalise_before_preselect_but_must_then_preselect(tmp_pat
     bad.write_text("encoder: tiny-test\nstages:\n  - normalise\n  - rewrite\n")
     with pytest.raises(ConfigError, match="first stage must produce candidates"):
         load_preset(str(bad))
+
+
+def test_prompts_cli_lists_and_shows():
+    from typer.testing import CliRunner
+
+    from viewfinder.pipeline.cli import app
+
+    runner = CliRunner()
+    listed = runner.invoke(app, ["prompts", "list"])
+    assert listed.exit_code == 0 and "rewrite-feedback" in listed.output and "normalise" in listed.output
+    shown = runner.invoke(app, ["prompts", "show", "normalise"])
+    assert shown.exit_code == 0 and "--- system" in shown.output and "Request: {query}" in shown.output
+    missing = runner.invoke(app, ["prompts", "show", "nope"])
+    assert missing.exit_code == 2 and "packaged prompts are" in missing.output

@@ -14,6 +14,7 @@ from .demo import demo_cmd
 from .eval import eval_cmd
 from .index import index_cmd
 from .models import models_app
+from .prompts import prompts_app
 from .scenes import app as scenes_app
 from .search import search_cmd
 from .train import train_app
@@ -36,6 +37,7 @@ app.command("eval")(eval_cmd)
 app.add_typer(train_app, name="train")
 app.add_typer(bench_app, name="bench")
 app.add_typer(models_app, name="models")
+app.add_typer(prompts_app, name="prompts")
 app.add_typer(scenes_app, name="scenes", help="The synthetic scene benchmark: generate and inspect.")
 
 

@@ -56,7 +56,7 @@ register_stage("rewrite", RewriteConfig, Rewrite.from_context)
 
 FIRST_STAGES = ("preselect",)
 """Stages that produce candidates from the whole index; a pipeline starts with one of these."""
-QUERY_STAGES = ("normalise",)
+QUERY_STAGES = ("normalise", "rewrite")
 """Stages that only change the query text, so they may come before the first candidates."""
 
 

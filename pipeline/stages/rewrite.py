@@ -3,7 +3,9 @@
 * ``normalise`` (before the first search): what a person typed, free-form, into a plain description
   in the words the encoder knows.
 * ``rewrite`` (a feedback round, EIIRwQR style): a new query from the current one and the captions
-  of the candidates the person marked relevant and not relevant.
+  of the candidates the person marked relevant and not relevant. It comes before preselect in a
+  preset's stages: in round 0 there is no feedback and it passes; in round n it reads the marks on
+  round n-1's candidates, which the state still holds, and preselect then searches with its query.
 
 Both send user text and captions as quoted data (:func:`..agent.prompts.quoted`) and accept the
 model's answer only after :func:`..agent.parse.parse_query` checked it; a refused answer keeps the
@@ -78,6 +80,9 @@ class Normalise:
     def run(self, state: QueryState) -> QueryState:
         if not state.text:
             state.notes["skipped"] = "no query text"
+            return state
+        if state.round > 0:
+            state.notes["skipped"] = "a feedback round: the query was normalised in round 0"
             return state
         record = ask_for_query(self.llm, self.prompt, {"query": quoted(state.text)}, max_chars=self.config.max_chars)
         return _apply(state, record)

@@ -73,11 +73,14 @@ class Pipeline:
         if k < 1:
             raise QueryError(f"k must be >= 1, got {k}")
         image_str = None if image is None else str(image)
-        state = QueryState(query=text, image=image_str, text=text, k=k)
-        trace = Trace(self.name, text, image_str)
+        return self.run_round(QueryState(query=text, image=image_str, text=text, k=k))
+
+    def run_round(self, state: QueryState) -> SearchResult:
+        """One pass over ``state`` (a new query, or a session's next round), as a :class:`SearchResult`."""
+        trace = Trace(self.name, state.query, state.image)
         state = self.run(state, trace)
         hits = [
             Hit(rank, c.id, c.key, c.path, c.score, c.text, c.metadata, dict(c.scores), c.caption)
-            for rank, c in enumerate(state.candidates[:k], start=1)
+            for rank, c in enumerate(state.candidates[: state.k], start=1)
         ]
-        return SearchResult(state.text, image_str, hits, trace.timings, state.truncated, trace.to_dict())
+        return SearchResult(state.text, state.image, hits, trace.timings, state.truncated, trace.to_dict())

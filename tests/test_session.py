@@ -1,0 +1,79 @@
+"""Feedback rounds: a session over a real (tiny) index, the rewrite stage with a fake chat model,
+marks by a person (ids, keys) or by the scene benchmark's simulated user."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from viewfinder.pipeline import Pipeline, build_index
+from viewfinder.pipeline.agent.session import Session
+from viewfinder.pipeline.agent.simulate import simulate
+from viewfinder.pipeline.scenes.dataset import ensure_scene_dataset, load_scene_dataset
+from viewfinder.pipeline.scenes.generator import SceneGeneratorConfig
+from viewfinder.pipeline.store.search import QueryError
+
+REWRITTEN = "a large red star at the top"
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("session")
+    data = ensure_scene_dataset(
+        root / "scenes", SceneGeneratorConfig(seed=5), n_train=0, n_val=0, n_test=14, n_compositional=0
+    )
+    build_index(data / "test.jsonl", root / "index", preset="tiny", progress=False)
+    fake = {
+        "family": "langchain_chat",
+        "class_path": "langchain_core.language_models.fake_chat_models.FakeListChatModel",
+        "kwargs": {"responses": [REWRITTEN]},
+    }
+    (root / "llm.yaml").write_text(json.dumps(fake))
+    (root / "agent.yaml").write_text(
+        "encoder: tiny-test\nindex: {num_workers: 0}\nstages:\n  - rewrite: {model: llm.yaml}\n  - preselect: {k: 14}\n"
+    )
+    return root
+
+
+def _session(root: Path, k: int = 5) -> Session:
+    return Session(Pipeline.from_preset(str(root / "agent.yaml"), index=root / "index"), k=k)
+
+
+def test_feedback_rewrites_the_query_from_the_marked_hits(scenes):
+    session = _session(scenes)
+    first = session.search("a star")
+    assert first.query == "a star" and session.round == 0
+    assert first.trace["steps"][0]["notes"]["skipped"].startswith("no feedback")
+    liked, disliked = first.hits[0], first.hits[1]
+    second = session.feedback(relevant=[liked.key], irrelevant=[disliked.id])
+    assert session.round == 1 and second.query == REWRITTEN
+    notes = second.trace["steps"][0]["notes"]
+    assert notes["fallback"] is False and notes["feedback_round"] == 0
+    sent = notes["messages"][-1]["content"]
+    assert json.dumps([liked.text]) in sent and json.dumps([disliked.text]) in sent  # their captions, quoted
+    trace = session.trace
+    assert [r["query"] for r in trace["rounds"]] == ["a star", REWRITTEN]
+    assert trace["feedback"][0]["relevant"] == [liked.id]
+
+
+def test_feedback_needs_a_round_and_known_hits(scenes):
+    session = _session(scenes)
+    with pytest.raises(QueryError, match="search first"):
+        session.feedback(relevant=[1])
+    first = session.search("a star")
+    with pytest.raises(QueryError, match="not among the last round"):
+        session.feedback(relevant=["no-such-key"])
+    with pytest.raises(QueryError, match="both relevant and not relevant"):
+        session.feedback(relevant=[first.hits[0].id], irrelevant=[first.hits[0].id])
+
+
+def test_the_simulated_user_drives_rounds_and_the_target_rank_is_kept(scenes):
+    dataset = load_scene_dataset(scenes / "scenes")
+    by_id = dataset.scenes["test"]  # scene id -> scene
+    target = by_id[sorted(by_id)[3]]
+    run = simulate(_session(scenes, k=14), "a shape", target, by_id, rounds=2)
+    assert len(run.target_ranks) == 3 and run.queries[0] == "a shape" and run.queries[1] == REWRITTEN
+    assert all(r is not None and 1 <= r <= 14 for r in run.target_ranks)  # k covers the whole index
+    assert _session(scenes).stable() is False

@@ -210,6 +210,8 @@ def load_transformers_chat(entry: ChatEntry) -> TransformersChatModel:
         lm = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).eval()
     except OSError as exc:
         raise ChatModelLoadError(f"chat model {entry.name!r}: cannot load {source}: {_how_to_get(entry)}") from exc
+    if entry.adapter:
+        lm = with_adapter(lm, entry)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     if not getattr(tokenizer, "chat_template", None):
@@ -225,6 +227,23 @@ def load_transformers_chat(entry: ChatEntry) -> TransformersChatModel:
         seed=entry.seed,
         batch_size=entry.batch_size,
     )
+
+
+def with_adapter(lm: Any, entry: ChatEntry) -> Any:
+    """``lm`` with the entry's peft LoRA adapter merged in."""
+    from peft import PeftModel
+
+    from .entries import config_root
+
+    folder = Path(entry.adapter or "").expanduser()
+    if not (folder / "adapter_config.json").is_file():
+        folder = config_root() / "zoo" / (entry.adapter or "")
+    if not (folder / "adapter_config.json").is_file():
+        raise ChatModelLoadError(
+            f"chat model {entry.name!r}: adapter {entry.adapter!r} is neither a peft folder nor in the zoo: "
+            "train one with `viewfinder train rewriter`"
+        )
+    return PeftModel.from_pretrained(lm, folder).merge_and_unload().eval()
 
 
 def load_langchain_chat(entry: LangChainEntry) -> BaseChatModel:

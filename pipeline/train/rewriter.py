@@ -1,0 +1,220 @@
+"""LoRA fine-tuning of the query rewriter (the default LLM) for normalisation.
+
+Examples come from *training* scenes only: a free-form request in one of the training wording
+styles (:data:`..scenes.wordings.TRAIN_STYLES`; the held-out style is never used) and, as the
+answer, the scene's description in the ``listing`` training template, the words the encoder knows.
+A user's own examples can be added (JSONL lines ``{"request": ..., "query": ...}``).
+
+The prompt is a packaged prompt file (``normalise-short`` by default); the loss is on the answer
+tokens only. peft LoRA adapters on the attention and MLP projections; resumable from
+``<out>/checkpoint/``; ``<out>/adapter/`` is the result (a peft folder a ``transformers_chat``
+entry names as ``adapter``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ...adapters.entries import ConfigError
+from ..store.fsutil import atomic_write_json
+from .clip import SceneDataConfig, ensure_scene_data
+from .run_config import check_at_least_one, load_run_config
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RewriterLora:
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+
+
+@dataclass
+class RewriterSettings:
+    n_examples: int = 1200
+    """Training examples generated from training scenes."""
+    user_examples: str | None = None
+    """A JSONL file of the user's own ``{"request", "query"}`` pairs, added to the generated ones."""
+    steps: int = 150
+    batch_size: int = 8
+    lr: float = 1e-3
+    warmup_steps: int = 10
+    seed: int = 0
+    threads: int | None = None
+    checkpoint_every: int = 50
+    log_every: int = 10
+    max_length: int = 160
+    """Tokens per example (prompt + answer); longer ones are cut from the left of the prompt."""
+
+    def __post_init__(self) -> None:
+        check_at_least_one(self, ("n_examples", "steps", "batch_size", "checkpoint_every", "log_every", "max_length"))
+        if self.lr <= 0:
+            raise ConfigError("train: field 'lr' must be > 0")
+
+
+@dataclass
+class RewriterTrainConfig:
+    name: str
+    model: str = "smollm2-135m-instruct"
+    """The chat model entry to adapt (a ``transformers_chat`` entry)."""
+    prompt: str = "normalise-short"
+    data: SceneDataConfig = field(default_factory=SceneDataConfig)
+    lora: RewriterLora = field(default_factory=RewriterLora)
+    train: RewriterSettings = field(default_factory=RewriterSettings)
+    out: str = "runs/scene-rewriter"
+
+
+def load_rewriter_config(path: str | Path) -> RewriterTrainConfig:
+    return load_run_config(path, RewriterTrainConfig)
+
+
+def scene_examples(root: Path, n: int, seed: int) -> list[tuple[str, str]]:
+    """``n`` (request, canonical description) pairs from the benchmark's *training* scenes."""
+    from ..scenes.captions import templates
+    from ..scenes.dataset import load_scene_dataset
+    from ..scenes.wordings import TRAIN_STYLES, free_form
+
+    listing = next(t for t in templates("train") if t.name == "listing")
+    scenes = load_scene_dataset(root).scenes["train"]
+    keys = sorted(scenes)
+    rng = np.random.default_rng([seed, 41])
+    out = []
+    for i in rng.choice(len(keys), n, replace=len(keys) < n):
+        scene = scenes[keys[int(i)]]
+        style = TRAIN_STYLES[int(rng.integers(len(TRAIN_STYLES)))]
+        out.append((free_form(scene, style, rng), listing.write(scene, rng)))
+    return out
+
+
+def user_examples(path: str | Path) -> list[tuple[str, str]]:
+    """The user's ``{"request": ..., "query": ...}`` lines."""
+    out = []
+    for lineno, line in enumerate(Path(path).expanduser().read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            out.append((str(record["request"]), str(record["query"])))
+        except (json.JSONDecodeError, KeyError) as exc:
+            raise ConfigError(f'{path}:{lineno}: expected {{"request": ..., "query": ...}}: {exc}') from exc
+    return out
+
+
+def encode_example(tokenizer: Any, prompt: Any, request: str, answer: str, max_length: int) -> tuple[list[int], int]:
+    """Token ids of prompt + answer (+ end of turn) and where the answer starts."""
+    from ..agent.prompts import quoted
+
+    messages = [{"role": {"human": "user", "ai": "assistant"}.get(m.type, m.type), "content": str(m.content)}
+                for m in prompt.format(query=quoted(request))]  # fmt: skip
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    prompt_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    ids = (prompt_ids + answer_ids)[-max_length:]
+    return ids, max(0, len(ids) - len(answer_ids))
+
+
+@dataclass
+class RewriterResult:
+    out: Path
+    adapter_dir: Path
+    steps: int
+    seconds: float
+
+
+def train_rewriter(config: RewriterTrainConfig, *, progress: bool | None = None, max_steps: int | None = None):
+    """Train (or resume) the LoRA rewriter run ``config`` describes."""
+    from accelerate.utils import set_seed
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    from ...adapters.registry import load_model
+    from ..agent.prompts import load_prompt
+    from ..eval.retrieval import machine_info
+    from ..progress import progress_bar
+
+    s = config.train
+    if s.threads:
+        torch.set_num_threads(s.threads)
+    out = Path(config.out).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "train_config.json", asdict(config))
+    set_seed(s.seed)
+    chat = load_model(config.model, "chat")
+    tokenizer, base = chat.tokenizer, chat.lm
+    prompt = load_prompt(config.prompt)
+    examples = scene_examples(ensure_scene_data(config.data), s.n_examples, s.seed)
+    if s.user_examples:
+        examples += user_examples(s.user_examples)
+    encoded = [encode_example(tokenizer, prompt, req, ans, s.max_length) for req, ans in examples]
+    ckpt = out / "checkpoint"
+    state_file = out / "checkpoint_state.json"
+    if (ckpt / "adapter_config.json").is_file() and state_file.is_file():
+        model = PeftModel.from_pretrained(base, ckpt, is_trainable=True)
+        step = int(json.loads(state_file.read_text())["step"])
+        logger.info("resumed %s at step %d", ckpt, step)
+    else:
+        lora = LoraConfig(r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
+                          target_modules=list(config.lora.target_modules), task_type="CAUSAL_LM")  # fmt: skip
+        model, step = get_peft_model(base, lora), 0
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=s.lr, weight_decay=0.0)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    stop_at = s.steps if max_steps is None else min(s.steps, step + max_steps)
+    t_start = time.perf_counter()
+    with (
+        (out / "log.jsonl").open("a") as log,
+        progress_bar(f"training {config.name}", s.steps, "step", progress) as bar,
+    ):
+        bar.advance(step)
+        while step < stop_at:
+            rng = np.random.default_rng([s.seed, step])  # the batch depends on the step alone: resumes are exact
+            batch = [encoded[int(i)] for i in rng.choice(len(encoded), s.batch_size, replace=False)]
+            width = max(len(ids) for ids, _ in batch)
+            input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
+            labels = torch.full((len(batch), width), -100, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, (ids, start) in enumerate(batch):
+                input_ids[row, : len(ids)] = torch.tensor(ids)
+                labels[row, start : len(ids)] = torch.tensor(ids[start:])
+                mask[row, : len(ids)] = 1
+            lr = s.lr * min(1.0, (step + 1) / max(1, s.warmup_steps))
+            lr *= 0.5 * (1 + math.cos(math.pi * min(1.0, step / max(1, s.steps))))
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            step += 1
+            bar.advance(1)
+            if step % s.log_every == 0 or step == stop_at:
+                log.write(json.dumps({"step": step, "loss": float(loss.detach()), "lr": lr}) + "\n")
+                log.flush()
+                bar.describe(f"training {config.name} loss {float(loss.detach()):.3f}")
+            if step % s.checkpoint_every == 0 or step == stop_at:
+                model.save_pretrained(ckpt)
+                atomic_write_json(state_file, {"step": step})
+    seconds = time.perf_counter() - t_start
+    adapter_dir = out / "adapter"
+    model.save_pretrained(adapter_dir)
+    summary = {"name": config.name, "steps": step, "train_minutes": seconds / 60, "examples": len(encoded),
+               "machine": machine_info(), "base_model": config.model, "prompt": config.prompt}  # fmt: skip
+    atomic_write_json(out / "summary.json", summary)
+    return RewriterResult(out, adapter_dir, step, seconds)
+
+
+__all__ = ["RewriterTrainConfig", "load_rewriter_config", "scene_examples", "train_rewriter", "user_examples"]

@@ -187,3 +187,35 @@ def test_prompts_cli_lists_and_shows():
     assert shown.exit_code == 0 and "--- system" in shown.output and "Request: {query}" in shown.output
     missing = runner.invoke(app, ["prompts", "show", "nope"])
     assert missing.exit_code == 2 and "packaged prompts are" in missing.output
+
+
+def test_eval_normalise_reports_typed_rule_and_llm_beside_the_captions(tmp_path):
+    from typer.testing import CliRunner
+
+    from viewfinder.pipeline.cli import app
+    from viewfinder.pipeline.eval.normalise import rule_normaliser
+    from viewfinder.pipeline.scenes.dataset import ensure_scene_dataset
+    from viewfinder.pipeline.scenes.generator import SceneGeneratorConfig
+
+    assert rule_normaliser(["Hey, can you find a red star in the top left please?"]) == ["a red star in the top left"]
+    root = ensure_scene_dataset(
+        tmp_path / "scenes", SceneGeneratorConfig(seed=2), n_train=0, n_val=0, n_test=10, n_compositional=0
+    )
+    fake = {
+        "family": "langchain_chat",
+        "class_path": "langchain_core.language_models.fake_chat_models.FakeListChatModel",
+        "kwargs": {"responses": ["a red star", "<|im_end|>"]},
+    }
+    (tmp_path / "llm.yaml").write_text(json.dumps(fake))
+    out = tmp_path / "report.json"
+    args = ["eval-normalise", str(root), "--style", "typos", "--llm", f"{tmp_path / 'llm.yaml'}=normalise",
+            "--queries", "6", "-c", "tiny", "--out", str(out)]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["style"] == "typos" and report["n_queries"] == 6
+    llm = report["normalised"][f"{tmp_path / 'llm.yaml'}=normalise"]
+    assert llm["invalid_rate"] == pytest.approx(0.5)  # every second answer is refused and falls back
+    assert set(report["normalised"]) == {"rule", f"{tmp_path / 'llm.yaml'}=normalise"} and "as typed" in result.output
+    bad = CliRunner().invoke(app, ["eval-normalise", str(root), "--style", "shouting", "-c", "tiny"])
+    assert bad.exit_code == 2 and "known styles" in bad.output

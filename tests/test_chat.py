@@ -175,6 +175,12 @@ def test_the_default_llm_is_fetched_converted_and_answers(tmp_path, monkeypatch)
     reply = model.invoke([HumanMessage("Say the colour of the sky in one word.")])
     assert isinstance(reply.content, str) and reply.content.strip()
     assert (tmp_path / "converted").is_dir() and not list(tmp_path.rglob(".fetch-*"))
+    from viewfinder.pipeline.agent.prompts import load_prompt, quoted
+
+    tuned = load_model("scene-rewriter", "chat")  # the same base, the zoo's LoRA adapter merged in
+    messages = load_prompt("normalise-short").format(query=quoted("show me a big red star up top pls"))
+    answer = tuned.invoke(messages).content
+    assert "red" in answer and "star" in answer
 
 
 def test_rewriter_lora_trains_resumes_and_loads_as_an_adapter(tmp_path):

@@ -61,7 +61,8 @@ def demo_cmd(
     r = result.report
     t2i, i2t = r["text_to_image"], r["image_to_text"]
     console.print(
-        f"\n[bold]eval[/] on {r['images']} demo scenes, {r['captions']} held-out-template captions: "
+        f"\n[bold]eval[/] of the dual encoder alone (`viewfinder eval` with a reranking preset adds the reranked "
+        f"figures) on {r['images']} demo scenes, {r['captions']} held-out-template captions: "
         f"text→image R@1 {t2i['R@1']:.3f} R@5 {t2i['R@5']:.3f} R@10 {t2i['R@10']:.3f}; "
         f"image→text R@1 {i2t['R@1']:.3f} R@5 {i2t['R@5']:.3f}"
     )

@@ -77,3 +77,18 @@ def test_the_simulated_user_drives_rounds_and_the_target_rank_is_kept(scenes):
     assert len(run.target_ranks) == 3 and run.queries[0] == "a shape" and run.queries[1] == REWRITTEN
     assert all(r is not None and 1 <= r <= 14 for r in run.target_ranks)  # k covers the whole index
     assert _session(scenes).stable() is False
+
+
+def test_the_pipeline_is_a_langchain_retriever_and_runnable(scenes):
+    from langchain_core.runnables import RunnableLambda
+
+    pipeline = Pipeline.from_preset("tiny", index=scenes / "index")
+    retriever = pipeline.as_retriever(k=3)
+    docs = retriever.invoke("a red star")
+    expected = pipeline.search("a red star", k=3)
+    assert [d.metadata["id"] for d in docs] == [h.id for h in expected.hits]
+    assert docs[0].page_content == expected.hits[0].text and docs[0].metadata["rank"] == 1
+    assert set(docs[0].metadata["scores"]) == {"preselect"}
+    chain = RunnableLambda(str.lower) | retriever | RunnableLambda(lambda ds: [d.metadata["key"] for d in ds])
+    assert chain.invoke("A RED STAR") == [h.key for h in expected.hits]
+    assert len(retriever.batch(["a red star", "a blue circle"])) == 2

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..store.search import Hit, QueryError, Searcher, SearchResult
 from .base import Stage, StageContext
@@ -74,6 +74,12 @@ class Pipeline:
             raise QueryError(f"k must be >= 1, got {k}")
         image_str = None if image is None else str(image)
         return self.run_round(QueryState(query=text, image=image_str, text=text, k=k))
+
+    def as_retriever(self, k: int = 10) -> Any:
+        """This pipeline as a LangChain ``BaseRetriever`` (a Runnable) returning ``Document`` hits."""
+        from ..agent.retriever import PipelineRetriever
+
+        return PipelineRetriever(pipeline=self, k=k)
 
     def run_round(self, state: QueryState) -> SearchResult:
         """One pass over ``state`` (a new query, or a session's next round), as a :class:`SearchResult`."""

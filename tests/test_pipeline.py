@@ -243,4 +243,5 @@ def test_adapters_never_import_the_pipeline():
 @pytest.mark.parametrize("name", packaged_names("presets"))
 def test_every_packaged_preset_parses(name):
     preset = load_preset(name)
-    assert preset.stages[0].name == "preselect" and preset.source == name
+    first = next(s.name for s in preset.stages if s.name not in ("normalise", "rewrite"))  # query stages may lead
+    assert first == "preselect" and preset.source == name

@@ -92,3 +92,24 @@ def test_the_pipeline_is_a_langchain_retriever_and_runnable(scenes):
     chain = RunnableLambda(str.lower) | retriever | RunnableLambda(lambda ds: [d.metadata["key"] for d in ds])
     assert chain.invoke("A RED STAR") == [h.key for h in expected.hits]
     assert len(retriever.batch(["a red star", "a blue circle"])) == 2
+
+
+def test_interactive_search_runs_rounds_from_typed_marks(scenes, tmp_path):
+    from typer.testing import CliRunner
+
+    from viewfinder.pipeline.cli import app
+    from viewfinder.pipeline.cli.search import parse_marks
+
+    assert parse_marks("+1 +3 -2", 5) == ([1, 3], [2]) and parse_marks("4", 5) == ([4], [])
+    with pytest.raises(ValueError, match="give hit ranks 1-5"):
+        parse_marks("+9", 5)
+    args = ["search", "a star", "--index", str(scenes / "index"), "-c", str(scenes / "agent.yaml"), "-k", "4"]
+    out = tmp_path / "trace.json"
+    result = CliRunner().invoke(
+        app, [*args, "--interactive", "--rounds", "2", "--trace", str(out)], input="+1 -2\nx9\n\n"
+    )
+    assert result.exit_code == 0, result.output
+    assert "round 0: 'a star'" in result.output and f"round 1: '{REWRITTEN}'" in result.output
+    assert "give hit ranks" in result.output  # a bad mark is explained, then asked again
+    trace = json.loads(out.read_text())
+    assert [r["query"] for r in trace["rounds"]] == ["a star", REWRITTEN] and len(trace["feedback"]) == 1

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from .common import ConfigOpt, console, fail, user_errors
+
+if TYPE_CHECKING:
+    from ..store.search import SearchResult
 
 
 def search_cmd(
@@ -24,11 +27,23 @@ def search_cmd(
     trace: Annotated[
         Path | None, typer.Option(help="Write the trace (what each stage did) as JSON to this file.")
     ] = None,
+    interactive: Annotated[
+        bool,
+        typer.Option(
+            "--interactive", help="Feedback rounds: mark hits by rank (+1 +3 -2), see the rewritten query and new hits."
+        ),
+    ] = False,
+    rounds: Annotated[int, typer.Option(min=1, help="With --interactive: at most this many feedback rounds.")] = 3,
 ) -> None:
     """Search an index with a text (or --image PATH), through the preset's stages.
 
-    Without --config, the preset the index was built with is used.
+    Without --config, the preset the index was built with is used. With --interactive, each round
+    shows the hits with their captions; marking some relevant (+N) or not (-N) runs the next round,
+    whose query a `rewrite` stage in the preset writes from those marks.
     """
+    if interactive:
+        _interactive(query, index, image, k, config, rounds, trace)
+        return
     try:
         from ..stages.runner import Pipeline
         from ..store.fsutil import atomic_write_json
@@ -57,3 +72,55 @@ def search_cmd(
     console.print(table)
     per_stage = ", ".join(f"{name} {1000 * s:.1f}" for name, s in result.timings.items())
     console.print(f"[dim]{1000 * sum(result.timings.values()):.1f} ms ({per_stage})[/]")
+
+
+def parse_marks(text: str, n_hits: int) -> tuple[list[int], list[int]]:
+    """``"+1 +3 -2"`` -> ([1, 3], [2]) (ranks, 1-based); a bare number counts as relevant."""
+    relevant, irrelevant = [], []
+    for token in text.replace(",", " ").split():
+        sign, number = (token[0], token[1:]) if token[0] in "+-" else ("+", token)
+        if not number.isdigit() or not 1 <= int(number) <= n_hits:
+            raise ValueError(f"{token!r}: give hit ranks 1-{n_hits}, as +N (relevant) or -N (not relevant)")
+        (relevant if sign == "+" else irrelevant).append(int(number))
+    return relevant, irrelevant
+
+
+def _show_round(result: SearchResult, round_: int) -> None:
+    table = Table(title=f"round {round_}: {result.query!r}")
+    for column in ("rank", "score", "id", "caption"):
+        table.add_column(column)
+    for hit in result.hits:
+        table.add_row(str(hit.rank), f"{hit.score:.4f}", hit.key, hit.caption or hit.text or "")
+    console.print(table)
+
+
+def _interactive(
+    query: str | None, index: Path, image: Path | None, k: int, config: str | None, rounds: int, trace: Path | None
+) -> None:
+    from ..agent.session import Session
+    from ..stages.runner import Pipeline
+    from ..store.fsutil import atomic_write_json
+
+    try:
+        pipeline = Pipeline.from_preset(config, index=index)
+        if not any(getattr(stage, "name", "") == "rewrite" for stage in pipeline.stages):
+            console.print("[yellow]this preset has no rewrite stage: marks will not change the query[/]")
+        session = Session(pipeline, k=k, max_rounds=rounds + 1)
+        result = session.search(query, image=image)
+        _show_round(result, 0)
+        while session.round < rounds:
+            answer = typer.prompt("mark hits (+N relevant, -N not; empty: stop)", default="", show_default=False)
+            if not answer.strip():
+                break
+            try:
+                good, bad = parse_marks(answer, len(result.hits))
+            except ValueError as exc:
+                console.print(f"[red]{exc}[/]")
+                continue
+            ids = {h.rank: h.id for h in result.hits}
+            result = session.feedback(relevant=[ids[r] for r in good], irrelevant=[ids[r] for r in bad])
+            _show_round(result, session.round)
+        if trace is not None:
+            atomic_write_json(trace, session.trace)
+    except user_errors() as exc:
+        fail(str(exc))

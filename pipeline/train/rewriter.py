@@ -28,18 +28,9 @@ from ...adapters.entries import ConfigError
 from ..store.fsutil import atomic_write_json
 from .clip import SceneDataConfig, ensure_scene_data
 from .run_config import check_at_least_one, load_run_config
+from .user_data import LoraConfig
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class RewriterLora:
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
-    target_modules: list[str] = field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    )
 
 
 @dataclass
@@ -72,7 +63,8 @@ class RewriterTrainConfig:
     """The chat model entry to adapt (a ``transformers_chat`` entry)."""
     prompt: str = "normalise-short"
     data: SceneDataConfig = field(default_factory=SceneDataConfig)
-    lora: RewriterLora = field(default_factory=RewriterLora)
+    lora: LoraConfig = field(default_factory=lambda: LoraConfig(r=16, alpha=32))
+    """Adapters on the layers named in ``target_modules`` that the model has (Llama: q/k/v/o, MLP)."""
     train: RewriterSettings = field(default_factory=RewriterSettings)
     out: str = "runs/scene-rewriter"
 
@@ -137,7 +129,8 @@ class RewriterResult:
 def train_rewriter(config: RewriterTrainConfig, *, progress: bool | None = None, max_steps: int | None = None):
     """Train (or resume) the LoRA rewriter run ``config`` describes."""
     from accelerate.utils import set_seed
-    from peft import LoraConfig, PeftModel, get_peft_model
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import PeftModel, get_peft_model
 
     from ...adapters.registry import load_model
     from ..agent.prompts import load_prompt
@@ -165,8 +158,12 @@ def train_rewriter(config: RewriterTrainConfig, *, progress: bool | None = None,
         step = int(json.loads(state_file.read_text())["step"])
         logger.info("resumed %s at step %d", ckpt, step)
     else:
-        lora = LoraConfig(r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
-                          target_modules=list(config.lora.target_modules), task_type="CAUSAL_LM")  # fmt: skip
+        names = {n.split(".")[-1] for n, _ in base.named_modules()}
+        targets = [t for t in config.lora.target_modules if t in names]
+        if not targets:
+            raise ConfigError(f"lora: no layer named {config.lora.target_modules} in {config.model}")
+        lora = PeftLoraConfig(r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
+                              target_modules=targets, task_type="CAUSAL_LM")  # fmt: skip
         model, step = get_peft_model(base, lora), 0
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]

@@ -126,10 +126,14 @@ class LoraConfig:
     alpha: int = 16
     dropout: float = 0.05
     target_modules: list[str] = field(
-        default_factory=lambda: ["query", "key", "value", "dense", "c_attn", "c_proj", "c_fc"]
+        default_factory=lambda: [
+            *("query", "key", "value", "dense"),  # the Q-Former
+            *("c_attn", "c_proj", "c_fc"),  # the captioner's GPT-2
+            *("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),  # Llama-style LLMs
+        ]
     )
     """Names of the layers that get adapters, where a model has them: the Q-Former's attention and
-    feed-forward layers, and the captioner's GPT-2 language model's."""
+    feed-forward layers, the captioner's GPT-2 and a Llama-style LLM's projections."""
     train_heads: bool = True
     """Also train the small output heads (projections, ITM head / language projection) fully."""
 

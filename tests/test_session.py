@@ -113,3 +113,44 @@ def test_interactive_search_runs_rounds_from_typed_marks(scenes, tmp_path):
     assert "give hit ranks" in result.output  # a bad mark is explained, then asked again
     trace = json.loads(out.read_text())
     assert [r["query"] for r in trace["rounds"]] == ["a star", REWRITTEN] and len(trace["feedback"]) == 1
+
+
+class _FakeCaptioner:
+    """An ImageCaptioner that says the same thing of every image (the protocol, nothing more)."""
+
+    name = "fake-captioner"
+    fingerprint = "fake-captioner-v1"
+
+    @property
+    def image_transform(self):
+        import torchvision.transforms as T
+
+        return T.Compose([T.Resize((8, 8)), T.ToTensor()])
+
+    def caption(self, pixels, **decoding):
+        return ["a large red star at the top"] * len(pixels)
+
+
+def test_feedback_eval_runs_every_strategy_on_the_same_rounds(scenes, tiny_encoder):
+    from langchain_core.language_models.fake_chat_models import FakeListChatModel
+
+    from viewfinder.pipeline.eval.feedback import (
+        feedback_report,
+        first_relevant_caption,
+        llm_rewrite,
+        no_rewrite,
+        rocchio,
+    )
+
+    llm = llm_rewrite(FakeListChatModel(responses=["a blue circle", "<|im_end|>"]))
+    strategies = {"none": no_rewrite, "rule": first_relevant_caption, "rocchio": rocchio(tiny_encoder), "llm": llm}
+    report = feedback_report(
+        scenes / "scenes", "test", scenes / "index", tiny_encoder, _FakeCaptioner(), strategies,
+        n_queries=4, rounds=2, k=5, progress=False,
+    )  # fmt: skip
+    assert set(report["strategies"]) == set(strategies) and report["n_queries"] >= 1
+    none = report["strategies"]["none"]["per_round"]
+    assert len(none) == 3 and none[0] == {**none[1], "round": 0} == {**none[2], "round": 0}  # nothing changes
+    firsts = {name: s["per_round"][0] for name, s in report["strategies"].items()}
+    assert len({(r["hits@1"], r["hits@5"]) for r in firsts.values()}) == 1  # every strategy starts from round 0
+    assert "invalid_answers" in report["strategies"]["llm"]

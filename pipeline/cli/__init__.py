@@ -14,7 +14,7 @@ from .demo import demo_cmd
 from .eval import eval_cmd
 from .index import index_cmd
 from .models import models_app
-from .normalise import eval_normalise_cmd
+from .normalise import eval_feedback_cmd, eval_normalise_cmd
 from .prompts import prompts_app
 from .scenes import app as scenes_app
 from .search import search_cmd
@@ -36,6 +36,7 @@ app.command("caption")(caption_cmd)
 app.command("demo")(demo_cmd)
 app.command("eval")(eval_cmd)
 app.command("eval-normalise")(eval_normalise_cmd)
+app.command("eval-feedback")(eval_feedback_cmd)
 app.add_typer(train_app, name="train")
 app.add_typer(bench_app, name="bench")
 app.add_typer(models_app, name="models")

@@ -68,3 +68,64 @@ def eval_normalise_cmd(
     if out:
         out.write_text(json.dumps(report, indent=2) + "\n")
         console.print(f"report: {escape(str(out))}", soft_wrap=True)
+
+
+def eval_feedback_cmd(
+    dataset: Annotated[Path, typer.Argument(help="A scene benchmark folder.")],
+    index: Annotated[Path, typer.Option("--index", "-i", help="An index of the split's images.")],
+    llm: Annotated[
+        list[str] | None,
+        typer.Option(help="MODEL=PROMPT: a chat model entry and its rewrite prompt (repeatable)."),
+    ] = None,
+    split: Annotated[str, typer.Option(help="Split of the partial queries.")] = "test",
+    queries: Annotated[int, typer.Option(min=1, help="Partial queries (seeded sample).")] = 100,
+    rounds: Annotated[int, typer.Option(min=1, help="Feedback rounds after round 0.")] = 3,
+    captioner: Annotated[str, typer.Option(help="Captioner entry for the hits' captions.")] = "scene-captioner",
+    out: Annotated[Path | None, typer.Option(help="Report JSON path.")] = None,
+) -> None:
+    """Relevance feedback by the simulated user on partial queries: Hits@1/@10 per round for no rewrite,
+    the caption rule, Rocchio and each LLM (goal: round 3 >= round 0 + 30 points, above Rocchio)."""
+    try:
+        from ...adapters.registry import load_model
+        from ..eval.feedback import feedback_report, first_relevant_caption, llm_rewrite, no_rewrite, rocchio
+        from ..eval.retrieval import machine_info
+        from ..stages.presets import preset_for_index
+        from ..store.index_store import IndexStore
+
+        with IndexStore.open(index) as store:
+            encoder = load_model(preset_for_index(None, store).encoder, "encoder")
+        strategies = {
+            "none": no_rewrite,
+            "rule (first relevant caption)": first_relevant_caption,
+            "rocchio": rocchio(encoder),
+        }
+        for spec in llm or []:
+            model, _, prompt = spec.partition("=")
+            strategies[spec] = llm_rewrite(load_model(model, "chat"), prompt or "rewrite-feedback")
+        report = feedback_report(
+            dataset,
+            split,
+            index,
+            encoder,
+            load_model(captioner, "captioner"),
+            strategies,
+            n_queries=queries,
+            rounds=rounds,
+        )
+    except (*user_errors(), ValueError) as exc:
+        fail(str(exc))
+        return
+    report["machine"] = machine_info()
+    k = report["k"]
+    table = Table(title=f"{report['n_queries']} partial queries, target = one scene, {rounds} feedback rounds")
+    table.add_column("strategy")
+    for i in range(rounds + 1):
+        table.add_column(f"round {i} hits@1 / @{k}")
+    table.add_column("gain (points)")
+    for name, row in report["strategies"].items():
+        cells = [f"{r['hits@1']:.2f} / {r[f'hits@{k}']:.2f}" for r in row["per_round"]]
+        table.add_row(escape(name), *cells, f"{row['gain_points']:+.0f}")
+    console.print(table)
+    if out:
+        out.write_text(json.dumps(report, indent=2) + "\n")
+        console.print(f"report: {escape(str(out))}", soft_wrap=True)

@@ -154,3 +154,17 @@ def test_feedback_eval_runs_every_strategy_on_the_same_rounds(scenes, tiny_encod
     firsts = {name: s["per_round"][0] for name, s in report["strategies"].items()}
     assert len({(r["hits@1"], r["hits@5"]) for r in firsts.values()}) == 1  # every strategy starts from round 0
     assert "invalid_answers" in report["strategies"]["llm"]
+
+
+def test_bench_agent_times_round_zero_and_feedback_rounds_per_stage(scenes, tmp_path):
+    from typer.testing import CliRunner
+
+    from viewfinder.pipeline.cli import app
+
+    out = tmp_path / "bench.json"
+    args = ["bench", "agent", "--index", str(scenes / "index"), "-c", str(scenes / "agent.yaml"), "--queries", "2"]
+    result = CliRunner().invoke(app, [*args, "--rounds", "1", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    run = json.loads(out.read_text())
+    assert run["queries"] == 2 and run["rounds"] == 1 and run["feedback_round_p50_ms"] > 0
+    assert set(run["stages_p50_ms"]["feedback"]) == {"rewrite", "preselect"}

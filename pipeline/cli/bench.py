@@ -242,3 +242,36 @@ def rerank_cmd(
     _print_query_bench(run, index, 10)
     if json_path:
         _write_json(json_path, asdict(run))
+
+
+@bench_app.command("agent")
+def agent_cmd(
+    index: Annotated[Path, typer.Option("--index", "-i", help="An image index (e.g. the demo's).")],
+    config: Annotated[str, typer.Option("--config", "-c", help="A preset with LLM stages.")] = "agent",
+    queries: Annotated[int, typer.Option(min=1, help="Queries (texts of the index's own items).")] = 10,
+    rounds: Annotated[int, typer.Option(min=1, help="Feedback rounds per query.")] = 2,
+    json_path: JsonOpt = None,
+) -> None:
+    """Latency of agent rounds (round 0 and feedback rounds), per stage, and the LLM's tokens/s."""
+    from rich.table import Table
+
+    from ..bench.agent import bench_agent
+    from ..bench.query import default_queries
+
+    try:
+        run = bench_agent(index, config, default_queries(index, queries), rounds)
+    except (*user_errors(), ValueError) as exc:
+        fail(str(exc))
+        return
+    table = Table(title=f"agent rounds over {index} ({run.queries} queries x {1 + rounds} rounds, preset {run.preset})")
+    for column in ("round", "p50 ms", "p50 per stage, ms"):
+        table.add_column(column)
+    for kind, total in (("round 0", run.round0_p50_ms), ("feedback", run.feedback_round_p50_ms)):
+        per_stage = ", ".join(f"{name} {ms:.1f}" for name, ms in run.stages_p50_ms.get(kind, {}).items())
+        table.add_row(kind, f"{total:.1f}", per_stage)
+    console.print(table)
+    tps = run.llm_output_tokens_per_s
+    console.print(f"feedback round p95 {run.feedback_round_p95_ms:.1f} ms; LLM output tokens/s: {tps:.1f}" if tps else
+                  f"feedback round p95 {run.feedback_round_p95_ms:.1f} ms")  # fmt: skip
+    if json_path:
+        _write_json(json_path, asdict(run))

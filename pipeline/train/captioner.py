@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,8 +36,16 @@ from ...adapters.qformer_captioner import CaptionerArch, CaptionerHeads, Caption
 from ..store.fsutil import atomic_write, atomic_write_json
 from .clip import SceneDataConfig, ensure_scene_data
 from .data import read_split_records, vision_tokens_of_files
-from .run_config import check_at_least_one, load_run_config
-from .user_data import DatasetConfig, InitConfig, load_user_data, merge_lora, trainable_parameters, with_lora
+from .run_config import check_at_least_one, load_run_config, saved_encoder_reference, warmup_cosine_lr
+from .user_data import (
+    DatasetConfig,
+    InitConfig,
+    init_model_entry,
+    load_user_data,
+    merge_lora,
+    trainable_parameters,
+    with_lora,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -214,36 +221,8 @@ class CaptionerResult:
     final_eval: dict[str, Any]
 
 
-def _lr_at(step: int, s: CaptionerSettings) -> float:
-    if step < s.warmup_steps:
-        return s.lr * (step + 1) / s.warmup_steps
-    progress = (step - s.warmup_steps) / max(1, s.steps - s.warmup_steps)
-    return s.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
-def _entry_ref(name_or_file: str, portable: dict[str, Any]) -> str | dict[str, Any]:
-    """How a saved captioner names its CLIP: the packaged entry's name, else the full entry."""
-    from ...adapters.entries import packaged_names
-
-    return name_or_file if name_or_file in packaged_names("models") else portable
-
-
 LORA_WRAP = ("qformer", "lm")
 """Submodules of the captioner that LoRA adapts (the Q-Former and the language model)."""
-
-
-def _init_entry(model: str) -> Any:
-    """The model entry of ``init.model``: a captioner folder, or a model entry (name or YAML)."""
-    from ...adapters.entries import ModelEntry
-    from ...adapters.qformer_captioner import CONFIG_FILE
-    from ...adapters.registry import load_entry
-
-    folder = Path(model).expanduser()
-    if folder.is_dir():
-        if not (folder / CONFIG_FILE).is_file():
-            raise ConfigError(f"init: {folder} is not a captioner folder (no {CONFIG_FILE})")
-        return ModelEntry(name=folder.name, family="qformer_clip_captioner", weights="local-dir", path=str(folder))
-    return load_entry(model, "captioner")
 
 
 def train_captioner(
@@ -254,7 +233,7 @@ def train_captioner(
 
     from ...adapters.open_clip_encoder import pick_device
     from ...adapters.qformer_captioner import save_captioner_dir
-    from ...adapters.registry import load_encoder, load_encoder_entry, portable_entry
+    from ...adapters.registry import load_encoder
     from ..eval.captions import caption_f1, word_f1
     from ..eval.retrieval import machine_info
     from ..progress import progress_bar
@@ -271,9 +250,10 @@ def train_captioner(
         device = pick_device(s.device)
         arch, encoder_ref, init_vocab, init_state = config.arch, config.encoder, None, None
         if config.init is not None:
-            from ...adapters.qformer_captioner import read_captioner_dir
+            from ...adapters.qformer_captioner import CONFIG_FILE, read_captioner_dir
 
-            arch, encoder_ref, init_vocab, init_state = read_captioner_dir(_init_entry(config.init.model))
+            entry = init_model_entry(config.init.model, "qformer_clip_captioner", CONFIG_FILE, "captioner")
+            arch, encoder_ref, init_vocab, init_state = read_captioner_dir(entry)
             logger.info("starting from %s (its architecture, vocabulary and CLIP)", config.init.model)
         encoder = load_encoder(encoder_ref)
         clip = frozen(encoder.model).to(device).eval()
@@ -345,7 +325,7 @@ def train_captioner(
                 rows, ids = sample_captions(train, s.batch_size, rng)
                 batch_vision = vision[rows.to(vision.device)].to(device, torch.float32)
                 for group in optimizer.param_groups:
-                    group["lr"] = _lr_at(step, s)
+                    group["lr"] = warmup_cosine_lr(step, s)
                 loss = heads(batch_vision, ids.to(device))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -358,7 +338,8 @@ def train_captioner(
                     rate = window_n / (time.perf_counter() - window_t)
                     rates.append(rate)
                     record: dict[str, Any] = {
-                        "step": step, "loss": float(loss.detach()), "lr": _lr_at(step, s), "samples_per_s": rate,
+                        "step": step, "loss": float(loss.detach()), "lr": warmup_cosine_lr(step, s),
+                        "samples_per_s": rate,
                     }  # fmt: skip
                     bar.describe(f"training {config.name} loss {record['loss']:.3f} {rate:.0f} samples/s")
                     if step % s.eval_every == 0 or step == stop_at:
@@ -386,9 +367,8 @@ def train_captioner(
         if step >= s.steps or max_steps is not None:
             if not last_eval:
                 last_eval = quick_eval(heads, vocab, val, device)
-            entry = portable_entry(load_encoder_entry(encoder_ref))
             merge_lora(heads, LORA_WRAP)  # LoRA adapters folded into the weights
-            ref = encoder_ref if isinstance(encoder_ref, dict) else _entry_ref(encoder_ref, entry)
+            ref = saved_encoder_reference(encoder_ref)
             save_captioner_dir(heads.to("cpu").float(), vocab, model_dir, encoder_entry=ref)
             summary = {
                 "name": config.name, "steps": step, "train_minutes": seconds / 60, "final_eval": last_eval,

@@ -33,7 +33,7 @@ from .data import (
     read_split_records,
     sample_batch,
 )
-from .run_config import check_at_least_one, load_run_config
+from .run_config import check_at_least_one, load_run_config, warmup_cosine_lr
 
 logger = logging.getLogger(__name__)
 
@@ -134,13 +134,6 @@ def ensure_scene_data(cfg: SceneDataConfig) -> Path:
 
 
 # ------------------------------------------------------------------------------------ training
-def _lr_at(step: int, settings: TrainSettings) -> float:
-    if step < settings.warmup_steps:
-        return settings.lr * (step + 1) / settings.warmup_steps
-    progress = (step - settings.warmup_steps) / max(1, settings.steps - settings.warmup_steps)
-    return settings.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
 @torch.inference_mode()
 def quick_eval(model: torch.nn.Module, split: TrainSplit, batch: int = 500) -> dict[str, float]:
     """Text-to-image R@1/5 on the split, first caption per image (a training-time signal)."""
@@ -270,7 +263,7 @@ def train_clip(config: ClipTrainConfig, *, progress: bool | None = None, max_ste
                 )
             images, texts = train.pixels[idx].to(device), texts.to(device)
             for group in optimizer.param_groups:
-                group["lr"] = _lr_at(step, settings)
+                group["lr"] = warmup_cosine_lr(step, settings)
             with accelerator.autocast():
                 out_dict = model(images, texts)
                 loss = loss_fn(
@@ -289,7 +282,7 @@ def train_clip(config: ClipTrainConfig, *, progress: bool | None = None, max_ste
                 record = {
                     "step": step,
                     "loss": float(loss.detach()),
-                    "lr": _lr_at(step, settings),
+                    "lr": warmup_cosine_lr(step, settings),
                     "samples_per_s": rate,
                 }
                 bar.describe(f"training {config.name} loss {float(loss.detach()):.3f} {rate:.0f} samples/s")

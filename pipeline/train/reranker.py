@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,11 +35,12 @@ from ..store.fsutil import atomic_write, atomic_write_json
 from .clip import SceneDataConfig, ensure_scene_data
 from .data import TrainSplit, add_twins, batch_texts, load_split, read_split_records, sample_batch
 from .losses import soft_cross_entropy
-from .run_config import check_at_least_one, load_run_config
+from .run_config import check_at_least_one, load_run_config, saved_encoder_reference, warmup_cosine_lr
 from .user_data import (
     DatasetConfig,
     ImageTexts,
     InitConfig,
+    init_model_entry,
     load_user_data,
     merge_lora,
     trainable_parameters,
@@ -221,20 +221,6 @@ def user_match_data(images: ImageTexts, encoder: Any, device: torch.device, prog
     return MatchData(split, vision, empty, empty.clone(), torch.zeros(n, dtype=torch.long))
 
 
-def init_entry(model: str) -> Any:
-    """The model entry of ``init.model``: a reranker folder, or a model entry (name or YAML)."""
-    from ...adapters.entries import ModelEntry
-    from ...adapters.qformer_matcher import CONFIG_FILE
-    from ...adapters.registry import load_entry
-
-    folder = Path(model).expanduser()
-    if folder.is_dir():
-        if not (folder / CONFIG_FILE).is_file():
-            raise ConfigError(f"init: {folder} is not a reranker folder (no {CONFIG_FILE})")
-        return ModelEntry(name=folder.name, family="qformer_clip", weights="local-dir", path=str(folder))
-    return load_entry(model, "matcher")
-
-
 # ---------------------------------------------------------------------------------------- losses
 def _trim(ids: torch.Tensor) -> torch.Tensor:
     """Drop the padding columns no text of the batch uses (texts are padded to the context length)."""
@@ -387,13 +373,6 @@ class RerankerResult:
     final_eval: dict[str, float]
 
 
-def _lr_at(step: int, s: RerankerSettings) -> float:
-    if step < s.warmup_steps:
-        return s.lr * (step + 1) / s.warmup_steps
-    progress = (step - s.warmup_steps) / max(1, s.steps - s.warmup_steps)
-    return s.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
 def train_reranker(
     config: RerankerTrainConfig,
     *,
@@ -410,7 +389,7 @@ def train_reranker(
 
     from ...adapters.open_clip_encoder import pick_device
     from ...adapters.qformer_matcher import save_qformer_dir
-    from ...adapters.registry import load_encoder, load_encoder_entry, portable_entry
+    from ...adapters.registry import load_encoder
     from ..eval.retrieval import machine_info
     from ..progress import progress_bar
     from .fillers import benchmark_words, filler_token_ids, insert_fillers
@@ -427,9 +406,10 @@ def train_reranker(
         device = pick_device(s.device)
         init_arch, encoder_ref, init_state = config.arch, config.encoder, None
         if config.init is not None:
-            from ...adapters.qformer_matcher import read_qformer_dir
+            from ...adapters.qformer_matcher import CONFIG_FILE, read_qformer_dir
 
-            init_arch, encoder_ref, init_state = read_qformer_dir(init_entry(config.init.model))
+            entry = init_model_entry(config.init.model, "qformer_clip", CONFIG_FILE, "matcher")
+            init_arch, encoder_ref, init_state = read_qformer_dir(entry)
             logger.info("starting from %s (its architecture and CLIP)", config.init.model)
         encoder = load_encoder(encoder_ref)
         clip = frozen(encoder.model).to(device).eval()
@@ -501,7 +481,7 @@ def train_reranker(
                         texts, fillers, s.filler_prob, s.max_fillers, encoder.tokenizer.eot_token_id, rng
                     )
                 for group in optimizer.param_groups:
-                    group["lr"] = _lr_at(step, s)
+                    group["lr"] = warmup_cosine_lr(step, s)
                 itm_weight = s.itm_weight * min(1.0, step / max(1, s.itm_warmup_steps))
                 losses = step_losses(heads, clip, train, idx, texts, positives, itm_weight, generator, device)
                 optimizer.zero_grad(set_to_none=True)
@@ -514,7 +494,7 @@ def train_reranker(
                     rate = s.log_every * s.batch_size / (time.perf_counter() - window_t)
                     record: dict[str, Any] = {
                         "step": step, "loss": float(losses.total.detach()), "itc": losses.itc, "itm": losses.itm,
-                        "itm_accuracy": losses.itm_accuracy, "lr": _lr_at(step, s), "samples_per_s": rate,
+                        "itm_accuracy": losses.itm_accuracy, "lr": warmup_cosine_lr(step, s), "samples_per_s": rate,
                     }  # fmt: skip
                     bar.describe(f"training {config.name} itc {losses.itc:.3f} itm {losses.itm:.3f}")
                     window_t = time.perf_counter()
@@ -536,9 +516,8 @@ def train_reranker(
         seconds = time.perf_counter() - t_start
         model_dir = out / "model"
         if step >= s.steps or max_steps is not None or max_seconds is not None:
-            entry = portable_entry(load_encoder_entry(encoder_ref))
             merge_lora(heads, ("qformer",))  # LoRA adapters folded into the weights
-            ref = encoder_ref if isinstance(encoder_ref, dict) else _entry_ref(encoder_ref, entry)
+            ref = saved_encoder_reference(encoder_ref)
             save_qformer_dir(heads.to("cpu").float(), model_dir, encoder_entry=ref, fp16=False)
             summary = {
                 "name": config.name, "steps": step, "train_minutes": seconds / 60, "final_eval": last_eval,
@@ -550,10 +529,3 @@ def train_reranker(
         return RerankerResult(out, model_dir, step, seconds, last_eval)
     finally:
         torch.set_num_threads(previous_threads)
-
-
-def _entry_ref(name_or_file: str, portable: dict[str, Any]) -> str | dict[str, Any]:
-    """How a saved reranker names its CLIP: the packaged entry's name, else the full entry."""
-    from ...adapters.entries import packaged_names
-
-    return name_or_file if name_or_file in packaged_names("models") else portable

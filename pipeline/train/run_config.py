@@ -8,6 +8,7 @@ unknown fields are errors that list the known ones.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -85,3 +86,24 @@ def check_at_least_one(obj: Any, names: tuple[str, ...], section: str = "train")
     for name in names:
         if getattr(obj, name) < 1:
             raise ConfigError(f"{section}: field {name!r} must be >= 1")
+
+
+def warmup_cosine_lr(step: int, settings: Any) -> float:
+    """Learning rate at ``step`` for a run's ``settings`` (``lr``, ``warmup_steps``, ``steps``): linear
+    warm-up, then cosine decay to 0 at the last step."""
+    lr, warmup, steps = settings.lr, settings.warmup_steps, settings.steps
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def saved_encoder_reference(encoder: str | dict[str, Any]) -> str | dict[str, Any]:
+    """How a saved model names the CLIP it sits on: a packaged entry by name, anything else (a YAML
+    path, a mapping) as its full portable entry, so the folder loads on another machine."""
+    from ...adapters.entries import packaged_names
+    from ...adapters.registry import load_encoder_entry, portable_entry
+
+    if isinstance(encoder, dict):
+        return encoder
+    return encoder if encoder in packaged_names("models") else portable_entry(load_encoder_entry(encoder))

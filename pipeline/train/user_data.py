@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from torch import nn
@@ -183,6 +184,20 @@ def with_lora(heads: nn.Module, config: LoraConfig, wrap: tuple[str, ...], head_
     logger.info("LoRA r=%d on %s: %d trainable parameters", config.r, config.target_modules, trainable)
 
 
+def init_model_entry(model: str, family: str, config_file: str, kind: str) -> Any:
+    """The model entry ``init.model`` names: a trained model folder (it must hold ``config_file``) read
+    as a ``local-dir`` entry of ``family``, or a model entry of ``kind`` (packaged name or YAML)."""
+    from ...adapters.entries import ModelEntry
+    from ...adapters.registry import load_entry
+
+    folder = Path(model).expanduser()
+    if folder.is_dir():
+        if not (folder / config_file).is_file():
+            raise ConfigError(f"init: {folder} is not a {kind} folder (no {config_file})")
+        return ModelEntry(name=folder.name, family=family, weights="local-dir", path=str(folder))
+    return load_entry(model, kind)  # type: ignore[arg-type]
+
+
 def merge_lora(heads: nn.Module, wrap: tuple[str, ...]) -> None:
     """Fold LoRA adapters of the submodules ``wrap`` into their weights (plain modules again), in place."""
     for name in wrap:
@@ -199,6 +214,7 @@ __all__ = [
     "DatasetConfig",
     "ImageTexts",
     "InitConfig",
+    "init_model_entry",
     "LoraConfig",
     "load_user_data",
     "merge_lora",

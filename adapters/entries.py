@@ -256,3 +256,13 @@ class ModelEntry:
             raise ConfigError(f"model '{self.name}': field 'path' is required")
         if self.batch_size < 1:
             raise ConfigError(f"model '{self.name}': field 'batch_size' must be >= 1")
+
+    def local_folder(self) -> Path:
+        """The model folder of a ``zoo`` or ``local-dir`` entry (for families that load only folders)."""
+        if self.weights == "zoo":
+            return config_root() / "zoo" / (self.path or "")
+        if self.weights == "local-dir":
+            return Path(self.path or "").expanduser()
+        raise ConfigError(
+            f"model {self.name!r}: the {self.family} family loads 'zoo' or 'local-dir' folders, not {self.weights}"
+        )

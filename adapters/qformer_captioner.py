@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from .entries import ConfigError, ModelEntry, config_root, from_dict
+from .entries import ConfigError, ModelEntry, from_dict
 from .frozen_clip import FrozenClipVision, frozen, heads_fingerprint
 
 logger = logging.getLogger(__name__)
@@ -418,16 +418,6 @@ def save_captioner_dir(
     return folder
 
 
-def _model_folder(entry: ModelEntry) -> Path:
-    if entry.weights == "zoo":
-        return config_root() / "zoo" / (entry.path or "")
-    if entry.weights == "local-dir":
-        return Path(entry.path or "").expanduser()
-    raise ConfigError(
-        f"model {entry.name!r}: the qformer_clip_captioner family loads 'zoo' or 'local-dir' folders, not hf-hub"
-    )
-
-
 def read_captioner_dir(entry: ModelEntry) -> tuple[CaptionerArch, Any, CaptionVocab, dict[str, torch.Tensor]]:
     """A ``qformer_clip_captioner`` folder's architecture, CLIP entry reference, vocabulary and float32
     weights (checked against the entry's sha256 when it gives one)."""
@@ -435,7 +425,7 @@ def read_captioner_dir(entry: ModelEntry) -> tuple[CaptionerArch, Any, CaptionVo
 
     from .open_clip_encoder import ModelLoadError, sha256_file
 
-    folder = _model_folder(entry)
+    folder = entry.local_folder()
     missing = [f for f in (CONFIG_FILE, WEIGHTS_FILE, VOCAB_FILE) if not (folder / f).is_file()]
     if missing:
         hint = (

@@ -27,7 +27,7 @@ from PIL import Image
 from torch import nn
 
 from .base import MatchScores
-from .entries import ConfigError, ModelEntry, config_root, from_dict
+from .entries import ConfigError, ModelEntry, from_dict
 from .frozen_clip import FrozenClipVision, clip_text_states, frozen, heads_fingerprint
 
 logger = logging.getLogger(__name__)
@@ -217,14 +217,6 @@ def save_qformer_dir(
     return folder
 
 
-def _model_folder(entry: ModelEntry) -> Path:
-    if entry.weights == "zoo":
-        return config_root() / "zoo" / (entry.path or "")
-    if entry.weights == "local-dir":
-        return Path(entry.path or "").expanduser()
-    raise ConfigError(f"model {entry.name!r}: the qformer_clip family loads 'zoo' or 'local-dir' folders, not hf-hub")
-
-
 def read_qformer_dir(entry: ModelEntry) -> tuple[QFormerArch, Any, dict[str, torch.Tensor]]:
     """A ``qformer_clip`` model folder's architecture, CLIP entry reference and float32 weights
     (checked against the entry's sha256 when it gives one)."""
@@ -232,7 +224,7 @@ def read_qformer_dir(entry: ModelEntry) -> tuple[QFormerArch, Any, dict[str, tor
 
     from .open_clip_encoder import ModelLoadError, sha256_file
 
-    folder = _model_folder(entry)
+    folder = entry.local_folder()
     if not (folder / CONFIG_FILE).is_file() or not (folder / WEIGHTS_FILE).is_file():
         hint = "reinstall viewfinder" if entry.weights == "zoo" else "train one with `viewfinder train reranker`"
         raise ModelLoadError(f"model {entry.name!r}: {folder} has no {CONFIG_FILE} and {WEIGHTS_FILE}: {hint}")

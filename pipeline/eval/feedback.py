@@ -97,6 +97,7 @@ def feedback_report(
     progress: bool | None = None,
 ) -> dict[str, Any]:
     """Hits@1/@k and median target rank per round, for each strategy, on ``n_queries`` partial queries."""
+    from ..agent.simulate import marks_for
     from ..progress import progress_bar
     from ..scenes.dataset import load_scene_dataset
     from ..scenes.simuser import SimulatedUser
@@ -134,14 +135,8 @@ def feedback_report(
                     made, _, _ = captions.captions([(h.id, h.path) for h in hits])
                     for h in hits:
                         h.caption = made.get(h.id)
-                    verdicts = user.feedback([scenes[h.key] for h in hits if h.key in scenes], max_relevant=3)
-                    marked = dict(verdicts)
-                    r = Round(
-                        text,
-                        vector,
-                        [h for h in hits if marked.get(h.key)],
-                        [h for h in hits if h.key in marked and not marked[h.key]],
-                    )
+                    good, bad = (set(keys) for keys in marks_for(hits, user, scenes, max_relevant=3))
+                    r = Round(text, vector, [h for h in hits if h.key in good], [h for h in hits if h.key in bad])
                     new_text, new_vector = strategy(r)
                     text, vector = (new_text or text), new_vector
                 bar.advance(1)

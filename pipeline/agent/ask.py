@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from .parse import parse_query
@@ -23,26 +24,52 @@ def ask_for_query(llm: Any, prompt: Prompt, values: dict[str, str], *, max_chars
 
     Returns the trace record; ``record["query"]`` is the accepted query or None.
     """
-    messages = prompt.format(**values)
-    record: dict[str, Any] = {
-        "prompt": prompt.name,
-        "prompt_version": prompt.version,
-        "messages": [{"role": m.type, "content": str(m.content)} for m in messages],
-    }
+    return ask_for_queries(llm, prompt, [values], max_chars=max_chars)[0]
+
+
+def ask_for_queries(
+    llm: Any, prompt: Prompt, values: Sequence[dict[str, str]], *, max_chars: int = 200
+) -> list[dict[str, Any]]:
+    """:func:`ask_for_query` for several prompts: one batched generate call where the model has
+    ``generate_batch`` (a local transformers model), else one call each. A failure refuses the
+    answers it covers (the whole batch, or that one call); each record's ``seconds`` is its share."""
+    conversations = [prompt.format(**v) for v in values]
+    records = [
+        {
+            "prompt": prompt.name,
+            "prompt_version": prompt.version,
+            "messages": [{"role": m.type, "content": str(m.content)} for m in messages],
+        }
+        for messages in conversations
+    ]
     start = time.perf_counter()
-    try:
-        reply = llm.invoke(messages)
-    except Exception as exc:  # a provider's error, a time-out: refused, and the search goes on
-        logger.warning("the language model failed (%s): the previous query stays", exc)
-        record.update(raw=None, query=None, problem=f"the model failed: {exc}", seconds=time.perf_counter() - start)
-        return record
-    raw = reply.content if isinstance(reply.content, str) else str(reply.content)
-    parsed = parse_query(raw, max_chars=max_chars)
-    record.update(raw=raw, query=parsed.text, problem=parsed.problem, seconds=time.perf_counter() - start)
-    usage = getattr(reply, "usage_metadata", None)
-    if usage:
-        record["tokens"] = dict(usage)
-    return record
+    if hasattr(llm, "generate_batch"):
+        try:
+            replies: list[Any] = list(llm.generate_batch(conversations))
+        except Exception as exc:  # a time-out, an out-of-memory: refused, and the search goes on
+            replies = [exc] * len(conversations)
+    else:
+        replies = []
+        for messages in conversations:
+            try:
+                reply = llm.invoke(messages)
+            except Exception as exc:  # a provider's error, a time-out
+                replies.append(exc)
+                continue
+            text = reply.content if isinstance(reply.content, str) else str(reply.content)
+            replies.append((text, getattr(reply, "usage_metadata", None)))
+    seconds = (time.perf_counter() - start) / max(1, len(conversations))
+    for record, reply in zip(records, replies, strict=True):
+        if isinstance(reply, Exception):
+            logger.warning("the language model failed (%s): the previous query stays", reply)
+            record.update(raw=None, query=None, problem=f"the model failed: {reply}", seconds=seconds)
+            continue
+        raw, usage = reply
+        parsed = parse_query(raw, max_chars=max_chars)
+        record.update(raw=raw, query=parsed.text, problem=parsed.problem, seconds=seconds)
+        if usage:
+            record["tokens"] = dict(usage)
+    return records
 
 
-__all__ = ["ask_for_query"]
+__all__ = ["ask_for_queries", "ask_for_query"]

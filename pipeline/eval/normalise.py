@@ -41,21 +41,16 @@ def rule_normaliser(requests: list[str]) -> list[str]:
 
 def llm_normaliser(llm: Any, prompt_name: str = "normalise", max_chars: int = 200) -> Normaliser:
     """Requests -> the chat model's normalised queries (batched where the model batches; an answer the
-    checks refuse falls back to the request as typed). ``last_stats`` holds the refusal count."""
-    from ..agent.parse import parse_query
+    checks refuse falls back to the request as typed). ``invalid`` holds the last run's refusal count."""
+    from ..agent.ask import ask_for_queries
     from ..agent.prompts import load_prompt, quoted
 
     prompt = load_prompt(prompt_name)
 
     def run(requests: list[str]) -> list[str]:
-        conversations = [prompt.format(query=quoted(r)) for r in requests]
-        if hasattr(llm, "generate_batch"):
-            raws = [text for text, _ in llm.generate_batch(conversations)]
-        else:
-            raws = [str(llm.invoke(c).content) for c in conversations]
-        parsed = [parse_query(raw, max_chars=max_chars) for raw in raws]
-        run.invalid = sum(p.text is None for p in parsed)  # type: ignore[attr-defined]
-        return [p.text or r for p, r in zip(parsed, requests, strict=True)]
+        records = ask_for_queries(llm, prompt, [{"query": quoted(r)} for r in requests], max_chars=max_chars)
+        run.invalid = sum(rec["query"] is None for rec in records)  # type: ignore[attr-defined]
+        return [rec["query"] or r for rec, r in zip(records, requests, strict=True)]
 
     run.invalid = 0  # type: ignore[attr-defined]
     return run

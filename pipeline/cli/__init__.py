@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from .agent_eval import eval_feedback_cmd, eval_normalise_cmd
 from .bench import bench_app
 from .caption import caption_cmd
 from .common import APP_SETTINGS, ViewfinderTyper, setup_logging
@@ -14,7 +15,6 @@ from .demo import demo_cmd
 from .eval import eval_cmd
 from .index import index_cmd
 from .models import models_app
-from .normalise import eval_feedback_cmd, eval_normalise_cmd
 from .prompts import prompts_app
 from .scenes import app as scenes_app
 from .search import search_cmd

@@ -1,4 +1,4 @@
-"""``viewfinder eval-normalise``: free-form requests on the scene benchmark, as typed and normalised."""
+"""``viewfinder eval-normalise`` and ``eval-feedback``: the agent stages measured on the scene benchmark."""
 
 from __future__ import annotations
 

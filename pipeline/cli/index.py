@@ -132,19 +132,11 @@ def _precompute_rerank(stage: Any, store: Any, precompute: Any) -> list[str]:
 
 
 def _precompute_captions(stage: Any, store: Any) -> str:
-    from ..progress import progress_bar
-
     captioner = stage.captioner
     if captioner.cache is None:
         fail("--with caption: the preset's caption stage has `cache: false`, so there is nothing to keep")
-    items = [(row.id, row.path) for row in store.iter_items()]
-    made = cached = failed = 0
-    chunk = 256
-    with progress_bar(f"captions ({captioner.model.name})", len(items), "img", None) as bar:
-        for start in range(0, len(items), chunk):
-            captions, from_cache, bad = captioner.captions(items[start : start + chunk])
-            made += len(captions) - from_cache
-            cached += from_cache
-            failed += len(bad)
-            bar.advance(min(chunk, len(items) - start))
-    return f"captions ({captioner.model.name}): {made} computed, {cached} already cached, {failed} unreadable"
+    done = captioner.precompute(store)
+    return (
+        f"captions ({captioner.model.name}): {done.computed} computed, {done.cached} already cached, "
+        f"{len(done.failed)} unreadable"
+    )

@@ -13,12 +13,13 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 from ...adapters.entries import ConfigError
-from ..store.features import pixel_batches
+from ..store.features import PrecomputeReport, pixel_batches
 from .state import QueryState
 
 if TYPE_CHECKING:
     from ...adapters.base import ImageCaptioner
     from ..store.cache import ModelCache
+    from ..store.index_store import IndexStore
     from .base import StageContext
 
 
@@ -100,6 +101,21 @@ class Captioner:
         if made and self.cache is not None:
             self.cache.put_captions(made, self.model.fingerprint, self.settings)
         return {**found, **made}, len(found), failed
+
+    def precompute(self, store: IndexStore, *, chunk: int = 256, progress: bool | None = None) -> PrecomputeReport:
+        """Caption every item of ``store`` into the cache now (items already cached are skipped)."""
+        from ..progress import progress_bar
+
+        items = [(row.id, row.path) for row in store.iter_items()]
+        report = PrecomputeReport(len(items), 0, 0)
+        with progress_bar(f"captions ({self.model.name})", len(items), "img", progress) as bar:
+            for start in range(0, len(items), chunk):
+                made, cached, failed = self.captions(items[start : start + chunk])
+                report.computed += len(made) - cached
+                report.cached += cached
+                report.failed += failed
+                bar.advance(min(chunk, len(items) - start))
+        return report
 
     def _caption(self, items: list[tuple[int, str]]) -> tuple[dict[int, str], list[tuple[int, str]]]:
         out: dict[int, str] = {}

@@ -115,45 +115,44 @@ def test_interactive_search_runs_rounds_from_typed_marks(scenes, tmp_path):
     assert [r["query"] for r in trace["rounds"]] == ["a star", REWRITTEN] and len(trace["feedback"]) == 1
 
 
-class _FakeCaptioner:
-    """An ImageCaptioner that says the same thing of every image (the protocol, nothing more)."""
+def test_prompt_experiment_runs_every_variant_on_the_same_queries(scenes):
+    from viewfinder.pipeline.agent.experiment import build_variants, partial_queries, run_experiment
 
-    name = "fake-captioner"
-    fingerprint = "fake-captioner-v1"
+    queries, by_id = partial_queries(scenes / "scenes", "test", 4)
+    specs = ["none", "rule", "rocchio", f"{scenes / 'llm.yaml'}=rewrite-feedback+rocchio"]
+    variants = build_variants(specs, scenes / "index", captioner=None, preselect_k=14)
+    traces = scenes / "traces.jsonl"
+    report = run_experiment(variants, queries, by_id, rounds=2, k=5, traces_path=traces, progress=False)
+    assert list(report["variants"]) == specs and report["n_queries"] == len(queries) >= 1
+    assert len(report["variants"]["none"]["per_round"]) == 3
+    firsts = {name: v["per_round"][0] for name, v in report["variants"].items()}
+    assert len({(r["hits@1"], r["hits@5"], r["median_rank"]) for r in firsts.values()}) == 1  # one round 0
+    for entry in report["variants"].values():
+        found = [r["found@5"] for r in entry["per_round"]]
+        assert found == sorted(found) and all(r["found@5"] >= r["hits@5"] for r in entry["per_round"])
+    llm = report["variants"][specs[-1]]
+    assert llm["stages"] == ["rewrite", "preselect"] and llm["per_round"][0]["llm_calls"] == 0
+    assert llm["per_round"][1]["llm_calls"] == len(queries) and llm["per_round"][1]["invalid_rate"] == 0.0
+    lines = [json.loads(line) for line in traces.read_text().splitlines()]
+    assert len(lines) == len(specs) * len(queries)
+    rounds = lines[-1]["session"]["rounds"]
+    assert [r["query"] for r in rounds] == [lines[-1]["query"], REWRITTEN, REWRITTEN]
 
-    @property
-    def image_transform(self):
-        import torchvision.transforms as T
 
-        return T.Compose([T.Resize((8, 8)), T.ToTensor()])
+def test_rejected_hits_are_not_shown_again_and_rocchio_moves_the_query(scenes):
+    from viewfinder.pipeline.agent.experiment import build_variants
 
-    def caption(self, pixels, **decoding):
-        return ["a large red star at the top"] * len(pixels)
-
-
-def test_feedback_eval_runs_every_strategy_on_the_same_rounds(scenes, tiny_encoder):
-    from langchain_core.language_models.fake_chat_models import FakeListChatModel
-
-    from viewfinder.pipeline.eval.feedback import (
-        feedback_report,
-        first_relevant_caption,
-        llm_rewrite,
-        no_rewrite,
-        rocchio,
-    )
-
-    llm = llm_rewrite(FakeListChatModel(responses=["a blue circle", "<|im_end|>"]))
-    strategies = {"none": no_rewrite, "rule": first_relevant_caption, "rocchio": rocchio(tiny_encoder), "llm": llm}
-    report = feedback_report(
-        scenes / "scenes", "test", scenes / "index", tiny_encoder, _FakeCaptioner(), strategies,
-        n_queries=4, rounds=2, k=5, progress=False,
-    )  # fmt: skip
-    assert set(report["strategies"]) == set(strategies) and report["n_queries"] >= 1
-    none = report["strategies"]["none"]["per_round"]
-    assert len(none) == 3 and none[0] == {**none[1], "round": 0} == {**none[2], "round": 0}  # nothing changes
-    firsts = {name: s["per_round"][0] for name, s in report["strategies"].items()}
-    assert len({(r["hits@1"], r["hits@5"]) for r in firsts.values()}) == 1  # every strategy starts from round 0
-    assert "invalid_answers" in report["strategies"]["llm"]
+    variants = build_variants(["none", "rocchio"], scenes / "index", captioner=None, preselect_k=14)
+    for name, pipeline in variants.items():
+        session = Session(pipeline, k=5)
+        first = session.search("a star")
+        rejected = [h.id for h in first.hits[1:3]]
+        second = session.feedback(relevant=[first.hits[0].id], irrelevant=rejected)
+        assert not set(rejected) & {h.id for h in second.hits}
+        notes = second.trace["steps"][0]["notes"]
+        assert notes["left_out_rejected"] == 2 and ("rocchio" in notes) == (name == "rocchio")
+    with pytest.raises(ValueError, match="only add-on"):
+        build_variants(["none+magic"], scenes / "index", captioner=None)
 
 
 def test_bench_agent_times_round_zero_and_feedback_rounds_per_stage(scenes, tmp_path):

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
+from .agent_eval import VariantOpt
 from .common import ViewfinderTyper, console, fail, user_errors
 
-prompts_app = ViewfinderTyper(help="Prompts as data: list them, show one.", no_args_is_help=True)
+prompts_app = ViewfinderTyper(
+    help="Prompts as data: list them, show one, compare variants with the simulated user.", no_args_is_help=True
+)
 
 
 @prompts_app.command("list")
@@ -41,3 +46,44 @@ def show_cmd(name: Annotated[str, typer.Argument(help="A packaged prompt's name,
     for role, text in prompt.messages:
         console.print(f"[dim]--- {role}[/]")
         console.print(escape(text), soft_wrap=True)
+
+
+@prompts_app.command("experiment")
+def experiment_cmd(
+    dataset: Annotated[Path, typer.Argument(help="A scene benchmark folder.")],
+    index: Annotated[Path, typer.Option("--index", "-i", help="An index of the split's images.")],
+    variant: VariantOpt = None,
+    split: Annotated[str, typer.Option(help="Split of the partial queries.")] = "val",
+    queries: Annotated[int, typer.Option(min=1, help="Partial queries (seeded sample).")] = 30,
+    rounds: Annotated[int, typer.Option(min=1, help="Feedback rounds after round 0.")] = 3,
+    captioner: Annotated[
+        str | None, typer.Option(help="Captioner entry for the hits' captions ('' : the items' own texts).")
+    ] = "scene-captioner",
+    preselect_k: Annotated[int, typer.Option(min=1, help="Candidates each round (for the target's rank).")] = 64,
+    exclude_rejected: Annotated[bool, typer.Option(help="Leave hits marked not relevant out of later rounds.")] = True,
+    baselines: Annotated[bool, typer.Option(help="Run none, rule and rocchio beside the variants.")] = True,
+    out_dir: Annotated[Path, typer.Option(help="Folder for report.json, rounds.png and traces.jsonl.")] = Path(
+        "runs/prompt-experiment"
+    ),
+) -> None:
+    """Prompt (and model) variants x partial queries x feedback rounds with the simulated user: one
+    table per round (Hits@1/@10, found@10, median rank, invalid answers, tokens, seconds), a plot, and
+    every session's trace. Example: -v smollm2-135m-instruct=rewrite-feedback -v my-prompt.yaml ..."""
+    from ..agent.experiment import plot_rounds
+    from .agent_eval import FEEDBACK_BASELINES, run_feedback_experiment
+
+    if not variant and not baselines:
+        fail("nothing to run: give --variant, or keep --baselines")
+        return
+    variants = list(dict.fromkeys([*(FEEDBACK_BASELINES if baselines else ()), *(variant or [])]))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = run_feedback_experiment(
+        dataset, index, variants, split=split, queries=queries, rounds=rounds, captioner=captioner or None,
+        preselect_k=preselect_k, exclude_rejected=exclude_rejected, traces=out_dir / "traces.jsonl",
+    )  # fmt: skip
+    if report is None:
+        return
+    (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    plot_rounds(report, out_dir / "rounds.png")
+    for name in ("report.json", "rounds.png", "traces.jsonl"):
+        console.print(f"{name}: {escape(str(out_dir / name))}", soft_wrap=True)

@@ -1,10 +1,21 @@
-"""Preselect: embed the query with the dual encoder and take the nearest items from the FAISS index."""
+"""Preselect: embed the query with the dual encoder and take the nearest items from the FAISS index.
+
+In a feedback round (a session's round n) it also reads the marks of every earlier round:
+
+* ``exclude_rejected``: items marked not relevant are not shown again (the index is searched for
+  enough more to fill ``k``);
+* ``rocchio: [b, c]``: the query vector moves towards the mean stored vector of the items marked
+  relevant and away from those marked not relevant, ``q' = q + b mean(R) - c mean(N)``, normalised
+  (Rocchio relevance feedback in the dual encoder's space).
+"""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from ...adapters.entries import ConfigError
 from .state import Candidate, QueryState
@@ -22,9 +33,17 @@ class PreselectConfig:
     """Candidates to take from the index (None: as many as the hits asked for). Later stages
     rerank these, so a preset with a reranker sets it higher (e.g. 128)."""
 
+    exclude_rejected: bool = True
+    """In a feedback round, leave out the items marked not relevant in earlier rounds."""
+    rocchio: list[float] | None = None
+    """``[b, c]``: weights of the relevant and not-relevant items' mean vectors added to and taken
+    from the query vector in a feedback round (None: the query vector alone)."""
+
     def __post_init__(self) -> None:
         if self.k is not None and self.k < 1:
             raise ConfigError(f"preselect: field 'k' must be >= 1 or null, got {self.k}")
+        if self.rocchio is not None and (len(self.rocchio) != 2 or min(self.rocchio) < 0):
+            raise ConfigError(f"preselect: field 'rocchio' must be two weights >= 0 [b, c], got {self.rocchio}")
 
 
 class Preselect:
@@ -49,10 +68,29 @@ class Preselect:
             query_vec = self.searcher.encode_query_image(state.image)  # (1, D)
         else:
             raise ValueError("preselect needs a query text or a query image")
+        relevant = [i for f in state.feedback for i in f.relevant]
+        rejected = {i for f in state.feedback for i in f.irrelevant} - set(relevant)
+        if self.config.rocchio and (relevant or rejected):
+            query_vec = self._rocchio(query_vec, relevant, sorted(rejected))
+            state.notes["rocchio"] = {"relevant": len(relevant), "not_relevant": len(rejected)}
         timings = {"encode": time.perf_counter() - start}
-        hits = self.searcher.search_vectors(query_vec, k, timings)[0]
+        dropped = rejected if self.config.exclude_rejected else set()
+        hits = self.searcher.search_vectors(query_vec, k + len(dropped), timings)[0]
+        hits = [h for h in hits if h.id not in dropped][:k]
+        if dropped:
+            state.notes["left_out_rejected"] = len(dropped)
         state.candidates = [
             Candidate(h.id, h.key, h.path, h.text, h.metadata, {self.name: h.score}, h.score) for h in hits
         ]
         state.notes.update(k=k, searched=state.text if state.text is not None else state.image, **timings)
         return state
+
+    def _rocchio(self, query_vec: np.ndarray, relevant: list[int], rejected: list[int]) -> np.ndarray:
+        b, c = self.config.rocchio or (0.0, 0.0)
+        store = self.searcher.store
+        vec = query_vec[0].astype(np.float32)
+        if relevant and b:
+            vec = vec + b * store.vectors_by_id(relevant).mean(0)
+        if rejected and c:
+            vec = vec - c * store.vectors_by_id(rejected).mean(0)
+        return (vec / (np.linalg.norm(vec) or 1.0))[None].astype(np.float32)

@@ -20,7 +20,7 @@ from .base import Stage, StageContext
 from .caption import Caption, CaptionConfig
 from .preselect import Preselect, PreselectConfig
 from .rerank import Rerank, RerankConfig
-from .rewrite import Normalise, NormaliseConfig, Rewrite, RewriteConfig
+from .rewrite import Normalise, NormaliseConfig, Rewrite, RewriteConfig, RuleRewrite, RuleRewriteConfig
 
 
 @dataclass(frozen=True)
@@ -53,10 +53,11 @@ register_stage("rerank", RerankConfig, Rerank.from_context)
 register_stage("caption", CaptionConfig, Caption.from_context)
 register_stage("normalise", NormaliseConfig, Normalise.from_context)
 register_stage("rewrite", RewriteConfig, Rewrite.from_context)
+register_stage("rewrite-rule", RuleRewriteConfig, RuleRewrite.from_context)
 
 FIRST_STAGES = ("preselect",)
 """Stages that produce candidates from the whole index; a pipeline starts with one of these."""
-QUERY_STAGES = ("normalise", "rewrite")
+QUERY_STAGES = ("normalise", "rewrite", "rewrite-rule")
 """Stages that only change the query text, so they may come before the first candidates."""
 
 

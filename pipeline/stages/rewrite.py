@@ -7,7 +7,10 @@
   preset's stages: in round 0 there is no feedback and it passes; in round n it reads the marks on
   round n-1's candidates, which the state still holds, and preselect then searches with its query.
 
-Both send user text and captions as quoted data (:func:`..agent.prompts.quoted`) and accept the
+``rewrite-rule`` is the fixed-rule baseline with no model: the caption of the first candidate marked
+relevant (its own text where it has no caption) becomes the query (the query stays when none is).
+
+The model stages send user text and captions as quoted data (:func:`..agent.prompts.quoted`) and accept the
 model's answer only after :func:`..agent.parse.parse_query` checked it; a refused answer keeps the
 previous query and is marked ``fallback`` in the trace, with the prompt, the raw answer and why.
 """
@@ -121,4 +124,36 @@ class Rewrite:
         return _apply(state, record)
 
 
-__all__ = ["Normalise", "NormaliseConfig", "Rewrite", "RewriteConfig"]
+@dataclass
+class RuleRewriteConfig:
+    """Settings of the rule-based rewrite (none: the rule has no knobs)."""
+
+
+class RuleRewrite:
+    """The caption of the first candidate marked relevant in the latest feedback becomes the query."""
+
+    name = "rewrite-rule"
+
+    def __init__(self, config: RuleRewriteConfig | None = None) -> None:
+        self.config = config or RuleRewriteConfig()
+
+    @classmethod
+    def from_context(cls, config: RuleRewriteConfig, ctx: StageContext) -> RuleRewrite:
+        return cls(config)
+
+    def run(self, state: QueryState) -> QueryState:
+        if not state.feedback:
+            state.notes["skipped"] = "no feedback to rewrite from"
+            return state
+        by_id = {c.id: c for c in state.candidates}
+        described = (by_id[i].caption or by_id[i].text for i in state.feedback[-1].relevant if i in by_id)
+        captions = [t for t in described if t]
+        if not captions:
+            state.notes["skipped"] = "no candidate marked relevant has a caption"
+            return state
+        state.text = captions[0]
+        state.notes["rule"] = "first relevant caption"
+        return state
+
+
+__all__ = ["Normalise", "NormaliseConfig", "Rewrite", "RewriteConfig", "RuleRewrite", "RuleRewriteConfig"]

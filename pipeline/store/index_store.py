@@ -305,6 +305,20 @@ class IndexStore:
         vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim)
         return ids, vecs
 
+    def vectors_by_id(self, ids: Iterable[int]) -> np.ndarray:
+        """(n, D) stored vectors of committed items ``ids``, in that order (KeyError for an unknown id)."""
+        wanted = [int(i) for i in ids]
+        found: dict[int, bytes] = {}
+        for start in range(0, len(wanted), 900):
+            chunk = wanted[start : start + 900]
+            marks = ",".join("?" * len(chunk))
+            found.update(self.db.execute(f"SELECT id, vector FROM items WHERE id IN ({marks})", chunk).fetchall())
+        missing = [i for i in wanted if i not in found]
+        if missing:
+            raise KeyError(f"no committed items with ids {missing[:5]}")
+        dim = self.manifest.embed_dim
+        return np.frombuffer(b"".join(found[i] for i in wanted), dtype=np.float32).reshape(len(wanted), dim)
+
     def committed_state(self) -> dict[str, tuple[int, int, int, str | None, str | None, str]]:
         """key -> (id, size, mtime_ns, sha256, text, metadata JSON) of committed items."""
         return {

@@ -1,12 +1,19 @@
-"""LoRA fine-tuning of the query rewriter (the default LLM) for normalisation.
+"""LoRA fine-tuning of the query rewriter (the default LLM): normalisation and feedback rewriting.
 
-Examples come from *training* scenes only: a free-form request in one of the training wording
-styles (:data:`..scenes.wordings.TRAIN_STYLES`; the held-out style is never used) and, as the
-answer, the scene's description in the ``listing`` training template, the words the encoder knows.
-A user's own examples can be added (JSONL lines ``{"request": ..., "query": ...}``).
+Examples come from *training* scenes only, of two kinds:
 
-The prompt is a packaged prompt file (``normalise-short`` by default); the loss is on the answer
-tokens only. peft LoRA adapters on the attention and MLP projections; resumable from
+* **normalisation**: a free-form request in one of the training wording styles
+  (:data:`..scenes.wordings.TRAIN_STYLES`; the held-out style is never used) and, as the answer,
+  the scene's description in the ``listing`` training template, the words the encoder knows;
+* **feedback situations** (:func:`feedback_examples`): a partial query drawn from a target scene,
+  ten shown scenes that match it (sometimes the target or scenes close to it among them), the
+  simulated user's marks, the shown scenes' captions (training templates) as the prompt's data and,
+  as the answer, the first scene marked right described in the ``listing`` template (the query
+  unchanged when nothing was marked right).
+
+A user's own examples can be added (JSONL lines ``{"request": ..., "query": ...}``, normalisation).
+Each kind has its prompt file (``normalise-short``, ``rewrite-feedback-short``); the loss is on
+the answer tokens only. peft LoRA adapters on the attention and MLP projections; resumable from
 ``<out>/checkpoint/``; ``<out>/adapter/`` is the result (a peft folder a ``transformers_chat``
 entry names as ``adapter``).
 """
@@ -37,6 +44,11 @@ logger = logging.getLogger(__name__)
 class RewriterSettings:
     n_examples: int = 1200
     """Training examples generated from training scenes."""
+    n_feedback_examples: int = 0
+    """Feedback situations generated from training scenes (0: a normalisation-only rewriter)."""
+    max_captions: int = 3
+    """Captions per side (right, wrong) in a feedback situation: the ``rewrite`` stage's
+    ``max_captions`` the adapter is meant to run with."""
     user_examples: str | None = None
     """A JSONL file of the user's own ``{"request", "query"}`` pairs, added to the generated ones."""
     steps: int = 150
@@ -62,6 +74,8 @@ class RewriterTrainConfig:
     model: str = "smollm2-135m-instruct"
     """The chat model entry to adapt (a ``transformers_chat`` entry)."""
     prompt: str = "normalise-short"
+    feedback_prompt: str = "rewrite-feedback-short"
+    """The prompt of the feedback situations."""
     data: SceneDataConfig = field(default_factory=SceneDataConfig)
     lora: LoraConfig = field(default_factory=lambda: LoraConfig(r=16, alpha=32))
     """Adapters on the layers named in ``target_modules`` that the model has (Llama: q/k/v/o, MLP)."""
@@ -91,6 +105,50 @@ def scene_examples(root: Path, n: int, seed: int) -> list[tuple[str, str]]:
     return out
 
 
+def feedback_examples(root: Path, n: int, seed: int, max_captions: int = 3) -> list[tuple[dict[str, Any], str]]:
+    """``n`` (prompt values, answer) feedback situations from the benchmark's *training* scenes."""
+    from ..agent.prompts import quoted
+    from ..scenes.captions import caption_scene, templates
+    from ..scenes.dataset import load_scene_dataset
+    from ..scenes.queries import PARTIAL_KINDS, partial_text, scene_matches
+    from ..scenes.simuser import SimulatedUser
+
+    listing = next(t for t in templates("train") if t.name == "listing")
+    scenes = load_scene_dataset(root).scenes["train"]
+    keys = sorted(scenes)
+    rng = np.random.default_rng([seed, 47])
+    out = []
+    while len(out) < n:
+        target = scenes[keys[int(rng.integers(len(keys)))]]
+        obj = target.objects[int(rng.integers(len(target.objects)))]
+        kind = PARTIAL_KINDS[int(rng.integers(len(PARTIAL_KINDS)))]
+        attributes = {name: getattr(obj, name) for name in kind}
+        pool = [scenes[keys[int(i)]] for i in rng.choice(len(keys), 300, replace=False)]
+        pool = [s for s in pool if s.id != target.id and scene_matches(s, attributes)]
+        if len(pool) < 10:
+            continue
+        user = SimulatedUser(target)
+        shown = pool[:10]
+        roll = rng.random()
+        if roll < 0.25:  # the target is among the hits
+            shown[int(rng.integers(10))] = target
+        elif roll < 0.6:  # a scene close to it is
+            close = max(pool[10:] or pool, key=user.similarity)
+            shown[int(rng.integers(10))] = close
+        verdicts = user.feedback(shown, max_relevant=3)
+        right = [s for s, (_, ok) in zip(shown, verdicts, strict=True) if ok]
+        wrong = [s for s, (_, ok) in zip(shown, verdicts, strict=True) if not ok]
+        query = partial_text(attributes)
+        values = {
+            "query": quoted(query),
+            "relevant": quoted([caption_scene(s, rng) for s in right[:max_captions]]),
+            "irrelevant": quoted([caption_scene(s, rng) for s in wrong[:max_captions]]),
+        }
+        answer = listing.write(right[0], rng) if right else query
+        out.append((values, answer))
+    return out
+
+
 def user_examples(path: str | Path) -> list[tuple[str, str]]:
     """The user's ``{"request": ..., "query": ...}`` lines."""
     out = []
@@ -105,12 +163,13 @@ def user_examples(path: str | Path) -> list[tuple[str, str]]:
     return out
 
 
-def encode_example(tokenizer: Any, prompt: Any, request: str, answer: str, max_length: int) -> tuple[list[int], int]:
-    """Token ids of prompt + answer (+ end of turn) and where the answer starts."""
-    from ..agent.prompts import quoted
-
+def encode_example(
+    tokenizer: Any, prompt: Any, values: dict[str, str], answer: str, max_length: int
+) -> tuple[list[int], int]:
+    """Token ids of prompt (filled with the quoted ``values``) + answer (+ end of turn) and where the
+    answer starts."""
     messages = [{"role": {"human": "user", "ai": "assistant"}.get(m.type, m.type), "content": str(m.content)}
-                for m in prompt.format(query=quoted(request))]  # fmt: skip
+                for m in prompt.format(**values)]  # fmt: skip
     text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     prompt_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
@@ -133,7 +192,7 @@ def train_rewriter(config: RewriterTrainConfig, *, progress: bool | None = None,
     from peft import PeftModel, get_peft_model
 
     from ...adapters.registry import load_model
-    from ..agent.prompts import load_prompt
+    from ..agent.prompts import load_prompt, quoted
     from ..eval.retrieval import machine_info
     from ..progress import progress_bar
 
@@ -147,10 +206,17 @@ def train_rewriter(config: RewriterTrainConfig, *, progress: bool | None = None,
     chat = load_model(config.model, "chat")
     tokenizer, base = chat.tokenizer, chat.lm
     prompt = load_prompt(config.prompt)
-    examples = scene_examples(ensure_scene_data(config.data), s.n_examples, s.seed)
+    root = ensure_scene_data(config.data)
+    requests = scene_examples(root, s.n_examples, s.seed)
     if s.user_examples:
-        examples += user_examples(s.user_examples)
-    encoded = [encode_example(tokenizer, prompt, req, ans, s.max_length) for req, ans in examples]
+        requests += user_examples(s.user_examples)
+    encoded = [encode_example(tokenizer, prompt, {"query": quoted(req)}, ans, s.max_length) for req, ans in requests]
+    if s.n_feedback_examples:
+        feedback_prompt = load_prompt(config.feedback_prompt)
+        encoded += [
+            encode_example(tokenizer, feedback_prompt, values, answer, s.max_length)
+            for values, answer in feedback_examples(root, s.n_feedback_examples, s.seed, s.max_captions)
+        ]
     ckpt = out / "checkpoint"
     state_file = out / "checkpoint_state.json"
     if (ckpt / "adapter_config.json").is_file() and state_file.is_file():
@@ -209,9 +275,17 @@ def train_rewriter(config: RewriterTrainConfig, *, progress: bool | None = None,
     adapter_dir = out / "adapter"
     model.save_pretrained(adapter_dir)
     summary = {"name": config.name, "steps": step, "train_minutes": seconds / 60, "examples": len(encoded),
-               "machine": machine_info(), "base_model": config.model, "prompt": config.prompt}  # fmt: skip
+               "machine": machine_info(), "base_model": config.model, "prompt": config.prompt,
+               "feedback_prompt": config.feedback_prompt if s.n_feedback_examples else None}  # fmt: skip
     atomic_write_json(out / "summary.json", summary)
     return RewriterResult(out, adapter_dir, step, seconds)
 
 
-__all__ = ["RewriterTrainConfig", "load_rewriter_config", "scene_examples", "train_rewriter", "user_examples"]
+__all__ = [
+    "RewriterTrainConfig",
+    "feedback_examples",
+    "load_rewriter_config",
+    "scene_examples",
+    "train_rewriter",
+    "user_examples",
+]

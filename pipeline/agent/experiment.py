@@ -1,0 +1,311 @@
+"""Prompt experiments: pipeline variants x a query set x feedback rounds with the simulated user.
+
+A *variant* is a pipeline (a prompt and model in its ``rewrite`` stage, a Rocchio setting, a whole
+preset). Every variant runs the same queries through a :class:`.session.Session`; after each round
+the scene benchmark's simulated user marks the hits (:func:`.simulate.marks_for`) and the next
+round runs. Per round and variant the report gives:
+
+* ``hits@1`` / ``hits@k``: the target among the round's top 1 / top k;
+* ``found@k``: the target shown in the top k in this round or an earlier one (a person who sees
+  it stops there; ChatIR's cumulative Hits@k);
+* ``median_rank``: of the target among the round's candidates (``None`` past the last candidate,
+  counted as worse than all ranks);
+* ``invalid_rate``: language-model answers refused by the parser (the query then stayed) per call;
+* ``tokens`` and ``seconds``: per query and round, mean.
+
+Every session's trace (prompts, raw answers, parsed queries, candidates with each stage's score,
+captions, marks, timings) goes to a JSONL file, one line per variant and query.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..scenes.graph import Scene
+from ..scenes.simuser import SimulatedUser
+from ..stages.runner import Pipeline
+from .session import Session
+from .simulate import marks_for
+
+LLM_STAGES = ("normalise", "rewrite")
+"""Stages whose notes hold a language-model call (for invalid-answer and token counts)."""
+
+
+@dataclass
+class ExperimentQuery:
+    """One query of the set, and the scene the simulated user wants."""
+
+    text: str
+    target: Scene
+
+
+@dataclass
+class _Tally:
+    ranks: list[list[float]] = field(default_factory=list)
+    """Per query, per round: the target's rank among the candidates (inf: not among them)."""
+    calls: np.ndarray | None = None
+    invalid: np.ndarray | None = None
+    tokens: np.ndarray | None = None
+    seconds: np.ndarray | None = None
+
+
+ROCCHIO = [0.75, 0.15]
+"""Default Rocchio weights (relevant, not relevant) of a ``+rocchio`` variant."""
+
+
+def variant_stages(
+    spec: str, *, captioner: str | None = "scene-captioner", preselect_k: int = 64, rocchio: Sequence[float] = ROCCHIO
+) -> list[Any]:
+    """A preset's raw ``stages`` list for a variant spec:
+
+    * ``none``: no rewriting (the query as typed, every round);
+    * ``rule``: the caption of the first hit marked relevant becomes the query;
+    * ``rocchio``: Rocchio feedback on the query vector, no rewriting;
+    * ``MODEL=PROMPT``: the ``rewrite`` stage with that chat model entry and prompt;
+    * any of these + ``+rocchio`` (``MODEL=PROMPT+rocchio``): with Rocchio as well.
+
+    Every variant preselects ``preselect_k`` and captions the top 10 with ``captioner`` (None: no
+    captioner; the rewrite stages then read the items' own texts, e.g. a manifest's captions).
+    """
+    base, plus, extra = spec.partition("+")
+    if plus and extra != "rocchio":
+        raise ValueError(f"variant {spec!r}: the only add-on is '+rocchio'")
+    use_rocchio = extra == "rocchio" or base == "rocchio"
+    if base in ("none", "rocchio"):
+        query_stages: list[Any] = []
+    elif base == "rule":
+        query_stages = ["rewrite-rule"]
+    elif "=" in base:
+        model, _, prompt = base.partition("=")
+        if not model or not prompt:
+            raise ValueError(f"variant {spec!r}: write MODEL=PROMPT")
+        query_stages = [{"rewrite": {"model": model, "prompt": prompt}}]
+    else:
+        raise ValueError(f"variant {spec!r}: expected none, rule, rocchio or MODEL=PROMPT (optionally +rocchio)")
+    preselect: dict[str, Any] = {"k": preselect_k}
+    if use_rocchio:
+        preselect["rocchio"] = list(rocchio)
+    caption = [{"caption": {"model": captioner, "k": 10}}] if captioner else []
+    return [*query_stages, {"preselect": preselect}, *caption]
+
+
+def build_variants(
+    specs: Sequence[str], index: Path, *, captioner: str | None = "scene-captioner", preselect_k: int = 64,
+    exclude_rejected: bool = True,
+) -> dict[str, Pipeline]:  # fmt: skip
+    """One pipeline per spec over ``index`` (the index's encoder, loaded once); ``preset:NAME``
+    takes a whole preset's stages as they are."""
+    from dataclasses import replace
+
+    from ...adapters.registry import load_encoder
+    from ..config import load_preset
+    from ..stages.presets import preset_for_index
+    from ..stages.registry import parse_stages
+    from ..store.index_store import IndexStore
+
+    with IndexStore.open(index) as store:
+        base = preset_for_index(None, store)
+    encoder = load_encoder(base.encoder)
+    out = {}
+    for spec in specs:
+        if spec.startswith("preset:"):
+            preset = load_preset(spec.removeprefix("preset:"))
+            preset = replace(preset, name=spec, encoder=base.encoder)
+        else:
+            raw = variant_stages(spec, captioner=captioner, preselect_k=preselect_k)
+            for item in raw:
+                if isinstance(item, dict) and "preselect" in item:
+                    item["preselect"]["exclude_rejected"] = exclude_rejected
+            preset = replace(base, name=spec, stages=parse_stages(raw, f"variant {spec}"))
+        out[spec] = Pipeline.from_preset(preset, index=index, encoder=encoder)
+    return out
+
+
+def partial_queries(root: Path, split: str, n: int, seed: int = 0) -> tuple[list[ExperimentQuery], dict[str, Scene]]:
+    """A seeded sample of ``n`` of the benchmark's partial queries of ``split`` (each with its target)
+    and the split's scenes."""
+    from ..scenes.dataset import load_scene_dataset
+
+    dataset = load_scene_dataset(root)
+    scenes = dataset.scenes[split]
+    partial = [q for q in dataset.queries[split] if q.type == "partial" and q.target_id in scenes]
+    if not partial:
+        raise ValueError(f"{root}: the {split} split has no partial queries")
+    rng = np.random.default_rng([seed, 53])
+    chosen = sorted(rng.choice(len(partial), min(n, len(partial)), replace=False))
+    return [ExperimentQuery(partial[int(i)].text, scenes[partial[int(i)].target_id]) for i in chosen], scenes
+
+
+def _llm_calls(trace: dict[str, Any]) -> tuple[int, int, int]:
+    """(calls, refused answers, tokens) of one round's language-model stages."""
+    calls = invalid = tokens = 0
+    for step in trace.get("steps", []):
+        notes = step.get("notes", {})
+        if step.get("stage") in LLM_STAGES and "messages" in notes:
+            calls += 1
+            invalid += bool(notes.get("fallback"))
+            tokens += int((notes.get("tokens") or {}).get("total_tokens", 0))
+    return calls, invalid, tokens
+
+
+def _target_rank(session: Session, target_id: str) -> float:
+    keys = [c.key for c in session.state.candidates] if session.state else []
+    return float(keys.index(target_id) + 1) if target_id in keys else float("inf")
+
+
+def run_variant(
+    pipeline: Pipeline,
+    queries: Sequence[ExperimentQuery],
+    scenes: dict[str, Scene],
+    *,
+    rounds: int = 3,
+    k: int = 10,
+    max_relevant: int | None = 3,
+    traces: Any = None,
+    name: str = "",
+    bar: Any = None,
+) -> dict[str, Any]:
+    """Run ``queries`` through ``pipeline`` for round 0 and ``rounds`` feedback rounds; the variant's
+    per-round figures. ``traces``: an open text file that gets one JSON line per query."""
+    tally = _Tally()
+    shape = (len(queries), rounds + 1)
+    tally.calls, tally.invalid, tally.tokens, tally.seconds = (np.zeros(shape) for _ in range(4))
+    for qi, query in enumerate(queries):
+        session = Session(pipeline, k=k, max_rounds=rounds + 1)
+        user = SimulatedUser(query.target)
+        ranks: list[float] = []
+        for round_ in range(rounds + 1):
+            start = time.perf_counter()
+            if round_ == 0:
+                result = session.search(query.text)
+            else:
+                relevant, irrelevant = marks_for(session.results[-1].hits, user, scenes, max_relevant)
+                result = session.feedback(relevant=relevant, irrelevant=irrelevant)
+            tally.seconds[qi, round_] = time.perf_counter() - start
+            ranks.append(_target_rank(session, query.target.id))
+            tally.calls[qi, round_], tally.invalid[qi, round_], tally.tokens[qi, round_] = _llm_calls(result.trace)
+        tally.ranks.append(ranks)
+        if traces is not None:
+            record = {"variant": name, "query": query.text, "target": query.target.id, "target_ranks": ranks}
+            record["session"] = session.trace
+            traces.write(json.dumps(record, default=_json_default) + "\n")
+        if bar is not None:
+            bar.advance(1)
+    return summarise(tally, k)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, np.generic):
+        return value.item()
+    return str(value)
+
+
+def summarise(tally: _Tally, k: int) -> dict[str, Any]:
+    ranks = np.array(tally.ranks)  # (Q, R)
+    found = np.minimum.accumulate(ranks, axis=1) <= k
+    per_round = []
+    for r in range(ranks.shape[1]):
+        median = float(np.median(ranks[:, r]))
+        calls = float(tally.calls[:, r].sum())
+        per_round.append(
+            {
+                "round": r,
+                "hits@1": float((ranks[:, r] <= 1).mean()),
+                f"hits@{k}": float((ranks[:, r] <= k).mean()),
+                f"found@{k}": float(found[:, r].mean()),
+                "median_rank": median if np.isfinite(median) else None,
+                "llm_calls": int(calls),
+                "invalid_rate": float(tally.invalid[:, r].sum() / calls) if calls else None,
+                "tokens": float(tally.tokens[:, r].mean()),
+                "seconds": float(tally.seconds[:, r].mean()),
+            }
+        )
+    last, first = per_round[-1], per_round[0]
+    return {
+        "per_round": per_round,
+        "gain_points": 100 * (last[f"hits@{k}"] - first[f"hits@{k}"]),
+        "found_gain_points": 100 * (last[f"found@{k}"] - first[f"found@{k}"]),
+    }
+
+
+def run_experiment(
+    variants: dict[str, Pipeline],
+    queries: Sequence[ExperimentQuery],
+    scenes: dict[str, Scene],
+    *,
+    rounds: int = 3,
+    k: int = 10,
+    max_relevant: int | None = 3,
+    traces_path: Path | None = None,
+    progress: bool | None = None,
+) -> dict[str, Any]:
+    """Every variant over the same queries; the report (``variants``: name -> per-round figures)."""
+    from ..progress import progress_bar
+
+    report: dict[str, Any] = {"n_queries": len(queries), "rounds": rounds, "k": k, "max_relevant": max_relevant}
+    report["variants"] = {}
+    traces = traces_path.open("w", encoding="utf-8") if traces_path else None
+    try:
+        with progress_bar("feedback rounds", len(queries) * len(variants), "query", progress) as bar:
+            for name, pipeline in variants.items():
+                start = time.perf_counter()
+                entry = run_variant(pipeline, queries, scenes, rounds=rounds, k=k, max_relevant=max_relevant,
+                                    traces=traces, name=name, bar=bar)  # fmt: skip
+                entry["stages"] = [s.name for s in pipeline.stages]
+                entry["seconds"] = time.perf_counter() - start
+                report["variants"][name] = entry
+    finally:
+        if traces is not None:
+            traces.close()
+    if traces_path:
+        report["traces"] = str(traces_path)
+    return report
+
+
+def plot_rounds(report: dict[str, Any], path: Path) -> Path:
+    """Hits@k and found@k per round, one line per variant, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    k = report["k"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    for name, entry in report["variants"].items():
+        rounds = [r["round"] for r in entry["per_round"]]
+        axes[0].plot(rounds, [r[f"hits@{k}"] for r in entry["per_round"]], marker="o", label=name)
+        axes[1].plot(rounds, [r[f"found@{k}"] for r in entry["per_round"]], marker="o", label=name)
+    for ax, title in zip(axes, (f"Hits@{k} in the round", f"found in top {k} by the round"), strict=True):
+        ax.set_title(title)
+        ax.set_xlabel("round")
+        ax.set_xticks(range(report["rounds"] + 1))
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("share of queries")
+    axes[1].legend(fontsize=8, loc="best")
+    fig.suptitle(f"{report['n_queries']} queries, simulated user")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+__all__ = [
+    "ROCCHIO",
+    "ExperimentQuery",
+    "build_variants",
+    "partial_queries",
+    "plot_rounds",
+    "run_experiment",
+    "run_variant",
+    "summarise",
+    "variant_stages",
+]

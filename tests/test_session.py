@@ -155,6 +155,19 @@ def test_rejected_hits_are_not_shown_again_and_rocchio_moves_the_query(scenes):
         build_variants(["none+magic"], scenes / "index", captioner=None)
 
 
+def test_the_demo_agent_part_normalises_and_runs_feedback_rounds(scenes):
+    from viewfinder.adapters.registry import load_encoder
+    from viewfinder.pipeline.demo.agent import run_agent_demo
+
+    demo = run_agent_demo(
+        scenes / "scenes", scenes / "index", load_encoder("tiny-test"), k=4, rounds=2, preset=scenes / "agent.yaml"
+    )
+    assert demo.preset == "agent" and demo.request and demo.partial_query
+    assert [r.query for r in demo.rounds] == [demo.partial_query, REWRITTEN, REWRITTEN]
+    assert demo.rounds[0].relevant + demo.rounds[0].irrelevant == 4  # every shown hit is marked
+    assert all(r.target_rank is None or 1 <= r.target_rank <= 14 for r in demo.rounds)
+
+
 def test_bench_agent_times_round_zero_and_feedback_rounds_per_stage(scenes, tmp_path):
     from typer.testing import CliRunner
 

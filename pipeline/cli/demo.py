@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -58,6 +58,7 @@ def demo_cmd(
                 escape(hit.key) + mark,
             )
         console.print(table)
+    _print_agent(result)
     r = result.report
     t2i, i2t = r["text_to_image"], r["image_to_text"]
     console.print(
@@ -83,3 +84,30 @@ def demo_cmd(
     console.print(f"eval report:   {escape(str(result.report_path))}", soft_wrap=True)
     command = f"viewfinder search {shlex.quote('a large red star')} --index {shlex.quote(str(result.index_dir))}"
     console.print(f"search it:     {escape(command)}", soft_wrap=True)  # one line, whatever the width
+
+
+def _print_agent(result: Any) -> None:
+    agent = result.agent
+    if agent is None:
+        if result.agent_problem:
+            console.print(f"\n[yellow]agent part skipped[/]: {escape(result.agent_problem)}", soft_wrap=True)
+        return
+
+    def rank(r: int | None) -> str:
+        return "not among the candidates" if r is None else f"rank {r}"
+
+    console.print(f"\n[bold]agent[/] (preset {escape(agent.preset)}): a request in a wording never trained on")
+    console.print(f"  typed:      {escape(agent.request)}  [dim](target {rank(agent.typed_rank)} as typed)[/]")
+    note = " [yellow](the answer was refused: the query stayed)[/]" if agent.normalised.fallback else ""
+    console.print(
+        f"  normalised: {escape(str(agent.normalised.query))}  [dim](target {rank(agent.normalised.target_rank)})[/]"
+        + note
+    )
+    console.print(
+        f"[bold]feedback rounds[/]: the simulated user wants one scene for {escape(agent.partial_query)!r} "
+        "and marks the hits each round"
+    )
+    for i, r in enumerate(agent.rounds):
+        marks = f"; marked {r.relevant} relevant, {r.irrelevant} not" if i < len(agent.rounds) - 1 else ""
+        note = " [yellow](refused answer: query kept)[/]" if r.fallback else ""
+        console.print(f"  round {i}: {escape(str(r.query))!r}  [dim]target {rank(r.target_rank)}{marks}[/]{note}")

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..eval.retrieval import save_report
 from ..store.search import SearchResult
+from .agent import AgentDemo, run_agent_demo
 from .contact_sheet import SheetRow, render_contact_sheet
 
 logger = logging.getLogger(__name__)
@@ -55,6 +56,10 @@ class DemoResult:
     reranked: list[tuple[DemoQuery, SearchResult, SearchResult]] = field(default_factory=list)
     """(query, preselect-only result, reranked result) for the text queries, when a reranker fits."""
     rerank_preset: str | None = None
+    agent: AgentDemo | None = None
+    """The agent part (normalisation, feedback rounds), when the agent preset fits the index."""
+    agent_problem: str | None = None
+    """Why the agent part did not run (e.g. the language model could not be fetched)."""
 
 
 def _pick_queries(dataset: Any, split: str, rng: np.random.Generator) -> list[DemoQuery]:
@@ -163,9 +168,43 @@ def run_demo(cache: Path | None = None, preset_name: str = "default", n_scenes: 
                 previous_ranks=previous,
             )
         )
+    seconds["queries"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    agent, agent_problem = _agent_part(preset, data_root, index_dir, encoder, k)
+    if agent is not None:
+        rows.extend(_agent_rows(agent))
+        seconds["agent"] = time.perf_counter() - t0
     sheet = render_contact_sheet(rows, cache / "contact_sheet.png")
-    seconds["queries_and_sheet"] = time.perf_counter() - t0
-    return DemoResult(cache, index_dir, sheet, report_path, report, searches, seconds, reranked, rerank_name)
+    return DemoResult(
+        cache, index_dir, sheet, report_path, report, searches, seconds, reranked, rerank_name, agent, agent_problem
+    )
+
+
+def _agent_part(
+    preset: Any, data_root: Path, index_dir: Path, encoder: Any, k: int
+) -> tuple[AgentDemo | None, str | None]:
+    """The agent demo, or why it cannot run here (another encoder, no language model)."""
+    from ...adapters.entries import ConfigError
+    from ..config import load_preset
+    from .agent import AGENT_PRESET
+
+    if load_preset(AGENT_PRESET).encoder != preset.encoder:
+        return None, f"the {AGENT_PRESET} preset runs on another encoder than {preset.name}"
+    try:
+        return run_agent_demo(data_root, index_dir, encoder, k=k), None
+    except (ConfigError, OSError) as exc:  # e.g. the default LLM could not be fetched
+        logger.warning("the agent part of the demo did not run: %s", exc)
+        return None, str(exc)
+
+
+def _agent_rows(agent: AgentDemo) -> list[SheetRow]:
+    def row(label: str, result: SearchResult, target: str) -> SheetRow:
+        return SheetRow(label, [h.path for h in result.hits], [h.key for h in result.hits], {target})
+
+    rows = [row(f"normalised: {agent.normalised.query}", agent.normalised.result, agent.request_target)]
+    for i, r in enumerate(agent.rounds):
+        rows.append(row(f"feedback round {i}: {r.query}", r.result, agent.partial_target))
+    return rows
 
 
 def _rerank_queries(

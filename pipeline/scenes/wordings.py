@@ -6,6 +6,10 @@ with details left out. They feed the query-normalisation evaluation and the rewr
 data; :data:`HELD_OUT_STYLE` is never used for training, so the evaluation on it measures how a
 normaliser does on a way of writing it never saw.
 
+``paraphrase`` (training only) uses its own vocabulary, which shares no word with the held-out
+``synonyms`` beyond the benchmark's plain words: a normaliser learns that unfamiliar words name
+the plain ones without seeing the held-out words.
+
 Every style keeps every object's shape and colour (``missing`` drops sizes and positions only), so
 a request still points at its scene, mostly.
 """
@@ -40,6 +44,35 @@ SHAPE_WORDS: dict[str, tuple[str, ...]] = {
     "diamond": ("rhombus", "diamond shape"),
     "hexagon": ("six-sided shape", "hex"),
 }
+# The train-only paraphrase vocabulary: no word here is one of the held-out synonyms above (or one
+# of their words, beyond the plain names the benchmark itself uses), so a normaliser trained on
+# ``paraphrase`` learns that unknown words map to the plain ones without ever seeing the held-out words.
+PARAPHRASE_SIZES: dict[str, tuple[str, ...]] = {
+    "small": ("mini", "petite", "wee", "compact"),
+    "large": ("massive", "enormous", "jumbo", "oversized"),
+}
+PARAPHRASE_POSITIONS: dict[str, tuple[str, ...]] = {
+    "top left": ("northwest", "at the top on the left"),
+    "top": ("near the top", "along the top"),
+    "top right": ("northeast", "at the top on the right"),
+    "left": ("on the left-hand part", "westward"),
+    "centre": ("central spot", "centrally"),
+    "right": ("on the right-hand part", "eastward"),
+    "bottom left": ("southwest", "at the bottom on the left"),
+    "bottom": ("near the bottom", "along the bottom"),
+    "bottom right": ("southeast", "at the bottom on the right"),
+}
+PARAPHRASE_SHAPES: dict[str, tuple[str, ...]] = {
+    "circle": ("ball", "orb", "sphere"),
+    "square": ("quad", "quadrangle", "cube"),
+    "triangle": ("wedge", "trigon"),
+    "star": ("starburst", "star symbol"),
+    "heart": ("valentine", "heart symbol"),
+    "cross": ("saltire", "cross symbol"),
+    "diamond": ("lozenge", "diamond symbol"),
+    "hexagon": ("hexagonal tile", "six-cornered tile"),
+}
+
 OPENERS: tuple[str, ...] = (
     "hey, can you find",
     "i'm looking for",
@@ -81,6 +114,16 @@ def _synonyms(scene: Scene, rng: np.random.Generator) -> str:
     return "; ".join(parts)
 
 
+def _paraphrase(scene: Scene, rng: np.random.Generator) -> str:
+    parts = []
+    for obj in _objects(scene, rng):
+        size = _pick(rng, PARAPHRASE_SIZES[obj.size]) if rng.random() < 0.7 else obj.size
+        shape = _pick(rng, PARAPHRASE_SHAPES[obj.shape]) if rng.random() < 0.7 else obj.shape
+        where = _pick(rng, PARAPHRASE_POSITIONS[obj.position]) if rng.random() < 0.7 else f"in the {obj.position}"
+        parts.append(f"a {size} {obj.colour} {shape} {where}")
+    return " with ".join(parts) if rng.random() < 0.5 else " plus ".join(parts)
+
+
 def _reordered(scene: Scene, rng: np.random.Generator) -> str:
     parts = [f"{obj.shape}, {obj.colour} and {obj.size}, at {obj.position}" for obj in _objects(scene, rng)]
     return "picture: " + " / ".join(parts)
@@ -115,6 +158,7 @@ def _missing(scene: Scene, rng: np.random.Generator) -> str:
 STYLES: dict[str, Callable[[Scene, np.random.Generator], str]] = {
     "colloquial": _colloquial,
     "synonyms": _synonyms,
+    "paraphrase": _paraphrase,
     "reordered": _reordered,
     "terse": _terse,
     "typos": _typos,
@@ -135,4 +179,4 @@ def free_form(scene: Scene, style: str, rng: np.random.Generator) -> str:
     return STYLES[style](scene, rng)
 
 
-__all__ = ["HELD_OUT_STYLE", "STYLES", "TRAIN_STYLES", "free_form"]
+__all__ = ["HELD_OUT_STYLE", "PARAPHRASE_SHAPES", "STYLES", "TRAIN_STYLES", "free_form"]

@@ -4,7 +4,9 @@ Examples come from *training* scenes only, of two kinds:
 
 * **normalisation**: a free-form request in one of the training wording styles
   (:data:`..scenes.wordings.TRAIN_STYLES`; the held-out style is never used) and, as the answer,
-  the scene's description in the ``listing`` training template, the words the encoder knows;
+  the scene's description in the ``listing`` training template, the words the encoder knows; a
+  quarter are partial requests ("show me a red star"), answered with the partial query alone, so
+  that the rewriter never adds details the person did not ask for;
 * **feedback situations** (:func:`feedback_examples`): a partial query drawn from a target scene,
   ten shown scenes that match it (sometimes the target or scenes close to it among them), the
   simulated user's marks, the shown scenes' captions (training templates) as the prompt's data and,
@@ -87,11 +89,14 @@ def load_rewriter_config(path: str | Path) -> RewriterTrainConfig:
     return load_run_config(path, RewriterTrainConfig)
 
 
-def scene_examples(root: Path, n: int, seed: int) -> list[tuple[str, str]]:
-    """``n`` (request, canonical description) pairs from the benchmark's *training* scenes."""
+def scene_examples(root: Path, n: int, seed: int, partial_share: float = 0.25) -> list[tuple[str, str]]:
+    """``n`` (request, canonical description) pairs from the benchmark's *training* scenes; a
+    ``partial_share`` of them ask for one object or attribute (a partial query, sometimes with an
+    opener) and are answered with the partial query alone."""
     from ..scenes.captions import templates
     from ..scenes.dataset import load_scene_dataset
-    from ..scenes.wordings import TRAIN_STYLES, free_form
+    from ..scenes.queries import PARTIAL_KINDS, partial_text
+    from ..scenes.wordings import OPENERS, TRAIN_STYLES, free_form
 
     listing = next(t for t in templates("train") if t.name == "listing")
     scenes = load_scene_dataset(root).scenes["train"]
@@ -100,6 +105,13 @@ def scene_examples(root: Path, n: int, seed: int) -> list[tuple[str, str]]:
     out = []
     for i in rng.choice(len(keys), n, replace=len(keys) < n):
         scene = scenes[keys[int(i)]]
+        if rng.random() < partial_share:  # a partial request stays partial: nothing is made up
+            obj = scene.objects[int(rng.integers(len(scene.objects)))]
+            kind = PARTIAL_KINDS[int(rng.integers(len(PARTIAL_KINDS)))]
+            query = partial_text({name: getattr(obj, name) for name in kind})
+            opener = OPENERS[int(rng.integers(len(OPENERS)))] + " " if rng.random() < 0.5 else ""
+            out.append((opener + query, query))
+            continue
         style = TRAIN_STYLES[int(rng.integers(len(TRAIN_STYLES)))]
         out.append((free_form(scene, style, rng), listing.write(scene, rng)))
     return out

@@ -1,0 +1,117 @@
+"""The demo's agent part: a free-form request normalised, and feedback rounds by the simulated user.
+
+Both run the packaged ``agent`` preset (normalise, rewrite, preselect, rerank, caption) over the
+demo index. The request is written in the wording style held out of the rewriter's training; the
+feedback rounds start from one of the collection's partial queries, and the simulated user, who
+wants that query's scene, marks the hits each round. The target's rank is its place among the
+round's candidates (the preset reranks 128), so a move is visible before it reaches the top k.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..store.search import SearchResult
+
+logger = logging.getLogger(__name__)
+
+AGENT_PRESET = "agent"
+
+
+@dataclass
+class AgentRound:
+    query: str | None
+    target_rank: int | None
+    """Among the round's candidates; None: not among them."""
+    result: SearchResult
+    relevant: int = 0
+    """Hits the simulated user then marked relevant / not relevant."""
+    irrelevant: int = 0
+    fallback: bool = False
+    """The language model's answer was refused and the query stayed."""
+
+
+@dataclass
+class AgentDemo:
+    preset: str
+    request: str
+    """A free-form request (the held-out wording style) for ``request_target``."""
+    request_target: str
+    typed_rank: int | None
+    """The target's rank for the request searched as typed (preselect alone)."""
+    normalised: AgentRound
+    partial_query: str
+    partial_target: str
+    rounds: list[AgentRound] = field(default_factory=list)
+
+
+def _rank(keys: list[str], target: str) -> int | None:
+    return keys.index(target) + 1 if target in keys else None
+
+
+def _round(session: Any, target: str) -> AgentRound:
+    result = session.results[-1]
+    keys = [c.key for c in session.state.candidates]
+    fallback = any(s["notes"].get("fallback") for s in result.trace["steps"] if s["stage"] in ("normalise", "rewrite"))
+    return AgentRound(result.query, _rank(keys, target), result, fallback=fallback)
+
+
+def run_agent_demo(
+    data_root: Path,
+    index_dir: Path,
+    encoder: Any,
+    *,
+    k: int = 8,
+    rounds: int = 2,
+    seed: int = 0,
+    preset: str | Path = AGENT_PRESET,
+) -> AgentDemo:
+    """Normalise one free-form request and run ``rounds`` feedback rounds on one partial query, with
+    ``preset`` (a packaged name or a YAML file)."""
+    from ..agent.session import Session
+    from ..agent.simulate import marks_for
+    from ..config import load_preset
+    from ..scenes.dataset import load_scene_dataset
+    from ..scenes.simuser import SimulatedUser
+    from ..scenes.wordings import HELD_OUT_STYLE, free_form
+    from ..stages.runner import Pipeline
+    from ..store.search import Searcher
+
+    pipeline = Pipeline.from_preset(load_preset(preset), index=index_dir, encoder=encoder)
+    dataset = load_scene_dataset(data_root)
+    scenes = dataset.scenes["test"]
+    rng = np.random.default_rng([seed, 71])
+    keys = sorted(scenes)
+    target = scenes[keys[int(rng.integers(len(keys)))]]
+    request = free_form(target, HELD_OUT_STYLE, rng)
+    candidates = max((s.config.k or 0) for s in pipeline.stages if s.name == "preselect") or 128
+    typed = Searcher(pipeline.store, encoder).search(request, k=candidates)
+    session = Session(pipeline, k=k)
+    session.search(request)
+    normalised = _round(session, target.id)
+
+    partial = [q for q in dataset.queries["test"] if q.type == "partial" and len(q.attributes) == 2]
+    query = partial[int(rng.integers(len(partial)))]
+    wanted = scenes[query.target_id]
+    user = SimulatedUser(wanted)
+    typed_rank = _rank([h.key for h in typed.hits], target.id)
+    demo = AgentDemo(pipeline.name, request, target.id, typed_rank, normalised, query.text, wanted.id)
+    session = Session(pipeline, k=k)
+    session.search(query.text)
+    for round_ in range(rounds + 1):
+        step = _round(session, wanted.id)
+        demo.rounds.append(step)
+        if round_ == rounds:
+            break
+        relevant, irrelevant = marks_for(session.results[-1].hits, user, scenes)
+        step.relevant, step.irrelevant = len(relevant), len(irrelevant)
+        session.feedback(relevant=relevant, irrelevant=irrelevant)
+    return demo
+
+
+__all__ = ["AGENT_PRESET", "AgentDemo", "AgentRound", "run_agent_demo"]

@@ -197,7 +197,8 @@ def test_rewriter_lora_trains_resumes_and_loads_as_an_adapter(tmp_path):
         "data": {"root": str(tmp_path / "scenes"), "image_size": 32, "n_train": 12, "n_val": 2, "n_test": 0,
                  "n_compositional": 0},
         "lora": {"r": 2, "alpha": 4, "target_modules": ["q_proj", "v_proj"]},
-        "train": {"n_examples": 16, "steps": 3, "batch_size": 4, "checkpoint_every": 1, "log_every": 1},
+        "train": {"n_examples": 16, "n_feedback_examples": 8, "steps": 3, "batch_size": 4, "checkpoint_every": 1,
+                  "log_every": 1},
         "out": str(tmp_path / "run"),
     }  # fmt: skip
     (tmp_path / "run.yaml").write_text(json_.dumps(config))
@@ -205,6 +206,8 @@ def test_rewriter_lora_trains_resumes_and_loads_as_an_adapter(tmp_path):
     assert train_rewriter(cfg, progress=False, max_steps=2).steps == 2
     done = train_rewriter(cfg, progress=False)  # resumes from the step-2 checkpoint
     assert done.steps == 3 and (done.adapter_dir / "adapter_config.json").is_file()
+    summary = json_.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["examples"] == 24 and summary["feedback_prompt"] == "rewrite-feedback-short"
     log = [json_.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2, 3]
     tuned = load_model({"name": "tuned", "family": "transformers_chat", "weights": "local-dir", "path": str(base),
@@ -217,3 +220,30 @@ def test_rewriter_lora_trains_resumes_and_loads_as_an_adapter(tmp_path):
     with pytest.raises(ChatModelLoadError, match="train one with `viewfinder train rewriter`"):
         load_model({"name": "x", "family": "transformers_chat", "weights": "local-dir", "path": str(base),
                     "adapter": str(tmp_path / "none")}, "chat")  # fmt: skip
+
+
+def test_feedback_situations_come_from_training_scenes_and_answer_from_the_marks(tmp_path):
+    import json as json_
+
+    from viewfinder.pipeline.scenes.dataset import ensure_scene_dataset, load_scene_dataset
+    from viewfinder.pipeline.scenes.generator import SceneGeneratorConfig
+    from viewfinder.pipeline.train.rewriter import feedback_examples, scene_examples
+
+    root = ensure_scene_dataset(
+        tmp_path / "scenes", SceneGeneratorConfig(seed=3, image_size=32), n_train=40, n_val=0, n_test=0,
+        n_compositional=0,
+    )  # fmt: skip
+    examples = feedback_examples(root, 30, seed=0)
+    assert len(examples) == 30
+    for values, answer in examples:
+        assert set(values) == {"query", "relevant", "irrelevant"}
+        right = json_.loads(values["relevant"])
+        assert len(right) <= 3 and len(json_.loads(values["irrelevant"])) <= 3
+        assert answer == json_.loads(values["query"]) if not right else answer != json_.loads(values["query"])
+    assert any(json_.loads(v["relevant"]) for v, _ in examples)  # some situations have a hit marked right
+    assert feedback_examples(root, 30, seed=0) == examples  # seeded
+    train_ids = set(load_scene_dataset(root).scenes["train"])
+    assert train_ids  # the generator reads the training split only (there is no other here)
+    requests = scene_examples(root, 40, seed=0)
+    partial = [(r, a) for r, a in requests if len(a.split()) <= 6]
+    assert partial and all(a in r for r, a in partial)  # a partial request is answered with itself

@@ -150,7 +150,7 @@ def eval_feedback_cmd(
     queries: Annotated[int, typer.Option(min=1, help="Partial queries (seeded sample).")] = 100,
     rounds: Annotated[int, typer.Option(min=1, help="Feedback rounds after round 0.")] = 3,
     captioner: Annotated[str, typer.Option(help="Captioner entry for the hits' captions.")] = "scene-captioner",
-    preselect_k: Annotated[int, typer.Option(min=1, help="Candidates each round (for the target's rank).")] = 64,
+    preselect_k: Annotated[int, typer.Option(min=1, help="Candidates each round (for the target's rank).")] = 256,
     exclude_rejected: Annotated[bool, typer.Option(help="Leave hits marked not relevant out of later rounds.")] = True,
     out: Annotated[Path | None, typer.Option(help="Report JSON path.")] = None,
 ) -> None:

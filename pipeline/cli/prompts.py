@@ -59,7 +59,7 @@ def experiment_cmd(
     captioner: Annotated[
         str | None, typer.Option(help="Captioner entry for the hits' captions ('' : the items' own texts).")
     ] = "scene-captioner",
-    preselect_k: Annotated[int, typer.Option(min=1, help="Candidates each round (for the target's rank).")] = 64,
+    preselect_k: Annotated[int, typer.Option(min=1, help="Candidates each round (for the target's rank).")] = 256,
     exclude_rejected: Annotated[bool, typer.Option(help="Leave hits marked not relevant out of later rounds.")] = True,
     baselines: Annotated[bool, typer.Option(help="Run none, rule and rocchio beside the variants.")] = True,
     out_dir: Annotated[Path, typer.Option(help="Folder for report.json, rounds.png and traces.jsonl.")] = Path(

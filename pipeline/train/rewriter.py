@@ -129,24 +129,28 @@ def feedback_examples(root: Path, n: int, seed: int, max_captions: int = 3) -> l
     scenes = load_scene_dataset(root).scenes["train"]
     keys = sorted(scenes)
     rng = np.random.default_rng([seed, 47])
-    out = []
+    out: list[tuple[dict[str, Any], str]] = []
+    attempts = 0
     while len(out) < n:
+        attempts += 1
+        if attempts > 50 * n:
+            raise ValueError(f"{root}: too few training scenes to write {n} feedback situations")
         target = scenes[keys[int(rng.integers(len(keys)))]]
         obj = target.objects[int(rng.integers(len(target.objects)))]
         kind = PARTIAL_KINDS[int(rng.integers(len(PARTIAL_KINDS)))]
         attributes = {name: getattr(obj, name) for name in kind}
-        pool = [scenes[keys[int(i)]] for i in rng.choice(len(keys), 300, replace=False)]
+        pool = [scenes[keys[int(i)]] for i in rng.choice(len(keys), min(300, len(keys)), replace=False)]
         pool = [s for s in pool if s.id != target.id and scene_matches(s, attributes)]
-        if len(pool) < 10:
+        if len(pool) < 2:
             continue
         user = SimulatedUser(target)
-        shown = pool[:10]
+        shown = pool[:10]  # what a search for the partial query shows: scenes that match it
         roll = rng.random()
         if roll < 0.25:  # the target is among the hits
-            shown[int(rng.integers(10))] = target
+            shown[int(rng.integers(len(shown)))] = target
         elif roll < 0.6:  # a scene close to it is
             close = max(pool[10:] or pool, key=user.similarity)
-            shown[int(rng.integers(10))] = close
+            shown[int(rng.integers(len(shown)))] = close
         verdicts = user.feedback(shown, max_relevant=3)
         right = [s for s, (_, ok) in zip(shown, verdicts, strict=True) if ok]
         wrong = [s for s, (_, ok) in zip(shown, verdicts, strict=True) if not ok]

@@ -217,6 +217,16 @@ def test_rewriter_lora_trains_resumes_and_loads_as_an_adapter(tmp_path):
     )
     changed = [n for n, p in tuned.lm.state_dict().items() if not torch.equal(p, plain.lm.state_dict()[n])]
     assert changed and all("q_proj" in n or "v_proj" in n for n in changed)  # merged: a plain model again
+    from safetensors.torch import load_file
+
+    from viewfinder.pipeline.train.export import export_run
+
+    weights = export_run(tmp_path / "run", tmp_path / "zoo")  # the adapter, in fp16, beside its config
+    assert weights.name == "adapter_model.safetensors" and (tmp_path / "zoo" / "adapter_config.json").is_file()
+    assert {t.dtype for t in load_file(str(weights)).values()} == {torch.float16}
+    exported = load_model({"name": "zoo", "family": "transformers_chat", "weights": "local-dir", "path": str(base),
+                           "adapter": str(tmp_path / "zoo"), "max_new_tokens": 4}, "chat")  # fmt: skip
+    assert exported.invoke([HumanMessage("hi")]).content is not None
     with pytest.raises(ChatModelLoadError, match="train one with `viewfinder train rewriter`"):
         load_model({"name": "x", "family": "transformers_chat", "weights": "local-dir", "path": str(base),
                     "adapter": str(tmp_path / "none")}, "chat")  # fmt: skip

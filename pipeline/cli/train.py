@@ -102,7 +102,9 @@ def train_rewriter_cmd(
 
 @train_app.command("export")
 def export_cmd(
-    run: Annotated[Path, typer.Argument(help="Run folder written by `viewfinder train clip|reranker|captioner`.")],
+    run: Annotated[
+        Path, typer.Argument(help="Run folder written by `viewfinder train clip|reranker|captioner|rewriter`.")
+    ],
     to: Annotated[Path, typer.Option(help="Destination folder, e.g. configs/zoo/scene-clip.")],
 ) -> None:
     """Copy a trained model into a zoo folder as fp16 safetensors (plus its training config and summary)."""

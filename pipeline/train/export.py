@@ -8,8 +8,14 @@ from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 
-WEIGHT_FILES = ("open_clip_model.safetensors", "qformer.safetensors", "captioner.safetensors")
-"""The weights file of each kind of run (CLIP, reranker, captioner); every other file of model/ is copied."""
+WEIGHT_FILES = (
+    "open_clip_model.safetensors",
+    "qformer.safetensors",
+    "captioner.safetensors",
+    "adapter_model.safetensors",
+)
+"""The weights file of each kind of run (CLIP, reranker, captioner, the rewriter's LoRA adapter); every
+other file of the model folder is copied."""
 
 
 class ExportError(ValueError):
@@ -19,14 +25,14 @@ class ExportError(ValueError):
 def export_run(run: Path, to: Path) -> Path:
     """Write ``run``/model into ``to`` (weights in fp16) with ``train_config.json`` and
     ``train_summary.json``; returns the weights file."""
-    src = run / "model"
+    src = run / "model" if (run / "model").is_dir() else run / "adapter"  # a rewriter run writes adapter/
     weights = [src / name for name in WEIGHT_FILES if (src / name).is_file()]
     needed = [run / "train_config.json", run / "summary.json"]
     missing = [str(p) for p in needed if not p.is_file()] + ([] if weights else [f"{src}/<weights>.safetensors"])
     if missing:
         raise ExportError(
             f"{run} is not a finished training run (missing {', '.join(missing)}): give a folder written by "
-            "`viewfinder train clip|reranker|captioner`"
+            "`viewfinder train clip|reranker|captioner|rewriter`"
         )
     to.mkdir(parents=True, exist_ok=True)
     state = load_file(str(weights[0]))

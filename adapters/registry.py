@@ -76,13 +76,15 @@ def load_entry(
     *,
     relative_to: Path | None = None,
 ) -> Any:
-    """A model entry from a packaged name (``configs/models/NAME.yaml``), a YAML path, a mapping, or
-    an entry already built. Relative paths inside a YAML file are relative to that file's folder."""
+    """A model entry from a packaged name (``configs/models/NAME.yaml``), a YAML path, a mapping,
+    ``hf:ORG/NAME`` (a chat model on the hub, default settings), or an entry already built. Relative paths inside a YAML file are relative to that file's folder."""
     if any(isinstance(name_or_file, fam.entry_type) for fam in _FAMILIES.values()):
         family(name_or_file.family, kind)
         return name_or_file
     if isinstance(name_or_file, dict):
         data, where, base = dict(name_or_file), "model entry", relative_to
+    elif isinstance(name_or_file, str) and name_or_file.startswith(HUB_PREFIX):
+        data, where, base = _hub_chat_entry(name_or_file, kind), name_or_file, None
     elif isinstance(name_or_file, str | Path):
         path = resolve_config_file("models", str(name_or_file), relative_to)
         data, where, base = read_yaml(path), str(path), path.parent
@@ -93,6 +95,19 @@ def load_entry(
     if base is not None:
         _anchor_paths(data, base)
     return from_dict(fam.entry_type, data, where)
+
+
+HUB_PREFIX = "hf:"
+"""``hf:ORG/NAME`` names an instruct model on the Hugging Face hub as a chat model, with no entry file."""
+
+
+def _hub_chat_entry(name: str, kind: ModelKind | None) -> dict[str, Any]:
+    repo = name.removeprefix(HUB_PREFIX).strip()
+    if kind not in (None, "chat"):
+        raise ConfigError(f"{name!r}: the {HUB_PREFIX} shorthand names chat models; write a model entry for a {kind}")
+    if repo.count("/") != 1 or not all(repo.split("/")):
+        raise ConfigError(f"{name!r}: write {HUB_PREFIX}ORG/NAME, e.g. hf:HuggingFaceTB/SmolLM2-360M-Instruct")
+    return {"name": repo, "family": "transformers_chat", "weights": "hf-hub", "path": repo}
 
 
 def _anchor_paths(data: dict[str, Any], base: Path) -> None:

@@ -257,3 +257,16 @@ def test_feedback_situations_come_from_training_scenes_and_answer_from_the_marks
     requests = scene_examples(root, 40, seed=0)
     partial = [(r, a) for r, a in requests if len(a.split()) <= 6]
     assert partial and all(a in r for r, a in partial)  # a partial request is answered with itself
+
+
+def test_a_hub_instruct_model_is_named_without_an_entry_file():
+    from viewfinder.adapters.entries import ChatEntry
+    from viewfinder.adapters.registry import load_entry
+
+    entry = load_entry("hf:HuggingFaceTB/SmolLM2-360M-Instruct", "chat")
+    assert isinstance(entry, ChatEntry) and entry.weights == "hf-hub"
+    assert entry.path == "HuggingFaceTB/SmolLM2-360M-Instruct" and entry.family == "transformers_chat"
+    with pytest.raises(ConfigError, match="ORG/NAME"):
+        load_entry("hf:just-a-name", "chat")
+    with pytest.raises(ConfigError, match="names chat models"):
+        load_entry("hf:org/clip", "encoder")

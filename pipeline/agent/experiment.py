@@ -130,15 +130,21 @@ def build_variants(
 
 def partial_queries(root: Path, split: str, n: int, seed: int = 0) -> tuple[list[ExperimentQuery], dict[str, Scene]]:
     """A seeded sample of ``n`` of the benchmark's partial queries of ``split`` (each with its target)
-    and the split's scenes."""
+    and the split's scenes; for a split without query sets (``val``), ``n`` partial queries drawn
+    from its scenes the way the benchmark draws them."""
     from ..scenes.dataset import load_scene_dataset
 
+    from ..scenes.queries import make_partial_queries
+
     dataset = load_scene_dataset(root)
+    if split not in dataset.scenes:
+        raise ValueError(f"{root}: no split {split!r}; it has {sorted(dataset.scenes)}")
     scenes = dataset.scenes[split]
-    partial = [q for q in dataset.queries[split] if q.type == "partial" and q.target_id in scenes]
-    if not partial:
-        raise ValueError(f"{root}: the {split} split has no partial queries")
     rng = np.random.default_rng([seed, 53])
+    partial = [q for q in dataset.queries.get(split, []) if q.type == "partial" and q.target_id in scenes]
+    if not partial:  # a split without query sets (val): draw partial queries from its scenes, seeded
+        originals = [s for s in scenes.values() if "edited_from" not in s.metadata]
+        partial = make_partial_queries(originals, [], rng, n=n, prefix=split)
     chosen = sorted(rng.choice(len(partial), min(n, len(partial)), replace=False))
     return [ExperimentQuery(partial[int(i)].text, scenes[partial[int(i)].target_id]) for i in chosen], scenes
 

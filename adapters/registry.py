@@ -77,7 +77,8 @@ def load_entry(
     relative_to: Path | None = None,
 ) -> Any:
     """A model entry from a packaged name (``configs/models/NAME.yaml``), a YAML path, a mapping,
-    ``hf:ORG/NAME`` (a chat model on the hub, default settings), or an entry already built. Relative paths inside a YAML file are relative to that file's folder."""
+    ``hf:ORG/NAME`` (a chat model on the hub, default settings), or an entry already built. Relative
+    paths inside a YAML file are relative to that file's folder."""
     if any(isinstance(name_or_file, fam.entry_type) for fam in _FAMILIES.values()):
         family(name_or_file.family, kind)
         return name_or_file

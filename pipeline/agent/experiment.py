@@ -133,7 +133,6 @@ def partial_queries(root: Path, split: str, n: int, seed: int = 0) -> tuple[list
     and the split's scenes; for a split without query sets (``val``), ``n`` partial queries drawn
     from its scenes the way the benchmark draws them."""
     from ..scenes.dataset import load_scene_dataset
-
     from ..scenes.queries import make_partial_queries
 
     dataset = load_scene_dataset(root)

@@ -180,3 +180,67 @@ def test_bench_agent_times_round_zero_and_feedback_rounds_per_stage(scenes, tmp_
     run = json.loads(out.read_text())
     assert run["queries"] == 2 and run["rounds"] == 1 and run["feedback_round_p50_ms"] > 0
     assert set(run["stages_p50_ms"]["feedback"]) == {"rewrite", "preselect"}
+
+
+class _FakeCaptioner:
+    """An ImageCaptioner that says the same thing of every image (the protocol, nothing more)."""
+
+    name = "fake-captioner"
+    fingerprint = "fake-captioner-v1"
+
+    @property
+    def image_transform(self):
+        import torchvision.transforms as T
+
+        return T.Compose([T.Resize((8, 8)), T.ToTensor()])
+
+    def caption(self, pixels, **decoding):
+        return ["a large red star at the top"] * len(pixels)
+
+
+def _compose_pipeline(scenes: Path, responses: list[str], weight: float = 0.5) -> Pipeline:
+    from langchain_core.language_models.fake_chat_models import FakeListChatModel
+
+    from viewfinder.adapters.registry import load_encoder
+    from viewfinder.pipeline.agent.prompts import load_prompt
+    from viewfinder.pipeline.stages.compose import Compose
+    from viewfinder.pipeline.stages.preselect import Preselect, PreselectConfig
+    from viewfinder.pipeline.store.index_store import IndexStore
+    from viewfinder.pipeline.store.search import Searcher
+
+    store = IndexStore.open(scenes / "index")
+    searcher = Searcher(store, load_encoder("tiny-test"))
+    compose = Compose(FakeListChatModel(responses=responses), load_prompt("compose-edit"), _FakeCaptioner())
+    return Pipeline([compose, Preselect(searcher, PreselectConfig(k=5, reference_weight=weight))], store)
+
+
+def test_a_composed_query_applies_the_edit_to_the_reference_caption(scenes):
+    reference = next((scenes / "scenes" / "images" / "test").glob("*.png"))
+    session = Session(_compose_pipeline(scenes, ["a large blue star at the top"]), k=5)
+    result = session.search(image=reference, edit="make the star blue")
+    assert result.query == "a large blue star at the top"
+    notes = result.trace["steps"][0]["notes"]
+    assert notes["reference_caption"] == "a large red star at the top" and notes["fallback"] is False
+    sent = notes["messages"][-1]["content"]
+    assert '"a large red star at the top"' in sent and '"make the star blue"' in sent  # quoted data
+    assert result.trace["steps"][1]["notes"]["reference_weight"] == 0.5  # fused with the reference image
+    refused = Session(_compose_pipeline(scenes, ["<|im_start|>system"]), k=5).search(image=reference, edit="x")
+    assert refused.query == "a large red star at the top; x"  # the fallback, marked
+    assert refused.trace["steps"][0]["notes"]["fallback"] is True
+
+
+def test_composed_query_bad_input_is_a_clear_error(scenes, tmp_path):
+    reference = next((scenes / "scenes" / "images" / "test").glob("*.png"))
+    session = Session(_compose_pipeline(scenes, ["a star"]), k=5)
+    with pytest.raises(QueryError, match="the edit is empty"):
+        session.search(image=reference, edit="   ")
+    with pytest.raises(QueryError, match="characters long"):
+        session.search(image=reference, edit="x" * 600)
+    with pytest.raises(QueryError, match="needs the reference image"):
+        session.search("a star", edit="make it blue")
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    with pytest.raises(QueryError, match="cannot be used"):
+        session.search(image=broken, edit="make it blue")
+    with pytest.raises(QueryError, match="no compose stage"):
+        _session(scenes).search(image=reference, edit="make it blue")

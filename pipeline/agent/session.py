@@ -33,11 +33,23 @@ class Session:
     def round(self) -> int:
         return self.state.round if self.state is not None else -1
 
-    def search(self, text: str | None = None, *, image: str | Path | None = None) -> SearchResult:
-        """Round 0: a new query (this forgets earlier rounds)."""
+    def search(
+        self, text: str | None = None, *, image: str | Path | None = None, edit: str | None = None
+    ) -> SearchResult:
+        """Round 0: a new query (this forgets earlier rounds): a text, an image, or a composed query (a
+        reference ``image`` and an ``edit`` in words, for a preset with a ``compose`` stage)."""
+        from ..stages.compose import check_edit
+
         if (text is None) == (image is None):
-            raise QueryError("give exactly one of a text query or an image")
-        self.state = QueryState(query=text, image=None if image is None else str(image), text=text, k=self.k)
+            raise QueryError("give exactly one of a text query or an image (with an edit: a composed query)")
+        if edit is not None and image is None:
+            raise QueryError("an edit needs the reference image it applies to")
+        if edit is not None and not any(s.name == "compose" for s in self.pipeline.stages):
+            raise QueryError(f"the pipeline {self.pipeline.name!r} has no compose stage: use a preset with one")
+        edit = None if edit is None else check_edit(edit)
+        self.state = QueryState(
+            query=edit or text, image=None if image is None else str(image), text=text, edit=edit, k=self.k
+        )
         self.results = [self.pipeline.run_round(self.state)]
         return self.results[-1]
 

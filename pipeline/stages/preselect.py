@@ -33,6 +33,9 @@ class PreselectConfig:
     """Candidates to take from the index (None: as many as the hits asked for). Later stages
     rerank these, so a preset with a reranker sets it higher (e.g. 128)."""
 
+    reference_weight: float = 0.0
+    """For a composed query (a reference image and the edited description): the weight of the
+    reference image's vector added to the description's, ``q = t + w i`` normalised (0: the text alone)."""
     exclude_rejected: bool = True
     """In a feedback round, leave out the items marked not relevant in earlier rounds."""
     rocchio: list[float] | None = None
@@ -42,6 +45,8 @@ class PreselectConfig:
     def __post_init__(self) -> None:
         if self.k is not None and self.k < 1:
             raise ConfigError(f"preselect: field 'k' must be >= 1 or null, got {self.k}")
+        if self.reference_weight < 0:
+            raise ConfigError(f"preselect: field 'reference_weight' must be >= 0, got {self.reference_weight}")
         if self.rocchio is not None and (len(self.rocchio) != 2 or min(self.rocchio) < 0):
             raise ConfigError(f"preselect: field 'rocchio' must be two weights >= 0 [b, c], got {self.rocchio}")
 
@@ -64,6 +69,10 @@ class Preselect:
         start = time.perf_counter()
         if state.text is not None:
             query_vec, state.text, state.truncated = self.searcher.encode_query_text(state.text)  # (1, D)
+            if state.image is not None and self.config.reference_weight:  # a composed query: fuse
+                fused = query_vec + self.config.reference_weight * self.searcher.encode_query_image(state.image)
+                query_vec = (fused / (np.linalg.norm(fused, axis=1, keepdims=True) + 1e-12)).astype(np.float32)
+                state.notes["reference_weight"] = self.config.reference_weight
         elif state.image is not None:
             query_vec = self.searcher.encode_query_image(state.image)  # (1, D)
         else:

@@ -18,6 +18,7 @@ from typing import Any
 from ...adapters.entries import ConfigError, from_dict
 from .base import Stage, StageContext
 from .caption import Caption, CaptionConfig
+from .compose import Compose, ComposeConfig
 from .preselect import Preselect, PreselectConfig
 from .rerank import Rerank, RerankConfig
 from .rewrite import Normalise, NormaliseConfig, Rewrite, RewriteConfig, RuleRewrite, RuleRewriteConfig
@@ -54,10 +55,11 @@ register_stage("caption", CaptionConfig, Caption.from_context)
 register_stage("normalise", NormaliseConfig, Normalise.from_context)
 register_stage("rewrite", RewriteConfig, Rewrite.from_context)
 register_stage("rewrite-rule", RuleRewriteConfig, RuleRewrite.from_context)
+register_stage("compose", ComposeConfig, Compose.from_context)
 
 FIRST_STAGES = ("preselect",)
 """Stages that produce candidates from the whole index; a pipeline starts with one of these."""
-QUERY_STAGES = ("normalise", "rewrite", "rewrite-rule")
+QUERY_STAGES = ("normalise", "rewrite", "rewrite-rule", "compose")
 """Stages that only change the query text, so they may come before the first candidates."""
 
 

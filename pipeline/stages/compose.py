@@ -1,0 +1,100 @@
+"""Compose: a reference image and an edit in words become one description to search with (CIReVL).
+
+The captioner describes the reference image; the language model applies the edit to that caption
+("make the circle blue and remove the star"); preselect then searches with the edited description,
+fused with the reference image's own vector when its ``reference_weight`` is set. The caption and
+the edit enter the prompt as quoted data; a refused answer falls back to the caption followed by
+the edit (marked ``fallback`` in the trace), so a search always runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ...adapters.entries import ConfigError
+from ..agent.ask import ask_for_query
+from ..agent.prompts import Prompt, load_prompt, quoted
+from .state import QueryState
+
+if TYPE_CHECKING:
+    from .base import StageContext
+
+MAX_EDIT_CHARS = 500
+"""Longest edit accepted (a longer one is a clear error, not a truncated instruction)."""
+
+
+@dataclass
+class ComposeConfig:
+    """Settings of the compose stage."""
+
+    model: str = "smollm2-135m-instruct"
+    """Chat model entry that applies the edit."""
+    prompt: str = "compose-edit"
+    captioner: str = "scene-captioner"
+    """Captioner entry that describes the reference image."""
+    max_chars: int = 200
+    max_new_tokens: int = 40
+    """Caption length of the reference image's description."""
+
+    def __post_init__(self) -> None:
+        if self.max_chars < 2 or self.max_new_tokens < 1:
+            raise ConfigError("compose: fields 'max_chars' must be >= 2 and 'max_new_tokens' >= 1")
+
+
+class Compose:
+    """Reference image + edit -> the edited description (``state.text``); the image stays for fusion."""
+
+    name = "compose"
+
+    def __init__(self, llm: Any, prompt: Prompt, captioner: Any, config: ComposeConfig | None = None) -> None:
+        self.llm, self.prompt, self.captioner = llm, prompt, captioner
+        self.config = config or ComposeConfig()
+
+    @classmethod
+    def from_context(cls, config: ComposeConfig, ctx: StageContext) -> Compose:
+        captioner = ctx.model(config.captioner, "captioner")
+        return cls(ctx.model(config.model, "chat"), load_prompt(config.prompt), captioner, config)
+
+    def describe(self, image: str) -> str:
+        """The captioner's description of the reference image (a clear error if it does not decode)."""
+        from ..store.images import ImageDecodeError, load_image
+        from ..store.search import QueryError
+
+        try:
+            picture = load_image(image)
+        except ImageDecodeError as exc:
+            raise QueryError(f"the reference image {image} cannot be used: {exc}") from exc
+        pixels = self.captioner.image_transform(picture.convert("RGB")).unsqueeze(0)
+        return self.captioner.caption(pixels, max_new_tokens=self.config.max_new_tokens, num_beams=1)[0].strip()
+
+    def run(self, state: QueryState) -> QueryState:
+        if state.image is None or state.edit is None:
+            state.notes["skipped"] = "not a composed query (a reference image and an edit)"
+            return state
+        if state.round > 0:
+            state.notes["skipped"] = "a feedback round: the edit was applied in round 0"
+            return state
+        caption = self.describe(state.image)
+        values = {"caption": quoted(caption), "edit": quoted(state.edit)}
+        record = ask_for_query(self.llm, self.prompt, values, max_chars=self.config.max_chars)
+        state.notes.update(record)
+        state.notes["reference_caption"] = caption
+        state.notes["fallback"] = record["query"] is None
+        state.text = record["query"] or f"{caption}; {state.edit}"
+        return state
+
+
+def check_edit(edit: str) -> str:
+    """The edit, stripped; a :class:`QueryError` for an empty or too long one."""
+    from ..store.search import QueryError
+
+    text = " ".join(edit.split())
+    if not text:
+        raise QueryError("the edit is empty: say what to change in the reference image, e.g. 'make the star blue'")
+    if len(text) > MAX_EDIT_CHARS:
+        raise QueryError(f"the edit is {len(text)} characters long; keep it under {MAX_EDIT_CHARS}")
+    return text
+
+
+__all__ = ["MAX_EDIT_CHARS", "Compose", "ComposeConfig", "check_edit"]

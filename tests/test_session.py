@@ -244,3 +244,16 @@ def test_composed_query_bad_input_is_a_clear_error(scenes, tmp_path):
         session.search(image=broken, edit="make it blue")
     with pytest.raises(QueryError, match="no compose stage"):
         _session(scenes).search(image=reference, edit="make it blue")
+
+
+def test_search_cli_refuses_an_edit_without_a_reference_image_or_compose_stage(scenes):
+    from typer.testing import CliRunner
+
+    from viewfinder.pipeline.cli import app
+
+    reference = next((scenes / "scenes" / "images" / "test").glob("*.png"))
+    base = ["search", "--index", str(scenes / "index"), "-c", str(scenes / "agent.yaml")]
+    no_image = CliRunner().invoke(app, [*base[:1], "a star", *base[1:], "--edit", "make it blue"])
+    assert no_image.exit_code != 0 and "needs the reference image" in no_image.output
+    no_stage = CliRunner().invoke(app, [*base, "--image", str(reference), "--edit", "make it blue"])
+    assert no_stage.exit_code != 0 and "no compose stage" in no_stage.output

@@ -38,15 +38,11 @@ class Session:
     ) -> SearchResult:
         """Round 0: a new query (this forgets earlier rounds): a text, an image, or a composed query (a
         reference ``image`` and an ``edit`` in words, for a preset with a ``compose`` stage)."""
-        from ..stages.compose import check_edit
+        from ..stages.compose import composed_edit
 
         if (text is None) == (image is None):
             raise QueryError("give exactly one of a text query or an image (with an edit: a composed query)")
-        if edit is not None and image is None:
-            raise QueryError("an edit needs the reference image it applies to")
-        if edit is not None and not any(s.name == "compose" for s in self.pipeline.stages):
-            raise QueryError(f"the pipeline {self.pipeline.name!r} has no compose stage: use a preset with one")
-        edit = None if edit is None else check_edit(edit)
+        edit = composed_edit(self.pipeline.stages, self.pipeline.name, image, edit)
         self.state = QueryState(
             query=edit or text, image=None if image is None else str(image), text=text, edit=edit, k=self.k
         )

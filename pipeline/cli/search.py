@@ -19,6 +19,10 @@ def search_cmd(
     query: Annotated[str | None, typer.Argument(help="Text to search for.")] = None,
     index: Annotated[Path, typer.Option("--index", "-i", help="Index folder.")] = Path("index"),
     image: Annotated[Path | None, typer.Option(help="Search with this image instead of text.")] = None,
+    edit: Annotated[
+        str | None,
+        typer.Option(help="With --image: a composed query, the change to make to that image (a preset with compose)."),
+    ] = None,
     k: Annotated[int, typer.Option("-k", help="Number of hits.")] = 10,
     config: ConfigOpt = None,
     as_json: Annotated[
@@ -42,14 +46,14 @@ def search_cmd(
     whose query a `rewrite` stage in the preset writes from those marks.
     """
     if interactive:
-        _interactive(query, index, image, k, config, rounds, trace)
+        _interactive(query, index, image, k, config, rounds, trace, edit)
         return
     try:
         from ..stages.runner import Pipeline
         from ..store.fsutil import atomic_write_json
 
         pipeline = Pipeline.from_preset(config, index=index)
-        result = pipeline.search(query, image=image, k=k)
+        result = pipeline.search(query, image=image, edit=edit, k=k)
         if trace is not None:
             atomic_write_json(trace, result.trace)
     except user_errors() as exc:
@@ -60,6 +64,8 @@ def search_cmd(
         return
     image_index = pipeline.store.manifest.modality == "image"
     title = f"{result.query!r}" if result.query is not None else f"image {result.image}"
+    if edit is not None:
+        title = f"{result.query!r} (image {result.image}, edited: {edit!r})"
     table = Table(title=f"top {len(result.hits)} for {title}" + (" (query truncated)" if result.truncated else ""))
     stage_columns = list(dict.fromkeys(name for h in result.hits for name in h.scores))  # preselect, itm, itc, rerank
     show_stages = len(stage_columns) > 1
@@ -95,7 +101,14 @@ def _show_round(result: SearchResult, round_: int) -> None:
 
 
 def _interactive(
-    query: str | None, index: Path, image: Path | None, k: int, config: str | None, rounds: int, trace: Path | None
+    query: str | None,
+    index: Path,
+    image: Path | None,
+    k: int,
+    config: str | None,
+    rounds: int,
+    trace: Path | None,
+    edit: str | None = None,
 ) -> None:
     from ..agent.session import Session
     from ..stages.runner import Pipeline
@@ -106,7 +119,7 @@ def _interactive(
         if not any(getattr(stage, "name", "") == "rewrite" for stage in pipeline.stages):
             console.print("[yellow]this preset has no rewrite stage: marks will not change the query[/]")
         session = Session(pipeline, k=k, max_rounds=rounds + 1)
-        result = session.search(query, image=image)
+        result = session.search(query, image=image, edit=edit)
         _show_round(result, 0)
         while session.round < rounds:
             answer = typer.prompt("mark hits (+N relevant, -N not; empty: stop)", default="", show_default=False)

@@ -66,14 +66,21 @@ class Pipeline:
             trace.record(stage.name, state, query_in, time.perf_counter() - start)
         return state
 
-    def search(self, text: str | None = None, *, image: str | Path | None = None, k: int = 10) -> SearchResult:
-        """Search with a text or (``image=``) an image; the top ``k`` hits with every stage's score."""
+    def search(
+        self, text: str | None = None, *, image: str | Path | None = None, edit: str | None = None, k: int = 10
+    ) -> SearchResult:
+        """Search with a text or (``image=``) an image, or a composed query (a reference ``image`` and
+        an ``edit`` in words, for a pipeline with a ``compose`` stage); the top ``k`` hits with every
+        stage's score."""
+        from .compose import composed_edit
+
         if (text is None) == (image is None):
-            raise QueryError("give exactly one of a text query or an image")
+            raise QueryError("give exactly one of a text query or an image (with an edit: a composed query)")
         if k < 1:
             raise QueryError(f"k must be >= 1, got {k}")
+        edit = composed_edit(self.stages, self.name, image, edit)
         image_str = None if image is None else str(image)
-        return self.run_round(QueryState(query=text, image=image_str, text=text, k=k))
+        return self.run_round(QueryState(query=edit or text, image=image_str, text=text, edit=edit, k=k))
 
     def as_retriever(self, k: int = 10) -> Any:
         """This pipeline as a LangChain ``BaseRetriever`` (a Runnable) returning ``Document`` hits."""

@@ -257,3 +257,20 @@ def test_search_cli_refuses_an_edit_without_a_reference_image_or_compose_stage(s
     assert no_image.exit_code != 0 and "needs the reference image" in no_image.output
     no_stage = CliRunner().invoke(app, [*base, "--image", str(reference), "--edit", "make it blue"])
     assert no_stage.exit_code != 0 and "no compose stage" in no_stage.output
+
+
+def test_composed_eval_counts_the_edited_target_never_the_reference(scenes, tmp_path):
+    from viewfinder.pipeline.eval.composed import composed_report
+    from viewfinder.pipeline.scenes.dataset import ensure_scene_dataset
+    from viewfinder.pipeline.scenes.generator import SceneGeneratorConfig
+
+    data = ensure_scene_dataset(
+        tmp_path / "scenes", SceneGeneratorConfig(seed=6), n_train=0, n_val=0, n_test=12, n_compositional=0
+    )
+    build_index(data / "test.jsonl", tmp_path / "index", preset="tiny", progress=False)
+    target_text = next(q.target_text for q in load_scene_dataset(data).queries["test"] if q.type == "composed")
+    pipeline = _compose_pipeline(tmp_path, [target_text], weight=0.0)
+    report = composed_report(data, "test", pipeline, n_queries=2, depth=5, progress=False)
+    assert report["n_queries"] == 2 and report["stages"] == ["compose", "preselect"]
+    assert 0.0 <= report["R@1"] <= report["R@5"] <= report["R@10"] <= 1.0
+    assert report["examples"][0]["query"] == target_text and report["fallback_rate"] == 0.0

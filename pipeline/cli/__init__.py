@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .agent_eval import eval_feedback_cmd, eval_normalise_cmd
+from .agent_eval import eval_composed_cmd, eval_feedback_cmd, eval_normalise_cmd
 from .bench import bench_app
 from .caption import caption_cmd
 from .common import APP_SETTINGS, ViewfinderTyper, setup_logging
@@ -37,6 +37,7 @@ app.command("demo")(demo_cmd)
 app.command("eval")(eval_cmd)
 app.command("eval-normalise")(eval_normalise_cmd)
 app.command("eval-feedback")(eval_feedback_cmd)
+app.command("eval-composed")(eval_composed_cmd)
 app.add_typer(train_app, name="train")
 app.add_typer(bench_app, name="bench")
 app.add_typer(models_app, name="models")

@@ -142,23 +142,35 @@ VariantOpt = Annotated[
 ]
 
 
+ScenesArg = Annotated[Path, typer.Argument(help="A scene benchmark folder.")]
+SplitIndexOpt = Annotated[Path, typer.Option("--index", "-i", help="An index of the split's images.")]
+SplitOpt = Annotated[str, typer.Option(help="Split of the partial queries.")]
+QueriesOpt = Annotated[int, typer.Option(min=1, help="Partial queries (seeded sample).")]
+RoundsOpt = Annotated[int, typer.Option(min=1, help="Feedback rounds after round 0.")]
+CaptionerOpt = Annotated[
+    str | None, typer.Option(help="Captioner entry for the hits' captions ('': the items' own texts).")
+]
+PreselectKOpt = Annotated[int, typer.Option(min=1, help="Candidates each round (for the target's rank).")]
+ExcludeRejectedOpt = Annotated[bool, typer.Option(help="Leave hits marked not relevant out of later rounds.")]
+
+
 def eval_feedback_cmd(
-    dataset: Annotated[Path, typer.Argument(help="A scene benchmark folder.")],
-    index: Annotated[Path, typer.Option("--index", "-i", help="An index of the split's images.")],
+    dataset: ScenesArg,
+    index: SplitIndexOpt,
     variant: VariantOpt = None,
-    split: Annotated[str, typer.Option(help="Split of the partial queries.")] = "test",
-    queries: Annotated[int, typer.Option(min=1, help="Partial queries (seeded sample).")] = 100,
-    rounds: Annotated[int, typer.Option(min=1, help="Feedback rounds after round 0.")] = 3,
-    captioner: Annotated[str, typer.Option(help="Captioner entry for the hits' captions.")] = "scene-captioner",
-    preselect_k: Annotated[int, typer.Option(min=1, help="Candidates each round (for the target's rank).")] = 256,
-    exclude_rejected: Annotated[bool, typer.Option(help="Leave hits marked not relevant out of later rounds.")] = True,
+    split: SplitOpt = "test",
+    queries: QueriesOpt = 100,
+    rounds: RoundsOpt = 3,
+    captioner: CaptionerOpt = "scene-captioner",
+    preselect_k: PreselectKOpt = 256,
+    exclude_rejected: ExcludeRejectedOpt = True,
     out: Annotated[Path | None, typer.Option(help="Report JSON path.")] = None,
 ) -> None:
     """Relevance feedback by the simulated user on partial queries: per round Hits@1/@10 for no rewrite,
     the caption rule, Rocchio and each variant (goal: round 3 >= round 0 + 30 points, above Rocchio)."""
     variants = list(dict.fromkeys([*FEEDBACK_BASELINES, *(variant or [])]))
     report = run_feedback_experiment(
-        dataset, index, variants, split=split, queries=queries, rounds=rounds, captioner=captioner,
+        dataset, index, variants, split=split, queries=queries, rounds=rounds, captioner=captioner or None,
         preselect_k=preselect_k, exclude_rejected=exclude_rejected,
     )  # fmt: skip
     if report is not None and out:

@@ -10,7 +10,17 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .agent_eval import VariantOpt
+from .agent_eval import (
+    CaptionerOpt,
+    ExcludeRejectedOpt,
+    PreselectKOpt,
+    QueriesOpt,
+    RoundsOpt,
+    ScenesArg,
+    SplitIndexOpt,
+    SplitOpt,
+    VariantOpt,
+)
 from .common import ViewfinderTyper, console, fail, user_errors
 
 prompts_app = ViewfinderTyper(
@@ -50,17 +60,15 @@ def show_cmd(name: Annotated[str, typer.Argument(help="A packaged prompt's name,
 
 @prompts_app.command("experiment")
 def experiment_cmd(
-    dataset: Annotated[Path, typer.Argument(help="A scene benchmark folder.")],
-    index: Annotated[Path, typer.Option("--index", "-i", help="An index of the split's images.")],
+    dataset: ScenesArg,
+    index: SplitIndexOpt,
     variant: VariantOpt = None,
-    split: Annotated[str, typer.Option(help="Split of the partial queries.")] = "val",
-    queries: Annotated[int, typer.Option(min=1, help="Partial queries (seeded sample).")] = 30,
-    rounds: Annotated[int, typer.Option(min=1, help="Feedback rounds after round 0.")] = 3,
-    captioner: Annotated[
-        str | None, typer.Option(help="Captioner entry for the hits' captions ('' : the items' own texts).")
-    ] = "scene-captioner",
-    preselect_k: Annotated[int, typer.Option(min=1, help="Candidates each round (for the target's rank).")] = 256,
-    exclude_rejected: Annotated[bool, typer.Option(help="Leave hits marked not relevant out of later rounds.")] = True,
+    split: SplitOpt = "val",
+    queries: QueriesOpt = 30,
+    rounds: RoundsOpt = 3,
+    captioner: CaptionerOpt = "scene-captioner",
+    preselect_k: PreselectKOpt = 256,
+    exclude_rejected: ExcludeRejectedOpt = True,
     baselines: Annotated[bool, typer.Option(help="Run none, rule and rocchio beside the variants.")] = True,
     out_dir: Annotated[Path, typer.Option(help="Folder for report.json, rounds.png and traces.jsonl.")] = Path(
         "runs/prompt-experiment"
@@ -68,7 +76,7 @@ def experiment_cmd(
 ) -> None:
     """Prompt (and model) variants x partial queries x feedback rounds with the simulated user: one
     table per round (Hits@1/@10, found@10, median rank, invalid answers, tokens, seconds), a plot, and
-    every session's trace. Example: -v smollm2-135m-instruct=rewrite-feedback -v my-prompt.yaml ..."""
+    every session's trace. Example: -v smollm2-135m-instruct=rewrite-feedback -v smollm2-135m-instruct=mine.yaml"""
     from ..agent.experiment import plot_rounds
     from .agent_eval import FEEDBACK_BASELINES, run_feedback_experiment
 

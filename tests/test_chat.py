@@ -181,6 +181,13 @@ def test_the_default_llm_is_fetched_converted_and_answers(tmp_path, monkeypatch)
     messages = load_prompt("normalise-short").format(query=quoted("show me a big red star up top pls"))
     answer = tuned.invoke(messages).content
     assert "red" in answer and "star" in answer
+    feedback = load_prompt("rewrite-feedback-short").format(
+        query=quoted("a star"),
+        relevant=quoted(["a large red star in the top left and a small blue circle at the bottom"]),
+        irrelevant=quoted(["a small green star on the right"]),
+    )
+    rewritten = tuned.invoke(feedback).content
+    assert "red star" in rewritten and "green" not in rewritten  # the right hit's details, not the wrong one's
 
 
 def test_rewriter_lora_trains_resumes_and_loads_as_an_adapter(tmp_path):

@@ -69,16 +69,19 @@ def variant_stages(
     * ``rule``: the caption of the first hit marked relevant becomes the query;
     * ``rocchio``: Rocchio feedback on the query vector, no rewriting;
     * ``MODEL=PROMPT``: the ``rewrite`` stage with that chat model entry and prompt;
-    * any of these + ``+rocchio`` (``MODEL=PROMPT+rocchio``): with Rocchio as well.
+    * any of these + ``+rocchio`` (``MODEL=PROMPT+rocchio``): with Rocchio as well;
+    * ``rocchio:B,C`` (alone or as the add-on): Rocchio with those weights instead of ``rocchio``.
 
     Every variant preselects ``preselect_k`` and captions the top 10 with ``captioner`` (None: no
     captioner; the rewrite stages then read the items' own texts, e.g. a manifest's captions).
     """
     base, plus, extra = spec.partition("+")
-    if plus and extra != "rocchio":
-        raise ValueError(f"variant {spec!r}: the only add-on is '+rocchio'")
-    use_rocchio = extra == "rocchio" or base == "rocchio"
-    if base in ("none", "rocchio"):
+    if plus and not extra.startswith("rocchio"):
+        raise ValueError(f"variant {spec!r}: the only add-on is '+rocchio' (or '+rocchio:B,C')")
+    weights = _rocchio_weights(extra, spec, rocchio) if extra else None
+    if base.startswith("rocchio"):
+        weights, base = _rocchio_weights(base, spec, rocchio), "none"
+    if base == "none":
         query_stages: list[Any] = []
     elif base == "rule":
         query_stages = ["rewrite-rule"]
@@ -90,10 +93,23 @@ def variant_stages(
     else:
         raise ValueError(f"variant {spec!r}: expected none, rule, rocchio or MODEL=PROMPT (optionally +rocchio)")
     preselect: dict[str, Any] = {"k": preselect_k}
-    if use_rocchio:
-        preselect["rocchio"] = list(rocchio)
+    if weights is not None:
+        preselect["rocchio"] = weights
     caption = [{"caption": {"model": captioner, "k": 10}}] if captioner else []
     return [*query_stages, {"preselect": preselect}, *caption]
+
+
+def _rocchio_weights(token: str, spec: str, default: Sequence[float]) -> list[float]:
+    if token == "rocchio":
+        return list(default)
+    name, _, values = token.partition(":")
+    try:
+        weights = [float(v) for v in values.split(",")]
+    except ValueError:
+        weights = []
+    if name != "rocchio" or len(weights) != 2 or min(weights) < 0:
+        raise ValueError(f"variant {spec!r}: write rocchio:B,C with two weights >= 0, e.g. rocchio:0.75,0.5")
+    return weights
 
 
 def build_variants(

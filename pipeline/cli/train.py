@@ -116,7 +116,7 @@ def export_cmd(
     except ExportError as exc:
         fail(str(exc))
         return
-    console.print(f"exported {run / 'model'} -> {to} ({weights.stat().st_size / 1e6:.1f} MB fp16)", soft_wrap=True)
+    console.print(f"exported {run} -> {to} ({weights.stat().st_size / 1e6:.1f} MB fp16)", soft_wrap=True)
     console.print(
         f"sha256: {sha256_file(weights)} (pin it as 'sha256' in the model entry that loads it)", soft_wrap=True
     )

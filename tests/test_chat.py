@@ -244,7 +244,7 @@ def test_feedback_situations_come_from_training_scenes_and_answer_from_the_marks
 
     from viewfinder.pipeline.scenes.dataset import ensure_scene_dataset, load_scene_dataset
     from viewfinder.pipeline.scenes.generator import SceneGeneratorConfig
-    from viewfinder.pipeline.train.rewriter import feedback_examples, scene_examples
+    from viewfinder.pipeline.train.rewriter import edit_examples, feedback_examples, scene_examples
 
     root = ensure_scene_dataset(
         tmp_path / "scenes", SceneGeneratorConfig(seed=3, image_size=32), n_train=40, n_val=0, n_test=0,
@@ -261,6 +261,9 @@ def test_feedback_situations_come_from_training_scenes_and_answer_from_the_marks
     assert feedback_examples(root, 30, seed=0) == examples  # seeded
     train_ids = set(load_scene_dataset(root).scenes["train"])
     assert train_ids  # the generator reads the training split only (there is no other here)
+    edits = edit_examples(root, 10, seed=0)
+    assert len(edits) == 10 and all(set(v) == {"caption", "edit"} and a for v, a in edits)
+    assert edits == edit_examples(root, 10, seed=0)
     requests = scene_examples(root, 40, seed=0)
     partial = [(r, a) for r, a in requests if len(a.split()) <= 6]
     assert partial and all(a in r for r, a in partial)  # a partial request is answered with itself

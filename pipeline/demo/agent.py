@@ -95,7 +95,9 @@ def run_agent_demo(
     session.search(request)
     normalised = _round(session, target.id)
 
+    # a partial query that names a place as well (the kind a person narrows down by feedback)
     partial = [q for q in dataset.queries["test"] if q.type == "partial" and len(q.attributes) == 2]
+    partial = [q for q in partial if "position" in q.attributes] or partial
     query = partial[int(rng.integers(len(partial)))]
     wanted = scenes[query.target_id]
     user = SimulatedUser(wanted)

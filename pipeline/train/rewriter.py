@@ -11,7 +11,9 @@ Examples come from *training* scenes only, of two kinds:
   ten shown scenes that match it (sometimes the target or scenes close to it among them), the
   simulated user's marks, the shown scenes' captions (training templates) as the prompt's data and,
   as the answer, the first scene marked right described in the ``listing`` template (the query
-  unchanged when nothing was marked right).
+  unchanged when nothing was marked right);
+* **edits** (:func:`edit_examples`, composed queries): a reference scene's caption and an edit
+  instruction, answered with the edited scene described in the ``listing`` template.
 
 A user's own examples can be added (JSONL lines ``{"request": ..., "query": ...}``, normalisation).
 Each kind has its prompt file (``normalise-short``, ``rewrite-feedback-short``); the loss is on
@@ -48,6 +50,8 @@ class RewriterSettings:
     """Training examples generated from training scenes."""
     n_feedback_examples: int = 0
     """Feedback situations generated from training scenes (0: a normalisation-only rewriter)."""
+    n_edit_examples: int = 0
+    """Composed-query edits generated from training scenes (0: none)."""
     max_captions: int = 3
     """Captions per side (right, wrong) in a feedback situation: the ``rewrite`` stage's
     ``max_captions`` the adapter is meant to run with."""
@@ -78,6 +82,8 @@ class RewriterTrainConfig:
     prompt: str = "normalise-short"
     feedback_prompt: str = "rewrite-feedback-short"
     """The prompt of the feedback situations."""
+    edit_prompt: str = "compose-edit-short"
+    """The prompt of the composed-query edits."""
     data: SceneDataConfig = field(default_factory=SceneDataConfig)
     lora: LoraConfig = field(default_factory=lambda: LoraConfig(r=16, alpha=32))
     """Adapters on the layers named in ``target_modules`` that the model has (Llama: q/k/v/o, MLP)."""
@@ -165,6 +171,42 @@ def feedback_examples(root: Path, n: int, seed: int, max_captions: int = 3) -> l
     return out
 
 
+def edit_examples(root: Path, n: int, seed: int) -> list[tuple[dict[str, Any], str]]:
+    """``n`` composed-query edits (prompt values, answer) from the benchmark's *training* scenes: the
+    reference scene's caption (a training template) and an edit instruction, answered with the
+    edited scene described in the ``listing`` template. Edits keep the training split's held-out
+    (shape, colour) pairs out, as the benchmark's own edits do."""
+    from ..agent.prompts import quoted
+    from ..scenes.captions import caption_scene, templates
+    from ..scenes.dataset import load_scene_dataset
+    from ..scenes.edits import sample_edit
+    from ..scenes.generator import SceneGeneratorConfig, split_constraints
+
+    dataset = load_scene_dataset(root)
+    config = SceneGeneratorConfig.from_dict(dataset.info["generator"])
+    forbid, require = split_constraints(config, "train")
+    listing = next(t for t in templates("train") if t.name == "listing")
+    scenes = dataset.scenes["train"]
+    keys = sorted(scenes)
+    rng = np.random.default_rng([seed, 59])
+    out: list[tuple[dict[str, Any], str]] = []
+    for attempt in range(50 * n):
+        if len(out) >= n:
+            break
+        reference = scenes[keys[int(rng.integers(len(keys)))]]
+        found = sample_edit(
+            reference, rng, config, new_id=f"edit-{attempt}", forbid_pairs=forbid, require_pairs=require
+        )
+        if found is None:
+            continue
+        edit, edited = found
+        values = {"caption": quoted(caption_scene(reference, rng)), "edit": quoted(edit.instruction)}
+        out.append((values, listing.write(edited, rng)))
+    if len(out) < n:
+        raise ValueError(f"{root}: could write only {len(out)} of {n} edits from the training scenes")
+    return out
+
+
 def user_examples(path: str | Path) -> list[tuple[str, str]]:
     """The user's ``{"request": ..., "query": ...}`` lines."""
     out = []
@@ -227,6 +269,12 @@ def train_rewriter(config: RewriterTrainConfig, *, progress: bool | None = None,
     if s.user_examples:
         requests += user_examples(s.user_examples)
     encoded = [encode_example(tokenizer, prompt, {"query": quoted(req)}, ans, s.max_length) for req, ans in requests]
+    if s.n_edit_examples:
+        edit_prompt = load_prompt(config.edit_prompt)
+        encoded += [
+            encode_example(tokenizer, edit_prompt, values, answer, s.max_length)
+            for values, answer in edit_examples(root, s.n_edit_examples, s.seed)
+        ]
     if s.n_feedback_examples:
         feedback_prompt = load_prompt(config.feedback_prompt)
         encoded += [
@@ -292,13 +340,15 @@ def train_rewriter(config: RewriterTrainConfig, *, progress: bool | None = None,
     model.save_pretrained(adapter_dir)
     summary = {"name": config.name, "steps": step, "train_minutes": seconds / 60, "examples": len(encoded),
                "machine": machine_info(), "base_model": config.model, "prompt": config.prompt,
-               "feedback_prompt": config.feedback_prompt if s.n_feedback_examples else None}  # fmt: skip
+               "feedback_prompt": config.feedback_prompt if s.n_feedback_examples else None,
+               "edit_prompt": config.edit_prompt if s.n_edit_examples else None}  # fmt: skip
     atomic_write_json(out / "summary.json", summary)
     return RewriterResult(out, adapter_dir, step, seconds)
 
 
 __all__ = [
     "RewriterTrainConfig",
+    "edit_examples",
     "feedback_examples",
     "load_rewriter_config",
     "scene_examples",

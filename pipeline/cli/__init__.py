@@ -7,9 +7,10 @@ from typing import Annotated
 
 import typer
 
-from .agent_eval import eval_composed_cmd, eval_feedback_cmd, eval_normalise_cmd
+from .agent_eval import eval_composed_cmd, eval_dialogue_cmd, eval_feedback_cmd, eval_normalise_cmd
 from .bench import bench_app
 from .caption import caption_cmd
+from .chat import chat_cmd
 from .common import APP_SETTINGS, ViewfinderTyper, setup_logging
 from .demo import demo_cmd
 from .eval import eval_cmd
@@ -38,6 +39,8 @@ app.command("eval")(eval_cmd)
 app.command("eval-normalise")(eval_normalise_cmd)
 app.command("eval-feedback")(eval_feedback_cmd)
 app.command("eval-composed")(eval_composed_cmd)
+app.command("eval-dialogue")(eval_dialogue_cmd)
+app.command("chat")(chat_cmd)
 app.add_typer(train_app, name="train")
 app.add_typer(bench_app, name="bench")
 app.add_typer(models_app, name="models")

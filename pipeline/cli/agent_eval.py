@@ -220,3 +220,49 @@ def eval_composed_cmd(
     if out:
         out.write_text(json.dumps(report, indent=2) + "\n")
         console.print(f"report: {escape(str(out))}", soft_wrap=True)
+
+
+def eval_dialogue_cmd(
+    dataset: ScenesArg,
+    index: SplitIndexOpt,
+    variant: Annotated[
+        list[str] | None,
+        typer.Option("--variant", "-v", help="QUESTIONER+REFORMULATOR: random|grounded + concat|rule (repeatable)."),
+    ] = None,
+    config: ConfigOpt = None,
+    split: SplitOpt = "test",
+    queries: QueriesOpt = 100,
+    rounds: Annotated[int, typer.Option(min=1, max=20, help="Questions after round 0.")] = 10,
+    out: Annotated[Path | None, typer.Option(help="Report JSON path.")] = None,
+) -> None:
+    """Dialogue search with the simulated user answering (ChatIR / PlugIR): Hits@10 per round and BRI
+    for random questions with the dialogue concatenated, grounded questions concatenated, and
+    grounded questions with the rule reformulation (goal: round 5 >= round 0 + 30 points)."""
+    try:
+        from ..eval.dialogue import DIALOGUE_BASELINES, dialogue_report
+        from ..eval.retrieval import machine_info
+        from ..stages.runner import Pipeline
+
+        pipeline = Pipeline.from_preset(config or "dialogue", index=index)
+        report = dialogue_report(dataset, split, pipeline, list(variant or DIALOGUE_BASELINES),
+                                 n_queries=queries, rounds=rounds)  # fmt: skip
+    except (*user_errors(), ValueError) as exc:
+        fail(str(exc))
+        return
+    report["pipeline"] = pipeline.name
+    report["machine"] = machine_info()
+    k = report["k"]
+    shown = sorted({0, 1, 2, 3, 5, rounds} & set(range(rounds + 1)))
+    table = Table(title=f"{report['n_queries']} dialogues from partial queries ({split}), simulated user answering")
+    table.add_column("variant")
+    for r in shown:
+        table.add_column(f"hits@{k} r{r}", justify="right")
+    for column in ("BRI", "unanswered"):
+        table.add_column(column, justify="right")
+    for name, entry in report["variants"].items():
+        cells = [f"{entry['per_round'][r][f'hits@{k}']:.2f}" for r in shown]
+        table.add_row(escape(name), *cells, f"{entry['bri']:.3f}", f"{entry['unanswered_rate']:.2f}")
+    console.print(table)
+    if out:
+        out.write_text(json.dumps(report, indent=2) + "\n")
+        console.print(f"report: {escape(str(out))}", soft_wrap=True)

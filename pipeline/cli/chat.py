@@ -1,0 +1,66 @@
+"""``viewfinder chat``: dialogue search in the terminal; the system asks, you answer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from .common import ConfigOpt, console, fail, user_errors
+
+if TYPE_CHECKING:
+    from ..store.search import SearchResult
+
+
+def chat_cmd(
+    query: Annotated[str, typer.Argument(help="Your first, short description of the picture.")],
+    index: Annotated[Path, typer.Option("--index", "-i", help="Index folder.")] = Path("index"),
+    config: ConfigOpt = None,
+    k: Annotated[int, typer.Option("-k", help="Hits shown each round.")] = 5,
+    rounds: Annotated[int, typer.Option(min=1, max=20, help="At most this many questions.")] = 10,
+    questioner: Annotated[
+        str, typer.Option(help="grounded (asks what separates the hits), random, or MODEL=PROMPT.")
+    ] = "grounded",
+    reformulator: Annotated[str, typer.Option(help="rule, concat, or MODEL=PROMPT.")] = "rule",
+    trace: Annotated[Path | None, typer.Option(help="Write the dialogue's trace as JSON to this file.")] = None,
+) -> None:
+    """Dialogue search (ChatIR / PlugIR): after each round the system asks one question about the
+    picture you want; your answer refines the query. An empty answer stops."""
+    from ...adapters.registry import load_model
+    from ..agent.dialogue import DialogueSession
+    from ..agent.prompts import load_prompt
+    from ..stages.runner import Pipeline
+    from ..store.fsutil import atomic_write_json
+
+    def part(spec: str) -> object:
+        if "=" not in spec:
+            return spec
+        model, _, prompt = spec.partition("=")
+        return (load_model(model, "chat"), load_prompt(prompt))
+
+    try:
+        pipeline = Pipeline.from_preset(config or "dialogue", index=index)
+        session = DialogueSession(pipeline, part(questioner), part(reformulator), k=k, max_rounds=rounds + 1)
+        _show(session.search(query), 0)
+        while session.round < rounds:
+            question = session.ask()
+            answer = typer.prompt(f"Q: {question}", default="", show_default=False)
+            if not answer.strip():
+                break
+            _show(session.answer(answer), session.round)
+        if trace is not None:
+            atomic_write_json(trace, session.trace)
+    except (*user_errors(), ValueError) as exc:
+        fail(str(exc))
+
+
+def _show(result: SearchResult, round_: int) -> None:
+    table = Table(title=f"round {round_}: {escape(str(result.query))!r}", title_justify="left")
+    for column in ("rank", "id", "caption"):
+        table.add_column(column)
+    for hit in result.hits:
+        table.add_row(str(hit.rank), escape(hit.key), escape(hit.caption or hit.text or ""))
+    console.print(table)

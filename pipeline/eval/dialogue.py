@@ -1,0 +1,89 @@
+"""Dialogue search on the scene benchmark: the simulated user answers the system's questions.
+
+Each dialogue starts from one of the split's partial queries (a short description of one target
+scene); every round the questioner asks, the simulated user answers from the target's scene graph
+(:meth:`..scenes.simuser.SimulatedUser.answer`), the reformulator writes the query and the pipeline
+searches. Per round: Hits@1/@10 (the target in the round's top k), found@10 (by that round), and
+over the whole dialogue the best log rank integral (BRI, PlugIR; lower is better). Variants share
+the queries: ``QUESTIONER+REFORMULATOR`` with ``random`` / ``grounded`` questioners and ``concat``
+/ ``rule`` reformulators.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DIALOGUE_BASELINES = ("random+concat", "grounded+concat", "grounded+rule")
+"""ChatIR's random template questions with the dialogue concatenated; grounded questions with the
+dialogue concatenated (ChatIR's query); grounded questions with the rule reformulation (PlugIR's
+idea, no model)."""
+
+
+def parse_variant(spec: str) -> tuple[str, str]:
+    questioner, plus, reformulator = spec.partition("+")
+    if not plus or questioner not in ("random", "grounded") or reformulator not in ("concat", "rule"):
+        raise ValueError(f"dialogue variant {spec!r}: write QUESTIONER+REFORMULATOR, e.g. grounded+rule")
+    return questioner, reformulator
+
+
+def dialogue_report(
+    root: Path,
+    split: str,
+    pipeline: Any,
+    variants: list[str],
+    *,
+    n_queries: int = 100,
+    rounds: int = 10,
+    k: int = 10,
+    seed: int = 0,
+    progress: bool | None = None,
+) -> dict[str, Any]:
+    """Hits@1/@k and found@k per round and BRI for each variant, on ``n_queries`` partial queries."""
+    from ..agent.dialogue import DialogueSession, best_log_rank_integral
+    from ..agent.experiment import partial_queries
+    from ..progress import progress_bar
+    from ..scenes.simuser import SimulatedUser
+
+    queries, _ = partial_queries(root, split, n_queries, seed)
+    specs = {spec: parse_variant(spec) for spec in variants}
+    report: dict[str, Any] = {"split": split, "n_queries": len(queries), "rounds": rounds, "k": k, "variants": {}}
+    with progress_bar("dialogues", len(queries) * len(specs), "dialogue", progress) as bar:
+        for spec, (questioner, reformulator) in specs.items():
+            start = time.perf_counter()
+            ranks = np.zeros((len(queries), rounds + 1))
+            unknown, depth = 0, 0
+            for qi, query in enumerate(queries):
+                session = DialogueSession(pipeline, questioner, reformulator, k=k, max_rounds=rounds + 1, seed=seed)
+                user = SimulatedUser(query.target)
+                session.search(query.text)
+                for r in range(rounds + 1):
+                    if r:
+                        answer = user.answer(session.ask())
+                        unknown += answer == "I don't know"
+                        session.answer(answer)
+                    keys = session.candidate_keys()
+                    ranks[qi, r] = keys.index(query.target.id) + 1 if query.target.id in keys else np.inf
+                    depth = max(depth, len(keys))
+                bar.advance(1)
+            found = np.minimum.accumulate(ranks, axis=1) <= k
+            per_round = [
+                {"round": r, "hits@1": float((ranks[:, r] <= 1).mean()), f"hits@{k}": float((ranks[:, r] <= k).mean()),
+                 f"found@{k}": float(found[:, r].mean())}
+                for r in range(rounds + 1)
+            ]  # fmt: skip
+            report["variants"][spec] = {
+                "per_round": per_round,
+                "bri": best_log_rank_integral(np.minimum(ranks, depth + 1)),
+                "median_rank_last": float(np.median(ranks[:, -1])) if np.isfinite(np.median(ranks[:, -1])) else None,
+                "unanswered_rate": unknown / max(1, len(queries) * rounds),
+                "seconds": time.perf_counter() - start,
+            }
+    report["bri_note"] = "ranks past the candidates count as their number + 1"
+    return report
+
+
+__all__ = ["DIALOGUE_BASELINES", "dialogue_report", "parse_variant"]

@@ -1,0 +1,150 @@
+"""Dialogue search: questions grounded in the hits' captions, answers by the simulated user or a
+person, reformulation, the eval's figures (a real tiny index; fake chat models)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from langchain_core.language_models.fake_chat_models import FakeListChatModel
+
+from viewfinder.pipeline import Pipeline, build_index
+from viewfinder.pipeline.agent.dialogue import (
+    DialogueSession,
+    Turn,
+    best_log_rank_integral,
+    check_question,
+    concatenate,
+    grounded_question,
+    rule_reformulation,
+)
+from viewfinder.pipeline.agent.prompts import load_prompt
+from viewfinder.pipeline.scenes.dataset import ensure_scene_dataset, load_scene_dataset
+from viewfinder.pipeline.scenes.generator import SceneGeneratorConfig
+from viewfinder.pipeline.scenes.simuser import SimulatedUser
+from viewfinder.pipeline.store.search import QueryError
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("dialogue")
+    data = ensure_scene_dataset(
+        root / "scenes", SceneGeneratorConfig(seed=8), n_train=0, n_val=0, n_test=16, n_compositional=0
+    )
+    build_index(data / "test.jsonl", root / "index", preset="tiny", progress=False)
+    return root
+
+
+def test_grounded_questions_split_the_candidates_and_never_repeat():
+    captions = ["a red star and a blue circle", "a red star", "a green square", "a blue circle"]
+    first = grounded_question(captions, [])
+    assert first in {"is there a red star?", "is there a blue circle?"}  # each in half the captions
+    turns = [Turn(first, "yes", "grounded")]
+    assert grounded_question(captions, turns) == f"where is the {first.removeprefix('is there a ')}"
+    turns.append(Turn(grounded_question(captions, turns), "in the top left", "grounded"))
+    third = grounded_question(captions, turns)
+    assert third not in {t.question for t in turns} and third.startswith("is there a")
+
+
+def test_questions_are_checked_and_answers_reformulated():
+    assert check_question("is it red?", []) == ("is it red?", None)
+    assert check_question("", [])[1] == "empty" and check_question("tell me", [])[1] == "not a question"
+    assert check_question("Is it red?", ["is it red"])[1] == "already asked"
+    assert "longer" in check_question("is " + "x" * 200 + "?", [])[1]
+    turns = [
+        Turn("is there a red star?", "yes", "grounded"),
+        Turn("where is the red star?", "in the top left", "grounded"),
+        Turn("is there a blue circle?", "no", "grounded"),
+        Turn("what colour is the heart?", "green", "grounded"),
+    ]
+    assert rule_reformulation("a star", turns) == "a star and a red star in the top left and a green heart"
+    assert concatenate("a star", turns[:1]) == "a star, is there a red star? yes"
+
+
+def test_bri_is_zero_when_the_target_leads_and_rewards_finding_it_sooner():
+    assert best_log_rank_integral(np.ones((3, 4))) == 0.0
+    early = best_log_rank_integral(np.array([[50, 1, 1, 1]]))
+    late = best_log_rank_integral(np.array([[50, 50, 50, 1]]))
+    assert 0 < early < late <= math.log(50)
+    assert best_log_rank_integral(np.array([[5, 9, 9, 9]])) == pytest.approx(math.log(5))  # the best so far counts
+
+
+def test_a_dialogue_with_the_simulated_user_runs_rounds_and_keeps_a_trace(scenes):
+    pipeline = Pipeline.from_preset("tiny", index=scenes / "index")
+    target = next(iter(load_scene_dataset(scenes / "scenes").scenes["test"].values()))
+    user = SimulatedUser(target)
+    session = DialogueSession(pipeline, "grounded", "rule", k=5, max_rounds=4)
+    with pytest.raises(QueryError, match="search first"):
+        session.ask()
+    session.search("a shape")
+    with pytest.raises(QueryError, match="call ask"):
+        session.answer("yes")
+    for _ in range(3):
+        question = session.ask()
+        session.answer(user.answer(question))
+    with pytest.raises(QueryError, match="stops after 4 rounds"):
+        session.ask()
+    trace = session.trace
+    assert len(trace["turns"]) == 3 and len(trace["rounds"]) == 4
+    assert len({t["question"] for t in trace["turns"]}) == 3  # never the same question twice
+    assert trace["rounds"][0]["query"] == "a shape" and session.candidate_keys()
+    session.search("a shape")  # a new dialogue
+    session.ask()
+    with pytest.raises(QueryError, match="answer is empty"):
+        session.answer("  ")
+
+
+def test_a_model_questioner_is_checked_and_falls_back_and_a_model_reformulates(scenes):
+    pipeline = Pipeline.from_preset("tiny", index=scenes / "index")
+    asker = FakeListChatModel(responses=["is there a red star?", "not a question at all", "is there a red star?"])
+    writer = FakeListChatModel(responses=["a red star in the top left"])
+    session = DialogueSession(
+        pipeline,
+        (asker, load_prompt("dialogue-question")),
+        (writer, load_prompt("dialogue-reformulate")),
+        k=5,
+    )
+    session.search("a star")
+    assert session.ask() == "is there a red star?" and session.notes[-1]["source"] == "llm"
+    assert session.answer("yes").query == "a red star in the top left"
+    fallback = session.ask()  # the model's answer is no question: the grounded questioner asks
+    assert fallback != "is there a red star?" and session.notes[-1]["source"] == "llm-fallback"
+    session.answer("no")
+    session.ask()  # the model repeats itself: refused, "already asked"
+    assert session.notes[-1]["problem"] == "already asked"
+
+
+def test_dialogue_eval_reports_each_variant_on_the_same_queries(scenes):
+    from viewfinder.pipeline.eval.dialogue import dialogue_report
+
+    pipeline = Pipeline.from_preset("tiny", index=scenes / "index")
+    variants = ["random+concat", "grounded+concat", "grounded+rule"]
+    report = dialogue_report(scenes / "scenes", "test", pipeline, variants, n_queries=3, rounds=2, k=5, progress=False)
+    assert list(report["variants"]) == variants and report["n_queries"] == 3
+    firsts = {v: e["per_round"][0]["hits@5"] for v, e in report["variants"].items()}
+    assert len(set(firsts.values())) == 1  # one round 0 for all
+    for entry in report["variants"].values():
+        found = [r["found@5"] for r in entry["per_round"]]
+        assert found == sorted(found) and entry["bri"] >= 0 and 0 <= entry["unanswered_rate"] <= 1
+    with pytest.raises(ValueError, match="QUESTIONER\\+REFORMULATOR"):
+        dialogue_report(scenes / "scenes", "test", pipeline, ["llm"], n_queries=1, rounds=1, progress=False)
+
+
+def test_chat_asks_in_the_terminal_and_writes_the_trace(scenes, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from viewfinder.pipeline.cli import app
+
+    out = tmp_path / "chat.json"
+    args = ["chat", "a shape", "-i", str(scenes / "index"), "-c", "tiny", "-k", "3", "--trace", str(out)]
+    result = CliRunner().invoke(app, args, input="yes\nin the top left\n\n")
+    assert result.exit_code == 0, result.output
+    assert "round 0: 'a shape'" in result.output and "Q: " in result.output
+    trace = json.loads(out.read_text())
+    assert [t["answer"] for t in trace["turns"]] == ["yes", "in the top left"] and len(trace["rounds"]) == 3
+    bad = CliRunner().invoke(app, ["chat", "  ", "-i", str(scenes / "index"), "-c", "tiny"])
+    assert bad.exit_code != 0 and "first description is empty" in bad.output

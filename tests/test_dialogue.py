@@ -37,15 +37,29 @@ def scenes(tmp_path_factory) -> Path:
     return root
 
 
-def test_grounded_questions_split_the_candidates_and_never_repeat():
+def test_grounded_questions_fill_the_description_then_split_the_candidates_never_repeating():
     captions = ["a red star and a blue circle", "a red star", "a green square", "a blue circle"]
-    first = grounded_question(captions, [])
-    assert first in {"is there a red star?", "is there a blue circle?"}  # each in half the captions
-    turns = [Turn(first, "yes", "grounded")]
-    assert grounded_question(captions, turns) == f"where is the {first.removeprefix('is there a ')}"
-    turns.append(Turn(grounded_question(captions, turns), "in the top left", "grounded"))
-    third = grounded_question(captions, turns)
-    assert third not in {t.question for t in turns} and third.startswith("is there a")
+    answers = {
+        "what colour is the star?": "red",
+        "what size is the red star?": "large",
+        "where is the large red star?": "in the top left",
+        "what is the background colour?": "brown",
+    }
+    turns: list[Turn] = []
+    for expected in answers:  # what the first description leaves open, then the background
+        question = grounded_question("a star", captions, turns)
+        assert question == expected
+        turns.append(Turn(question, answers[question], "grounded"))
+    split = grounded_question("a star", captions, turns)
+    assert split == "is there a blue circle?"  # half the captions; the red star is the own object
+    turns.append(Turn(split, "yes", "grounded"))
+    assert grounded_question("a star", captions, turns) == "where is the blue circle?"
+    turns.append(Turn("where is the blue circle?", "at the bottom", "grounded"))
+    assert rule_reformulation("a star", turns) == (
+        "on a brown background: a large red star in the top left and a blue circle at the bottom"
+    )
+    nxt = grounded_question("a star", captions, turns)
+    assert nxt not in {t.question for t in turns} and nxt == "is there a green square?"
 
 
 def test_questions_are_checked_and_answers_reformulated():
@@ -59,7 +73,7 @@ def test_questions_are_checked_and_answers_reformulated():
         Turn("is there a blue circle?", "no", "grounded"),
         Turn("what colour is the heart?", "green", "grounded"),
     ]
-    assert rule_reformulation("a star", turns) == "a star and a red star in the top left and a green heart"
+    assert rule_reformulation("a heart", turns) == "a green heart and a red star in the top left"
     assert concatenate("a star", turns[:1]) == "a star, is there a red star? yes"
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ..scenes.graph import COLOURS, SHAPES
+from ..scenes.graph import BACKGROUNDS, COLOURS, POSITION_PHRASES, SHAPES, SIZES
 from ..stages.state import QueryState
 from ..store.search import QueryError, SearchResult
 
@@ -32,6 +32,7 @@ MAX_QUESTION_CHARS = 120
 MAX_ANSWER_CHARS = 200
 MAX_ROUNDS = 20
 
+BACKGROUND_QUESTION = "what is the background colour?"
 _YES = re.compile(r"^(yes|yeah|yep|there is|there are)\b")
 _WHERE = re.compile(r"^where is the (?P<obj>.+?)\??$")
 _IS_THERE = re.compile(r"^is there an? (?P<obj>.+?)\??$")
@@ -70,19 +71,102 @@ def mentioned_objects(caption: str) -> set[str]:
     return {f"{colour} {shape}" for colour, shape in _OBJECT_RE.findall(caption.lower())}
 
 
-def grounded_question(captions: list[str], turns: list[Turn]) -> str | None:
-    """The next grounded question: "where is the <colour shape>?" for an object the person said is
-    there, else "is there a <colour shape>?" for the object nearest half of the current hits'
-    captions mention (the one that splits them best); None when every such question was asked."""
+_POSITION_PHRASE_RE = re.compile(r"\b(" + "|".join(POSITION_PHRASES.values()) + r")\b")
+_SLOTS = ("colour", "shape", "size", "position")
+
+
+@dataclass
+class ObjectSlots:
+    """What is known of the object the first description names: colour, shape, size, position."""
+
+    colour: str | None = None
+    shape: str | None = None
+    size: str | None = None
+    position: str | None = None
+    """A position phrase ("in the top left")."""
+
+    @classmethod
+    def parse(cls, text: str) -> ObjectSlots:
+        words = re.findall(r"[a-z]+", text.lower())
+        found = _POSITION_PHRASE_RE.search(text.lower())
+        return cls(
+            colour=next((w for w in words if w in COLOURS), None),
+            shape=next((w for w in words if w in SHAPES), None),
+            size=next((w for w in words if w in SIZES), None),
+            position=found[1] if found else None,
+        )
+
+    def words(self) -> str:
+        """ "large red circle in the top left", "red object" (no article)."""
+        noun = " ".join(w for w in (self.size, self.colour, self.shape or "object") if w)
+        return f"{noun} {self.position}" if self.position else noun
+
+    def fill(self, slot: str, answer: str) -> None:
+        """Take the answer to the question about ``slot`` when it names one value."""
+        answer = answer.lower().strip().rstrip(".")
+        if slot == "position":
+            if answer in POSITION_PHRASES.values():
+                self.position = answer
+        elif answer in {"colour": COLOURS, "shape": SHAPES, "size": SIZES}[slot]:
+            setattr(self, slot, answer)
+
+
+def slot_question(slots: ObjectSlots, slot: str) -> str:
+    if slot == "position":
+        return f"where is the {slots.words()}?"
+    return f"what {slot} is the {slots.words()}?"
+
+
+def _slot_of(question: str) -> str | None:
+    q = _norm(question)
+    if q.startswith("where is the "):
+        return "position"
+    m = re.match(r"^what (colour|shape|size) is the ", q)
+    return m[1] if m else None
+
+
+def known_slots(first: str, turns: list[Turn]) -> ObjectSlots:
+    """The first description's object, with the answers to slot questions filled in (a "where is"
+    question about another object, one asked about with "is there", is not about this one)."""
+    slots = ObjectSlots.parse(first)
+    others = {m["obj"] for t in turns if (m := _IS_THERE.match(_norm(t.question) + "?"))}
+    for t in turns:
+        slot = _slot_of(t.question)
+        where = _WHERE.match(_norm(t.question) + "?")
+        if slot is None or (slot == "position" and where and where["obj"] in others):
+            continue
+        slots.fill(slot, t.answer)
+    return slots
+
+
+def grounded_question(first: str, captions: list[str], turns: list[Turn]) -> str | None:
+    """The next question, PlugIR-style but without a model, never one already asked:
+
+    1. what the first description leaves open about its object (its colour, shape, size, place);
+    2. the background colour;
+    3. "is there a <colour shape>?" for the object nearest half of the current hits' captions
+       mention (the one that splits them best), and "where is the <colour shape>?" for one the
+       person said is there.
+
+    None when every such question was asked."""
     done = {_norm(t.question) for t in turns}
+    slots = known_slots(first, turns)
+    for slot in _SLOTS:
+        if getattr(slots, slot) is None:
+            question = slot_question(slots, slot)
+            if _norm(question) not in done:
+                return question
+    if _norm(BACKGROUND_QUESTION) not in done:
+        return BACKGROUND_QUESTION
     for t in turns:
         if (m := _IS_THERE.match(_norm(t.question) + "?")) and _YES.match(t.answer.lower()):
             where = f"where is the {m['obj']}?"
             if _norm(where) not in done:
                 return where
     counts: dict[str, int] = {}
+    own = f"{slots.colour} {slots.shape}"  # the first description's object: known already
     for caption in captions:
-        for obj in mentioned_objects(caption):
+        for obj in mentioned_objects(caption) - {own}:
             counts[obj] = counts.get(obj, 0) + 1
     n = max(1, len(captions))
     for obj in sorted(counts, key=lambda o: (abs(counts[o] / n - 0.5), o)):
@@ -116,19 +200,23 @@ def concatenate(first: str, turns: list[Turn]) -> str:
 
 
 def rule_reformulation(first: str, turns: list[Turn]) -> str:
-    """The first query plus what the answers established: objects said to be there (with where
-    they are, when asked) and colours named for shapes; "no" answers add nothing."""
-    objects: dict[str, str] = {}
+    """A caption-like query from what the answers established: the first description's object with
+    the attributes the person named, the background, and the other objects said to be there (with
+    where they are, when asked); "no" answers add nothing."""
+    slots = known_slots(first, turns)
+    others: dict[str, str] = {}
+    background = None
     for t in turns:
         question, answer = _norm(t.question) + "?", t.answer.lower().strip().rstrip(".")
-        if (m := _IS_THERE.match(question)) and _YES.match(answer):
-            objects.setdefault(m["obj"], "")
-        elif (m := _WHERE.match(question)) and answer.startswith(("in the", "at the", "on the")):
-            objects[m["obj"]] = answer
-        elif (m := _WHAT_COLOUR.match(question)) and answer in COLOURS:
-            objects.setdefault(f"{answer} {m['shape']}", "")
-    phrases = [f"a {obj} {where}".strip() for obj, where in objects.items()]
-    return " and ".join([first, *phrases]) if phrases else first
+        if question == BACKGROUND_QUESTION and answer in BACKGROUNDS:
+            background = answer
+        elif (m := _IS_THERE.match(question)) and _YES.match(answer):
+            others.setdefault(m["obj"], "")
+        elif (m := _WHERE.match(question)) and m["obj"] in others and answer in POSITION_PHRASES.values():
+            others[m["obj"]] = answer
+    phrases = [f"a {slots.words()}", *(f"a {obj} {where}".strip() for obj, where in others.items())]
+    text = " and ".join(phrases)
+    return f"on a {background} background: {text}" if background else text
 
 
 @dataclass
@@ -186,7 +274,7 @@ class DialogueSession:
         elif self.questioner == "random":
             question, note["source"] = random_question(self._rng, asked), "random"
         else:
-            question, note["source"] = grounded_question(captions, self.turns), "grounded"
+            question, note["source"] = grounded_question(self.first or "", captions, self.turns), "grounded"
             question = question or random_question(self._rng, asked)
         self.pending = question
         self.notes.append(note | {"question": question})
@@ -239,7 +327,7 @@ class DialogueSession:
         note.update(prompt=record["prompt"], raw=record["raw"], source="llm")
         if question is None:
             note.update(source="llm-fallback", problem=problem)
-            question = grounded_question(captions, self.turns) or random_question(self._rng, asked)
+            question = grounded_question(self.first or "", captions, self.turns) or random_question(self._rng, asked)
         return question, note
 
     def _reformulate(self) -> str:
@@ -280,6 +368,7 @@ __all__ = [
     "best_log_rank_integral",
     "check_question",
     "concatenate",
+    "ObjectSlots",
     "grounded_question",
     "mentioned_objects",
     "random_question",

@@ -75,6 +75,9 @@ def test_questions_are_checked_and_answers_reformulated():
     ]
     assert rule_reformulation("a heart", turns) == "a green heart and a red star in the top left"
     assert concatenate("a star", turns[:1]) == "a star, is there a red star? yes"
+    listed = "there are several: a small red star at the top and a large blue star"
+    several = [Turn("what colour is the star?", listed, "grounded")]
+    assert rule_reformulation("a star", several) == "a star and a small red star at the top and a large blue star"
 
 
 def test_bri_is_zero_when_the_target_leads_and_rewards_finding_it_sooner():

@@ -33,6 +33,8 @@ MAX_ANSWER_CHARS = 200
 MAX_ROUNDS = 20
 
 BACKGROUND_QUESTION = "what is the background colour?"
+SEVERAL = "there are several: "
+"""How an answer about several matching objects starts; it lists them (as the simulated user does)."""
 _YES = re.compile(r"^(yes|yeah|yep|there is|there are)\b")
 _WHERE = re.compile(r"^where is the (?P<obj>.+?)\??$")
 _IS_THERE = re.compile(r"^is there an? (?P<obj>.+?)\??$")
@@ -201,8 +203,9 @@ def concatenate(first: str, turns: list[Turn]) -> str:
 
 def rule_reformulation(first: str, turns: list[Turn]) -> str:
     """A caption-like query from what the answers established: the first description's object with
-    the attributes the person named, the background, and the other objects said to be there (with
-    where they are, when asked); "no" answers add nothing."""
+    the attributes the person named, the background, the other objects said to be there (with
+    where they are, when asked) and the objects an answer about several lists; "no" answers add
+    nothing."""
     slots = known_slots(first, turns)
     others: dict[str, str] = {}
     background = None
@@ -214,6 +217,9 @@ def rule_reformulation(first: str, turns: list[Turn]) -> str:
             others.setdefault(m["obj"], "")
         elif (m := _WHERE.match(question)) and m["obj"] in others and answer in POSITION_PHRASES.values():
             others[m["obj"]] = answer
+        elif answer.startswith(SEVERAL):  # the answer lists objects of the picture: all facts
+            for phrase in re.split(r", | and ", answer.removeprefix(SEVERAL)):
+                others.setdefault(phrase.strip().removeprefix("a ").removeprefix("an "), "")
     phrases = [f"a {slots.words()}", *(f"a {obj} {where}".strip() for obj, where in others.items())]
     text = " and ".join(phrases)
     return f"on a {background} background: {text}" if background else text

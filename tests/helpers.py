@@ -158,3 +158,18 @@ def tiny_index_config(**overrides: Any) -> Any:
     from viewfinder.pipeline.config import load_preset
 
     return replace(load_preset("tiny").index, **overrides)
+
+
+# ---------------------------------------------------------------------------------------- scenes
+def tiny_scene_index(root: Path, *, seed: int, n_test: int) -> Path:
+    """A test-split-only scene benchmark in ``root/scenes`` indexed with the tiny preset into
+    ``root/index``; returns the benchmark folder."""
+    from viewfinder.pipeline import build_index
+    from viewfinder.pipeline.scenes.dataset import ensure_scene_dataset
+    from viewfinder.pipeline.scenes.generator import SceneGeneratorConfig
+
+    data = ensure_scene_dataset(
+        root / "scenes", SceneGeneratorConfig(seed=seed), n_train=0, n_val=0, n_test=n_test, n_compositional=0
+    )
+    build_index(data / "test.jsonl", root / "index", preset="tiny", progress=False)
+    return data

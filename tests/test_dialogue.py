@@ -8,9 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import tiny_scene_index
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 
-from viewfinder.pipeline import Pipeline, build_index
+from viewfinder.pipeline import Pipeline
 from viewfinder.pipeline.agent.dialogue import (
     DialogueSession,
     Turn,
@@ -21,8 +22,7 @@ from viewfinder.pipeline.agent.dialogue import (
     rule_reformulation,
 )
 from viewfinder.pipeline.agent.prompts import load_prompt
-from viewfinder.pipeline.scenes.dataset import ensure_scene_dataset, load_scene_dataset
-from viewfinder.pipeline.scenes.generator import SceneGeneratorConfig
+from viewfinder.pipeline.scenes.dataset import load_scene_dataset
 from viewfinder.pipeline.scenes.simuser import SimulatedUser
 from viewfinder.pipeline.store.search import QueryError
 
@@ -30,10 +30,7 @@ from viewfinder.pipeline.store.search import QueryError
 @pytest.fixture(scope="module")
 def scenes(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("dialogue")
-    data = ensure_scene_dataset(
-        root / "scenes", SceneGeneratorConfig(seed=8), n_train=0, n_val=0, n_test=16, n_compositional=0
-    )
-    build_index(data / "test.jsonl", root / "index", preset="tiny", progress=False)
+    tiny_scene_index(root, seed=8, n_test=16)
     return root
 
 

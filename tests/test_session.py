@@ -7,12 +7,12 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import tiny_scene_index
 
-from viewfinder.pipeline import Pipeline, build_index
+from viewfinder.pipeline import Pipeline
 from viewfinder.pipeline.agent.session import Session
 from viewfinder.pipeline.agent.simulate import simulate
-from viewfinder.pipeline.scenes.dataset import ensure_scene_dataset, load_scene_dataset
-from viewfinder.pipeline.scenes.generator import SceneGeneratorConfig
+from viewfinder.pipeline.scenes.dataset import load_scene_dataset
 from viewfinder.pipeline.store.search import QueryError
 
 REWRITTEN = "a large red star at the top"
@@ -21,10 +21,7 @@ REWRITTEN = "a large red star at the top"
 @pytest.fixture(scope="module")
 def scenes(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("session")
-    data = ensure_scene_dataset(
-        root / "scenes", SceneGeneratorConfig(seed=5), n_train=0, n_val=0, n_test=14, n_compositional=0
-    )
-    build_index(data / "test.jsonl", root / "index", preset="tiny", progress=False)
+    tiny_scene_index(root, seed=5, n_test=14)
     fake = {
         "family": "langchain_chat",
         "class_path": "langchain_core.language_models.fake_chat_models.FakeListChatModel",
@@ -261,13 +258,8 @@ def test_search_cli_refuses_an_edit_without_a_reference_image_or_compose_stage(s
 
 def test_composed_eval_counts_the_edited_target_never_the_reference(scenes, tmp_path):
     from viewfinder.pipeline.eval.composed import composed_report
-    from viewfinder.pipeline.scenes.dataset import ensure_scene_dataset
-    from viewfinder.pipeline.scenes.generator import SceneGeneratorConfig
 
-    data = ensure_scene_dataset(
-        tmp_path / "scenes", SceneGeneratorConfig(seed=6), n_train=0, n_val=0, n_test=12, n_compositional=0
-    )
-    build_index(data / "test.jsonl", tmp_path / "index", preset="tiny", progress=False)
+    data = tiny_scene_index(tmp_path, seed=6, n_test=12)
     target_text = next(q.target_text for q in load_scene_dataset(data).queries["test"] if q.type == "composed")
     pipeline = _compose_pipeline(tmp_path, [target_text], weight=0.0)
     report = composed_report(data, "test", pipeline, n_queries=2, depth=5, progress=False)

@@ -162,3 +162,20 @@ def test_chat_asks_in_the_terminal_and_writes_the_trace(scenes, tmp_path):
     assert [t["answer"] for t in trace["turns"]] == ["yes", "in the top left"] and len(trace["rounds"]) == 3
     bad = CliRunner().invoke(app, ["chat", "  ", "-i", str(scenes / "index"), "-c", "tiny"])
     assert bad.exit_code != 0 and "first description is empty" in bad.output
+
+
+def test_bench_agent_times_dialogue_rounds(scenes, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from viewfinder.pipeline.cli import app
+
+    out = tmp_path / "bench.json"
+    args = ["bench", "agent", "-i", str(scenes / "index"), "-c", "tiny", "--mode", "dialogue", "--queries", "2"]
+    result = CliRunner().invoke(app, [*args, "--rounds", "2", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    run = json.loads(out.read_text())
+    assert run["mode"] == "dialogue" and run["feedback_round_p50_ms"] > 0
+    bad = CliRunner().invoke(app, ["bench", "agent", "-i", str(scenes / "index"), "-c", "tiny", "--mode", "x"])
+    assert bad.exit_code != 0 and "mode 'x'" in bad.output

@@ -249,21 +249,25 @@ def agent_cmd(
     index: Annotated[Path, typer.Option("--index", "-i", help="An image index (e.g. the demo's).")],
     config: Annotated[str, typer.Option("--config", "-c", help="A preset with LLM stages.")] = "agent",
     queries: Annotated[int, typer.Option(min=1, help="Queries (texts of the index's own items).")] = 10,
-    rounds: Annotated[int, typer.Option(min=1, help="Feedback rounds per query.")] = 2,
+    rounds: Annotated[int, typer.Option(min=1, help="Feedback (or dialogue) rounds per query.")] = 2,
+    mode: Annotated[str, typer.Option(help="feedback, composed (reference image + edit) or dialogue.")] = "feedback",
     json_path: JsonOpt = None,
 ) -> None:
-    """Latency of agent rounds (round 0 and feedback rounds), per stage, and the LLM's tokens/s."""
+    """Latency of agent rounds (round 0 and feedback, composed or dialogue rounds), per stage, and the
+    LLM's tokens/s."""
     from rich.table import Table
 
     from ..bench.agent import bench_agent
     from ..bench.query import default_queries
 
     try:
-        run = bench_agent(index, config, default_queries(index, queries), rounds)
+        preset = "dialogue" if mode == "dialogue" and config == "agent" else config  # no per-round normalising
+        run = bench_agent(index, preset, default_queries(index, queries), rounds, mode=mode)
     except (*user_errors(), ValueError) as exc:
         fail(str(exc))
         return
-    table = Table(title=f"agent rounds over {index} ({run.queries} queries x {1 + rounds} rounds, preset {run.preset})")
+    shape = "1 round" if mode == "composed" else f"{1 + rounds} rounds"
+    table = Table(title=f"{mode} rounds over {index} ({run.queries} queries x {shape}, preset {run.preset})")
     for column in ("round", "p50 ms", "p50 per stage, ms"):
         table.add_column(column)
     for kind, total in (("round 0", run.round0_p50_ms), ("feedback", run.feedback_round_p50_ms)):

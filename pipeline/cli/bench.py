@@ -271,11 +271,13 @@ def agent_cmd(
     for column in ("round", "p50 ms", "p50 per stage, ms"):
         table.add_column(column)
     for kind, total in (("round 0", run.round0_p50_ms), ("feedback", run.feedback_round_p50_ms)):
+        if not run.stages_p50_ms.get(kind):
+            continue  # a composed query has round 0 only
         per_stage = ", ".join(f"{name} {ms:.1f}" for name, ms in run.stages_p50_ms.get(kind, {}).items())
         table.add_row(kind, f"{total:.1f}", per_stage)
     console.print(table)
     tps = run.llm_output_tokens_per_s
-    console.print(f"feedback round p95 {run.feedback_round_p95_ms:.1f} ms; LLM output tokens/s: {tps:.1f}" if tps else
-                  f"feedback round p95 {run.feedback_round_p95_ms:.1f} ms")  # fmt: skip
+    later = f"later round p95 {run.feedback_round_p95_ms:.1f} ms; " if run.stages_p50_ms.get("feedback") else ""
+    console.print(f"{later}LLM output tokens/s: {tps:.1f}" if tps else later.rstrip("; "))
     if json_path:
         _write_json(json_path, asdict(run))

@@ -142,6 +142,15 @@ def test_dialogue_eval_reports_each_variant_on_the_same_queries(scenes):
     for entry in report["variants"].values():
         found = [r["found@5"] for r in entry["per_round"]]
         assert found == sorted(found) and entry["bri"] >= 0 and 0 <= entry["unanswered_rate"] <= 1
+    fake = scenes / "asker.yaml"
+    fake.write_text(
+        '{"family": "langchain_chat", "class_path": '
+        '"langchain_core.language_models.fake_chat_models.FakeListChatModel", '
+        '"kwargs": {"responses": ["tell me"]}}'
+    )
+    asked = dialogue_report(scenes / "scenes", "test", pipeline, [f"{fake}=dialogue-question+rule"], n_queries=2,
+                            rounds=2, k=5, progress=False)  # fmt: skip
+    assert next(iter(asked["variants"].values()))["refused_question_rate"] == 1.0  # "tell me" is no question
     with pytest.raises(ValueError, match="QUESTIONER\\+REFORMULATOR"):
         dialogue_report(scenes / "scenes", "test", pipeline, ["llm"], n_queries=1, rounds=1, progress=False)
 

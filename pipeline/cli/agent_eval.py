@@ -227,7 +227,11 @@ def eval_dialogue_cmd(
     index: SplitIndexOpt,
     variant: Annotated[
         list[str] | None,
-        typer.Option("--variant", "-v", help="QUESTIONER+REFORMULATOR: random|grounded + concat|rule (repeatable)."),
+        typer.Option(
+            "--variant",
+            "-v",
+            help="QUESTIONER+REFORMULATOR: random|grounded|MODEL=PROMPT + concat|rule|MODEL=PROMPT (repeatable).",
+        ),
     ] = None,
     config: ConfigOpt = None,
     split: SplitOpt = "test",
@@ -257,11 +261,12 @@ def eval_dialogue_cmd(
     table.add_column("variant")
     for r in shown:
         table.add_column(f"hits@{k} r{r}", justify="right")
-    for column in ("BRI", "unanswered"):
+    for column in ("BRI", "unanswered", "refused"):
         table.add_column(column, justify="right")
     for name, entry in report["variants"].items():
         cells = [f"{entry['per_round'][r][f'hits@{k}']:.2f}" for r in shown]
-        table.add_row(escape(name), *cells, f"{entry['bri']:.3f}", f"{entry['unanswered_rate']:.2f}")
+        table.add_row(escape(name), *cells, f"{entry['bri']:.3f}", f"{entry['unanswered_rate']:.2f}",
+                      f"{entry['refused_question_rate']:.2f}")  # fmt: skip
     console.print(table)
     if out:
         out.write_text(json.dumps(report, indent=2) + "\n")

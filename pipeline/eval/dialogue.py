@@ -5,8 +5,8 @@ scene); every round the questioner asks, the simulated user answers from the tar
 (:meth:`..scenes.simuser.SimulatedUser.answer`), the reformulator writes the query and the pipeline
 searches. Per round: Hits@1/@10 (the target in the round's top k), found@10 (by that round), and
 over the whole dialogue the best log rank integral (BRI, PlugIR; lower is better). Variants share
-the queries: ``QUESTIONER+REFORMULATOR`` with ``random`` / ``grounded`` questioners and ``concat``
-/ ``rule`` reformulators.
+the queries: ``QUESTIONER+REFORMULATOR`` with ``random`` / ``grounded`` / ``MODEL=PROMPT``
+questioners and ``concat`` / ``rule`` / ``MODEL=PROMPT`` reformulators.
 """
 
 from __future__ import annotations
@@ -24,10 +24,34 @@ idea, no model)."""
 
 
 def parse_variant(spec: str) -> tuple[str, str]:
+    """``QUESTIONER+REFORMULATOR``: ``random``/``grounded``/``MODEL=PROMPT`` + ``concat``/``rule``/``MODEL=PROMPT``."""
     questioner, plus, reformulator = spec.partition("+")
-    if not plus or questioner not in ("random", "grounded") or reformulator not in ("concat", "rule"):
-        raise ValueError(f"dialogue variant {spec!r}: write QUESTIONER+REFORMULATOR, e.g. grounded+rule")
+    ok_q = questioner in ("random", "grounded") or _is_model(questioner)
+    ok_r = reformulator in ("concat", "rule") or _is_model(reformulator)
+    if not plus or not ok_q or not ok_r:
+        raise ValueError(
+            f"dialogue variant {spec!r}: write QUESTIONER+REFORMULATOR, e.g. grounded+rule or "
+            "smollm2-135m-instruct=dialogue-question+rule"
+        )
     return questioner, reformulator
+
+
+def _is_model(part: str) -> bool:
+    model, eq, prompt = part.partition("=")
+    return bool(eq and model and prompt)
+
+
+def resolve_part(part: str, loaded: dict[str, Any]) -> Any:
+    """A baseline's name as is; ``MODEL=PROMPT`` as (chat model, prompt), each model loaded once."""
+    if not _is_model(part):
+        return part
+    from ...adapters.registry import load_model
+    from ..agent.prompts import load_prompt
+
+    model, _, prompt = part.partition("=")
+    if model not in loaded:
+        loaded[model] = load_model(model, "chat")
+    return loaded[model], load_prompt(prompt)
 
 
 def dialogue_report(
@@ -49,13 +73,14 @@ def dialogue_report(
     from ..scenes.simuser import SimulatedUser
 
     queries, _ = partial_queries(root, split, n_queries, seed)
-    specs = {spec: parse_variant(spec) for spec in variants}
+    loaded: dict[str, Any] = {}
+    specs = {spec: tuple(resolve_part(p, loaded) for p in parse_variant(spec)) for spec in variants}
     report: dict[str, Any] = {"split": split, "n_queries": len(queries), "rounds": rounds, "k": k, "variants": {}}
     with progress_bar("dialogues", len(queries) * len(specs), "dialogue", progress) as bar:
         for spec, (questioner, reformulator) in specs.items():
             start = time.perf_counter()
             ranks = np.zeros((len(queries), rounds + 1))
-            unknown, depth = 0, 0
+            unknown, depth, fallbacks = 0, 0, 0
             for qi, query in enumerate(queries):
                 session = DialogueSession(pipeline, questioner, reformulator, k=k, max_rounds=rounds + 1, seed=seed)
                 user = SimulatedUser(query.target)
@@ -68,6 +93,7 @@ def dialogue_report(
                     keys = session.candidate_keys()
                     ranks[qi, r] = keys.index(query.target.id) + 1 if query.target.id in keys else np.inf
                     depth = max(depth, len(keys))
+                fallbacks += sum(n.get("source") == "llm-fallback" for n in session.notes)
                 bar.advance(1)
             found = np.minimum.accumulate(ranks, axis=1) <= k
             per_round = [
@@ -80,10 +106,11 @@ def dialogue_report(
                 "bri": best_log_rank_integral(np.minimum(ranks, depth + 1)),
                 "median_rank_last": float(np.median(ranks[:, -1])) if np.isfinite(np.median(ranks[:, -1])) else None,
                 "unanswered_rate": unknown / max(1, len(queries) * rounds),
+                "refused_question_rate": fallbacks / max(1, len(queries) * rounds),
                 "seconds": time.perf_counter() - start,
             }
     report["bri_note"] = "ranks past the candidates count as their number + 1"
     return report
 
 
-__all__ = ["DIALOGUE_BASELINES", "dialogue_report", "parse_variant"]
+__all__ = ["DIALOGUE_BASELINES", "dialogue_report", "parse_variant", "resolve_part"]

@@ -188,3 +188,25 @@ def test_bench_agent_times_dialogue_rounds(scenes, tmp_path):
     assert run["mode"] == "dialogue" and run["feedback_round_p50_ms"] > 0
     bad = CliRunner().invoke(app, ["bench", "agent", "-i", str(scenes / "index"), "-c", "tiny", "--mode", "x"])
     assert bad.exit_code != 0 and "mode 'x'" in bad.output
+
+
+def test_prompt_experiment_covers_dialogue_mode_with_a_plot_and_traces(scenes, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from viewfinder.pipeline.cli import app
+
+    out = tmp_path / "exp"
+    args = ["prompts", "experiment", str(scenes / "scenes"), "-i", str(scenes / "index"), "--split", "test",
+            "--mode", "dialogue", "-c", "tiny", "--queries", "2", "--rounds", "2", "--out-dir", str(out)]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["mode"] == "dialogue" and list(report["variants"]) == ["random+concat", "grounded+concat",
+                                                                         "grounded+rule"]  # fmt: skip
+    assert (out / "rounds.png").stat().st_size > 0
+    lines = [json.loads(line) for line in (out / "traces.jsonl").read_text().splitlines()]
+    assert len(lines) == 3 * 2 and len(lines[0]["session"]["turns"]) == 2
+    bad = CliRunner().invoke(app, [*args[:7], "--mode", "chat"])
+    assert bad.exit_code != 0 and "feedback or dialogue" in bad.output

@@ -255,9 +255,20 @@ def eval_dialogue_cmd(
         return
     report["pipeline"] = pipeline.name
     report["machine"] = machine_info()
-    k = report["k"]
+    print_dialogue(report)
+    if out:
+        out.write_text(json.dumps(report, indent=2) + "\n")
+        console.print(f"report: {escape(str(out))}", soft_wrap=True)
+
+
+def print_dialogue(report: dict) -> None:
+    """One table: per variant, Hits@k at rounds 0, 1, 2, 3, 5 and the last, BRI, unanswered and
+    refused questions."""
+    k, rounds = report["k"], report["rounds"]
     shown = sorted({0, 1, 2, 3, 5, rounds} & set(range(rounds + 1)))
-    table = Table(title=f"{report['n_queries']} dialogues from partial queries ({split}), simulated user answering")
+    table = Table(
+        title=f"{report['n_queries']} dialogues from partial queries ({report['split']}), simulated user answering"
+    )
     table.add_column("variant")
     for r in shown:
         table.add_column(f"hits@{k} r{r}", justify="right")
@@ -268,6 +279,3 @@ def eval_dialogue_cmd(
         table.add_row(escape(name), *cells, f"{entry['bri']:.3f}", f"{entry['unanswered_rate']:.2f}",
                       f"{entry['refused_question_rate']:.2f}")  # fmt: skip
     console.print(table)
-    if out:
-        out.write_text(json.dumps(report, indent=2) + "\n")
-        console.print(f"report: {escape(str(out))}", soft_wrap=True)

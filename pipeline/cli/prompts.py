@@ -69,29 +69,67 @@ def experiment_cmd(
     captioner: CaptionerOpt = "scene-captioner",
     preselect_k: PreselectKOpt = 256,
     exclude_rejected: ExcludeRejectedOpt = True,
-    baselines: Annotated[bool, typer.Option(help="Run none, rule and rocchio beside the variants.")] = True,
+    mode: Annotated[
+        str, typer.Option(help="feedback (-v MODEL=PROMPT rewrites) or dialogue (-v QUESTIONER+REFORMULATOR).")
+    ] = "feedback",
+    config: Annotated[str | None, typer.Option("--config", "-c", help="Dialogue mode: the preset searched.")] = None,
+    baselines: Annotated[
+        bool, typer.Option(help="Run the baselines beside the variants (none, rule, rocchio; or the dialogue ones).")
+    ] = True,
     out_dir: Annotated[Path, typer.Option(help="Folder for report.json, rounds.png and traces.jsonl.")] = Path(
         "runs/prompt-experiment"
     ),
 ) -> None:
-    """Prompt (and model) variants x partial queries x feedback rounds with the simulated user: one
-    table per round (Hits@1/@10, found@10, median rank, invalid answers, tokens, seconds), a plot, and
-    every session's trace. Example: -v smollm2-135m-instruct=rewrite-feedback -v smollm2-135m-instruct=mine.yaml"""
+    """Prompt (and model) variants x partial queries x rounds with the simulated user: feedback rounds
+    (one table per round: Hits@1/@10, found@10, median rank, invalid answers, tokens, seconds) or,
+    with --mode dialogue, question-and-answer rounds (Hits@10 per round, BRI, refused questions); a
+    plot and every session's trace. Example: -v smollm2-135m-instruct=rewrite-feedback
+    -v smollm2-135m-instruct=mine.yaml; --mode dialogue -v smollm2-135m-instruct=dialogue-question+rule"""
     from ..agent.experiment import plot_rounds
+    from ..eval.dialogue import DIALOGUE_BASELINES
     from .agent_eval import FEEDBACK_BASELINES, run_feedback_experiment
 
+    if mode not in ("feedback", "dialogue"):
+        fail(f"--mode {mode!r}: feedback or dialogue")
+        return
     if not variant and not baselines:
         fail("nothing to run: give --variant, or keep --baselines")
         return
-    variants = list(dict.fromkeys([*(FEEDBACK_BASELINES if baselines else ()), *(variant or [])]))
+    defaults = (FEEDBACK_BASELINES if mode == "feedback" else DIALOGUE_BASELINES) if baselines else ()
+    variants = list(dict.fromkeys([*defaults, *(variant or [])]))
     out_dir.mkdir(parents=True, exist_ok=True)
-    report = run_feedback_experiment(
-        dataset, index, variants, split=split, queries=queries, rounds=rounds, captioner=captioner or None,
-        preselect_k=preselect_k, exclude_rejected=exclude_rejected, traces=out_dir / "traces.jsonl",
-    )  # fmt: skip
+    if mode == "dialogue":
+        report = _dialogue_experiment(dataset, index, variants, split, queries, rounds, config, out_dir)
+    else:
+        report = run_feedback_experiment(
+            dataset, index, variants, split=split, queries=queries, rounds=rounds, captioner=captioner or None,
+            preselect_k=preselect_k, exclude_rejected=exclude_rejected, traces=out_dir / "traces.jsonl",
+        )  # fmt: skip
     if report is None:
         return
     (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     plot_rounds(report, out_dir / "rounds.png")
     for name in ("report.json", "rounds.png", "traces.jsonl"):
         console.print(f"{name}: {escape(str(out_dir / name))}", soft_wrap=True)
+
+
+def _dialogue_experiment(
+    dataset: Path, index: Path, variants: list[str], split: str, queries: int, rounds: int, config: str | None,
+    out_dir: Path,
+) -> dict | None:  # fmt: skip
+    from ..eval.dialogue import dialogue_report
+    from ..eval.retrieval import machine_info
+    from ..stages.runner import Pipeline
+    from .agent_eval import print_dialogue
+
+    try:
+        pipeline = Pipeline.from_preset(config or "dialogue", index=index)
+        with (out_dir / "traces.jsonl").open("w", encoding="utf-8") as traces:
+            report = dialogue_report(dataset, split, pipeline, variants, n_queries=queries, rounds=rounds,
+                                     traces=traces)  # fmt: skip
+    except (*user_errors(), ValueError) as exc:
+        fail(str(exc))
+        return None
+    report.update(mode="dialogue", pipeline=pipeline.name, machine=machine_info())
+    print_dialogue(report)
+    return report

@@ -65,8 +65,12 @@ def dialogue_report(
     k: int = 10,
     seed: int = 0,
     progress: bool | None = None,
+    traces: Any = None,
 ) -> dict[str, Any]:
-    """Hits@1/@k and found@k per round and BRI for each variant, on ``n_queries`` partial queries."""
+    """Hits@1/@k and found@k per round and BRI for each variant, on ``n_queries`` partial queries.
+    ``traces``: an open text file that gets each dialogue's trace as one JSON line."""
+    import json
+
     from ..agent.dialogue import DialogueSession, best_log_rank_integral
     from ..agent.experiment import partial_queries
     from ..progress import progress_bar
@@ -94,6 +98,11 @@ def dialogue_report(
                     ranks[qi, r] = keys.index(query.target.id) + 1 if query.target.id in keys else np.inf
                     depth = max(depth, len(keys))
                 fallbacks += sum(n.get("source") == "llm-fallback" for n in session.notes)
+                if traces is not None:
+                    line = {"variant": spec, "query": query.text, "target": query.target.id,
+                            "target_ranks": [None if not np.isfinite(x) else x for x in ranks[qi].tolist()],
+                            "session": session.trace}  # fmt: skip
+                    traces.write(json.dumps(line, default=str) + "\n")
                 bar.advance(1)
             found = np.minimum.accumulate(ranks, axis=1) <= k
             per_round = [

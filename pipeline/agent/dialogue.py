@@ -38,7 +38,6 @@ SEVERAL = "there are several: "
 _YES = re.compile(r"^(yes|yeah|yep|there is|there are)\b")
 _WHERE = re.compile(r"^where is the (?P<obj>.+?)\??$")
 _IS_THERE = re.compile(r"^is there an? (?P<obj>.+?)\??$")
-_WHAT_COLOUR = re.compile(r"^what colou?r is the (?P<shape>\w+)\??$")
 _OBJECT_RE = re.compile(r"\b(" + "|".join(COLOURS) + r") (" + "|".join(SHAPES) + r")\b")
 
 
@@ -131,10 +130,10 @@ def known_slots(first: str, turns: list[Turn]) -> ObjectSlots:
     """The first description's object, with the answers to slot questions filled in (a "where is"
     question about another object, one asked about with "is there", is not about this one)."""
     slots = ObjectSlots.parse(first)
-    others = {m["obj"] for t in turns if (m := _IS_THERE.match(_norm(t.question) + "?"))}
+    others = {m["obj"] for t in turns if (m := _IS_THERE.match(_norm(t.question)))}
     for t in turns:
         slot = _slot_of(t.question)
-        where = _WHERE.match(_norm(t.question) + "?")
+        where = _WHERE.match(_norm(t.question))
         if slot is None or (slot == "position" and where and where["obj"] in others):
             continue
         slots.fill(slot, t.answer)
@@ -161,7 +160,7 @@ def grounded_question(first: str, captions: list[str], turns: list[Turn]) -> str
     if _norm(BACKGROUND_QUESTION) not in done:
         return BACKGROUND_QUESTION
     for t in turns:
-        if (m := _IS_THERE.match(_norm(t.question) + "?")) and _YES.match(t.answer.lower()):
+        if (m := _IS_THERE.match(_norm(t.question))) and _YES.match(t.answer.lower()):
             where = f"where is the {m['obj']}?"
             if _norm(where) not in done:
                 return where
@@ -210,8 +209,8 @@ def rule_reformulation(first: str, turns: list[Turn]) -> str:
     others: dict[str, str] = {}
     background = None
     for t in turns:
-        question, answer = _norm(t.question) + "?", t.answer.lower().strip().rstrip(".")
-        if question == BACKGROUND_QUESTION and answer in BACKGROUNDS:
+        question, answer = _norm(t.question), t.answer.lower().strip().rstrip(".")
+        if question == _norm(BACKGROUND_QUESTION) and answer in BACKGROUNDS:
             background = answer
         elif (m := _IS_THERE.match(question)) and _YES.match(answer):
             others.setdefault(m["obj"], "")

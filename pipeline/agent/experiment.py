@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from ..stages.runner import Pipeline
 from .session import Session
 from .simulate import marks_for
 
-LLM_STAGES = ("normalise", "rewrite")
+LLM_STAGES = ("normalise", "compose", "rewrite")
 """Stages whose notes hold a language-model call (for invalid-answer and token counts)."""
 
 
@@ -48,12 +48,18 @@ class ExperimentQuery:
 
 @dataclass
 class _Tally:
-    ranks: list[list[float]] = field(default_factory=list)
-    """Per query, per round: the target's rank among the candidates (inf: not among them)."""
-    calls: np.ndarray | None = None
-    invalid: np.ndarray | None = None
-    tokens: np.ndarray | None = None
-    seconds: np.ndarray | None = None
+    """Per query and round (arrays of shape (queries, rounds + 1))."""
+
+    ranks: np.ndarray
+    """The target's rank among the candidates (inf: not among them)."""
+    calls: np.ndarray
+    invalid: np.ndarray
+    tokens: np.ndarray
+    seconds: np.ndarray
+
+    @classmethod
+    def zeros(cls, shape: tuple[int, int]) -> _Tally:
+        return cls(*(np.zeros(shape) for _ in range(5)))
 
 
 ROCCHIO = [0.75, 0.15]
@@ -61,7 +67,12 @@ ROCCHIO = [0.75, 0.15]
 
 
 def variant_stages(
-    spec: str, *, captioner: str | None = "scene-captioner", preselect_k: int = 64, rocchio: Sequence[float] = ROCCHIO
+    spec: str,
+    *,
+    captioner: str | None = "scene-captioner",
+    preselect_k: int = 64,
+    rocchio: Sequence[float] = ROCCHIO,
+    exclude_rejected: bool = True,
 ) -> list[Any]:
     """A preset's raw ``stages`` list for a variant spec:
 
@@ -72,7 +83,8 @@ def variant_stages(
     * any of these + ``+rocchio`` (``MODEL=PROMPT+rocchio``): with Rocchio as well;
     * ``rocchio:B,C`` (alone or as the add-on): Rocchio with those weights instead of ``rocchio``.
 
-    Every variant preselects ``preselect_k`` and captions the top 10 with ``captioner`` (None: no
+    Every variant preselects ``preselect_k`` (leaving out rejected hits unless ``exclude_rejected``
+    is off) and captions the top 10 with ``captioner`` (None: no
     captioner; the rewrite stages then read the items' own texts, e.g. a manifest's captions).
     """
     base, plus, extra = spec.partition("+")
@@ -92,7 +104,7 @@ def variant_stages(
         query_stages = [{"rewrite": {"model": model, "prompt": prompt}}]
     else:
         raise ValueError(f"variant {spec!r}: expected none, rule, rocchio or MODEL=PROMPT (optionally +rocchio)")
-    preselect: dict[str, Any] = {"k": preselect_k}
+    preselect: dict[str, Any] = {"k": preselect_k, "exclude_rejected": exclude_rejected}
     if weights is not None:
         preselect["rocchio"] = weights
     caption = [{"caption": {"model": captioner, "k": 10}}] if captioner else []
@@ -135,10 +147,7 @@ def build_variants(
             preset = load_preset(spec.removeprefix("preset:"))
             preset = replace(preset, name=spec, encoder=base.encoder)
         else:
-            raw = variant_stages(spec, captioner=captioner, preselect_k=preselect_k)
-            for item in raw:
-                if isinstance(item, dict) and "preselect" in item:
-                    item["preselect"]["exclude_rejected"] = exclude_rejected
+            raw = variant_stages(spec, captioner=captioner, preselect_k=preselect_k, exclude_rejected=exclude_rejected)
             preset = replace(base, name=spec, stages=parse_stages(raw, f"variant {spec}"))
         out[spec] = Pipeline.from_preset(preset, index=index, encoder=encoder)
     return out
@@ -176,9 +185,24 @@ def _llm_calls(trace: dict[str, Any]) -> tuple[int, int, int]:
     return calls, invalid, tokens
 
 
-def _target_rank(session: Session, target_id: str) -> float:
-    keys = [c.key for c in session.state.candidates] if session.state else []
+def target_rank(keys: Sequence[str], target_id: str) -> float:
+    """The target's 1-based rank among ``keys``; inf when it is not among them."""
     return float(keys.index(target_id) + 1) if target_id in keys else float("inf")
+
+
+def finite_ranks(ranks: Sequence[float]) -> list[float | None]:
+    """Ranks for JSON: None where the target was not among the candidates (JSON has no infinity)."""
+    return [float(r) if np.isfinite(r) else None for r in ranks]
+
+
+def per_round_hits(ranks: np.ndarray, k: int) -> list[dict[str, Any]]:
+    """Per round of (queries, rounds) ``ranks``: hits@1, hits@k, and found@k (by that round)."""
+    found = np.minimum.accumulate(ranks, axis=1) <= k
+    return [
+        {"round": r, "hits@1": float((ranks[:, r] <= 1).mean()), f"hits@{k}": float((ranks[:, r] <= k).mean()),
+         f"found@{k}": float(found[:, r].mean())}
+        for r in range(ranks.shape[1])
+    ]  # fmt: skip
 
 
 def run_variant(
@@ -195,9 +219,7 @@ def run_variant(
 ) -> dict[str, Any]:
     """Run ``queries`` through ``pipeline`` for round 0 and ``rounds`` feedback rounds; the variant's
     per-round figures. ``traces``: an open text file that gets one JSON line per query."""
-    tally = _Tally()
-    shape = (len(queries), rounds + 1)
-    tally.calls, tally.invalid, tally.tokens, tally.seconds = (np.zeros(shape) for _ in range(4))
+    tally = _Tally.zeros((len(queries), rounds + 1))
     for qi, query in enumerate(queries):
         session = Session(pipeline, k=k, max_rounds=rounds + 1)
         user = SimulatedUser(query.target)
@@ -210,12 +232,12 @@ def run_variant(
                 relevant, irrelevant = marks_for(session.results[-1].hits, user, scenes, max_relevant)
                 result = session.feedback(relevant=relevant, irrelevant=irrelevant)
             tally.seconds[qi, round_] = time.perf_counter() - start
-            ranks.append(_target_rank(session, query.target.id))
+            ranks.append(target_rank([c.key for c in session.state.candidates], query.target.id))
             tally.calls[qi, round_], tally.invalid[qi, round_], tally.tokens[qi, round_] = _llm_calls(result.trace)
-        tally.ranks.append(ranks)
+        tally.ranks[qi] = ranks
         if traces is not None:
-            record = {"variant": name, "query": query.text, "target": query.target.id, "target_ranks": ranks}
-            record["session"] = session.trace
+            record = {"variant": name, "query": query.text, "target": query.target.id}
+            record.update(target_ranks=finite_ranks(ranks), session=session.trace)
             traces.write(json.dumps(record, default=_json_default) + "\n")
         if bar is not None:
             bar.advance(1)
@@ -223,32 +245,23 @@ def run_variant(
 
 
 def _json_default(value: Any) -> Any:
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
     if isinstance(value, np.generic):
         return value.item()
     return str(value)
 
 
 def summarise(tally: _Tally, k: int) -> dict[str, Any]:
-    ranks = np.array(tally.ranks)  # (Q, R)
-    found = np.minimum.accumulate(ranks, axis=1) <= k
-    per_round = []
-    for r in range(ranks.shape[1]):
+    ranks = tally.ranks  # (Q, R)
+    per_round = per_round_hits(ranks, k)
+    for r, row in enumerate(per_round):
         median = float(np.median(ranks[:, r]))
         calls = float(tally.calls[:, r].sum())
-        per_round.append(
-            {
-                "round": r,
-                "hits@1": float((ranks[:, r] <= 1).mean()),
-                f"hits@{k}": float((ranks[:, r] <= k).mean()),
-                f"found@{k}": float(found[:, r].mean()),
-                "median_rank": median if np.isfinite(median) else None,
-                "llm_calls": int(calls),
-                "invalid_rate": float(tally.invalid[:, r].sum() / calls) if calls else None,
-                "tokens": float(tally.tokens[:, r].mean()),
-                "seconds": float(tally.seconds[:, r].mean()),
-            }
+        row.update(
+            median_rank=median if np.isfinite(median) else None,
+            llm_calls=int(calls),
+            invalid_rate=float(tally.invalid[:, r].sum() / calls) if calls else None,
+            tokens=float(tally.tokens[:, r].mean()),
+            seconds=float(tally.seconds[:, r].mean()),
         )
     last, first = per_round[-1], per_round[0]
     return {

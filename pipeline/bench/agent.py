@@ -108,7 +108,9 @@ def _rounds(pipeline: Any, text: str, rounds: int, mode: str) -> list[tuple[str,
 
 
 def _item_images(pipeline: Any, n: int) -> list[str]:
-    paths = [row.path for row in pipeline.store.iter_items()][: max(1, n + 1)]
+    from itertools import islice
+
+    paths = [row.path for row in islice(pipeline.store.iter_items(), max(1, n + 1))]
     if not paths:
         raise ValueError("the index is empty: no reference images for composed queries")
     return paths

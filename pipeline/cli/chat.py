@@ -29,21 +29,16 @@ def chat_cmd(
 ) -> None:
     """Dialogue search (ChatIR / PlugIR): after each round the system asks one question about the
     picture you want; your answer refines the query. An empty answer stops."""
-    from ...adapters.registry import load_model
     from ..agent.dialogue import DialogueSession
-    from ..agent.prompts import load_prompt
+    from ..eval.dialogue import resolve_part
     from ..stages.runner import Pipeline
     from ..store.fsutil import atomic_write_json
 
-    def part(spec: str) -> object:
-        if "=" not in spec:
-            return spec
-        model, _, prompt = spec.partition("=")
-        return (load_model(model, "chat"), load_prompt(prompt))
-
     try:
         pipeline = Pipeline.from_preset(config or "dialogue", index=index)
-        session = DialogueSession(pipeline, part(questioner), part(reformulator), k=k, max_rounds=rounds + 1)
+        loaded: dict = {}
+        asker, writer = resolve_part(questioner, loaded), resolve_part(reformulator, loaded)
+        session = DialogueSession(pipeline, asker, writer, k=k, max_rounds=rounds + 1)
         _show(session.search(query), 0)
         while session.round < rounds:
             question = session.ask()

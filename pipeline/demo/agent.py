@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ..agent.experiment import LLM_STAGES
 from ..store.search import SearchResult
 
 logger = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ def _rank(keys: list[str], target: str) -> int | None:
 def _round(session: Any, target: str) -> AgentRound:
     result = session.results[-1]
     keys = [c.key for c in session.state.candidates]
-    fallback = any(s["notes"].get("fallback") for s in result.trace["steps"] if s["stage"] in ("normalise", "rewrite"))
+    fallback = any(s["notes"].get("fallback") for s in result.trace["steps"] if s["stage"] in LLM_STAGES)
     return AgentRound(result.query, _rank(keys, target), result, fallback=fallback)
 
 

@@ -72,9 +72,9 @@ def dialogue_report(
     import json
 
     from ..agent.dialogue import DialogueSession, best_log_rank_integral
-    from ..agent.experiment import partial_queries
+    from ..agent.experiment import finite_ranks, partial_queries, per_round_hits, target_rank
     from ..progress import progress_bar
-    from ..scenes.simuser import SimulatedUser
+    from ..scenes.simuser import UNKNOWN, SimulatedUser
 
     queries, _ = partial_queries(root, split, n_queries, seed)
     loaded: dict[str, Any] = {}
@@ -92,26 +92,20 @@ def dialogue_report(
                 for r in range(rounds + 1):
                     if r:
                         answer = user.answer(session.ask())
-                        unknown += answer == "I don't know"
+                        unknown += answer == UNKNOWN
                         session.answer(answer)
                     keys = session.candidate_keys()
-                    ranks[qi, r] = keys.index(query.target.id) + 1 if query.target.id in keys else np.inf
+                    ranks[qi, r] = target_rank(keys, query.target.id)
                     depth = max(depth, len(keys))
                 fallbacks += sum(n.get("source") == "llm-fallback" for n in session.notes)
                 if traces is not None:
                     line = {"variant": spec, "query": query.text, "target": query.target.id,
-                            "target_ranks": [None if not np.isfinite(x) else x for x in ranks[qi].tolist()],
+                            "target_ranks": finite_ranks(ranks[qi].tolist()),
                             "session": session.trace}  # fmt: skip
                     traces.write(json.dumps(line, default=str) + "\n")
                 bar.advance(1)
-            found = np.minimum.accumulate(ranks, axis=1) <= k
-            per_round = [
-                {"round": r, "hits@1": float((ranks[:, r] <= 1).mean()), f"hits@{k}": float((ranks[:, r] <= k).mean()),
-                 f"found@{k}": float(found[:, r].mean())}
-                for r in range(rounds + 1)
-            ]  # fmt: skip
             report["variants"][spec] = {
-                "per_round": per_round,
+                "per_round": per_round_hits(ranks, k),
                 "bri": best_log_rank_integral(np.minimum(ranks, depth + 1)),
                 "median_rank_last": float(np.median(ranks[:, -1])) if np.isfinite(np.median(ranks[:, -1])) else None,
                 "unanswered_rate": unknown / max(1, len(queries) * rounds),

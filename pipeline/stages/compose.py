@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from ...adapters.entries import ConfigError
 from ..agent.ask import ask_for_query
 from ..agent.prompts import Prompt, load_prompt, quoted
+from .rewrite import apply_answer
 from .state import QueryState
 
 if TYPE_CHECKING:
@@ -78,10 +79,10 @@ class Compose:
         caption = self.describe(state.image)
         values = {"caption": quoted(caption), "edit": quoted(state.edit)}
         record = ask_for_query(self.llm, self.prompt, values, max_chars=self.config.max_chars)
-        state.notes.update(record)
+        apply_answer(state, record)
         state.notes["reference_caption"] = caption
-        state.notes["fallback"] = record["query"] is None
-        state.text = record["query"] or f"{caption}; {state.edit}"
+        if state.notes["fallback"]:
+            state.text = f"{caption}; {state.edit}"
         return state
 
 

@@ -60,7 +60,16 @@ class RewriteConfig:
             raise ConfigError("rewrite: fields 'max_chars' must be >= 2 and 'max_captions' >= 1")
 
 
-def _apply(state: QueryState, record: dict[str, Any]) -> QueryState:
+def marked_texts(state: QueryState, ids: list[int]) -> list[str]:
+    """The captions (else the own texts) of the marked candidates ``ids`` that have one, in order."""
+    by_id = {c.id: c for c in state.candidates}
+    texts = (by_id[i].caption or by_id[i].text for i in ids if i in by_id)
+    return [t for t in texts if t]
+
+
+def apply_answer(state: QueryState, record: dict[str, Any]) -> QueryState:
+    """Put a language-model call's record in the trace notes; an accepted answer becomes the query,
+    a refused one leaves it and is marked ``fallback``."""
     state.notes.update(record)
     state.notes["fallback"] = record["query"] is None
     if record["query"] is not None:
@@ -88,7 +97,7 @@ class Normalise:
             state.notes["skipped"] = "a feedback round: the query was normalised in round 0"
             return state
         record = ask_for_query(self.llm, self.prompt, {"query": quoted(state.text)}, max_chars=self.config.max_chars)
-        return _apply(state, record)
+        return apply_answer(state, record)
 
 
 class Rewrite:
@@ -108,20 +117,15 @@ class Rewrite:
             state.notes["skipped"] = "no feedback to rewrite from"
             return state
         feedback = state.feedback[-1]
-        by_id = {c.id: c for c in state.candidates}
-
-        def described(ids: list[int]) -> list[str]:
-            texts = [by_id[i].caption or by_id[i].text for i in ids if i in by_id]
-            return [t for t in texts if t][: self.config.max_captions]
-
-        relevant, irrelevant = described(feedback.relevant), described(feedback.irrelevant)
+        n = self.config.max_captions
+        relevant, irrelevant = marked_texts(state, feedback.relevant)[:n], marked_texts(state, feedback.irrelevant)[:n]
         if not relevant and not irrelevant:
             state.notes["skipped"] = "the marked candidates have no captions"
             return state
         values = {"query": quoted(state.text), "relevant": quoted(relevant), "irrelevant": quoted(irrelevant)}
         record = ask_for_query(self.llm, self.prompt, values, max_chars=self.config.max_chars)
         record["feedback_round"] = feedback.round
-        return _apply(state, record)
+        return apply_answer(state, record)
 
 
 @dataclass
@@ -145,9 +149,7 @@ class RuleRewrite:
         if not state.feedback:
             state.notes["skipped"] = "no feedback to rewrite from"
             return state
-        by_id = {c.id: c for c in state.candidates}
-        described = (by_id[i].caption or by_id[i].text for i in state.feedback[-1].relevant if i in by_id)
-        captions = [t for t in described if t]
+        captions = marked_texts(state, state.feedback[-1].relevant)
         if not captions:
             state.notes["skipped"] = "no candidate marked relevant has a caption"
             return state
@@ -156,4 +158,13 @@ class RuleRewrite:
         return state
 
 
-__all__ = ["Normalise", "NormaliseConfig", "Rewrite", "RewriteConfig", "RuleRewrite", "RuleRewriteConfig"]
+__all__ = [
+    "Normalise",
+    "NormaliseConfig",
+    "Rewrite",
+    "RewriteConfig",
+    "RuleRewrite",
+    "RuleRewriteConfig",
+    "apply_answer",
+    "marked_texts",
+]

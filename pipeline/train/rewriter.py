@@ -263,24 +263,19 @@ def train_rewriter(config: RewriterTrainConfig, *, progress: bool | None = None,
     set_seed(s.seed)
     chat = load_model(config.model, "chat")
     tokenizer, base = chat.tokenizer, chat.lm
-    prompt = load_prompt(config.prompt)
     root = ensure_scene_data(config.data)
     requests = scene_examples(root, s.n_examples, s.seed)
     if s.user_examples:
         requests += user_examples(s.user_examples)
-    encoded = [encode_example(tokenizer, prompt, {"query": quoted(req)}, ans, s.max_length) for req, ans in requests]
+    tasks = [(config.prompt, [({"query": quoted(req)}, ans) for req, ans in requests])]  # (prompt, examples)
     if s.n_edit_examples:
-        edit_prompt = load_prompt(config.edit_prompt)
-        encoded += [
-            encode_example(tokenizer, edit_prompt, values, answer, s.max_length)
-            for values, answer in edit_examples(root, s.n_edit_examples, s.seed)
-        ]
+        tasks.append((config.edit_prompt, edit_examples(root, s.n_edit_examples, s.seed)))
     if s.n_feedback_examples:
-        feedback_prompt = load_prompt(config.feedback_prompt)
-        encoded += [
-            encode_example(tokenizer, feedback_prompt, values, answer, s.max_length)
-            for values, answer in feedback_examples(root, s.n_feedback_examples, s.seed, s.max_captions)
-        ]
+        tasks.append((config.feedback_prompt, feedback_examples(root, s.n_feedback_examples, s.seed, s.max_captions)))
+    encoded = []
+    for prompt_name, examples in tasks:
+        prompt = load_prompt(prompt_name)
+        encoded += [encode_example(tokenizer, prompt, values, answer, s.max_length) for values, answer in examples]
     ckpt = out / "checkpoint"
     state_file = out / "checkpoint_state.json"
     if (ckpt / "adapter_config.json").is_file() and state_file.is_file():

@@ -236,6 +236,8 @@ class DialogueSession:
     k: int = 10
     max_rounds: int = 10
     seed: int = 0
+    model_captions: int = 3
+    """Captions of the best hits a language-model questioner is shown (the prompt stays short)."""
     first: str | None = None
     turns: list[Turn] = field(default_factory=list)
     results: list[SearchResult] = field(default_factory=list)
@@ -326,7 +328,7 @@ class DialogueSession:
 
         llm, prompt = self.questioner  # type: ignore[misc]
         values = {"query": quoted(self.first or ""), "dialogue": quoted(self._dialogue()),
-                  "captions": quoted(captions)}  # fmt: skip
+                  "captions": quoted(captions[: self.model_captions])}  # fmt: skip
         record = ask_for_query(llm, prompt, values, max_chars=MAX_QUESTION_CHARS)
         question, problem = check_question(record["raw"], asked)
         note.update(prompt=record["prompt"], raw=record["raw"], source="llm")
@@ -350,7 +352,12 @@ class DialogueSession:
         return record["query"] or rule_reformulation(first, self.turns)
 
     def _dialogue(self) -> list[str]:
-        return [f"Q: {t.question} A: {t.answer}" for t in self.turns]
+        return dialogue_lines(self.turns)
+
+
+def dialogue_lines(turns: list[Turn]) -> list[str]:
+    """The dialogue as the prompts quote it: ``["Q: ... A: ...", ...]``."""
+    return [f"Q: {t.question} A: {t.answer}" for t in turns]
 
 
 def best_log_rank_integral(ranks: np.ndarray) -> float:
@@ -373,6 +380,7 @@ __all__ = [
     "best_log_rank_integral",
     "check_question",
     "concatenate",
+    "dialogue_lines",
     "ObjectSlots",
     "grounded_question",
     "mentioned_objects",

@@ -166,3 +166,24 @@ def sample_edit(
             continue
         return edit, edited
     return None
+
+
+_REWORDINGS: dict[EditKind, tuple[str, ...]] = {
+    "recolour": ("turn {ref} {value}", "change {ref} to {value}", "{ref} should be {value}", "colour {ref} {value}"),
+    "resize": ("{ref} should be {value}", "change {ref} to {value}", "resize {ref} to {value}"),
+    "move": ("put {ref} {where}", "{ref} should be {where}", "shift {ref} to the {value}"),
+    "remove": ("take away {ref}", "delete {ref}", "get rid of {ref}", "without {ref}"),
+    "add": ("put {thing} {where}", "also show {thing} {where}", "include {thing} {where}"),
+}
+
+
+def reworded_instruction(edit: SceneEdit, reference: Scene, rng: np.random.Generator) -> str:
+    """Another wording of ``edit``'s instruction ("turn the circle blue", "take away the star"), for
+    training a model that applies edits to more than the benchmark's one template. Training only:
+    the benchmark's own composed queries keep :attr:`SceneEdit.instruction`."""
+    pattern = _REWORDINGS[edit.kind][int(rng.integers(len(_REWORDINGS[edit.kind])))]
+    ref = referring_phrase(reference, edit.object_index) if edit.object_index is not None else ""
+    thing = with_article(edit.added.noun_phrase()) if edit.added is not None else ""
+    position = edit.added.position if edit.added is not None else edit.value
+    where = POSITION_PHRASES.get(position, "") if position else ""
+    return pattern.format(ref=ref, value=edit.value or "", where=where, thing=thing)

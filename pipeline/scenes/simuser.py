@@ -200,3 +200,26 @@ class SimulatedUser:
             value = values.pop()
             return POSITION_PHRASES[value] if attribute == "position" else value
         return self._several(matches)
+
+
+_LOOSE_ANSWERS: dict[str, tuple[str, ...]] = {
+    "yes": ("yes, there is one", "yep", "yes it is there", "it is there"),
+    "no": ("nope", "no, there isn't", "no, none", "not that one"),
+    "value": ("it is {a}", "it's {a}", "{a} I think", "{a}, yes"),
+    "background": ("the background is {a}", "it's {a}", "{a} background"),
+}
+
+
+def reworded_answer(question: str, answer: str, rng) -> str:
+    """A looser wording of the simulated user's ``answer`` ("yep", "it's blue", "the background is
+    white"), as people answer: training data for a reformulator that must read more than the
+    user's own short forms. Lists of several objects and "I don't know" keep their words."""
+    if answer in ("yes", "no"):
+        options = _LOOSE_ANSWERS[answer]
+    elif _ASK_BACKGROUND.match(_normalise(question)):
+        options = _LOOSE_ANSWERS["background"]
+    elif answer != UNKNOWN and not answer.startswith(("there are several", "there is no")):
+        options = _LOOSE_ANSWERS["value"]
+    else:
+        return answer
+    return options[int(rng.integers(len(options)))].format(a=answer)

@@ -1,6 +1,7 @@
-"""LoRA fine-tuning of the query rewriter (the default LLM): normalisation and feedback rewriting.
+"""LoRA fine-tuning of the query rewriter (the default LLM): normalisation, feedback rewriting,
+composed-query edits and dialogue (questions and reformulations), one adapter for all.
 
-Examples come from *training* scenes only, of two kinds:
+Examples come from *training* scenes only, of these kinds:
 
 * **normalisation**: a free-form request in one of the training wording styles
   (:data:`..scenes.wordings.TRAIN_STYLES`; the held-out style is never used) and, as the answer,
@@ -13,10 +14,15 @@ Examples come from *training* scenes only, of two kinds:
   as the answer, the first scene marked right described in the ``listing`` template (the query
   unchanged when nothing was marked right);
 * **edits** (:func:`edit_examples`, composed queries): a reference scene's caption and an edit
-  instruction, answered with the edited scene described in the ``listing`` template.
+  instruction (half of them worded another way than the benchmark's template), answered with the
+  edited scene described in the ``listing`` template;
+* **dialogue** (:func:`dialogue_examples`): questions the grounded questioner asks over training
+  scenes' captions, and reformulations of dialogues (half the answers worded loosely) into what
+  the answers establish.
 
 A user's own examples can be added (JSONL lines ``{"request": ..., "query": ...}``, normalisation).
-Each kind has its prompt file (``normalise-short``, ``rewrite-feedback-short``); the loss is on
+Each kind has its prompt file (``normalise-short``, ``rewrite-feedback-short``, ``compose-edit-short``,
+``dialogue-question-short``, ``dialogue-reformulate-short``); the loss is on
 the answer tokens only. peft LoRA adapters on the attention and MLP projections; resumable from
 ``<out>/checkpoint/``; ``<out>/adapter/`` is the result (a peft folder a ``transformers_chat``
 entry names as ``adapter``).
@@ -52,6 +58,8 @@ class RewriterSettings:
     """Feedback situations generated from training scenes (0: a normalisation-only rewriter)."""
     n_edit_examples: int = 0
     """Composed-query edits generated from training scenes (0: none)."""
+    n_dialogue_examples: int = 0
+    """Dialogue questions, and as many dialogue reformulations, from training scenes (0: none)."""
     max_captions: int = 3
     """Captions per side (right, wrong) in a feedback situation: the ``rewrite`` stage's
     ``max_captions`` the adapter is meant to run with."""
@@ -84,6 +92,9 @@ class RewriterTrainConfig:
     """The prompt of the feedback situations."""
     edit_prompt: str = "compose-edit-short"
     """The prompt of the composed-query edits."""
+    question_prompt: str = "dialogue-question-short"
+    reformulate_prompt: str = "dialogue-reformulate-short"
+    """The prompts of the dialogue questions and reformulations."""
     data: SceneDataConfig = field(default_factory=SceneDataConfig)
     lora: LoraConfig = field(default_factory=lambda: LoraConfig(r=16, alpha=32))
     """Adapters on the layers named in ``target_modules`` that the model has (Llama: q/k/v/o, MLP)."""
@@ -171,15 +182,16 @@ def feedback_examples(root: Path, n: int, seed: int, max_captions: int = 3) -> l
     return out
 
 
-def edit_examples(root: Path, n: int, seed: int) -> list[tuple[dict[str, Any], str]]:
+def edit_examples(root: Path, n: int, seed: int, reworded_share: float = 0.5) -> list[tuple[dict[str, Any], str]]:
     """``n`` composed-query edits (prompt values, answer) from the benchmark's *training* scenes: the
     reference scene's caption (a training template) and an edit instruction, answered with the
-    edited scene described in the ``listing`` template. Edits keep the training split's held-out
+    edited scene described in the ``listing`` template; a ``reworded_share`` of the instructions are
+    worded another way (:func:`..scenes.edits.reworded_instruction`). Edits keep the training split's held-out
     (shape, colour) pairs out, as the benchmark's own edits do."""
     from ..agent.prompts import quoted
     from ..scenes.captions import caption_scene, templates
     from ..scenes.dataset import load_scene_dataset
-    from ..scenes.edits import sample_edit
+    from ..scenes.edits import reworded_instruction, sample_edit
     from ..scenes.generator import SceneGeneratorConfig, split_constraints
 
     dataset = load_scene_dataset(root)
@@ -200,11 +212,74 @@ def edit_examples(root: Path, n: int, seed: int) -> list[tuple[dict[str, Any], s
         if found is None:
             continue
         edit, edited = found
-        values = {"caption": quoted(caption_scene(reference, rng)), "edit": quoted(edit.instruction)}
+        instruction = edit.instruction
+        if rng.random() < reworded_share:  # people word edits more ways than the benchmark's template
+            instruction = reworded_instruction(edit, reference, rng)
+        values = {"caption": quoted(caption_scene(reference, rng)), "edit": quoted(instruction)}
         out.append((values, listing.write(edited, rng)))
     if len(out) < n:
         raise ValueError(f"{root}: could write only {len(out)} of {n} edits from the training scenes")
     return out
+
+
+def dialogue_examples(
+    root: Path, n: int, seed: int, max_captions: int = 3, max_turns: int = 8, loose_share: float = 0.5
+) -> tuple[list[tuple[dict[str, Any], str]], list[tuple[dict[str, Any], str]]]:
+    """``n`` question and ``n`` reformulation examples (prompt values, answer) from dialogues on the
+    benchmark's *training* scenes: a partial first description, up to ``max_turns`` questions by the
+    grounded questioner (over the captions of training scenes that match the first description, as
+    a search shows them) answered by the simulated user.
+
+    * question: the dialogue so far and ``max_captions`` captions -> the grounded questioner's next
+      question;
+    * reformulation: the dialogue, where a ``loose_share`` of the answers are worded loosely ("yep",
+      "it's blue"), -> the rule reformulation of the user's own short answers (what they establish).
+    """
+    from ..agent.dialogue import Turn, dialogue_lines, grounded_question, rule_reformulation
+    from ..agent.prompts import quoted
+    from ..scenes.captions import caption_scene
+    from ..scenes.dataset import load_scene_dataset
+    from ..scenes.queries import PARTIAL_KINDS, partial_text, scene_matches
+    from ..scenes.simuser import SimulatedUser, reworded_answer
+
+    scenes = load_scene_dataset(root).scenes["train"]
+    keys = sorted(scenes)
+    rng = np.random.default_rng([seed, 67])
+    questions: list[tuple[dict[str, Any], str]] = []
+    reformulations: list[tuple[dict[str, Any], str]] = []
+    for _ in range(50 * n):
+        if len(questions) >= n and len(reformulations) >= n:
+            break
+        target = scenes[keys[int(rng.integers(len(keys)))]]
+        obj = target.objects[int(rng.integers(len(target.objects)))]
+        kind = PARTIAL_KINDS[int(rng.integers(len(PARTIAL_KINDS)))]
+        attributes = {name: getattr(obj, name) for name in kind}
+        first = partial_text(attributes)
+        pool = [scenes[keys[int(i)]] for i in rng.choice(len(keys), min(200, len(keys)), replace=False)]
+        pool = [s for s in pool if s.id != target.id and scene_matches(s, attributes)][:20] + [target]
+        user, turns, stop = SimulatedUser(target), [], int(rng.integers(0, max_turns + 1))
+        captions: list[str] = []
+        while True:
+            shown = [pool[int(i)] for i in rng.choice(len(pool), min(max_captions, len(pool)), replace=False)]
+            captions = [caption_scene(s, rng) for s in shown]
+            question = grounded_question(first, captions, turns)
+            if question is None or len(turns) >= stop:
+                break
+            turns.append(Turn(question, user.answer(question), "grounded"))
+        if question is not None and len(questions) < n:
+            values = {"query": quoted(first), "dialogue": quoted(dialogue_lines(turns)), "captions": quoted(captions)}
+            questions.append((values, question))
+        if turns and len(reformulations) < n:
+            loose = [
+                Turn(t.question, reworded_answer(t.question, t.answer, rng) if rng.random() < loose_share else t.answer,
+                     t.source)
+                for t in turns
+            ]  # fmt: skip
+            values = {"query": quoted(first), "dialogue": quoted(dialogue_lines(loose))}
+            reformulations.append((values, rule_reformulation(first, turns)))
+    if len(questions) < n or len(reformulations) < n:
+        raise ValueError(f"{root}: too few training scenes to write {n} dialogue examples")
+    return questions, reformulations
 
 
 def user_examples(path: str | Path) -> list[tuple[str, str]]:
@@ -270,6 +345,9 @@ def train_rewriter(config: RewriterTrainConfig, *, progress: bool | None = None,
     tasks = [(config.prompt, [({"query": quoted(req)}, ans) for req, ans in requests])]  # (prompt, examples)
     if s.n_edit_examples:
         tasks.append((config.edit_prompt, edit_examples(root, s.n_edit_examples, s.seed)))
+    if s.n_dialogue_examples:
+        asked, reformulated = dialogue_examples(root, s.n_dialogue_examples, s.seed)
+        tasks += [(config.question_prompt, asked), (config.reformulate_prompt, reformulated)]
     if s.n_feedback_examples:
         tasks.append((config.feedback_prompt, feedback_examples(root, s.n_feedback_examples, s.seed, s.max_captions)))
     encoded = []
@@ -336,13 +414,17 @@ def train_rewriter(config: RewriterTrainConfig, *, progress: bool | None = None,
     summary = {"name": config.name, "steps": step, "train_minutes": seconds / 60, "examples": len(encoded),
                "machine": machine_info(), "base_model": config.model, "prompt": config.prompt,
                "feedback_prompt": config.feedback_prompt if s.n_feedback_examples else None,
-               "edit_prompt": config.edit_prompt if s.n_edit_examples else None}  # fmt: skip
+               "edit_prompt": config.edit_prompt if s.n_edit_examples else None,
+               "dialogue_prompts": [config.question_prompt, config.reformulate_prompt] if s.n_dialogue_examples
+               else None,
+               "examples_per_task": {name: len(examples) for name, examples in tasks}}  # fmt: skip
     atomic_write_json(out / "summary.json", summary)
     return RewriterResult(out, adapter_dir, step, seconds)
 
 
 __all__ = [
     "RewriterTrainConfig",
+    "dialogue_examples",
     "edit_examples",
     "feedback_examples",
     "load_rewriter_config",

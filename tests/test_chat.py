@@ -204,8 +204,8 @@ def test_rewriter_lora_trains_resumes_and_loads_as_an_adapter(tmp_path):
         "data": {"root": str(tmp_path / "scenes"), "image_size": 32, "n_train": 12, "n_val": 2, "n_test": 0,
                  "n_compositional": 0},
         "lora": {"r": 2, "alpha": 4, "target_modules": ["q_proj", "v_proj"]},
-        "train": {"n_examples": 16, "n_feedback_examples": 8, "steps": 3, "batch_size": 4, "checkpoint_every": 1,
-                  "log_every": 1},
+        "train": {"n_examples": 16, "n_feedback_examples": 8, "n_edit_examples": 4, "n_dialogue_examples": 2,
+                  "steps": 3, "batch_size": 4, "checkpoint_every": 1, "log_every": 1},
         "out": str(tmp_path / "run"),
     }  # fmt: skip
     (tmp_path / "run.yaml").write_text(json_.dumps(config))
@@ -214,7 +214,10 @@ def test_rewriter_lora_trains_resumes_and_loads_as_an_adapter(tmp_path):
     done = train_rewriter(cfg, progress=False)  # resumes from the step-2 checkpoint
     assert done.steps == 3 and (done.adapter_dir / "adapter_config.json").is_file()
     summary = json_.loads((tmp_path / "run" / "summary.json").read_text())
-    assert summary["examples"] == 24 and summary["feedback_prompt"] == "rewrite-feedback-short"
+    assert summary["examples"] == 32 and summary["feedback_prompt"] == "rewrite-feedback-short"
+    tasks = {"normalise-short": 16, "compose-edit-short": 4, "dialogue-question-short": 2,
+             "dialogue-reformulate-short": 2, "rewrite-feedback-short": 8}  # fmt: skip
+    assert summary["examples_per_task"] == tasks
     log = [json_.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2, 3]
     tuned = load_model({"name": "tuned", "family": "transformers_chat", "weights": "local-dir", "path": str(base),
@@ -267,6 +270,38 @@ def test_feedback_situations_come_from_training_scenes_and_answer_from_the_marks
     requests = scene_examples(root, 40, seed=0)
     partial = [(r, a) for r, a in requests if len(a.split()) <= 6]
     assert partial and all(a in r for r, a in partial)  # a partial request is answered with itself
+
+
+def test_dialogue_examples_teach_grounded_questions_and_what_the_answers_establish(tmp_path):
+    import json as json_
+
+    from viewfinder.pipeline.agent.dialogue import Turn, grounded_question, rule_reformulation
+    from viewfinder.pipeline.scenes.dataset import ensure_scene_dataset
+    from viewfinder.pipeline.scenes.generator import SceneGeneratorConfig
+    from viewfinder.pipeline.train.rewriter import dialogue_examples
+
+    root = ensure_scene_dataset(
+        tmp_path / "scenes", SceneGeneratorConfig(seed=4, image_size=32), n_train=60, n_val=0, n_test=0,
+        n_compositional=0,
+    )  # fmt: skip
+    questions, reformulations = dialogue_examples(root, 40, seed=0)
+    assert len(questions) == len(reformulations) == 40
+    assert (questions, reformulations) == dialogue_examples(root, 40, seed=0)  # seeded
+
+    def turns(values: dict) -> list[Turn]:
+        lines = json_.loads(values["dialogue"])
+        return [Turn(*line.removeprefix("Q: ").split(" A: "), "grounded") for line in lines]
+
+    for values, question in questions:  # the answer is the grounded questioner's question there
+        first, captions = json_.loads(values["query"]), json_.loads(values["captions"])
+        assert len(captions) <= 3 and question == grounded_question(first, captions, turns(values))
+    loose = 0
+    for values, answer in reformulations:  # the answer is what the user's own short answers establish
+        said = turns(values)
+        assert said and answer.startswith(("a ", "on a "))
+        if answer != rule_reformulation(json_.loads(values["query"]), said):
+            loose += 1  # a loosely worded answer the rule cannot read; the target still has it
+    assert loose > 0
 
 
 def test_a_hub_instruct_model_is_named_without_an_entry_file():

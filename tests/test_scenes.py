@@ -26,7 +26,7 @@ from viewfinder.pipeline.scenes.dataset import (
     load_scene_dataset,
     write_scene_dataset,
 )
-from viewfinder.pipeline.scenes.edits import SceneEdit
+from viewfinder.pipeline.scenes.edits import EDIT_KINDS, SceneEdit, sample_edit
 from viewfinder.pipeline.scenes.generator import (
     SceneGeneratorConfig,
     generate_scenes,
@@ -613,3 +613,29 @@ def test_unreadable_benchmark_folders_are_scene_data_errors(tmp_path: Path) -> N
         info.write_text(content)
         with pytest.raises(SceneDataError, match=fragment):
             load_scene_dataset(tmp_path)
+
+
+def test_reworded_edits_and_answers_keep_their_content(test_scenes: list[Scene]) -> None:
+    from viewfinder.pipeline.scenes.edits import reworded_instruction
+    from viewfinder.pipeline.scenes.simuser import UNKNOWN, reworded_answer
+
+    rng = np.random.default_rng(0)
+    config = SceneGeneratorConfig()
+    seen = set()
+    for scene in test_scenes[:40]:
+        found = sample_edit(scene, rng, config, new_id="e")
+        if found is None:
+            continue
+        edit, _ = found
+        text = reworded_instruction(edit, scene, rng)
+        seen.add(edit.kind)
+        assert text and text != edit.instruction
+        if edit.value:  # the new colour, size or place is still said
+            assert edit.value in text
+        if edit.added is not None:
+            assert edit.added.shape in text and edit.added.colour in text
+    assert seen == set(EDIT_KINDS)
+    assert reworded_answer("is there a red star?", "yes", rng) != "yes"
+    assert "blue" in reworded_answer("what colour is the star?", "blue", rng)
+    for kept in (UNKNOWN, "there are several: a red star and a blue star", "there is no red star"):
+        assert reworded_answer("what colour is the star?", kept, rng) == kept

@@ -266,3 +266,41 @@ def test_composed_eval_counts_the_edited_target_never_the_reference(scenes, tmp_
     assert report["n_queries"] == 2 and report["stages"] == ["compose", "preselect"]
     assert 0.0 <= report["R@1"] <= report["R@5"] <= report["R@10"] <= 1.0
     assert report["examples"][0]["query"] == target_text and report["fallback_rate"] == 0.0
+
+
+def test_the_model_free_compose_baseline_joins_caption_and_edit(scenes):
+    from viewfinder.adapters.registry import load_encoder
+    from viewfinder.pipeline.stages.compose import Compose
+    from viewfinder.pipeline.stages.preselect import Preselect, PreselectConfig
+    from viewfinder.pipeline.store.index_store import IndexStore
+    from viewfinder.pipeline.store.search import Searcher
+
+    reference = next((scenes / "scenes" / "images" / "test").glob("*.png"))
+    store = IndexStore.open(scenes / "index")
+    searcher = Searcher(store, load_encoder("tiny-test"))
+    pipeline = Pipeline([Compose(None, None, _FakeCaptioner()), Preselect(searcher, PreselectConfig(k=5))], store)
+    result = Session(pipeline, k=5).search(image=reference, edit="make the star blue")
+    assert result.query == "a large red star at the top; make the star blue"
+    assert result.trace["steps"][0]["notes"]["fallback"] is False
+
+
+def test_composed_variants_set_the_compose_model_and_the_reference_weight():
+    from viewfinder.pipeline.config import load_preset
+    from viewfinder.pipeline.eval.composed import composed_variant_preset
+
+    agent = load_preset("agent")
+
+    def settings(spec: str) -> tuple[str, str, float]:
+        stages = {s.name: s.config for s in composed_variant_preset(agent, spec).stages}
+        return stages["compose"].model, stages["compose"].prompt, stages["preselect"].reference_weight
+
+    original = {s.name: s.config for s in agent.stages}
+    assert settings("preset") == (original["compose"].model, original["compose"].prompt,
+                                  original["preselect"].reference_weight)  # fmt: skip
+    assert settings("concat+ref:0")[::2] == ("none", 0.0)
+    assert settings("my-llm=my-prompt+ref:1.5") == ("my-llm", "my-prompt", 1.5)
+    for bad in ("my-llm", "=p", "concat+rocchio", "concat+ref:-1", "concat+ref:x"):
+        with pytest.raises(ValueError, match="variant"):
+            composed_variant_preset(agent, bad)
+    with pytest.raises(ValueError, match="no compose stage"):
+        composed_variant_preset(load_preset("dialogue"), "concat")

@@ -182,6 +182,15 @@ def eval_composed_cmd(
     dataset: Annotated[Path, typer.Argument(help="A scene benchmark folder.")],
     index: Annotated[Path, typer.Option("--index", "-i", help="An index of the split's images (edited ones too).")],
     config: ConfigOpt = None,
+    variant: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--variant",
+            "-v",
+            help="preset (the compose stage as the preset has it) | concat | MODEL=PROMPT, each optionally "
+            "+ref:W (the reference image's weight in the query); repeatable. Default: preset.",
+        ),
+    ] = None,
     split: Annotated[str, typer.Option(help="Split of the composed queries.")] = "test",
     queries: Annotated[int | None, typer.Option(min=1, help="At most this many composed queries.")] = None,
     baselines: Annotated[
@@ -192,34 +201,43 @@ def eval_composed_cmd(
     """Composed queries (reference image + edit) through a preset with a compose stage: R@1/5/10 beside
     the dual encoder's baselines (goal: R@10 >= 0.95)."""
     try:
-        from ..eval.composed import composed_report
+        from ..eval.composed import composed_experiment
         from ..eval.retrieval import machine_info
-        from ..stages.runner import Pipeline
 
-        pipeline = Pipeline.from_preset(config or "agent", index=index)
-        report = composed_report(dataset, split, pipeline, n_queries=queries)
+        report = composed_experiment(dataset, split, index, list(variant or ["preset"]), preset=config or "agent",
+                                     n_queries=queries)  # fmt: skip
     except (*user_errors(), ValueError) as exc:
         fail(str(exc))
         return
+    for entry in report["variants"].values():
+        entry.pop("traces", None)
     report["machine"] = machine_info()
-    table = Table(title=f"{report['n_queries']} composed queries ({split}): reference image + edit")
-    for column in ("method", "R@1", "R@5", "R@10", "median rank"):
-        table.add_column(column)
     if baselines is not None:
-        known = json.loads(baselines.read_text()).get("query_sets", {}).get("composed", {}).get("baselines", {})
-        report["baselines"] = known
-        for name, row in known.items():
-            table.add_row(name.replace("_", " "), *(f"{row[m]:.3f}" for m in ("R@1", "R@5", "R@10")),
-                          f"{row['median_rank']:.0f}")  # fmt: skip
-    table.add_row(
-        f"[bold]{escape(report['pipeline'])}[/] ({' -> '.join(report['stages'])})",
-        *(f"{report[m]:.3f}" for m in ("R@1", "R@5", "R@10")), f"{report['median_rank']:.0f}",
-    )  # fmt: skip
-    console.print(table)
-    console.print(f"refused LLM answers: {report['fallback_rate']:.2f}; {report['seconds_per_query']:.2f} s per query")
+        report["baselines"] = (
+            json.loads(baselines.read_text()).get("query_sets", {}).get("composed", {}).get("baselines", {})
+        )
+    print_composed(report)
     if out:
         out.write_text(json.dumps(report, indent=2) + "\n")
         console.print(f"report: {escape(str(out))}", soft_wrap=True)
+
+
+def print_composed(report: dict) -> None:
+    """One table: the dual-encoder baselines (when known), then each variant's R@1/5/10, median rank,
+    refused answers and seconds per query."""
+    table = Table(title=f"{report['n_queries']} composed queries ({report['split']}): reference image + edit")
+    for column in ("method", "R@1", "R@5", "R@10", "median rank", "refused", "s/query"):
+        table.add_column(column, justify="left" if column == "method" else "right")
+    for name, row in report.get("baselines", {}).items():
+        table.add_row(name.replace("_", " "), *(f"{row[m]:.3f}" for m in ("R@1", "R@5", "R@10")),
+                      f"{row['median_rank']:.0f}", "", "")  # fmt: skip
+    for name, row in report["variants"].items():
+        table.add_row(
+            f"[bold]{escape(name)}[/] ({' -> '.join(row['stages'])})",
+            *(f"{row[m]:.3f}" for m in ("R@1", "R@5", "R@10")), f"{row['median_rank']:.0f}",
+            f"{row['fallback_rate']:.2f}", f"{row['seconds_per_query']:.2f}",
+        )  # fmt: skip
+    console.print(table)
 
 
 def eval_dialogue_cmd(

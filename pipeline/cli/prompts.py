@@ -70,9 +70,15 @@ def experiment_cmd(
     preselect_k: PreselectKOpt = 256,
     exclude_rejected: ExcludeRejectedOpt = True,
     mode: Annotated[
-        str, typer.Option(help="feedback (-v MODEL=PROMPT rewrites) or dialogue (-v QUESTIONER+REFORMULATOR).")
+        str,
+        typer.Option(
+            help="feedback (-v MODEL=PROMPT rewrites), dialogue (-v QUESTIONER+REFORMULATOR) or composed "
+            "(-v MODEL=PROMPT applying the edit, optionally +ref:W; the split's composed queries)."
+        ),
     ] = "feedback",
-    config: Annotated[str | None, typer.Option("--config", "-c", help="Dialogue mode: the preset searched.")] = None,
+    config: Annotated[
+        str | None, typer.Option("--config", "-c", help="Dialogue and composed modes: the preset searched.")
+    ] = None,
     baselines: Annotated[
         bool, typer.Option(help="Run the baselines beside the variants (none, rule, rocchio; or the dialogue ones).")
     ] = True,
@@ -82,24 +88,30 @@ def experiment_cmd(
 ) -> None:
     """Prompt (and model) variants x partial queries x rounds with the simulated user: feedback rounds
     (one table per round: Hits@1/@10, found@10, median rank, invalid answers, tokens, seconds) or,
-    with --mode dialogue, question-and-answer rounds (Hits@10 per round, BRI, refused questions); a
-    plot and every session's trace. Example: -v smollm2-135m-instruct=rewrite-feedback
-    -v smollm2-135m-instruct=mine.yaml; --mode dialogue -v smollm2-135m-instruct=dialogue-question+rule"""
+    with --mode dialogue, question-and-answer rounds (Hits@10 per round, BRI, refused questions), or with
+    --mode composed, the split's composed queries (R@1/5/10, refused answers); a plot and every session's
+    trace. Example: -v smollm2-135m-instruct=rewrite-feedback -v smollm2-135m-instruct=mine.yaml;
+    --mode dialogue -v smollm2-135m-instruct=dialogue-question+rule; --mode composed
+    -v scene-rewriter=compose-edit-short+ref:0"""
     from ..agent.experiment import plot_rounds
+    from ..eval.composed import COMPOSED_BASELINES
     from ..eval.dialogue import DIALOGUE_BASELINES
     from .agent_eval import FEEDBACK_BASELINES, run_feedback_experiment
 
-    if mode not in ("feedback", "dialogue"):
-        fail(f"--mode {mode!r}: feedback or dialogue")
+    known = {"feedback": FEEDBACK_BASELINES, "dialogue": DIALOGUE_BASELINES, "composed": COMPOSED_BASELINES}
+    if mode not in known:
+        fail(f"--mode {mode!r}: feedback, dialogue or composed")
         return
     if not variant and not baselines:
         fail("nothing to run: give --variant, or keep --baselines")
         return
-    defaults = (FEEDBACK_BASELINES if mode == "feedback" else DIALOGUE_BASELINES) if baselines else ()
+    defaults = known[mode] if baselines else ()
     variants = list(dict.fromkeys([*defaults, *(variant or [])]))
     out_dir.mkdir(parents=True, exist_ok=True)
     if mode == "dialogue":
         report = _dialogue_experiment(dataset, index, variants, split, queries, rounds, config, out_dir)
+    elif mode == "composed":
+        report = _composed_experiment(dataset, index, variants, split, queries, config, out_dir)
     else:
         report = run_feedback_experiment(
             dataset, index, variants, split=split, queries=queries, rounds=rounds, captioner=captioner or None,
@@ -108,8 +120,11 @@ def experiment_cmd(
     if report is None:
         return
     (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    plot_rounds(report, out_dir / "rounds.png")
-    for name in ("report.json", "rounds.png", "traces.jsonl"):
+    names = ["report.json", "traces.jsonl"]
+    if mode != "composed":  # one round: nothing to plot
+        plot_rounds(report, out_dir / "rounds.png")
+        names.insert(1, "rounds.png")
+    for name in names:
         console.print(f"{name}: {escape(str(out_dir / name))}", soft_wrap=True)
 
 
@@ -132,4 +147,25 @@ def _dialogue_experiment(
         return None
     report.update(mode="dialogue", pipeline=pipeline.name, machine=machine_info())
     print_dialogue(report)
+    return report
+
+
+def _composed_experiment(
+    dataset: Path, index: Path, variants: list[str], split: str, queries: int, config: str | None, out_dir: Path
+) -> dict | None:
+    from ..eval.composed import composed_experiment
+    from ..eval.retrieval import machine_info
+    from .agent_eval import print_composed
+
+    try:
+        report = composed_experiment(dataset, split, index, variants, preset=config or "agent", n_queries=queries)
+    except (*user_errors(), ValueError) as exc:
+        fail(str(exc))
+        return None
+    with (out_dir / "traces.jsonl").open("w", encoding="utf-8") as traces:
+        for name, entry in report["variants"].items():
+            for example in entry.pop("traces", []):
+                traces.write(json.dumps({"variant": name} | example, default=str) + "\n")
+    report.update(mode="composed", machine=machine_info())
+    print_composed(report)
     return report

@@ -30,7 +30,8 @@ class ComposeConfig:
     """Settings of the compose stage."""
 
     model: str = "smollm2-135m-instruct"
-    """Chat model entry that applies the edit."""
+    """Chat model entry that applies the edit; ``none``: no model, the caption and the edit joined
+    (the model-free baseline)."""
     prompt: str = "compose-edit"
     captioner: str = "scene-captioner"
     """Captioner entry that describes the reference image."""
@@ -48,13 +49,17 @@ class Compose:
 
     name = "compose"
 
-    def __init__(self, llm: Any, prompt: Prompt, captioner: Any, config: ComposeConfig | None = None) -> None:
+    def __init__(
+        self, llm: Any | None, prompt: Prompt | None, captioner: Any, config: ComposeConfig | None = None
+    ) -> None:
         self.llm, self.prompt, self.captioner = llm, prompt, captioner
         self.config = config or ComposeConfig()
 
     @classmethod
     def from_context(cls, config: ComposeConfig, ctx: StageContext) -> Compose:
         captioner = ctx.model(config.captioner, "captioner")
+        if config.model == "none":
+            return cls(None, None, captioner, config)
         return cls(ctx.model(config.model, "chat"), load_prompt(config.prompt), captioner, config)
 
     def describe(self, image: str) -> str:
@@ -77,10 +82,13 @@ class Compose:
             state.notes["skipped"] = "a feedback round: the edit was applied in round 0"
             return state
         caption = self.describe(state.image)
+        state.notes["reference_caption"] = caption
+        if self.llm is None or self.prompt is None:  # the model-free baseline
+            state.text, state.notes["fallback"] = f"{caption}; {state.edit}", False
+            return state
         values = {"caption": quoted(caption), "edit": quoted(state.edit)}
         record = ask_for_query(self.llm, self.prompt, values, max_chars=self.config.max_chars)
         apply_answer(state, record)
-        state.notes["reference_caption"] = caption
         if state.notes["fallback"]:
             state.text = f"{caption}; {state.edit}"
         return state

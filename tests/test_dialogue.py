@@ -209,4 +209,26 @@ def test_prompt_experiment_covers_dialogue_mode_with_a_plot_and_traces(scenes, t
     lines = [json.loads(line) for line in (out / "traces.jsonl").read_text().splitlines()]
     assert len(lines) == 3 * 2 and len(lines[0]["session"]["turns"]) == 2
     bad = CliRunner().invoke(app, [*args[:7], "--mode", "chat"])
-    assert bad.exit_code != 0 and "feedback or dialogue" in bad.output
+    assert bad.exit_code != 0 and "feedback, dialogue or composed" in bad.output
+
+
+def test_eval_on_a_scene_folder_adds_dialogue_figures_beside_the_baselines(scenes, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from viewfinder.pipeline.cli import app
+
+    out = tmp_path / "eval.json"
+    args = ["eval", str(scenes / "scenes"), "--split", "test", "-c", "tiny", "--agent", "--dialogue-queries", "2",
+            "--dialogue-rounds", "2", "--work-dir", str(tmp_path / "work"), "--out", str(out)]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    dialogue = report["agent"]["dialogue"]
+    assert list(dialogue["variants"]) == ["random+concat", "grounded+concat", "grounded+rule"]
+    assert dialogue["rounds"] == 2 and len(dialogue["variants"]["grounded+rule"]["per_round"]) == 3
+    assert "composed" not in report["agent"]  # the tiny preset has no compose stage
+    assert "BRI" in result.output and "text → image" in result.output
+    plain = CliRunner().invoke(app, [*args[:6], "--work-dir", str(tmp_path / "work"), "--out", str(out)])
+    assert plain.exit_code == 0 and "agent" not in json.loads(out.read_text())  # off for a preset with no LLM

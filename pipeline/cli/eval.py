@@ -55,6 +55,12 @@ def _print_report(report: dict[str, Any]) -> None:
         console.print(t)
     if rerank := report.get("rerank"):
         _print_rerank(rerank, sets)
+    if agent := report.get("agent"):
+        from .agent_eval import print_composed, print_dialogue
+
+        if composed := agent.get("composed"):
+            print_composed(composed | {"baselines": sets.get("composed", {}).get("baselines", {})})
+        print_dialogue(agent["dialogue"])
     if captions := report.get("captioning"):
         gen, truth = captions["generated"], captions["ground_truth_parse"]
         console.print(
@@ -116,6 +122,23 @@ def eval_cmd(
     rerank_queries: Annotated[
         int | None, typer.Option(min=1, help="Rerank a seeded sample of this many captions (default: all).")
     ] = None,
+    agent: Annotated[
+        bool | None,
+        typer.Option(
+            help="Scene benchmark: also composed queries (with a compose stage) and dialogue search through the "
+            "preset, beside their baselines (default: on for presets with a language-model stage)."
+        ),
+    ] = None,
+    dialogue_variant: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--dialogue-variant",
+            help="QUESTIONER+REFORMULATOR for the dialogue part (repeatable; the random+concat and grounded+concat "
+            "baselines always run). Default: grounded+rule.",
+        ),
+    ] = None,
+    dialogue_queries: Annotated[int, typer.Option(min=1, help="Dialogues (seeded partial queries).")] = 100,
+    dialogue_rounds: Annotated[int, typer.Option(min=1, max=20, help="Questions per dialogue.")] = 10,
 ) -> None:
     """Recall@1/5/10 text→image and image→text (plus the scene query sets), as JSON and a table."""
     from ...adapters.registry import load_encoder, portable_entry
@@ -158,6 +181,18 @@ def eval_cmd(
                 rerank_queries=rerank_queries,
                 captioner=_preset_model(preset, "caption", "captioner"),
             )
+            from ..agent.experiment import LLM_STAGES
+
+            if agent if agent is not None else any(s.name in LLM_STAGES for s in preset.stages):
+                from ..eval.agent import agent_scene_report
+                from ..eval.dialogue import DIALOGUE_BASELINES
+                from ..eval.retrieval import eval_index_dir
+
+                variants = list(dict.fromkeys([*DIALOGUE_BASELINES, *(dialogue_variant or [])]))
+                report["agent"] = agent_scene_report(
+                    dataset, split, preset, eval_index_dir(cache, split, encoder.fingerprint),
+                    dialogue_variants=variants, dialogue_queries=dialogue_queries, rounds=dialogue_rounds,
+                )  # fmt: skip
         elif dataset.suffix == ".json":
             report = evaluate_retrieval(
                 load_karpathy(dataset, split, images), encoder, preset.index, cache, encoder_entry=entry
@@ -165,7 +200,7 @@ def eval_cmd(
         else:
             evalset = load_manifest(dataset, None if split == "test" and not _has_splits(dataset) else split)
             report = evaluate_retrieval(evalset, encoder, preset.index, cache, encoder_entry=entry)
-    except user_errors() as exc:
+    except (*user_errors(), ValueError) as exc:
         fail(str(exc))
         return
     report["command"] = "viewfinder " + " ".join(sys.argv[1:])

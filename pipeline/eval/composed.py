@@ -115,12 +115,14 @@ def composed_experiment(
     index: Path,
     variants: list[str],
     *,
-    preset: str = "agent",
+    preset: Any = "agent",
     n_queries: int | None = None,
     progress: bool | None = None,
+    encoder: Any = None,
 ) -> dict[str, Any]:
     """:func:`composed_report` for each variant (:func:`composed_variant_preset` of ``preset``) on
-    the same composed queries and index."""
+    the same composed queries and index. ``preset``: a name, file or loaded preset; ``encoder``: the
+    index's encoder when already loaded."""
     from ...adapters.registry import load_encoder
     from ..stages.presets import preset_for_index
     from ..stages.runner import Pipeline
@@ -128,7 +130,7 @@ def composed_experiment(
 
     with IndexStore.open(index) as store:
         base = preset_for_index(preset, store)  # the preset, with the index's own encoder
-    encoder = load_encoder(base.encoder)
+    encoder = encoder or load_encoder(base.encoder)
     out: dict[str, Any] = {"split": split, "preset": base.name, "variants": {}}
     for spec in variants:
         pipeline = Pipeline.from_preset(composed_variant_preset(base, spec), index=index, encoder=encoder)

@@ -150,6 +150,37 @@ class IndexStore:
         store._write_manifest_file()
         return store
 
+    @classmethod
+    def open_to_annotate(cls, path: str | Path) -> IndexStore:
+        """Open an existing index to write what lives beside its items (e.g. generative identifiers),
+        never its items or vectors; holds the same exclusive lock as indexing."""
+        folder = Path(path).expanduser()
+        if not cls.exists(folder):
+            raise StoreError(
+                f"no viewfinder index at {folder}: build one with `viewfinder index SOURCE --index {folder}`"
+            )
+        lock_fh = (folder / ".lock").open("w")
+        try:
+            fcntl.flock(lock_fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            lock_fh.close()
+            raise StoreError(f"another viewfinder process is writing {folder}; wait for it to finish") from exc
+        db = sqlite3.connect(folder / DB_NAME, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        store = cls(folder, db, writable=True)
+        store._lock_fh = lock_fh
+        try:
+            store._check_format()
+            with store.transaction():
+                for statement in _SCHEMA.strip().split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+        except BaseException:
+            store.close()
+            raise
+        return store
+
     def close(self) -> None:
         self.db.close()
         if self._lock_fh is not None:

@@ -21,6 +21,11 @@ CREATE TABLE IF NOT EXISTS pending (
     key TEXT PRIMARY KEY, id INTEGER NOT NULL, path TEXT NOT NULL, size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL, sha256 TEXT, text TEXT, metadata TEXT NOT NULL, vector BLOB, reason TEXT
 );
+CREATE TABLE IF NOT EXISTS genid_ids (
+    scheme TEXT NOT NULL, item_id INTEGER NOT NULL, identifier TEXT NOT NULL, live INTEGER NOT NULL,
+    PRIMARY KEY (scheme, item_id), UNIQUE (scheme, identifier)
+);
+CREATE TABLE IF NOT EXISTS genid_state (scheme TEXT PRIMARY KEY, state TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS skipped (
     key TEXT PRIMARY KEY, path TEXT NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, reason TEXT NOT NULL
 );

@@ -1,0 +1,89 @@
+"""Generative identifiers: schemes, the id map in the index store, the constrained-decoding trie."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers import write_images
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from viewfinder.pipeline import build_index
+from viewfinder.pipeline.genid.idmap import load_id_map, sync_id_map
+from viewfinder.pipeline.genid.schemes import SCHEMES, assign, structured_prefix
+from viewfinder.pipeline.genid.trie import IdTrie
+from viewfinder.pipeline.store.index_store import IndexStore
+
+END = 0
+
+
+def _tokens(identifier: str) -> list[int]:
+    return [ord(c) for c in identifier]  # one token per character (never 0, the end token)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.text(alphabet="0123-ab", min_size=1, max_size=6), min_size=1, max_size=30, unique=True),
+    st.integers(0, 2**32 - 1),
+)
+def test_the_trie_admits_every_identifier_and_nothing_else(identifiers, seed):
+    trie = IdTrie([_tokens(i) for i in identifiers], END)
+    assert all(trie.contains(_tokens(i)) for i in identifiers)
+    rng = np.random.default_rng(seed)
+    for _ in range(20):  # a decoder that picks any allowed token always ends on an identifier
+        out: list[int] = []
+        while not out or out[-1] != END:
+            choices = trie.allowed(out)
+            assert choices, f"a dead end after {out}"
+            out.append(int(rng.choice(choices)))
+        assert "".join(map(chr, out[:-1])) in identifiers
+        assert trie.allowed(out) == [END] and trie.allowed([*out, END]) == [END]  # finished stays finished
+    for identifier in identifiers:  # a prefix is not an identifier unless it is one
+        for cut in range(1, len(identifier)):
+            assert trie.contains(_tokens(identifier[:cut])) == (identifier[:cut] in identifiers)
+    assert trie.allowed([ord("z")]) == []
+
+
+def test_schemes_name_items_uniquely_and_incrementally():
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(230, 8)).astype(np.float32)
+    texts = [f"a {c} circle on the left" for c in ("red", "blue")] * 115
+    for scheme in SCHEMES:
+        state: dict = {}
+        first = assign(scheme, state, range(200), vectors[:200], texts[:200], branching=4, leaf_size=5)
+        more = assign(scheme, state, range(200, 230), vectors[200:], texts[200:], branching=4, leaf_size=5)
+        names = [*first.values(), *more.values()]
+        assert len(set(names)) == 230, scheme
+    semantic: dict = {}
+    ids = assign("semantic", semantic, range(200), vectors[:200], branching=4, leaf_size=5)
+    assert max(name.count("-") for name in ids.values()) >= 2  # a hierarchy, not a flat list
+    close = assign("semantic", semantic, [500], vectors[:1] + 1e-4)[500]
+    assert close.rsplit("-", 1)[0] == ids[0].rsplit("-", 1)[0]  # a near copy lands in the same leaf
+    assert structured_prefix("a picture showing a large blue circle on the right") == "large-blue-circle"
+    with pytest.raises(ValueError, match="one caption per item"):
+        assign("structured", {}, [1], None, None)
+    with pytest.raises(ValueError, match="expected one of"):
+        assign("words", {}, [1])
+
+
+def test_the_id_map_survives_adding_and_removing_items_and_never_reuses_an_id(tmp_path):
+    images = tmp_path / "images"
+    paths = write_images(images, 6)
+    build_index(images, tmp_path / "index", preset="tiny", progress=False)
+    for scheme in ("numeric", "semantic", "structured"):
+        first = sync_id_map(tmp_path / "index", scheme, describe=lambda rows: [r.key for r in rows])
+        assert len(first.added) == 6 and not first.retired
+    before = {s: load_id_map(IndexStore.open(tmp_path / "index"), s) for s in ("numeric", "semantic")}
+    paths[0].unlink()
+    write_images(images, 2, seed=9, prefix="new")
+    build_index(images, tmp_path / "index", progress=False)
+    for scheme, old in before.items():
+        report = sync_id_map(tmp_path / "index", scheme)
+        now = report.id_map
+        assert len(report.added) == 2 and len(report.retired) == 1 and len(now.ids) == 7
+        kept = set(old.ids) - set(report.retired)
+        assert all(now.ids[i] == old.ids[i] for i in kept)  # old items keep their names
+        assert not set(now.ids.values()) & set(now.retired.values())  # a removed item's name is not reused
+        assert load_id_map(IndexStore.open(tmp_path / "index"), scheme).ids == now.ids  # it is on disk
+        again = sync_id_map(tmp_path / "index", scheme)
+        assert not again.added and not again.retired and again.id_map.fingerprint() == now.fingerprint()

@@ -32,8 +32,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +42,7 @@ import torch
 from ...adapters.entries import ConfigError
 from ..store.fsutil import atomic_write_json
 from .clip import SceneDataConfig, ensure_scene_data
+from .lm_lora import LoopSettings, encode_chat_example, resume_or_wrap, train_steps
 from .run_config import check_at_least_one, load_run_config
 from .user_data import LoraConfig
 
@@ -303,11 +302,7 @@ def encode_example(
     answer starts."""
     messages = [{"role": {"human": "user", "ai": "assistant"}.get(m.type, m.type), "content": str(m.content)}
                 for m in prompt.format(**values)]  # fmt: skip
-    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    prompt_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    ids = (prompt_ids + answer_ids)[-max_length:]
-    return ids, max(0, len(ids) - len(answer_ids))
+    return encode_chat_example(tokenizer, messages, answer, max_length)
 
 
 @dataclass
@@ -322,12 +317,10 @@ def train_rewriter(config: RewriterTrainConfig, *, progress: bool | None = None,
     """Train (or resume) the LoRA rewriter run ``config`` describes."""
     from accelerate.utils import set_seed
     from peft import LoraConfig as PeftLoraConfig
-    from peft import PeftModel, get_peft_model
 
     from ...adapters.registry import load_model
     from ..agent.prompts import load_prompt, quoted
     from ..eval.retrieval import machine_info
-    from ..progress import progress_bar
 
     s = config.train
     if s.threads:
@@ -354,61 +347,20 @@ def train_rewriter(config: RewriterTrainConfig, *, progress: bool | None = None,
     for prompt_name, examples in tasks:
         prompt = load_prompt(prompt_name)
         encoded += [encode_example(tokenizer, prompt, values, answer, s.max_length) for values, answer in examples]
-    ckpt = out / "checkpoint"
-    state_file = out / "checkpoint_state.json"
-    if (ckpt / "adapter_config.json").is_file() and state_file.is_file():
-        model = PeftModel.from_pretrained(base, ckpt, is_trainable=True)
-        step = int(json.loads(state_file.read_text())["step"])
-        logger.info("resumed %s at step %d", ckpt, step)
-    else:
-        names = {n.split(".")[-1] for n, _ in base.named_modules()}
-        targets = [t for t in config.lora.target_modules if t in names]
-        if not targets:
-            raise ConfigError(f"lora: no layer named {config.lora.target_modules} in {config.model}")
-        lora = PeftLoraConfig(r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
+    names = {n.split(".")[-1] for n, _ in base.named_modules()}
+    targets = [t for t in config.lora.target_modules if t in names]
+    if not targets:
+        raise ConfigError(f"lora: no layer named {config.lora.target_modules} in {config.model}")
+
+    def lora() -> PeftLoraConfig:
+        return PeftLoraConfig(r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
                               target_modules=targets, task_type="CAUSAL_LM")  # fmt: skip
-        model, step = get_peft_model(base, lora), 0
-    model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=s.lr, weight_decay=0.0)
+
+    model, step = resume_or_wrap(base, out, lora)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    stop_at = s.steps if max_steps is None else min(s.steps, step + max_steps)
-    t_start = time.perf_counter()
-    with (
-        (out / "log.jsonl").open("a") as log,
-        progress_bar(f"training {config.name}", s.steps, "step", progress) as bar,
-    ):
-        bar.advance(step)
-        while step < stop_at:
-            rng = np.random.default_rng([s.seed, step])  # the batch depends on the step alone: resumes are exact
-            batch = [encoded[int(i)] for i in rng.choice(len(encoded), s.batch_size, replace=False)]
-            width = max(len(ids) for ids, _ in batch)
-            input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            labels = torch.full((len(batch), width), -100, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, (ids, start) in enumerate(batch):
-                input_ids[row, : len(ids)] = torch.tensor(ids)
-                labels[row, start : len(ids)] = torch.tensor(ids[start:])
-                mask[row, : len(ids)] = 1
-            lr = s.lr * min(1.0, (step + 1) / max(1, s.warmup_steps))
-            lr *= 0.5 * (1 + math.cos(math.pi * min(1.0, step / max(1, s.steps))))
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            step += 1
-            bar.advance(1)
-            if step % s.log_every == 0 or step == stop_at:
-                log.write(json.dumps({"step": step, "loss": float(loss.detach()), "lr": lr}) + "\n")
-                log.flush()
-                bar.describe(f"training {config.name} loss {float(loss.detach()):.3f}")
-            if step % s.checkpoint_every == 0 or step == stop_at:
-                model.save_pretrained(ckpt)
-                atomic_write_json(state_file, {"step": step})
-    seconds = time.perf_counter() - t_start
+    loop = LoopSettings(s.steps, s.batch_size, s.lr, s.warmup_steps, s.seed, s.checkpoint_every, s.log_every)
+    step, seconds = train_steps(model, encoded, loop, out, step=step, pad=pad, name=config.name, progress=progress,
+                                max_steps=max_steps)  # fmt: skip
     adapter_dir = out / "adapter"
     model.save_pretrained(adapter_dir)
     summary = {"name": config.name, "steps": step, "train_minutes": seconds / 60, "examples": len(encoded),

@@ -173,3 +173,33 @@ def tiny_scene_index(root: Path, *, seed: int, n_test: int) -> Path:
     )
     build_index(data / "test.jsonl", root / "index", preset="tiny", progress=False)
     return data
+
+
+def save_char_chat_model(folder: Path, *, hidden: int = 32, layers: int = 2, seed: int = 0) -> Path:
+    """A tiny random Llama with a one-character-per-token tokenizer and a chat template, saved as a
+    transformers folder (any identifier or caption tokenizes). Its weights start large enough that
+    the tied (frozen) embeddings let LoRA make confident predictions within a few steps."""
+    import torch
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    chars = list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-:_<>.,; ")
+    vocab = {w: i for i, w in enumerate(["<pad>", "<s>", "</s>", "<unk>", *chars])}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+    )
+    tokenizer.chat_template = (
+        "{% for m in messages %}{{ m['role'][0] }}:{{ m['content'] }};{% endfor %}"
+        "{% if add_generation_prompt %}a:{% endif %}"
+    )
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(vocab), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512, pad_token_id=0, bos_token_id=1,
+        eos_token_id=2, tie_word_embeddings=True, initializer_range=0.5,
+    )  # fmt: skip
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

@@ -87,3 +87,80 @@ def test_the_id_map_survives_adding_and_removing_items_and_never_reuses_an_id(tm
         assert load_id_map(IndexStore.open(tmp_path / "index"), scheme).ids == now.ids  # it is on disk
         again = sync_id_map(tmp_path / "index", scheme)
         assert not again.added and not again.retired and again.id_map.fingerprint() == now.fingerprint()
+
+
+def _text_index(folder, names: list[str], seed: int = 0):
+    import json
+
+    images = write_images(folder / "images", len(names), seed=seed)
+    manifest = folder / "items.jsonl"
+    lines = [json.dumps({"path": str(p), "caption": n}) + "\n" for p, n in zip(images, names, strict=True)]
+    manifest.write_text("".join(lines))
+    build_index(manifest, folder / "index", preset="tiny", progress=False)
+    return folder / "index"
+
+
+def _genid_config(tmp_path, scheme: str, steps: int):
+    from helpers import save_char_chat_model
+
+    from viewfinder.pipeline.genid.train import GenidSettings, GenidTrainConfig
+    from viewfinder.pipeline.train.user_data import LoraConfig
+
+    lm = save_char_chat_model(tmp_path / "lm")
+    (tmp_path / "lm.yaml").write_text(f"family: transformers_chat\nweights: local-dir\npath: {lm}\n")
+    settings = GenidSettings(queries_per_item=3, steps=steps, continue_steps=steps, batch_size=8, lr=2e-2,
+                             warmup_steps=5, checkpoint_every=50, log_every=10, max_length=96)  # fmt: skip
+    return GenidTrainConfig(name="tiny-genid", model=str(tmp_path / "lm.yaml"), scheme=scheme, captioner=None,
+                            lora=LoraConfig(r=8, alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj",
+                                                                           "gate_proj", "up_proj", "down_proj"]),
+                            train=settings, out=str(tmp_path / f"run-{scheme}"))  # fmt: skip
+
+
+NAMES = ["red star", "blue circle", "green square", "pink heart"]
+
+
+@pytest.mark.parametrize("scheme", ["numeric", "atomic"])
+def test_a_tiny_lm_memorises_a_handful_of_items_and_decodes_only_their_ids(tmp_path, scheme):
+    from viewfinder.pipeline.genid.model import GenidIndexError, IdentifierModel, check_index
+    from viewfinder.pipeline.genid.train import train_genid
+
+    index = _text_index(tmp_path, NAMES)
+    config = _genid_config(tmp_path, scheme, steps=60)
+    result = train_genid(config, index, progress=False)
+    model = IdentifierModel.load(result.adapter_dir)
+    with IndexStore.open(index) as store:
+        assert check_index(model.info, store).new == []
+        key_of = {row.id: row.text for row in store.iter_items()}
+    hits = model.retrieve(NAMES, k=3, beams=4)
+    assert all(1 <= len(h) <= 3 and set(i for i, _ in h) <= set(key_of) for h in hits)  # valid ids only
+    assert sum(key_of[h[0][0]] == name for h, name in zip(hits, NAMES, strict=True)) >= 3  # memorised
+    other = _text_index(tmp_path / "other", NAMES, seed=1)
+    with IndexStore.open(other) as store, pytest.raises(GenidIndexError, match="trained for another index"):
+        check_index(model.info, store)
+
+
+def test_continue_training_learns_new_items_and_keeps_old_ids(tmp_path):
+    import json
+
+    from viewfinder.pipeline.genid.model import IdentifierModel, check_index
+    from viewfinder.pipeline.genid.train import train_genid
+
+    index = _text_index(tmp_path, NAMES)
+    config = _genid_config(tmp_path, "numeric", steps=60)
+    train_genid(config, index, progress=False, max_steps=30)  # interrupted ...
+    first = train_genid(config, index, progress=False)  # ... and resumed
+    assert first.steps == 60 and len(IdentifierModel.load(first.adapter_dir).id_map.ids) == 4
+    with pytest.raises(Exception, match="--continue"):
+        train_genid(config, index, progress=False)
+    manifest = tmp_path / "items.jsonl"
+    extra = write_images(tmp_path / "images2", 1, seed=5)
+    manifest.write_text(manifest.read_text() + json.dumps({"path": str(extra[0]), "caption": "cyan cross"}) + "\n")
+    build_index(manifest, index, progress=False)
+    with IndexStore.open(index) as store:
+        model_before = IdentifierModel.load(first.adapter_dir)
+        assert len(check_index(model_before.info, store).new) == 1  # one item the model has not learned yet
+    grown = train_genid(config, index, continue_run=True, progress=False)
+    assert grown.added == 1
+    model = IdentifierModel.load(grown.adapter_dir)
+    assert set(model.id_map.ids) >= set(model_before.id_map.ids)
+    assert all(model.id_map.ids[i] == n for i, n in model_before.id_map.ids.items())  # old ids kept

@@ -164,3 +164,65 @@ def test_continue_training_learns_new_items_and_keeps_old_ids(tmp_path):
     model = IdentifierModel.load(grown.adapter_dir)
     assert set(model.id_map.ids) >= set(model_before.id_map.ids)
     assert all(model.id_map.ids[i] == n for i, n in model_before.id_map.ids.items())  # old ids kept
+
+
+@pytest.fixture(scope="module")
+def memorised(tmp_path_factory):
+    """A tiny index of four captioned images and a numeric-id model trained on it."""
+    from viewfinder.pipeline.genid.train import train_genid
+
+    root = tmp_path_factory.mktemp("genid")
+    index = _text_index(root, NAMES)
+    result = train_genid(_genid_config(root, "numeric", steps=60), index, progress=False)
+    return root, index, result.adapter_dir
+
+
+def test_the_genid_stage_preselects_alone_or_fuses_with_clip_and_traces_its_ids(memorised):
+    from viewfinder.pipeline import Pipeline
+    from viewfinder.pipeline.config import load_preset
+
+    root, index, model = memorised
+    tiny = load_preset("tiny")
+    genid = {"model": str(model), "k": 3, "beams": 4}
+    fused = genid | {"fusion": "score", "weight": 10.0}  # a memorised id's probability outweighs a cosine
+    for stages, first in (([{"genid": genid}], "genid"), (["preselect", {"genid": fused}], "preselect")):
+        preset = root / f"{first}.yaml"
+        preset.write_text(f"encoder: tiny-test\nindex: {{num_workers: 0}}\nstages: {stages!r}\n".replace("'", '"'))
+        result = Pipeline.from_preset(preset, index=index).search("blue circle", k=3)
+        step = next(s for s in result.trace["steps"] if s["stage"] == "genid")
+        assert step["notes"]["decoded"] and step["notes"]["scheme"] == "numeric"
+        assert result.hits[0].text == "blue circle"  # memorised, and ranked first in either mode
+        assert step["notes"]["fusion"] == ("none" if first == "genid" else "score")
+    assert tiny.name == "tiny"
+    bad = root / "bad.yaml"
+    bad.write_text(f'encoder: tiny-test\nstages: [{{genid: {{model: "{root / "nothing"}"}}}}]\n')
+    with pytest.raises(Exception, match="train genid"):
+        Pipeline.from_preset(bad, index=index)
+
+
+def test_reciprocal_rank_fusion_rewards_agreement():
+    from viewfinder.pipeline.stages.genid import reciprocal_rank_fusion
+
+    fused = reciprocal_rank_fusion([[1, 2, 3], [3, 1, 9]], [1.0, 1.0], rrf_k=60)
+    assert sorted(fused, key=lambda i: -fused[i]) == [1, 3, 2, 9]
+    heavier = reciprocal_rank_fusion([[1, 2, 3], [3, 1, 9]], [1.0, 3.0], rrf_k=60)
+    assert max(heavier, key=heavier.get) == 3
+
+
+def test_genid_eval_reports_clip_the_model_and_their_fusion_with_no_invalid_output(memorised):
+    import json
+
+    from typer.testing import CliRunner
+
+    from viewfinder.pipeline.cli import app
+
+    root, index, model = memorised
+    out = root / "genid.json"
+    result = CliRunner().invoke(app, ["eval-genid", str(root / "items.jsonl"), "-i", str(index), "-m", str(model),
+                                      "--beams", "4", "--out", str(out)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    entry = report["models"][str(model)]
+    assert report["n_queries"] == 4 and entry["invalid_outputs"] == 0 and entry["alone"]["R@1"] >= 0.75
+    assert set(entry["fused_with_clip_rrf"]) >= {"R@1", "R@5", "R@10"} and entry["decode_ms_per_query"] > 0
+    assert "CLIP + genid numeric" in result.output

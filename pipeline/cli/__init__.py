@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .agent_eval import eval_composed_cmd, eval_dialogue_cmd, eval_feedback_cmd, eval_normalise_cmd
+from .agent_eval import eval_composed_cmd, eval_dialogue_cmd, eval_feedback_cmd, eval_genid_cmd, eval_normalise_cmd
 from .bench import bench_app
 from .caption import caption_cmd
 from .chat import chat_cmd
@@ -40,6 +40,7 @@ app.command("eval-normalise")(eval_normalise_cmd)
 app.command("eval-feedback")(eval_feedback_cmd)
 app.command("eval-composed")(eval_composed_cmd)
 app.command("eval-dialogue")(eval_dialogue_cmd)
+app.command("eval-genid")(eval_genid_cmd)
 app.command("chat")(chat_cmd)
 app.add_typer(train_app, name="train")
 app.add_typer(bench_app, name="bench")

@@ -297,3 +297,50 @@ def print_dialogue(report: dict) -> None:
         table.add_row(escape(name), *cells, f"{entry['bri']:.3f}", f"{entry['unanswered_rate']:.2f}",
                       f"{entry['refused_question_rate']:.2f}")  # fmt: skip
     console.print(table)
+
+
+def eval_genid_cmd(
+    manifest: Annotated[
+        Path,
+        typer.Argument(help="A JSONL manifest with captions (a scene benchmark's <split>.jsonl) or a scene folder."),
+    ],
+    index: Annotated[Path, typer.Option("--index", "-i", help="The index the identifier models memorised.")],
+    model: Annotated[
+        list[Path],
+        typer.Option("--model", "-m", help="A trained identifier model folder (repeatable: one per scheme)."),
+    ],
+    split: Annotated[str, typer.Option(help="With a scene folder: the split whose captions are the queries.")] = "test",
+    queries: Annotated[
+        int | None, typer.Option(min=1, help="A seeded sample of this many captions (default: all).")
+    ] = None,
+    beams: Annotated[int, typer.Option(min=1, help="Beams of the constrained decoding.")] = 10,
+    out: Annotated[Path | None, typer.Option(help="Report JSON path.")] = None,
+) -> None:
+    """Generative identifiers (GRACE) beside CLIP on the same index and captions: T->I R@1/5/10 of CLIP,
+    of each identifier model alone and fused with CLIP (RRF); invalid outputs; decoding time per query
+    beside FAISS search time."""
+    from ..eval.genid import genid_report
+
+    if manifest.is_dir():
+        manifest = manifest / f"{split}.jsonl"
+    try:
+        report = genid_report(manifest, index, list(model), n_queries=queries, beams=beams)
+    except (*user_errors(), ValueError, FileNotFoundError) as exc:
+        fail(str(exc))
+        return
+    table = Table(title=f"{report['n_queries']} captions -> {report['items']} images ({escape(str(index))})")
+    for column in ("method", "R@1", "R@5", "R@10", "invalid", "ms / query"):
+        table.add_column(column, justify="left" if column == "method" else "right")
+    clip = report["clip"]
+    table.add_row("CLIP (FAISS search)", *(f"{clip[m]:.3f}" for m in ("R@1", "R@5", "R@10")), "",
+                  f"{clip['encode_ms_per_query'] + clip['search_ms_per_query']:.1f}")  # fmt: skip
+    for entry in report["models"].values():
+        alone, fused = entry["alone"], entry["fused_with_clip_rrf"]
+        table.add_row(f"genid {entry['scheme']}", *(f"{alone[m]:.3f}" for m in ("R@1", "R@5", "R@10")),
+                      str(entry["invalid_outputs"]), f"{entry['decode_ms_per_query']:.1f}")  # fmt: skip
+        table.add_row(f"CLIP + genid {entry['scheme']} (RRF)", *(f"{fused[m]:.3f}" for m in ("R@1", "R@5", "R@10")),
+                      "", "")  # fmt: skip
+    console.print(table)
+    if out:
+        out.write_text(json.dumps(report, indent=2) + "\n")
+        console.print(f"report: {escape(str(out))}", soft_wrap=True)

@@ -100,6 +100,33 @@ def train_rewriter_cmd(
     console.print(f"adapter: {result.adapter_dir} (name it as 'adapter' in a transformers_chat entry)", soft_wrap=True)
 
 
+@train_app.command("genid")
+def train_genid_cmd(
+    index: Annotated[Path, typer.Option("--index", "-i", help="The index whose items the model memorises.")],
+    config: TrainConfigOpt,
+    continue_run: Annotated[
+        bool,
+        typer.Option("--continue", help="The collection grew: go on from the trained model on the new items."),
+    ] = False,
+    max_steps: MaxStepsOpt = None,
+) -> None:
+    """Teach a language model (LoRA) the identifiers of an index's items (GRACE): memorise each image
+    (by its generated caption) and retrieve it from pseudo-queries; resumable."""
+    try:
+        from ..genid.train import load_genid_config, train_genid
+
+        result = train_genid(load_genid_config(config), index, continue_run=continue_run, max_steps=max_steps)
+    except (*user_errors(), ValueError) as exc:
+        fail(str(exc))
+        return
+    console.print(
+        f"{result.steps} steps in {result.seconds / 60:.1f} min; id map: {result.added} items named, "
+        f"{result.retired} retired",
+        soft_wrap=True,
+    )
+    console.print(f"model: {result.adapter_dir} (name it as 'model' of a genid stage)", soft_wrap=True)
+
+
 @train_app.command("export")
 def export_cmd(
     run: Annotated[

@@ -92,9 +92,11 @@ def load_manifest(path: Path, split: str | None = None) -> EvalSet:
             continue
         caps = record.get("caption") or []
         caps = [caps] if isinstance(caps, str) else caps
-        rel = Path(record["path"])
-        keys.append(str(record.get("id", rel.as_posix())))
-        paths.append(str(rel if rel.is_absolute() else path.parent / rel))
+        rel = Path(record["path"]).expanduser()
+        full = rel if rel.is_absolute() else path.parent / rel
+        inside = full.is_relative_to(path.parent)  # the key the indexer gives a line with no id
+        keys.append(str(record.get("id", full.relative_to(path.parent).as_posix() if inside else full)))
+        paths.append(str(full))
         records.append(record)
         for cap in caps:
             captions.append(str(cap))

@@ -103,6 +103,8 @@ class IdentifierModel:
         self.prompt = load_prompt(info.prompts["retrieve"])
         self.id_map = IdMap.from_dict(info.id_map)
         self.live = dict(self.id_map.ids)
+        self.invalid = 0
+        """Decoded sequences that named no identifier (the trie should keep this at 0)."""
         self._build_trie()
 
     def _build_trie(self) -> None:
@@ -144,7 +146,8 @@ class IdentifierModel:
         sequence is an identifier of the collection (the trie admits nothing else)."""
         if not queries:
             return []
-        beams = max(beams, k)
+        beams = min(max(beams, k), self.trie.size)  # more beams than identifiers would decode non-ids
+        k = min(k, beams)
         texts = [self.tokenizer.apply_chat_template(self.messages(q), add_generation_prompt=True, tokenize=False)
                  for q in queries]  # fmt: skip
         enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.lm.device)
@@ -166,6 +169,7 @@ class IdentifierModel:
                 tokens = tuple(tokens[: tokens.index(end)] if end in tokens else tokens)
                 item = self.item_of_tokens.get(tokens)
                 if item is None:  # cannot happen with the trie; counted by the eval as invalid
+                    self.invalid += 1
                     logger.warning("decoded a sequence that is no identifier: %s", tokens)
                     continue
                 hits.setdefault(item, scores[row])

@@ -19,6 +19,7 @@ from ...adapters.entries import ConfigError, from_dict
 from .base import Stage, StageContext
 from .caption import Caption, CaptionConfig
 from .compose import Compose, ComposeConfig
+from .genid import GenerativeIds, GenidConfig
 from .preselect import Preselect, PreselectConfig
 from .rerank import Rerank, RerankConfig
 from .rewrite import Normalise, NormaliseConfig, Rewrite, RewriteConfig, RuleRewrite, RuleRewriteConfig
@@ -56,8 +57,9 @@ register_stage("normalise", NormaliseConfig, Normalise.from_context)
 register_stage("rewrite", RewriteConfig, Rewrite.from_context)
 register_stage("rewrite-rule", RuleRewriteConfig, RuleRewrite.from_context)
 register_stage("compose", ComposeConfig, Compose.from_context)
+register_stage("genid", GenidConfig, GenerativeIds.from_context)
 
-FIRST_STAGES = ("preselect",)
+FIRST_STAGES = ("preselect", "genid")
 """Stages that produce candidates from the whole index; a pipeline starts with one of these."""
 QUERY_STAGES = ("normalise", "rewrite", "rewrite-rule", "compose")
 """Stages that only change the query text, so they may come before the first candidates."""

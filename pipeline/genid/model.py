@@ -31,9 +31,9 @@ class GenidIndexError(StoreError):
 
 
 def index_identity(store: IndexStore) -> dict[str, str]:
-    """What names an index for an identifier model: where and when it was made, with which encoder."""
+    """What names an index for an identifier model: its random id, when it was made, its encoder."""
     m = store.manifest
-    return {"created_at": m.created_at, "encoder_fingerprint": m.encoder_fingerprint, "source": m.source}
+    return {"uuid": store.uuid or "", "created_at": m.created_at, "encoder_fingerprint": m.encoder_fingerprint}
 
 
 @dataclass
@@ -77,8 +77,8 @@ def check_index(info: GenidInfo, store: IndexStore) -> IndexCheck:
     how = f"train one for it with `viewfinder train genid --index {store.path}`"
     if index_identity(store) != info.index:
         raise GenidIndexError(
-            f"this identifier model was trained for another index ({info.index.get('source')}, made "
-            f"{info.index.get('created_at')}), not {store.path}: {how}"
+            f"this identifier model was trained for another index (made {info.index.get('created_at')}, encoder "
+            f"{info.index.get('encoder_fingerprint')}), not {store.path}: {how}"
         )
     learned, now = IdMap.from_dict(info.id_map), load_id_map(store, info.scheme)
     named = now.ids | now.retired

@@ -201,11 +201,10 @@ def train_genid(
 
     with IndexStore.open(index) as store:
         rows = list(store.iter_items())
-        identity = index_identity(store)
+        if previous is not None and previous.index != index_identity(store):  # before touching its id map
+            raise ConfigError(f"--continue: {adapter_dir} was trained for another index than {index}")
     if not rows:
         raise ConfigError(f"{index}: the index is empty: nothing to memorise")
-    if previous is not None and previous.index != identity:
-        raise ConfigError(f"--continue: {adapter_dir} was trained for another index than {index}")
     if config.captioner:
         captions = item_captions(index, config.captioner, [(r.id, r.path) for r in rows], progress)
     else:
@@ -215,6 +214,10 @@ def train_genid(
     report = sync_id_map(index, config.scheme, describe=lambda rows: [captions[r.id] for r in rows],
                          branching=config.branching, leaf_size=config.leaf_size, seed=s.seed)  # fmt: skip
     id_map = report.id_map
+    with IndexStore.open(index) as store:
+        identity = index_identity(store)  # after the sync: it gives an older index its id
+    if previous is not None and previous.index != identity:
+        raise ConfigError(f"--continue: {adapter_dir} was trained for another index than {index}")
     rng = np.random.default_rng([s.seed, 71])
     if previous is not None:
         learned = IdMap.from_dict(previous.id_map)

@@ -25,6 +25,7 @@ import fcntl
 import json
 import logging
 import sqlite3
+import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -145,6 +146,7 @@ class IndexStore:
                 )
                 store._set_meta("manifest", asdict(manifest))
                 store._set_meta("next_id", 0)
+                store._set_meta("uuid", uuid.uuid4().hex)
         store._check_format()
         store._remove_stale_files()
         store._write_manifest_file()
@@ -176,10 +178,18 @@ class IndexStore:
                 for statement in _SCHEMA.strip().split(";"):
                     if statement.strip():
                         db.execute(statement)
+                if store._meta("uuid") is None:  # an index made before indexes had one
+                    store._set_meta("uuid", uuid.uuid4().hex)
         except BaseException:
             store.close()
             raise
         return store
+
+    @property
+    def uuid(self) -> str | None:
+        """A random id given when the index was made (None for an index made before there were ids,
+        until something annotates it): tells two indexes apart whatever their files say."""
+        return self._meta("uuid")
 
     def close(self) -> None:
         self.db.close()

@@ -111,21 +111,9 @@ class IndexStore:
         if folder.is_dir() and not cls.exists(folder) and any(p.name != ".lock" for p in folder.iterdir()):
             raise StoreError(f"{folder} is not empty and is not a viewfinder index: choose a new or empty folder")
         folder.mkdir(parents=True, exist_ok=True)
-        lock_fh = (folder / ".lock").open("w")
-        try:
-            fcntl.flock(lock_fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            lock_fh.close()
-            raise StoreError(f"another viewfinder process is writing {folder}; wait for it to finish") from exc
-        db = sqlite3.connect(folder / DB_NAME, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
-        store = cls(folder, db, writable=True)
-        store._lock_fh = lock_fh
+        store = cls._locked(folder)
         with store.transaction():
-            for statement in _SCHEMA.strip().split(";"):
-                if statement.strip():
-                    db.execute(statement)
+            store._create_tables()
             if store._meta("manifest") is None:
                 now = _now()
                 manifest = Manifest(
@@ -152,15 +140,15 @@ class IndexStore:
         store._write_manifest_file()
         return store
 
+    def _create_tables(self) -> None:
+        """The schema's tables that are missing (an older index gains the newer ones)."""
+        for statement in _SCHEMA.strip().split(";"):
+            if statement.strip():
+                self.db.execute(statement)
+
     @classmethod
-    def open_to_annotate(cls, path: str | Path) -> IndexStore:
-        """Open an existing index to write what lives beside its items (e.g. generative identifiers),
-        never its items or vectors; holds the same exclusive lock as indexing."""
-        folder = Path(path).expanduser()
-        if not cls.exists(folder):
-            raise StoreError(
-                f"no viewfinder index at {folder}: build one with `viewfinder index SOURCE --index {folder}`"
-            )
+    def _locked(cls, folder: Path) -> IndexStore:
+        """``folder``'s store opened for writing under the exclusive writer lock."""
         lock_fh = (folder / ".lock").open("w")
         try:
             fcntl.flock(lock_fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -172,12 +160,22 @@ class IndexStore:
         db.execute("PRAGMA synchronous=FULL")
         store = cls(folder, db, writable=True)
         store._lock_fh = lock_fh
+        return store
+
+    @classmethod
+    def open_to_annotate(cls, path: str | Path) -> IndexStore:
+        """Open an existing index to write what lives beside its items (e.g. generative identifiers),
+        never its items or vectors; holds the same exclusive lock as indexing."""
+        folder = Path(path).expanduser()
+        if not cls.exists(folder):
+            raise StoreError(
+                f"no viewfinder index at {folder}: build one with `viewfinder index SOURCE --index {folder}`"
+            )
+        store = cls._locked(folder)
         try:
             store._check_format()
             with store.transaction():
-                for statement in _SCHEMA.strip().split(";"):
-                    if statement.strip():
-                        db.execute(statement)
+                store._create_tables()
                 if store._meta("uuid") is None:  # an index made before indexes had one
                     store._set_meta("uuid", uuid.uuid4().hex)
         except BaseException:

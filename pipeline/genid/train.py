@@ -177,7 +177,7 @@ def train_genid(
     from ..agent.prompts import load_prompt
     from ..eval.retrieval import machine_info
     from ..store.index_store import IndexStore
-    from ..train.lm_lora import LoopSettings, encode_chat_example, resume_or_wrap, train_steps
+    from ..train.lm_lora import LoopSettings, encode_chat_example, lora_targets, resume_or_wrap, train_steps
     from .idmap import IdMap, sync_id_map
     from .model import DEFAULT_PROMPTS, GENID_FILE, GenidInfo, index_identity
 
@@ -250,10 +250,7 @@ def train_genid(
                     for m in prompts[task].format(**{variable: text})]  # fmt: skip
         encoded.append(encode_chat_example(tokenizer, messages, identifier, s.max_length))
 
-    names = {n.split(".")[-1] for n, _ in base.named_modules()}
-    targets = [t for t in config.lora.target_modules if t in names]
-    if not targets:
-        raise ConfigError(f"lora: no layer named {config.lora.target_modules} in {config.model}")
+    targets = lora_targets(base, config.lora.target_modules, config.model)
 
     def lora() -> PeftLoraConfig:
         extra: dict[str, Any] = {}

@@ -44,6 +44,17 @@ def encode_chat_example(
     return ids, max(0, len(ids) - len(answer_ids))
 
 
+def lora_targets(base: Any, wanted: list[str], model_name: str) -> list[str]:
+    """The layer names of ``wanted`` that ``base`` has (a :class:`ConfigError` when none)."""
+    from ...adapters.entries import ConfigError
+
+    names = {n.split(".")[-1] for n, _ in base.named_modules()}
+    targets = [t for t in wanted if t in names]
+    if not targets:
+        raise ConfigError(f"lora: no layer named {wanted} in {model_name}")
+    return targets
+
+
 def resume_or_wrap(base: Any, out: Path, make_config: Any) -> tuple[Any, int]:
     """The peft model to train and its step: the checkpoint in ``out`` when there is one, else
     ``base`` wrapped with the LoRA config ``make_config()`` returns."""
@@ -115,4 +126,4 @@ def train_steps(
     return step, time.perf_counter() - t_start
 
 
-__all__ = ["LoopSettings", "encode_chat_example", "resume_or_wrap", "train_steps"]
+__all__ = ["LoopSettings", "encode_chat_example", "lora_targets", "resume_or_wrap", "train_steps"]

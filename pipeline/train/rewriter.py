@@ -42,7 +42,7 @@ import torch
 from ...adapters.entries import ConfigError
 from ..store.fsutil import atomic_write_json
 from .clip import SceneDataConfig, ensure_scene_data
-from .lm_lora import LoopSettings, encode_chat_example, resume_or_wrap, train_steps
+from .lm_lora import LoopSettings, encode_chat_example, lora_targets, resume_or_wrap, train_steps
 from .run_config import check_at_least_one, load_run_config
 from .user_data import LoraConfig
 
@@ -347,10 +347,7 @@ def train_rewriter(config: RewriterTrainConfig, *, progress: bool | None = None,
     for prompt_name, examples in tasks:
         prompt = load_prompt(prompt_name)
         encoded += [encode_example(tokenizer, prompt, values, answer, s.max_length) for values, answer in examples]
-    names = {n.split(".")[-1] for n, _ in base.named_modules()}
-    targets = [t for t in config.lora.target_modules if t in names]
-    if not targets:
-        raise ConfigError(f"lora: no layer named {config.lora.target_modules} in {config.model}")
+    targets = lora_targets(base, config.lora.target_modules, config.model)
 
     def lora() -> PeftLoraConfig:
         return PeftLoraConfig(r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,

@@ -226,3 +226,15 @@ def test_genid_eval_reports_clip_the_model_and_their_fusion_with_no_invalid_outp
     assert report["n_queries"] == 4 and entry["invalid_outputs"] == 0 and entry["alone"]["R@1"] >= 0.75
     assert set(entry["fused_with_clip_rrf"]) >= {"R@1", "R@5", "R@10"} and entry["decode_ms_per_query"] > 0
     assert "CLIP + genid numeric" in result.output
+
+
+def test_the_packaged_genid_config_loads_and_the_cli_explains_a_missing_index(tmp_path):
+    from typer.testing import CliRunner
+
+    from viewfinder.pipeline.cli import app
+    from viewfinder.pipeline.genid.train import load_genid_config
+
+    config = load_genid_config("scene-genid")
+    assert config.scheme in SCHEMES and config.captioner == "scene-captioner"
+    result = CliRunner().invoke(app, ["train", "genid", "-i", str(tmp_path / "none"), "-c", "scene-genid"])
+    assert result.exit_code != 0 and "no viewfinder index" in result.output

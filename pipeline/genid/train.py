@@ -39,6 +39,9 @@ logger = logging.getLogger(__name__)
 class GenidSettings:
     queries_per_item: int = 4
     """Pseudo-queries per item (retrieve task), besides one memorise example."""
+    branching: int = 10
+    leaf_size: int = 10
+    """Semantic ids: clusters per level, and most items in a leaf."""
     steps: int = 600
     continue_steps: int = 200
     """Steps of a ``--continue`` run."""
@@ -66,11 +69,8 @@ class GenidTrainConfig:
     """The chat model entry to adapt (a ``transformers_chat`` entry)."""
     scheme: str = "semantic"
     captioner: str | None = "scene-captioner"
-    """Describes the items' images for memorisation and the pseudo-queries; none (null): the items'
-    own texts (a manifest's captions) instead."""
-    branching: int = 10
-    leaf_size: int = 10
-    """Semantic ids: clusters per level, and most items in a leaf."""
+    """Describes the items' images for memorisation and the pseudo-queries; empty: the items' own
+    texts (a manifest's captions) instead."""
     lora: LoraConfig = field(default_factory=lambda: LoraConfig(r=16, alpha=32))
     train: GenidSettings = field(default_factory=GenidSettings)
     out: str = "runs/genid"
@@ -212,7 +212,7 @@ def train_genid(
         if not any(captions.values()):
             raise ConfigError(f"{index}: its items have no texts: name a captioner in the config")
     report = sync_id_map(index, config.scheme, describe=lambda rows: [captions[r.id] for r in rows],
-                         branching=config.branching, leaf_size=config.leaf_size, seed=s.seed)  # fmt: skip
+                         branching=s.branching, leaf_size=s.leaf_size, seed=s.seed)  # fmt: skip
     id_map = report.id_map
     with IndexStore.open(index) as store:
         identity = index_identity(store)  # after the sync: it gives an older index its id

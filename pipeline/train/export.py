@@ -38,7 +38,7 @@ def export_run(run: Path, to: Path) -> Path:
     state = load_file(str(weights[0]))
     save_file({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, str(to / weights[0].name))
     for extra in sorted(src.iterdir()):
-        if extra.is_file() and extra != weights[0]:
+        if extra.is_file() and extra != weights[0] and extra.name != "README.md":  # peft's boilerplate card
             shutil.copyfile(extra, to / extra.name)
     shutil.copyfile(run / "train_config.json", to / "train_config.json")
     shutil.copyfile(run / "summary.json", to / "train_summary.json")

@@ -238,3 +238,20 @@ def test_the_packaged_genid_config_loads_and_the_cli_explains_a_missing_index(tm
     assert config.scheme in SCHEMES and config.captioner == "scene-captioner"
     result = CliRunner().invoke(app, ["train", "genid", "-i", str(tmp_path / "none"), "-c", "scene-genid"])
     assert result.exit_code != 0 and "no viewfinder index" in result.output
+
+
+def test_bench_genid_times_decoding_beside_faiss_search(memorised):
+    import json
+
+    from typer.testing import CliRunner
+
+    from viewfinder.pipeline.cli import app
+
+    root, index, model = memorised
+    out = root / "bench.json"
+    args = ["bench", "genid", "-i", str(index), "-m", str(model), "--queries", "3", "--beams", "4", "--json", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    run = json.loads(out.read_text())
+    assert run["queries"] == 3 and run["scheme"] == "numeric" and run["decode_p50_ms"] > 0
+    assert "FAISS search" in result.output

@@ -281,3 +281,32 @@ def agent_cmd(
     console.print(f"{later}LLM output tokens/s: {tps:.1f}" if tps else later.rstrip("; "))
     if json_path:
         _write_json(json_path, asdict(run))
+
+
+@bench_app.command("genid")
+def genid_cmd(
+    index: Annotated[Path, typer.Option("--index", "-i", help="The index the identifier model memorised.")],
+    model: Annotated[Path, typer.Option("--model", "-m", help="A trained identifier model folder.")],
+    queries: Annotated[int, typer.Option(min=1, help="Queries (texts of the index's own items).")] = 50,
+    beams: Annotated[int, typer.Option(min=1, help="Beams of the constrained decoding.")] = 10,
+    json_path: JsonOpt = None,
+) -> None:
+    """Identifier decoding (beam search constrained to the index's ids) per query, beside CLIP's query
+    encoding and FAISS search, in one run."""
+    from ..bench.genid import bench_genid
+    from ..bench.query import default_queries
+
+    try:
+        run = bench_genid(index, model, default_queries(index, queries), beams=beams)
+    except (*user_errors(), ValueError, FileNotFoundError) as exc:
+        fail(str(exc))
+        return
+    console.print(
+        f"{run.queries} queries, {run.items} items, {run.scheme} ids, beam {run.beams}: decode p50 "
+        f"{run.decode_p50_ms:.1f} ms (p95 {run.decode_p95_ms:.1f}); FAISS search p50 {run.faiss_search_p50_ms:.2f} ms "
+        f"(p95 {run.faiss_search_p95_ms:.2f}), CLIP query encoding p50 {run.clip_encode_p50_ms:.1f} ms; decoding takes "
+        f"{run.decode_over_search:.0f}x the search",
+        soft_wrap=True,
+    )
+    if json_path:
+        _write_json(json_path, asdict(run))

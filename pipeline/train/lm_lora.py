@@ -121,7 +121,7 @@ def train_steps(
                 log.flush()
                 bar.describe(f"training {name} loss {float(loss.detach()):.3f}")
             if step % s.checkpoint_every == 0 or step == stop_at:
-                model.save_pretrained(out / "checkpoint")
+                model.save_pretrained(out / "checkpoint", save_embedding_layers=False)  # new-token rows are in it
                 atomic_write_json(out / "checkpoint_state.json", {"step": step})
     return step, time.perf_counter() - t_start
 

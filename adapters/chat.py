@@ -37,6 +37,11 @@ logger = logging.getLogger(__name__)
 _ROLES = {"human": "user", "ai": "assistant", "system": "system", "user": "user", "assistant": "assistant"}
 
 
+def role_messages(messages: Sequence[BaseMessage]) -> list[dict[str, str]]:
+    """langchain-core messages as the ``{"role", "content"}`` dicts a tokenizer's chat template reads."""
+    return [{"role": _ROLES.get(m.type, "user"), "content": str(m.content)} for m in messages]
+
+
 class ChatModelLoadError(RuntimeError):
     """A chat model cannot be loaded; the message names the entry and how to get it."""
 
@@ -86,11 +91,7 @@ class TransformersChatModel(BaseChatModel):
     ) -> list[tuple[str, dict[str, int]]]:
         tok = self.tokenizer
         prompts = [
-            tok.apply_chat_template(
-                [{"role": _ROLES.get(m.type, "user"), "content": str(m.content)} for m in conv],
-                add_generation_prompt=True,
-                tokenize=False,
-            )
+            tok.apply_chat_template(role_messages(conv), add_generation_prompt=True, tokenize=False)
             for conv in conversations
         ]
         tok.padding_side = "left"

@@ -32,16 +32,12 @@ class GenidBench:
 def bench_genid(index: Path, model_dir: Path, texts: list[str], *, beams: int = 10, k: int = 10) -> GenidBench:
     """Per query: encode (CLIP), FAISS search of the top ``k``, and the identifier model's decode
     with ``beams`` beams; p50/p95 over ``texts`` (one warm-up query first)."""
-    from ...adapters.registry import load_encoder
     from ..eval.retrieval import machine_info
     from ..genid.model import IdentifierModel, check_index
-    from ..stages.presets import preset_for_index
-    from ..store.index_store import IndexStore
     from ..store.search import Searcher
 
-    store = IndexStore.open(index)
-    preset = preset_for_index(None, store)
-    searcher = Searcher(store, load_encoder(preset.encoder), preset.index)
+    searcher = Searcher.open(index)  # the index's own encoder and search settings
+    store = searcher.store
     model = IdentifierModel.load(model_dir)
     check_index(model.info, store)
     encode, search, decode = [], [], []

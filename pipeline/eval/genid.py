@@ -32,17 +32,15 @@ def genid_report(
 ) -> dict[str, Any]:
     """T->I R@1/5/10 of CLIP alone, each identifier model alone, and CLIP + model (RRF), on the
     captions of ``manifest``'s images that ``index`` holds (a seeded sample of ``n_queries``)."""
-    from ...adapters.registry import load_encoder
     from ..genid.model import IdentifierModel, check_index
     from ..progress import progress_bar
     from ..stages.genid import reciprocal_rank_fusion
-    from ..stages.presets import preset_for_index
-    from ..store.index_store import IndexStore
     from ..store.search import Searcher
     from .retrieval import load_manifest, machine_info
 
     evalset = load_manifest(manifest)
-    store = IndexStore.open(index)
+    searcher = Searcher.open(index)  # the index's own encoder and search settings
+    store = searcher.store
     item_of = {row.key: row.id for row in store.iter_items()}
     pairs = zip(evalset.captions, (evalset.image_keys[o] for o in evalset.caption_image), strict=True)
     queries = [(text, item_of[key]) for text, key in pairs if key in item_of]
@@ -51,8 +49,6 @@ def genid_report(
     if n_queries and n_queries < len(queries):
         rng = np.random.default_rng([seed, 73])
         queries = [queries[int(i)] for i in sorted(rng.choice(len(queries), n_queries, replace=False))]
-    preset = preset_for_index(None, store)
-    searcher = Searcher(store, load_encoder(preset.encoder), preset.index)
     clip_lists, encode_s, search_s = [], 0.0, 0.0
     searcher.encode_query_text(queries[0][0])  # warm-up: the first call's one-off costs are not a query's
     for start in range(0, len(queries), 64):

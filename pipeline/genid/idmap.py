@@ -32,10 +32,6 @@ class IdMap:
     state: dict[str, Any] = field(default_factory=dict)
     """The scheme's counters / centroids (:func:`.schemes.assign`)."""
 
-    def item_of(self) -> dict[str, int]:
-        """Identifier -> item id, live items only."""
-        return {identifier: item for item, identifier in self.ids.items()}
-
     def fingerprint(self) -> str:
         """A digest of the live (item, identifier) pairs: a model trained on this map checks it."""
         pairs = json.dumps(sorted(self.ids.items()), separators=(",", ":"))

@@ -137,8 +137,9 @@ class IdentifierModel:
         return cls(lm.to(device), tokenizer, info)
 
     def messages(self, query: str) -> list[dict[str, str]]:
-        return [{"role": {"human": "user", "ai": "assistant"}.get(m.type, m.type), "content": str(m.content)}
-                for m in self.prompt.format(query=query)]  # fmt: skip
+        from ...adapters.chat import role_messages
+
+        return role_messages(self.prompt.format(query=query))
 
     @torch.no_grad()
     def retrieve(self, queries: list[str], k: int = 10, beams: int = 10) -> list[list[tuple[int, float]]]:

@@ -177,7 +177,7 @@ def train_genid(
     from ..agent.prompts import load_prompt
     from ..eval.retrieval import machine_info
     from ..store.index_store import IndexStore
-    from ..train.lm_lora import LoopSettings, encode_chat_example, lora_targets, resume_or_wrap, train_steps
+    from ..train.lm_lora import LoopSettings, encode_example, lora_targets, resume_or_wrap, train_steps
     from .idmap import IdMap, sync_id_map
     from .model import DEFAULT_PROMPTS, GENID_FILE, GenidInfo, index_identity
 
@@ -186,10 +186,8 @@ def train_genid(
     out = Path(config.out).expanduser()
     adapter_dir = out / "adapter"
     previous = GenidInfo.load(adapter_dir) if continue_run else None
-    if continue_run and previous.scheme != config.scheme:  # type: ignore[union-attr]
-        raise ConfigError(
-            f"--continue: {adapter_dir} learned {previous.scheme} ids, the config asks for {config.scheme}"
-        )  # type: ignore[union-attr]
+    if previous is not None and previous.scheme != config.scheme:
+        raise ConfigError(f"--continue: {adapter_dir} learned {previous.scheme} ids; the config says {config.scheme}")
     if continue_run and config.scheme == "atomic":
         raise ConfigError("--continue: atomic ids add one token per new image, which a trained adapter cannot take; "
                           "train afresh (a new --out)")  # fmt: skip
@@ -216,8 +214,6 @@ def train_genid(
     id_map = report.id_map
     with IndexStore.open(index) as store:
         identity = index_identity(store)  # after the sync: it gives an older index its id
-    if previous is not None and previous.index != identity:
-        raise ConfigError(f"--continue: {adapter_dir} was trained for another index than {index}")
     rng = np.random.default_rng([s.seed, 71])
     if previous is not None:
         learned = IdMap.from_dict(previous.id_map)
@@ -243,12 +239,11 @@ def train_genid(
         tokenizer.add_tokens(new_tokens)
         base.resize_token_embeddings(len(tokenizer))
     prompts = {task: load_prompt(name) for task, name in DEFAULT_PROMPTS.items()}
-    encoded = []
-    for task, text, identifier in examples:
-        variable = "caption" if task == "memorise" else "query"
-        messages = [{"role": {"human": "user", "ai": "assistant"}.get(m.type, m.type), "content": str(m.content)}
-                    for m in prompts[task].format(**{variable: text})]  # fmt: skip
-        encoded.append(encode_chat_example(tokenizer, messages, identifier, s.max_length))
+    encoded = [
+        encode_example(tokenizer, prompts[task], {"caption" if task == "memorise" else "query": text}, identifier,
+                       s.max_length)
+        for task, text, identifier in examples
+    ]  # fmt: skip
 
     targets = lora_targets(base, config.lora.target_modules, config.model)
 

@@ -43,13 +43,17 @@ class StageContext:
     def encoder(self) -> ImageTextEncoder:
         return self.searcher.encoder
 
+    @property
+    def preset_folder(self) -> Path | None:
+        """The folder of the preset file (None for a packaged preset): relative paths in it start there."""
+        source = Path(self.preset.source) if self.preset.source else None
+        return source.parent if source is not None and source.is_file() else None
+
     def model(self, entry: Any, kind: str | None = None) -> Any:
         """The model a (named) entry describes, loaded once per pipeline."""
         from ...adapters.registry import load_entry, load_model
 
-        source = Path(self.preset.source) if self.preset.source else None
-        relative_to = source.parent if source is not None and source.is_file() else None  # a preset file's folder
-        resolved = load_entry(entry, kind, relative_to=relative_to)  # type: ignore[arg-type]
+        resolved = load_entry(entry, kind, relative_to=self.preset_folder)  # type: ignore[arg-type]
         if resolved.name not in self.models:
             self.models[resolved.name] = load_model(resolved, kind)  # type: ignore[arg-type]
         return self.models[resolved.name]

@@ -51,10 +51,9 @@ class GenidConfig:
 
 
 def _model_folder(config: GenidConfig, ctx: StageContext) -> Path:
-    path = Path(config.model).expanduser()
-    source = Path(ctx.preset.source) if ctx.preset.source else None
-    if not path.is_absolute() and source is not None and source.is_file() and (source.parent / path).exists():
-        return source.parent / path
+    path, folder = Path(config.model).expanduser(), ctx.preset_folder
+    if not path.is_absolute() and folder is not None and (folder / path).exists():
+        return folder / path
     return path
 
 

@@ -32,11 +32,14 @@ class LoopSettings:
     log_every: int
 
 
-def encode_chat_example(
-    tokenizer: Any, messages: list[dict[str, str]], answer: str, max_length: int
+def encode_example(
+    tokenizer: Any, prompt: Any, values: dict[str, str], answer: str, max_length: int
 ) -> tuple[list[int], int]:
-    """Token ids of the chat ``messages`` (with the generation prompt) + ``answer`` + end of turn,
-    and where the answer starts; a long example is cut from the left of the prompt."""
+    """Token ids of ``prompt`` filled with ``values`` (with the generation prompt) + ``answer`` + end
+    of turn, and where the answer starts; a long example is cut from the left of the prompt."""
+    from ...adapters.chat import role_messages
+
+    messages = role_messages(prompt.format(**values))
     text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     prompt_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
@@ -126,4 +129,4 @@ def train_steps(
     return step, time.perf_counter() - t_start
 
 
-__all__ = ["LoopSettings", "encode_chat_example", "lora_targets", "resume_or_wrap", "train_steps"]
+__all__ = ["LoopSettings", "encode_example", "lora_targets", "resume_or_wrap", "train_steps"]

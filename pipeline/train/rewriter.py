@@ -42,7 +42,7 @@ import torch
 from ...adapters.entries import ConfigError
 from ..store.fsutil import atomic_write_json
 from .clip import SceneDataConfig, ensure_scene_data
-from .lm_lora import LoopSettings, encode_chat_example, lora_targets, resume_or_wrap, train_steps
+from .lm_lora import LoopSettings, encode_example, lora_targets, resume_or_wrap, train_steps
 from .run_config import check_at_least_one, load_run_config
 from .user_data import LoraConfig
 
@@ -293,16 +293,6 @@ def user_examples(path: str | Path) -> list[tuple[str, str]]:
         except (json.JSONDecodeError, KeyError) as exc:
             raise ConfigError(f'{path}:{lineno}: expected {{"request": ..., "query": ...}}: {exc}') from exc
     return out
-
-
-def encode_example(
-    tokenizer: Any, prompt: Any, values: dict[str, str], answer: str, max_length: int
-) -> tuple[list[int], int]:
-    """Token ids of prompt (filled with the quoted ``values``) + answer (+ end of turn) and where the
-    answer starts."""
-    messages = [{"role": {"human": "user", "ai": "assistant"}.get(m.type, m.type), "content": str(m.content)}
-                for m in prompt.format(**values)]  # fmt: skip
-    return encode_chat_example(tokenizer, messages, answer, max_length)
 
 
 @dataclass

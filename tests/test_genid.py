@@ -219,13 +219,32 @@ def test_genid_eval_reports_clip_the_model_and_their_fusion_with_no_invalid_outp
     root, index, model = memorised
     out = root / "genid.json"
     result = CliRunner().invoke(app, ["eval-genid", str(root / "items.jsonl"), "-i", str(index), "-m", str(model),
-                                      "--beams", "4", "--out", str(out)])  # fmt: skip
+                                      "--beams", "4", "--fusion", "rrf:1", "--fusion", "score:0.1",
+                                      "--out", str(out)])  # fmt: skip
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
     entry = report["models"][str(model)]
     assert report["n_queries"] == 4 and entry["invalid_outputs"] == 0 and entry["alone"]["R@1"] >= 0.75
-    assert set(entry["fused_with_clip_rrf"]) >= {"R@1", "R@5", "R@10"} and entry["decode_ms_per_query"] > 0
-    assert "CLIP + genid numeric" in result.output
+    assert set(entry["fused_with_clip"]) == {"rrf:1", "score:0.1"} and entry["decode_ms_per_query"] > 0
+    assert set(entry["fused_with_clip"]["rrf:1"]["held_out_half"]) >= {"R@1", "R@5", "R@10"}
+    assert entry["selected_fusion"]["setting"] in entry["fused_with_clip"]
+    assert "CLIP + genid numeric (rrf:1)" in result.output and "held-out half" in result.output
+    bad = CliRunner().invoke(app, ["eval-genid", str(root / "items.jsonl"), "-i", str(index), "-m", str(model),
+                                   "--fusion", "max:2"])  # fmt: skip
+    assert bad.exit_code != 0 and "rrf:WEIGHT or score:WEIGHT" in bad.output
+
+
+def test_score_fusion_adds_the_weighted_identifier_probability_to_the_dual_encoder_score():
+    import math
+
+    from viewfinder.pipeline.eval.genid import _fused_ranking, parse_fusion
+
+    clip = [(1, 0.30), (2, 0.29), (3, 0.10)]
+    decoded = [(2, math.log(0.9)), (7, math.log(0.05))]
+    assert _fused_ranking(clip, decoded, "score", 0.0, 60) == [1, 2, 3, 7]
+    assert _fused_ranking(clip, decoded, "score", 0.1, 60)[:2] == [2, 1]  # 0.29 + 0.09 > 0.30
+    assert _fused_ranking(clip, decoded, "rrf", 1.0, 60)[0] == 2  # 1/62 + 1/61 beats 1/61
+    assert parse_fusion("score:0.05") == ("score", 0.05) and parse_fusion("rrf") == ("rrf", 1.0)
 
 
 def test_the_packaged_genid_config_loads_and_the_cli_explains_a_missing_index(tmp_path):

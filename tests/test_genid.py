@@ -234,6 +234,30 @@ def test_genid_eval_reports_clip_the_model_and_their_fusion_with_no_invalid_outp
     assert bad.exit_code != 0 and "rrf:WEIGHT or score:WEIGHT" in bad.output
 
 
+def test_viewfinder_eval_with_a_genid_preset_reports_the_stage_beside_clip_on_its_index(memorised):
+    import json
+
+    from typer.testing import CliRunner
+
+    from viewfinder.pipeline.cli import app
+
+    root, index, model = memorised
+    preset = root / "eval-genid.yaml"
+    stages = ["preselect", {"genid": {"model": str(model), "k": 3, "beams": 4, "fusion": "rrf", "weight": 0.5}}]
+    preset.write_text(f"encoder: tiny-test\nindex: {{num_workers: 0}}\nstages: {stages!r}\n".replace("'", '"'))
+    out = root / "eval.json"
+    args = ["eval", str(root / "items.jsonl"), "-c", str(preset), "--work-dir", str(root / "work"), "--out", str(out)]
+    missing = CliRunner().invoke(app, args)
+    assert missing.exit_code != 0 and "--index" in missing.output and not out.exists()
+    result = CliRunner().invoke(app, [*args, "--index", str(index)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["text_to_image"]["R@1"] >= 0 and report["genid"]["preset_fusion"] == "rrf:0.5"
+    entry = report["genid"]["models"][str(model)]
+    assert entry["invalid_outputs"] == 0 and "rrf:0.5" in entry["fused_with_clip"] and entry["alone"]["R@1"] >= 0.75
+    assert "CLIP (FAISS search)" in result.output
+
+
 def test_score_fusion_adds_the_weighted_identifier_probability_to_the_dual_encoder_score():
     import math
 

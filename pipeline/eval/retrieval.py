@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ...adapters.base import ImageTextEncoder
+from ...errors import Error
 from ..config import IndexConfig
 from ..store.fsutil import atomic_write_text
 from ..store.index_store import IndexStore
@@ -31,7 +32,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_KS = (1, 5, 10)
 
 
-class EvalDataError(ValueError):
+class EvalDataError(Error, ValueError):
     """The evaluation data cannot be read as asked."""
 
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ...errors import Error
 from .captions import TemplateSet, all_captions, templates
 from .edits import EDIT_KINDS
 from .generator import (
@@ -57,7 +58,7 @@ from .render import RenderJitter, render_scene
 logger = logging.getLogger(__name__)
 
 
-class SceneDataError(ValueError):
+class SceneDataError(Error, ValueError):
     """A scene benchmark folder cannot be read; the message says how to fix it (usually: regenerate it)."""
 
 

@@ -8,6 +8,8 @@ import re
 import faiss
 import numpy as np
 
+from ...errors import Error
+
 PRESETS = ("Flat", "IVF", "IVFPQ", "PQ", "HNSW")
 """The factory names :func:`resolve_factory` sizes itself; anything else goes to FAISS as written."""
 TRAIN_PER_LIST = 64
@@ -16,7 +18,7 @@ TRAIN_PER_LIST = 64
 _IVF = re.compile(r"IVF(\d+)")
 
 
-class IndexBuildError(ValueError):
+class IndexBuildError(Error, ValueError):
     """The FAISS index cannot be built as configured; the message says what to change."""
 
 

@@ -8,10 +8,12 @@ from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ...errors import Error
+
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 
 
-class ImageDecodeError(ValueError):
+class ImageDecodeError(Error, ValueError):
     """An image could not be decoded; ``reason`` is a short machine-friendly label."""
 
     def __init__(self, reason: str, detail: str = "") -> None:

@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ...errors import Error
+
 FORMAT_VERSION = 1
 DB_NAME = "store.sqlite"
 
@@ -32,7 +34,7 @@ CREATE TABLE IF NOT EXISTS skipped (
 """
 
 
-class StoreError(RuntimeError):
+class StoreError(Error, RuntimeError):
     """The index folder cannot be used as asked; the message says how to fix it."""
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from ...adapters.base import ImageTextEncoder
+from ...errors import Error
 from ..config import IndexConfig, Preset
 from .images import ImageDecodeError, load_image
 from .index_store import FaissFileMissingError, IndexStore, ItemRow, Manifest, StoreError
@@ -24,7 +25,7 @@ MAX_QUERY_CHARS = 4000
 """Queries longer than this are refused outright (tokenizing megabytes of text is never meant)."""
 
 
-class QueryError(ValueError):
+class QueryError(Error, ValueError):
     """The query cannot be searched; the message says why and what to do."""
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from ...errors import Error
 from .images import IMAGE_EXTENSIONS
 
 logger = logging.getLogger(__name__)
@@ -17,7 +18,7 @@ logger = logging.getLogger(__name__)
 Modality = Literal["image", "text"]
 
 
-class SourceError(ValueError):
+class SourceError(Error, ValueError):
     """The source cannot be read at all (missing folder, unreadable manifest)."""
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 
+from ...errors import Error
+
 WEIGHT_FILES = (
     "open_clip_model.safetensors",
     "qformer.safetensors",
@@ -18,7 +20,7 @@ WEIGHT_FILES = (
 other file of the model folder is copied."""
 
 
-class ExportError(ValueError):
+class ExportError(Error, ValueError):
     """The folder is not a finished training run; the message says what is missing."""
 
 

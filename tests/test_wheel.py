@@ -165,8 +165,9 @@ def test_every_module_imports_from_the_installed_wheel(wheel_venv):
         "    where[name] = importlib.import_module(name).__file__\n"
         "print(json.dumps(where))\n"
     )
-    out = _run([str(wheel_venv["venv"] / "bin" / "python"), "-c", code, *modules], cwd=wheel_venv["cwd"],
-               env=wheel_venv["env"]).stdout
+    out = _run(
+        [str(wheel_venv["venv"] / "bin" / "python"), "-c", code, *modules], cwd=wheel_venv["cwd"], env=wheel_venv["env"]
+    ).stdout
     where = json.loads(out.strip().splitlines()[-1])
     venv_root = str(wheel_venv["venv"].resolve())
     outside = {name: path for name, path in where.items() if not str(Path(path).resolve()).startswith(venv_root)}
@@ -192,7 +193,9 @@ def test_every_cli_command_runs_from_the_installed_wheel(wheel_venv):
         "print(json.dumps(paths))\n"
     )
     venv, env, cwd = wheel_venv["venv"], wheel_venv["env"], wheel_venv["cwd"]
-    paths = json.loads(_run([str(venv / "bin" / "python"), "-c", code], cwd=cwd, env=env).stdout.strip().splitlines()[-1])
+    paths = json.loads(
+        _run([str(venv / "bin" / "python"), "-c", code], cwd=cwd, env=env).stdout.strip().splitlines()[-1]
+    )
     assert ["train", "genid"] in paths and ["eval-genid"] in paths and ["bench", "genid"] in paths
     for path in paths:
         _run([str(venv / "bin" / "viewfinder"), *path, "--help"], cwd=cwd, env=env)

@@ -10,12 +10,12 @@ import pytest
 from helpers import write_images
 
 from viewfinder.pipeline.config import IndexConfig
+from viewfinder.pipeline.eval.plots import plot_recall_curves
 from viewfinder.pipeline.eval.retrieval import (
     EvalDataError,
     evaluate_retrieval,
     load_karpathy,
     load_manifest,
-    plot_recall_curves,
     ranks_of_targets,
     retrieval_metrics,
 )

@@ -32,8 +32,8 @@ class GenidBench:
 def bench_genid(index: Path, model_dir: Path, texts: list[str], *, beams: int = 10, k: int = 10) -> GenidBench:
     """Per query: encode (CLIP), FAISS search of the top ``k``, and the identifier model's decode
     with ``beams`` beams; p50/p95 over ``texts`` (one warm-up query first)."""
-    from ..eval.retrieval import machine_info
     from ..genid.model import IdentifierModel, check_index
+    from ..reports import machine_info
     from ..store.search import Searcher
 
     searcher = Searcher.open(index)  # the index's own encoder and search settings

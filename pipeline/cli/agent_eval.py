@@ -33,7 +33,7 @@ def eval_normalise_cmd(
         from ...adapters.registry import load_encoder, load_model
         from ..config import load_preset
         from ..eval.normalise import llm_normaliser, normalisation_report, rule_normaliser
-        from ..eval.retrieval import machine_info
+        from ..reports import machine_info
 
         normalisers = {"rule": rule_normaliser}
         for spec in llm or []:
@@ -90,7 +90,7 @@ def run_feedback_experiment(
     """Build the variants, run them on the split's partial queries, print the table; None on a user error."""
     try:
         from ..agent.experiment import build_variants, partial_queries, run_experiment
-        from ..eval.retrieval import machine_info
+        from ..reports import machine_info
 
         chosen, scenes = partial_queries(dataset, split, queries)
         pipelines = build_variants(
@@ -202,7 +202,7 @@ def eval_composed_cmd(
     the dual encoder's baselines (goal: R@10 >= 0.95)."""
     try:
         from ..eval.composed import composed_experiment
-        from ..eval.retrieval import machine_info
+        from ..reports import machine_info
 
         report = composed_experiment(dataset, split, index, list(variant or ["preset"]), preset=config or "agent",
                                      n_queries=queries)  # fmt: skip
@@ -262,7 +262,7 @@ def eval_dialogue_cmd(
     grounded questions with the rule reformulation (goal: round 5 >= round 0 + 30 points)."""
     try:
         from ..eval.dialogue import DIALOGUE_BASELINES, dialogue_report
-        from ..eval.retrieval import machine_info
+        from ..reports import machine_info
         from ..stages.runner import Pipeline
 
         pipeline = Pipeline.from_preset(config or "dialogue", index=index)

@@ -155,15 +155,15 @@ def eval_cmd(
     """Recall@1/5/10 text→image and image→text (plus the scene query sets), as JSON and a table."""
     from ...adapters.registry import load_encoder, portable_entry
     from ..config import load_preset
+    from ..eval.plots import plot_recall_curves
     from ..eval.retrieval import (
         EvalDataError,
         evaluate_retrieval,
         load_karpathy,
         load_manifest,
-        plot_recall_curves,
-        save_report,
         work_dir_for,
     )
+    from ..reports import save_report
 
     try:
         scenes = dataset.is_dir() and (dataset / "scenes.json").is_file()

@@ -133,7 +133,7 @@ def _dialogue_experiment(
     out_dir: Path,
 ) -> dict | None:  # fmt: skip
     from ..eval.dialogue import dialogue_report
-    from ..eval.retrieval import machine_info
+    from ..reports import machine_info
     from ..stages.runner import Pipeline
     from .agent_eval import print_dialogue
 
@@ -154,7 +154,7 @@ def _composed_experiment(
     dataset: Path, index: Path, variants: list[str], split: str, queries: int, config: str | None, out_dir: Path
 ) -> dict | None:
     from ..eval.composed import composed_experiment
-    from ..eval.retrieval import machine_info
+    from ..reports import machine_info
     from .agent_eval import print_composed
 
     try:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..eval.retrieval import save_report
+from ..reports import save_report
 from ..store.search import SearchResult
 from .agent import AgentDemo, run_agent_demo
 from .contact_sheet import SheetRow, render_contact_sheet

@@ -75,8 +75,9 @@ def genid_report(
     ``n_queries``); the fusion picked on one half of the queries is reported on the other half."""
     from ..genid.model import IdentifierModel, check_index
     from ..progress import progress_bar
+    from ..reports import machine_info
     from ..store.search import Searcher
-    from .retrieval import load_manifest, machine_info
+    from .retrieval import load_manifest
 
     evalset = load_manifest(manifest)
     searcher = Searcher.open(index)  # the index's own encoder and search settings

@@ -11,18 +11,18 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ...adapters.base import ImageTextEncoder
+from ...adapters.package_file import cache_root
 from ...errors import Error
 from ..config import IndexConfig
+from ..reports import machine_info
 from ..store.fsutil import atomic_write_text
 from ..store.index_store import IndexStore
 from ..store.indexer import Indexer
@@ -157,18 +157,6 @@ def retrieval_metrics(
     )
 
 
-def machine_info() -> dict[str, Any]:
-    import torch
-
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }
-
-
 def eval_index_dir(work_dir: Path, split: str, fingerprint: str) -> Path:
     return work_dir / f"index-{split}-{fingerprint[:12]}"
 
@@ -242,33 +230,4 @@ def evaluate_retrieval(
 def work_dir_for(dataset: Path) -> Path:
     """Cache folder for the indexes an evaluation builds (reused by later runs)."""
     digest = hashlib.sha256(str(dataset.resolve()).encode()).hexdigest()[:12]
-    base = Path(os.environ.get("VIEWFINDER_CACHE", Path.home() / ".cache" / "viewfinder"))
-    return base / "eval" / f"{dataset.stem}-{digest}"
-
-
-def plot_recall_curves(report: dict[str, Any], path: Path) -> Path:
-    """Recall@k charts (text-to-image and image-to-text, k = 1..50) as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    curves = report["recall_curves"]
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    ax.plot(curves["k"], curves["text_to_image"], label="text → image")
-    ax.plot(curves["k"], curves["image_to_text"], label="image → text")
-    ax.set_xscale("log")
-    ax.set_xlabel("k")
-    ax.set_ylabel("recall@k")
-    ax.set_ylim(0, 1.02)
-    ax.grid(alpha=0.3)
-    ax.set_title(f"{report['dataset']} / {report['split']} — {report['encoder']['name']}")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
-
-
-def save_report(report: dict[str, Any], path: Path) -> None:
-    atomic_write_text(path, json.dumps(report, indent=2, default=lambda o: asdict(o)) + "\n")
+    return cache_root() / "eval" / f"{dataset.stem}-{digest}"

@@ -175,7 +175,7 @@ def train_genid(
 
     from ...adapters.registry import load_model
     from ..agent.prompts import load_prompt
-    from ..eval.retrieval import machine_info
+    from ..reports import machine_info
     from ..store.index_store import IndexStore
     from ..train.lm_lora import LoopSettings, encode_example, lora_targets, resume_or_wrap, train_steps
     from .idmap import IdMap, sync_id_map

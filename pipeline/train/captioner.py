@@ -235,8 +235,8 @@ def train_captioner(
     from ...adapters.qformer_captioner import save_captioner_dir
     from ...adapters.registry import load_encoder
     from ..eval.captions import caption_f1, word_f1
-    from ..eval.retrieval import machine_info
     from ..progress import progress_bar
+    from ..reports import machine_info
 
     s = config.train
     previous_threads = torch.get_num_threads()

@@ -166,8 +166,8 @@ def train_clip(config: ClipTrainConfig, *, progress: bool | None = None, max_ste
     from accelerate.utils import set_seed
 
     from ...adapters.open_clip_encoder import _arch_name, _register_packaged_archs, save_local_dir
-    from ..eval.retrieval import machine_info
     from ..progress import progress_bar
+    from ..reports import machine_info
     from ..scenes.dataset import INFO_FILE
     from ..scenes.generator import SceneGeneratorConfig
     from ..scenes.graph import Scene

@@ -390,8 +390,8 @@ def train_reranker(
     from ...adapters.open_clip_encoder import pick_device
     from ...adapters.qformer_matcher import save_qformer_dir
     from ...adapters.registry import load_encoder
-    from ..eval.retrieval import machine_info
     from ..progress import progress_bar
+    from ..reports import machine_info
     from .fillers import benchmark_words, filler_token_ids, insert_fillers
 
     s = config.train

@@ -310,7 +310,7 @@ def train_rewriter(config: RewriterTrainConfig, *, progress: bool | None = None,
 
     from ...adapters.registry import load_model
     from ..agent.prompts import load_prompt, quoted
-    from ..eval.retrieval import machine_info
+    from ..reports import machine_info
 
     s = config.train
     if s.threads:

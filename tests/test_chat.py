@@ -175,7 +175,7 @@ def test_the_default_llm_is_fetched_converted_and_answers(tmp_path, monkeypatch)
     reply = model.invoke([HumanMessage("Say the colour of the sky in one word.")])
     assert isinstance(reply.content, str) and reply.content.strip()
     assert (tmp_path / "converted").is_dir() and not list(tmp_path.rglob(".fetch-*"))
-    from viewfinder.pipeline.agent.prompts import load_prompt, quoted
+    from viewfinder.pipeline.llm.prompts import load_prompt, quoted
 
     tuned = load_model("scene-rewriter", "chat")  # the same base, the zoo's LoRA adapter merged in
     messages = load_prompt("normalise-short").format(query=quoted("show me a big red star up top pls"))

@@ -21,7 +21,7 @@ from viewfinder.pipeline.agent.dialogue import (
     grounded_question,
     rule_reformulation,
 )
-from viewfinder.pipeline.agent.prompts import load_prompt
+from viewfinder.pipeline.llm.prompts import load_prompt
 from viewfinder.pipeline.scenes.dataset import load_scene_dataset
 from viewfinder.pipeline.scenes.simuser import SimulatedUser
 from viewfinder.pipeline.store.search import QueryError

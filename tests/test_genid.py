@@ -103,7 +103,7 @@ def _text_index(folder, names: list[str], seed: int = 0):
 def _genid_config(tmp_path, scheme: str, steps: int):
     from helpers import save_char_chat_model
 
-    from viewfinder.pipeline.genid.train import GenidSettings, GenidTrainConfig
+    from viewfinder.pipeline.train.genid import GenidSettings, GenidTrainConfig
     from viewfinder.pipeline.train.user_data import LoraConfig
 
     lm = save_char_chat_model(tmp_path / "lm")
@@ -122,7 +122,7 @@ NAMES = ["red star", "blue circle", "green square", "pink heart"]
 @pytest.mark.parametrize("scheme", ["numeric", "atomic"])
 def test_a_tiny_lm_memorises_a_handful_of_items_and_decodes_only_their_ids(tmp_path, scheme):
     from viewfinder.pipeline.genid.model import GenidIndexError, IdentifierModel, check_index
-    from viewfinder.pipeline.genid.train import train_genid
+    from viewfinder.pipeline.train.genid import train_genid
 
     index = _text_index(tmp_path, NAMES)
     config = _genid_config(tmp_path, scheme, steps=60)
@@ -143,7 +143,7 @@ def test_continue_training_learns_new_items_and_keeps_old_ids(tmp_path):
     import json
 
     from viewfinder.pipeline.genid.model import IdentifierModel, check_index
-    from viewfinder.pipeline.genid.train import train_genid
+    from viewfinder.pipeline.train.genid import train_genid
 
     index = _text_index(tmp_path, NAMES)
     config = _genid_config(tmp_path, "numeric", steps=60)
@@ -169,7 +169,7 @@ def test_continue_training_learns_new_items_and_keeps_old_ids(tmp_path):
 @pytest.fixture(scope="module")
 def memorised(tmp_path_factory):
     """A tiny index of four captioned images and a numeric-id model trained on it."""
-    from viewfinder.pipeline.genid.train import train_genid
+    from viewfinder.pipeline.train.genid import train_genid
 
     root = tmp_path_factory.mktemp("genid")
     index = _text_index(root, NAMES)
@@ -275,7 +275,7 @@ def test_the_packaged_genid_config_loads_and_the_cli_explains_a_missing_index(tm
     from typer.testing import CliRunner
 
     from viewfinder.pipeline.cli import app
-    from viewfinder.pipeline.genid.train import load_genid_config
+    from viewfinder.pipeline.train.genid import load_genid_config
 
     config = load_genid_config("scene-genid")
     assert config.scheme in SCHEMES and config.captioner == "scene-captioner"

@@ -11,7 +11,7 @@ from helpers import tiny_scene_index
 
 from viewfinder.pipeline import Pipeline
 from viewfinder.pipeline.agent.session import Session
-from viewfinder.pipeline.agent.simulate import simulate
+from viewfinder.pipeline.eval.simulate import simulate
 from viewfinder.pipeline.scenes.dataset import load_scene_dataset
 from viewfinder.pipeline.store.search import QueryError
 
@@ -113,7 +113,7 @@ def test_interactive_search_runs_rounds_from_typed_marks(scenes, tmp_path):
 
 
 def test_prompt_experiment_runs_every_variant_on_the_same_queries(scenes):
-    from viewfinder.pipeline.agent.experiment import build_variants, partial_queries, run_experiment
+    from viewfinder.pipeline.eval.experiment import build_variants, partial_queries, run_experiment
 
     queries, by_id = partial_queries(scenes / "scenes", "test", 4)
     specs = ["none", "rule", "rocchio", f"{scenes / 'llm.yaml'}=rewrite-feedback+rocchio"]
@@ -137,7 +137,7 @@ def test_prompt_experiment_runs_every_variant_on_the_same_queries(scenes):
 
 
 def test_rejected_hits_are_not_shown_again_and_rocchio_moves_the_query(scenes):
-    from viewfinder.pipeline.agent.experiment import build_variants
+    from viewfinder.pipeline.eval.experiment import build_variants
 
     variants = build_variants(["none", "rocchio"], scenes / "index", captioner=None, preselect_k=14)
     for name, pipeline in variants.items():
@@ -199,7 +199,7 @@ def _compose_pipeline(scenes: Path, responses: list[str], weight: float = 0.5) -
     from langchain_core.language_models.fake_chat_models import FakeListChatModel
 
     from viewfinder.adapters.registry import load_encoder
-    from viewfinder.pipeline.agent.prompts import load_prompt
+    from viewfinder.pipeline.llm.prompts import load_prompt
     from viewfinder.pipeline.stages.compose import Compose
     from viewfinder.pipeline.stages.preselect import Preselect, PreselectConfig
     from viewfinder.pipeline.store.index_store import IndexStore

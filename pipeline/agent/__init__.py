@@ -1,1 +1,2 @@
-"""The language-model side of the pipeline: prompts as data, and checking what a model answers."""
+"""The loops above the stages: a feedback session (:mod:`.session`) and a dialogue
+(:mod:`.dialogue`). Nothing here is needed by a stage."""

@@ -323,8 +323,8 @@ class DialogueSession:
         return [c.key for c in self.state.candidates] if self.state is not None else []
 
     def _ask_model(self, captions: list[str], asked: list[str], note: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        from .ask import ask_for_query
-        from .prompts import quoted
+        from ..llm.ask import ask_for_query
+        from ..llm.prompts import quoted
 
         llm, prompt = self.questioner  # type: ignore[misc]
         values = {"query": quoted(self.first or ""), "dialogue": quoted(self._dialogue()),
@@ -343,8 +343,8 @@ class DialogueSession:
             return concatenate(first, self.turns)
         if self.reformulator == "rule":
             return rule_reformulation(first, self.turns)
-        from .ask import ask_for_query
-        from .prompts import quoted
+        from ..llm.ask import ask_for_query
+        from ..llm.prompts import quoted
 
         llm, prompt = self.reformulator  # type: ignore[misc]
         record = ask_for_query(llm, prompt, {"query": quoted(first), "dialogue": quoted(self._dialogue())})

@@ -89,7 +89,7 @@ def run_feedback_experiment(
 ) -> dict | None:
     """Build the variants, run them on the split's partial queries, print the table; None on a user error."""
     try:
-        from ..agent.experiment import build_variants, partial_queries, run_experiment
+        from ..eval.experiment import build_variants, partial_queries, run_experiment
         from ..reports import machine_info
 
         chosen, scenes = partial_queries(dataset, split, queries)

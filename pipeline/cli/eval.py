@@ -193,7 +193,7 @@ def eval_cmd(
                 rerank_queries=rerank_queries,
                 captioner=_preset_model(preset, "caption", "captioner"),
             )
-            from ..agent.experiment import LLM_STAGES
+            from ..eval.experiment import LLM_STAGES
 
             if agent if agent is not None else any(s.name in LLM_STAGES for s in preset.stages):
                 from ..eval.agent import agent_scene_report

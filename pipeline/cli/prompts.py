@@ -31,7 +31,7 @@ prompts_app = ViewfinderTyper(
 @prompts_app.command("list")
 def list_cmd() -> None:
     """The packaged prompts: name, version, the variables they fill, what they are for."""
-    from ..agent.prompts import load_prompt, packaged_prompts
+    from ..llm.prompts import load_prompt, packaged_prompts
 
     table = Table()
     for column in ("name", "version", "fills", "description"):
@@ -45,7 +45,7 @@ def list_cmd() -> None:
 @prompts_app.command("show")
 def show_cmd(name: Annotated[str, typer.Argument(help="A packaged prompt's name, or a prompt file.")]) -> None:
     """A prompt's messages, as the model will see them (variables in braces)."""
-    from ..agent.prompts import load_prompt
+    from ..llm.prompts import load_prompt
 
     try:
         prompt = load_prompt(name)
@@ -93,9 +93,9 @@ def experiment_cmd(
     trace. Example: -v smollm2-135m-instruct=rewrite-feedback -v smollm2-135m-instruct=mine.yaml;
     --mode dialogue -v smollm2-135m-instruct=dialogue-question+rule; --mode composed
     -v scene-rewriter=compose-edit-short+ref:0"""
-    from ..agent.experiment import plot_rounds
     from ..eval.composed import COMPOSED_BASELINES
     from ..eval.dialogue import DIALOGUE_BASELINES
+    from ..eval.experiment import plot_rounds
     from .agent_eval import FEEDBACK_BASELINES, run_feedback_experiment
 
     known = {"feedback": FEEDBACK_BASELINES, "dialogue": DIALOGUE_BASELINES, "composed": COMPOSED_BASELINES}

@@ -113,7 +113,7 @@ def train_genid_cmd(
     """Teach a language model (LoRA) the identifiers of an index's items (GRACE): memorise each image
     (by its generated caption) and retrieve it from pseudo-queries; resumable."""
     try:
-        from ..genid.train import load_genid_config, train_genid
+        from ..train.genid import load_genid_config, train_genid
 
         result = train_genid(load_genid_config(config), index, continue_run=continue_run, max_steps=max_steps)
     except (*user_errors(), ValueError) as exc:

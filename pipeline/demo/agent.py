@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..agent.experiment import LLM_STAGES
+from ..eval.experiment import LLM_STAGES
 from ..store.search import SearchResult
 
 logger = logging.getLogger(__name__)
@@ -75,8 +75,8 @@ def run_agent_demo(
     """Normalise one free-form request and run ``rounds`` feedback rounds on one partial query, with
     ``preset`` (a packaged name or a YAML file)."""
     from ..agent.session import Session
-    from ..agent.simulate import marks_for
     from ..config import load_preset
+    from ..eval.simulate import marks_for
     from ..scenes.dataset import load_scene_dataset
     from ..scenes.simuser import SimulatedUser
     from ..scenes.wordings import HELD_OUT_STYLE, free_form

@@ -30,12 +30,12 @@ def agent_scene_report(
 ) -> dict[str, Any]:
     """``{"composed": ..., "dialogue": ...}`` for ``preset`` (a loaded preset) over ``index``."""
     from ...adapters.registry import load_encoder
-    from ..agent.experiment import LLM_STAGES
     from ..stages.presets import preset_for_index
     from ..stages.runner import Pipeline
     from ..store.index_store import IndexStore
     from .composed import COMPOSED_BASELINES, composed_experiment
     from .dialogue import dialogue_report
+    from .experiment import LLM_STAGES
 
     with IndexStore.open(index) as store:
         base = preset_for_index(preset, store)

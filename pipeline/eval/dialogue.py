@@ -46,7 +46,7 @@ def resolve_part(part: str, loaded: dict[str, Any]) -> Any:
     if not _is_model(part):
         return part
     from ...adapters.registry import load_model
-    from ..agent.prompts import load_prompt
+    from ..llm.prompts import load_prompt
 
     model, _, prompt = part.partition("=")
     if model not in loaded:
@@ -72,9 +72,9 @@ def dialogue_report(
     import json
 
     from ..agent.dialogue import DialogueSession, best_log_rank_integral
-    from ..agent.experiment import finite_ranks, partial_queries, per_round_hits, target_rank
     from ..progress import progress_bar
     from ..scenes.simuser import UNKNOWN, SimulatedUser
+    from .experiment import finite_ranks, partial_queries, per_round_hits, target_rank
 
     queries, _ = partial_queries(root, split, n_queries, seed)
     loaded: dict[str, Any] = {}

@@ -42,8 +42,8 @@ def rule_normaliser(requests: list[str]) -> list[str]:
 def llm_normaliser(llm: Any, prompt_name: str = "normalise", max_chars: int = 200) -> Normaliser:
     """Requests -> the chat model's normalised queries (batched where the model batches; an answer the
     checks refuse falls back to the request as typed). ``invalid`` holds the last run's refusal count."""
-    from ..agent.ask import ask_for_queries
-    from ..agent.prompts import load_prompt, quoted
+    from ..llm.ask import ask_for_queries
+    from ..llm.prompts import load_prompt, quoted
 
     prompt = load_prompt(prompt_name)
 

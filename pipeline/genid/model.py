@@ -94,7 +94,7 @@ class IdentifierModel:
     """Query text -> the top-k item ids of the collection, by constrained beam search."""
 
     def __init__(self, lm: Any, tokenizer: Any, info: GenidInfo) -> None:
-        from ..agent.prompts import load_prompt
+        from ..llm.prompts import load_prompt
 
         self.lm, self.tokenizer, self.info = lm.eval(), tokenizer, info
         self.tokenizer.padding_side = "left"

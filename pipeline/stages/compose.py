@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ...adapters.entries import ConfigError
-from ..agent.ask import ask_for_query
-from ..agent.prompts import Prompt, load_prompt, quoted
+from ..llm.ask import ask_for_query
+from ..llm.prompts import Prompt, load_prompt, quoted
 from .rewrite import apply_answer
 from .state import QueryState
 

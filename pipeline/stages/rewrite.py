@@ -10,8 +10,8 @@
 ``rewrite-rule`` is the fixed-rule baseline with no model: the caption of the first candidate marked
 relevant (its own text where it has no caption) becomes the query (the query stays when none is).
 
-The model stages send user text and captions as quoted data (:func:`..agent.prompts.quoted`) and accept the
-model's answer only after :func:`..agent.parse.parse_query` checked it; a refused answer keeps the
+The model stages send user text and captions as quoted data (:func:`..llm.prompts.quoted`) and accept the
+model's answer only after :func:`..llm.parse.parse_query` checked it; a refused answer keeps the
 previous query and is marked ``fallback`` in the trace, with the prompt, the raw answer and why.
 """
 
@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ...adapters.entries import ConfigError
-from ..agent.ask import ask_for_query
-from ..agent.prompts import Prompt, load_prompt, quoted
+from ..llm.ask import ask_for_query
+from ..llm.prompts import Prompt, load_prompt, quoted
 from .state import QueryState
 
 if TYPE_CHECKING:

@@ -84,7 +84,7 @@ class Pipeline:
 
     def as_retriever(self, k: int = 10) -> Any:
         """This pipeline as a LangChain ``BaseRetriever`` (a Runnable) returning ``Document`` hits."""
-        from ..agent.retriever import PipelineRetriever
+        from .retriever import PipelineRetriever
 
         return PipelineRetriever(pipeline=self, k=k)
 

@@ -135,7 +135,7 @@ def scene_examples(root: Path, n: int, seed: int, partial_share: float = 0.25) -
 
 def feedback_examples(root: Path, n: int, seed: int, max_captions: int = 3) -> list[tuple[dict[str, Any], str]]:
     """``n`` (prompt values, answer) feedback situations from the benchmark's *training* scenes."""
-    from ..agent.prompts import quoted
+    from ..llm.prompts import quoted
     from ..scenes.captions import caption_scene, templates
     from ..scenes.dataset import load_scene_dataset
     from ..scenes.queries import PARTIAL_KINDS, partial_text, scene_matches
@@ -187,7 +187,7 @@ def edit_examples(root: Path, n: int, seed: int, reworded_share: float = 0.5) ->
     edited scene described in the ``listing`` template; a ``reworded_share`` of the instructions are
     worded another way (:func:`..scenes.edits.reworded_instruction`). Edits keep the training split's held-out
     (shape, colour) pairs out, as the benchmark's own edits do."""
-    from ..agent.prompts import quoted
+    from ..llm.prompts import quoted
     from ..scenes.captions import caption_scene, templates
     from ..scenes.dataset import load_scene_dataset
     from ..scenes.edits import reworded_instruction, sample_edit
@@ -235,7 +235,7 @@ def dialogue_examples(
       "it's blue"), -> the rule reformulation of the user's own short answers (what they establish).
     """
     from ..agent.dialogue import Turn, dialogue_lines, grounded_question, rule_reformulation
-    from ..agent.prompts import quoted
+    from ..llm.prompts import quoted
     from ..scenes.captions import caption_scene
     from ..scenes.dataset import load_scene_dataset
     from ..scenes.queries import PARTIAL_KINDS, partial_text, scene_matches
@@ -309,7 +309,7 @@ def train_rewriter(config: RewriterTrainConfig, *, progress: bool | None = None,
     from peft import LoraConfig as PeftLoraConfig
 
     from ...adapters.registry import load_model
-    from ..agent.prompts import load_prompt, quoted
+    from ..llm.prompts import load_prompt, quoted
     from ..reports import machine_info
 
     s = config.train

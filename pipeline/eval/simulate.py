@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..agent.session import Session
 from ..scenes.simuser import SimulatedUser
-from .session import Session
 
 
 @dataclass

@@ -28,10 +28,10 @@ from typing import Any
 
 import numpy as np
 
+from ..agent.session import Session
 from ..scenes.graph import Scene
 from ..scenes.simuser import SimulatedUser
 from ..stages.runner import Pipeline
-from .session import Session
 from .simulate import marks_for
 
 LLM_STAGES = ("normalise", "compose", "rewrite")

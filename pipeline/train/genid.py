@@ -27,10 +27,10 @@ from typing import Any
 import numpy as np
 
 from ...adapters.entries import ConfigError
+from ..genid.schemes import ATOMIC_FORMAT, check_scheme
 from ..store.fsutil import atomic_write_json
-from ..train.run_config import check_at_least_one, load_run_config
-from ..train.user_data import LoraConfig
-from .schemes import ATOMIC_FORMAT, check_scheme
+from .run_config import check_at_least_one, load_run_config
+from .user_data import LoraConfig
 
 logger = logging.getLogger(__name__)
 
@@ -174,12 +174,12 @@ def train_genid(
     from peft import PeftModel
 
     from ...adapters.registry import load_model
-    from ..agent.prompts import load_prompt
+    from ..genid.idmap import IdMap, sync_id_map
+    from ..genid.model import DEFAULT_PROMPTS, GENID_FILE, GenidInfo, index_identity
+    from ..llm.prompts import load_prompt
     from ..reports import machine_info
     from ..store.index_store import IndexStore
-    from ..train.lm_lora import LoopSettings, encode_example, lora_targets, resume_or_wrap, train_steps
-    from .idmap import IdMap, sync_id_map
-    from .model import DEFAULT_PROMPTS, GENID_FILE, GenidInfo, index_identity
+    from .lm_lora import LoopSettings, encode_example, lora_targets, resume_or_wrap, train_steps
 
     s = config.train
     index = Path(index).expanduser()

@@ -30,7 +30,7 @@ _EXPORTS = {
     "IndexStore": "viewfinder.pipeline.store.index_store",
     "StoreError": "viewfinder.pipeline.store.index_store",
     "EncoderMismatchError": "viewfinder.pipeline.store.index_store",
-    "load_preset": "viewfinder.pipeline.config",
+    "load_preset": "viewfinder.pipeline.stages.presets",
     "load_encoder": "viewfinder.adapters.registry",
 }
 

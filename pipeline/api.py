@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from ..adapters.registry import load_encoder, portable_entry
-from .config import Preset, load_preset, preset_summary
-from .stages.presets import preset_for_index
+from .config import Preset, preset_summary
+from .stages.presets import load_preset, open_searcher, preset_for_index
 from .store.index_store import IndexStore
 from .store.indexer import Indexer, IndexReport
 from .store.search import Searcher
@@ -83,4 +83,4 @@ def build_index(
 
 def open_index(index_dir: str | Path, preset: str | Preset | None = None) -> Searcher:
     """A :class:`Searcher` over ``index_dir``, with the encoder recorded in the index (or the preset's)."""
-    return Searcher.open(index_dir, preset)
+    return open_searcher(index_dir, preset)

@@ -14,7 +14,6 @@ Unknown keys are errors, never silently ignored.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from ..adapters.entries import (
@@ -24,21 +23,19 @@ from ..adapters.entries import (
     from_dict,
     packaged_names,
     read_yaml,
-    resolve_config_file,
     to_plain,
 )
 from ..adapters.registry import load_encoder_entry
-from .stages.registry import StageSpec, parse_stages
 
 __all__ = [
     "ConfigError",
     "EncoderEntry",
     "IndexConfig",
     "Preset",
+    "StageSpec",
     "config_root",
     "from_dict",
     "load_encoder_entry",
-    "load_preset",
     "packaged_names",
     "read_yaml",
     "to_plain",
@@ -76,42 +73,26 @@ class IndexConfig:
 
 
 @dataclass
+class StageSpec:
+    """One stage of a preset: its registered name and its validated settings (the stage's config
+    dataclass)."""
+
+    name: str
+    config: Any
+
+
+@dataclass
 class Preset:
     """A pipeline preset: which models, the index settings, and the stages a query runs through."""
 
     name: str
     encoder: EncoderEntry
     index: IndexConfig = field(default_factory=IndexConfig)
-    stages: list[StageSpec] = field(default_factory=lambda: parse_stages(None, "preset"))
-    """Stages in order; a preset without ``stages`` preselects only."""
+    stages: list[StageSpec] = field(default_factory=list)
+    """Stages in order (:func:`~viewfinder.pipeline.stages.presets.load_preset` validates them against
+    the stage registry); empty, or a preset file without ``stages``: preselect only."""
     source: str | None = None
     """The packaged name or the absolute YAML path it was loaded from (indexes record it)."""
-
-
-_PRESET_FIELDS = ["encoder", "index", "name", "stages"]
-
-
-def load_preset(name_or_file: str | Path = "default") -> Preset:
-    """Load a pipeline preset by packaged name (``configs/presets/NAME.yaml``) or file path.
-
-    Relative paths inside the file (``encoder: my-model.yaml``) are relative to its folder.
-    """
-    path = resolve_config_file("presets", str(name_or_file))
-    data = read_yaml(path)
-    where = str(path)
-    unknown = sorted(set(data) - set(_PRESET_FIELDS))
-    if unknown:
-        raise ConfigError(f"{where}: unknown field(s) {unknown}; known fields: {_PRESET_FIELDS}")
-    if "encoder" not in data:
-        raise ConfigError(f"{where}: field 'encoder' is required (a model entry name or mapping)")
-    packaged = path.resolve().parent == (config_root() / "presets").resolve()
-    return Preset(
-        name=data.get("name", path.stem),
-        encoder=load_encoder_entry(data["encoder"], relative_to=path.parent),
-        index=from_dict(IndexConfig, data.get("index") or {}, f"{where}: index"),
-        stages=parse_stages(data.get("stages"), where),
-        source=path.stem if packaged else str(path.resolve()),
-    )
 
 
 def preset_summary(preset: Preset) -> dict[str, Any]:

@@ -155,7 +155,7 @@ def tiny_index_config(**overrides: Any) -> Any:
     """The ``tiny`` preset's index settings with ``overrides`` (an IndexConfig)."""
     from dataclasses import replace
 
-    from viewfinder.pipeline.config import load_preset
+    from viewfinder.pipeline.stages.presets import load_preset
 
     return replace(load_preset("tiny").index, **overrides)
 

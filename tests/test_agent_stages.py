@@ -11,9 +11,9 @@ from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from langchain_core.messages import BaseMessage
 
 from viewfinder.adapters.entries import ConfigError
-from viewfinder.pipeline.config import load_preset
 from viewfinder.pipeline.llm.parse import parse_query
 from viewfinder.pipeline.llm.prompts import load_prompt, packaged_prompts, quoted
+from viewfinder.pipeline.stages.presets import load_preset
 from viewfinder.pipeline.stages.rewrite import Normalise, Rewrite
 from viewfinder.pipeline.stages.state import Candidate, Feedback, QueryState
 

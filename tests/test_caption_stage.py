@@ -16,7 +16,7 @@ from viewfinder.adapters.entries import ConfigError
 from viewfinder.adapters.qformer_captioner import CaptionerArch, CaptionerHeads, CaptionVocab, save_captioner_dir
 from viewfinder.pipeline import Pipeline, build_index
 from viewfinder.pipeline.cli import app
-from viewfinder.pipeline.config import load_preset
+from viewfinder.pipeline.stages.presets import load_preset
 
 TINY = CaptionerArch(
     qformer_hidden=32, qformer_layers=1, qformer_heads=2, qformer_intermediate=64, num_query_tokens=4,

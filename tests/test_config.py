@@ -15,9 +15,9 @@ from viewfinder.pipeline.config import (
     config_root,
     from_dict,
     load_encoder_entry,
-    load_preset,
     to_plain,
 )
+from viewfinder.pipeline.stages.presets import load_preset
 
 
 def _write_yaml(path: Path, data: dict) -> Path:

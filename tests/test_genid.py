@@ -179,7 +179,7 @@ def memorised(tmp_path_factory):
 
 def test_the_genid_stage_preselects_alone_or_fuses_with_clip_and_traces_its_ids(memorised):
     from viewfinder.pipeline import Pipeline
-    from viewfinder.pipeline.config import load_preset
+    from viewfinder.pipeline.stages.presets import load_preset
 
     root, index, model = memorised
     tiny = load_preset("tiny")

@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 
 from viewfinder.pipeline.api import build_index, preset_for_run
 from viewfinder.pipeline.cli import app
-from viewfinder.pipeline.config import ConfigError, load_preset
+from viewfinder.pipeline.config import ConfigError
+from viewfinder.pipeline.stages.presets import load_preset
 from viewfinder.pipeline.store.faiss_index import IndexBuildError
 from viewfinder.pipeline.store.index_store import IndexStore
 from viewfinder.pipeline.store.indexer import Indexer, check_factory

@@ -17,8 +17,8 @@ from viewfinder.adapters.entries import ConfigError, packaged_names
 from viewfinder.adapters.registry import families, load_entry, load_model, register_family
 from viewfinder.pipeline import Pipeline, QueryState, build_index, open_index
 from viewfinder.pipeline.cli import app
-from viewfinder.pipeline.config import load_preset
 from viewfinder.pipeline.stages import STAGE_TYPES, Preselect, PreselectConfig, Trace, register_stage
+from viewfinder.pipeline.stages.presets import load_preset
 from viewfinder.pipeline.stages.registry import QUERY_STAGES, parse_stages
 from viewfinder.pipeline.store.search import QueryError
 

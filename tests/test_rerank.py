@@ -25,7 +25,7 @@ from viewfinder.adapters.qformer_matcher import (
 )
 from viewfinder.pipeline import Pipeline, build_index
 from viewfinder.pipeline.cli import app
-from viewfinder.pipeline.config import load_preset
+from viewfinder.pipeline.stages.presets import load_preset
 from viewfinder.pipeline.store.cache import ModelCache
 
 TINY = QFormerArch(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, num_query_tokens=4, embed_dim=16)

@@ -9,7 +9,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from viewfinder.pipeline.config import load_preset
+from viewfinder.pipeline.api import open_index
+from viewfinder.pipeline.stages.presets import load_preset
 from viewfinder.pipeline.store.index_store import IndexStore
 from viewfinder.pipeline.store.indexer import Indexer
 from viewfinder.pipeline.store.search import MAX_QUERY_CHARS, Hit, QueryError, Searcher, SearchResult, clean_query
@@ -172,12 +173,13 @@ def test_searcher_open_with_a_preset(indexed, tiny_encoder):
     from viewfinder.pipeline.store.index_store import StoreError
 
     root, paths = indexed
-    with_preset = Searcher.open(root / "index", "tiny")
+    with_preset = open_index(root / "index", "tiny")
     assert with_preset.encoder.fingerprint == tiny_encoder.fingerprint
     assert with_preset.search(image=paths[0], k=1).hits[0].key == paths[0].name
-    # This index was built without recording an encoder entry: without a preset, say what to pass.
-    with pytest.raises(StoreError, match="--config"):
-        Searcher.open(root / "index")
+    # This index was built without recording an encoder entry: without a preset, say what to pass
+    # (in library terms; the CLI adds its flag).
+    with pytest.raises(StoreError, match="name the preset"):
+        open_index(root / "index")
 
 
 def test_search_vectors_batch(searcher, tiny_encoder, indexed):

@@ -285,8 +285,8 @@ def test_the_model_free_compose_baseline_joins_caption_and_edit(scenes):
 
 
 def test_composed_variants_set_the_compose_model_and_the_reference_weight():
-    from viewfinder.pipeline.config import load_preset
     from viewfinder.pipeline.eval.composed import composed_variant_preset
+    from viewfinder.pipeline.stages.presets import load_preset
 
     agent = load_preset("agent")
 

@@ -28,7 +28,8 @@ from helpers import (
     write_images,
 )
 
-from viewfinder.pipeline.config import load_preset
+from viewfinder.pipeline.api import open_index
+from viewfinder.pipeline.stages.presets import load_preset
 from viewfinder.pipeline.store.faiss_index import IndexBuildError, resolve_factory
 from viewfinder.pipeline.store.index_store import (
     FORMAT_VERSION,
@@ -82,7 +83,7 @@ def test_manifest_records_the_encoder_entry_so_search_needs_no_config(tmp_path, 
         tmp_path / "images", tmp_path / "index"
     )
     assert json.loads((tmp_path / "index" / "manifest.json").read_text())["encoder_entry"] == entry
-    searcher = Searcher.open(tmp_path / "index")  # loads tiny-test from the manifest
+    searcher = open_index(tmp_path / "index")  # loads tiny-test from the manifest
     assert searcher.encoder.fingerprint == tiny_encoder.fingerprint
     assert searcher.search(image=tmp_path / "images" / "img0001.jpg", k=1).hits[0].key == "img0001.jpg"
 
@@ -391,7 +392,7 @@ _WORKER = textwrap.dedent(
     import os, sys, time
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
-    from viewfinder.pipeline.config import load_preset
+    from viewfinder.pipeline.stages.presets import load_preset
     from viewfinder.pipeline.store.indexer import Indexer
     from viewfinder.adapters.registry import load_encoder
 

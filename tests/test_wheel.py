@@ -103,7 +103,8 @@ def test_installed_package_comes_from_the_wheel(wheel_venv):
     venv = wheel_venv["venv"]
     code = (
         "import json, viewfinder.pipeline, viewfinder.adapters, viewfinder.configs, viewfinder.prompts\n"
-        "from viewfinder.pipeline.config import config_root, load_preset\n"
+        "from viewfinder.pipeline.config import config_root\n"
+        "from viewfinder.pipeline.stages.presets import load_preset\n"
         "root = config_root()\n"
         "print(json.dumps({'pipeline': viewfinder.pipeline.__file__, 'adapters': viewfinder.adapters.__file__,"
         " 'configs': str(root), 'tiny': str(root / 'presets' / 'tiny.yaml'),"

@@ -34,9 +34,9 @@ def bench_genid(index: Path, model_dir: Path, texts: list[str], *, beams: int = 
     with ``beams`` beams; p50/p95 over ``texts`` (one warm-up query first)."""
     from ..genid.model import IdentifierModel, check_index
     from ..reports import machine_info
-    from ..store.search import Searcher
+    from ..stages.presets import open_searcher
 
-    searcher = Searcher.open(index)  # the index's own encoder and search settings
+    searcher = open_searcher(index)  # the index's own encoder and search settings
     store = searcher.store
     model = IdentifierModel.load(model_dir)
     check_index(model.info, store)

@@ -121,9 +121,9 @@ def rerank_presets(index: str | Path, model: str, k: int, itm_k: int = 8) -> lis
     the same without any cache, and ITM on all ``k`` (LAVIS's protocol) with the caches."""
     from dataclasses import replace
 
+    from ..config import StageSpec
     from ..stages.preselect import PreselectConfig
     from ..stages.presets import preset_for_index
-    from ..stages.registry import StageSpec
     from ..stages.rerank import RerankConfig
     from ..store.index_store import IndexStore
 

@@ -31,9 +31,9 @@ def eval_normalise_cmd(
     same scenes' own captions (goal: normalised R@1 >= 0.9 x the captions')."""
     try:
         from ...adapters.registry import load_encoder, load_model
-        from ..config import load_preset
         from ..eval.normalise import llm_normaliser, normalisation_report, rule_normaliser
         from ..reports import machine_info
+        from ..stages.presets import load_preset
 
         normalisers = {"rule": rule_normaliser}
         for spec in llm or []:

@@ -20,8 +20,8 @@ def demo_cmd(
 ) -> None:
     """Offline tour: generate scenes, index them with the bundled model, search, evaluate."""
     try:
-        from ..config import load_preset
         from ..demo.run import run_demo
+        from ..stages.presets import load_preset
 
         load_preset(config or "default")  # a wrong preset fails before any scene is generated
         result = run_demo(cache, config or "default", scenes)

@@ -154,7 +154,6 @@ def eval_cmd(
 ) -> None:
     """Recall@1/5/10 text→image and image→text (plus the scene query sets), as JSON and a table."""
     from ...adapters.registry import load_encoder, portable_entry
-    from ..config import load_preset
     from ..eval.plots import plot_recall_curves
     from ..eval.retrieval import (
         EvalDataError,
@@ -164,6 +163,7 @@ def eval_cmd(
         work_dir_for,
     )
     from ..reports import save_report
+    from ..stages.presets import load_preset
 
     try:
         scenes = dataset.is_dir() and (dataset / "scenes.json").is_file()

@@ -75,11 +75,11 @@ def run_agent_demo(
     """Normalise one free-form request and run ``rounds`` feedback rounds on one partial query, with
     ``preset`` (a packaged name or a YAML file)."""
     from ..agent.session import Session
-    from ..config import load_preset
     from ..eval.simulate import marks_for
     from ..scenes.dataset import load_scene_dataset
     from ..scenes.simuser import SimulatedUser
     from ..scenes.wordings import HELD_OUT_STYLE, free_form
+    from ..stages.presets import load_preset
     from ..stages.runner import Pipeline
     from ..store.search import Searcher
 

@@ -98,10 +98,10 @@ def _cached_report(path: Path, index_dir: Path, fingerprint: str) -> dict[str, A
 
 def run_demo(cache: Path | None = None, preset_name: str = "default", n_scenes: int = 2000, k: int = 8) -> DemoResult:
     from ...adapters.registry import load_encoder, portable_entry
-    from ..config import load_preset
     from ..eval.scenes import evaluate_scene_split
     from ..scenes.dataset import ensure_scene_dataset, load_scene_dataset
     from ..scenes.generator import SceneGeneratorConfig
+    from ..stages.presets import load_preset
     from ..stages.runner import Pipeline
     from ..store.index_store import IndexStore
 
@@ -185,7 +185,7 @@ def _agent_part(
 ) -> tuple[AgentDemo | None, str | None]:
     """The agent demo, or why it cannot run here (another encoder, no language model)."""
     from ...adapters.entries import ConfigError
-    from ..config import load_preset
+    from ..stages.presets import load_preset
     from .agent import AGENT_PRESET
 
     if load_preset(AGENT_PRESET).encoder != preset.encoder:
@@ -213,7 +213,7 @@ def _rerank_queries(
     """The text queries again through a pipeline that reranks: the preset itself when it has a rerank
     stage (its preselect-only result is the "before"), else the packaged ``scene-rerank`` when it sits
     on the same encoder. Empty when neither fits."""
-    from ..config import load_preset
+    from ..stages.presets import load_preset
     from ..stages.runner import Pipeline
 
     if any(spec.name == "rerank" for spec in preset.stages):

@@ -133,8 +133,7 @@ def build_variants(
     from dataclasses import replace
 
     from ...adapters.registry import load_encoder
-    from ..config import load_preset
-    from ..stages.presets import preset_for_index
+    from ..stages.presets import load_preset, preset_for_index
     from ..stages.registry import parse_stages
     from ..store.index_store import IndexStore
 

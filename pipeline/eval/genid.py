@@ -76,11 +76,11 @@ def genid_report(
     from ..genid.model import IdentifierModel, check_index
     from ..progress import progress_bar
     from ..reports import machine_info
-    from ..store.search import Searcher
+    from ..stages.presets import open_searcher
     from .retrieval import load_manifest
 
     evalset = load_manifest(manifest)
-    searcher = Searcher.open(index)  # the index's own encoder and search settings
+    searcher = open_searcher(index)  # the index's own encoder and search settings
     store = searcher.store
     item_of = {row.key: row.id for row in store.iter_items()}
     pairs = zip(evalset.captions, (evalset.image_keys[o] for o in evalset.caption_image), strict=True)

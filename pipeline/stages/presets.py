@@ -1,20 +1,45 @@
-"""Which preset a pipeline over an existing index runs: the one asked for, or the one it was built with."""
+"""Presets with their stages: loading a preset file (its stages validated against the registry),
+and which preset a pipeline or a searcher over an existing index uses: the one asked for, or the
+one it was built with."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from ...adapters.entries import ConfigError
-from ...adapters.registry import entry_from_manifest
-from ..store.index_store import StoreError
-
-if TYPE_CHECKING:
-    from ..config import Preset
-    from ..store.index_store import IndexStore
+from ...adapters.entries import ConfigError, config_root, from_dict, read_yaml, resolve_config_file
+from ...adapters.registry import entry_from_manifest, load_encoder, load_encoder_entry
+from ..config import IndexConfig, Preset
+from ..store.index_store import IndexStore, StoreError
+from ..store.search import Searcher
+from .registry import parse_stages
 
 logger = logging.getLogger(__name__)
+
+_PRESET_FIELDS = ["encoder", "index", "name", "stages"]
+
+
+def load_preset(name_or_file: str | Path = "default") -> Preset:
+    """Load a pipeline preset by packaged name (``configs/presets/NAME.yaml``) or file path.
+
+    Relative paths inside the file (``encoder: my-model.yaml``) are relative to its folder.
+    """
+    path = resolve_config_file("presets", str(name_or_file))
+    data = read_yaml(path)
+    where = str(path)
+    unknown = sorted(set(data) - set(_PRESET_FIELDS))
+    if unknown:
+        raise ConfigError(f"{where}: unknown field(s) {unknown}; known fields: {_PRESET_FIELDS}")
+    if "encoder" not in data:
+        raise ConfigError(f"{where}: field 'encoder' is required (a model entry name or mapping)")
+    packaged = path.resolve().parent == (config_root() / "presets").resolve()
+    return Preset(
+        name=data.get("name", path.stem),
+        encoder=load_encoder_entry(data["encoder"], relative_to=path.parent),
+        index=from_dict(IndexConfig, data.get("index") or {}, f"{where}: index"),
+        stages=parse_stages(data.get("stages"), where),
+        source=path.stem if packaged else str(path.resolve()),
+    )
 
 
 def preset_for_index(preset: str | Path | Preset | None, store: IndexStore) -> Preset:
@@ -23,13 +48,11 @@ def preset_for_index(preset: str | Path | Preset | None, store: IndexStore) -> P
     An index records the packaged name or file of the preset it was built with; when that can no
     longer be loaded, the index's encoder entry with preselect only is used, and a warning says so.
     """
-    from ..config import IndexConfig, Preset, load_preset
-
     if preset is not None:
         return load_preset(preset) if isinstance(preset, str | Path) else preset
     manifest = store.manifest
     if not manifest.encoder_entry:
-        raise StoreError(f"index {store.path} records no encoder entry: pass --config")
+        raise StoreError(f"index {store.path} records no encoder entry: name the preset to search it with")
     encoder = entry_from_manifest(manifest.encoder_entry)
     source = (manifest.preset or {}).get("source")
     if source:
@@ -46,4 +69,17 @@ def preset_for_index(preset: str | Path | Preset | None, store: IndexStore) -> P
         else:
             recorded.encoder = encoder
             return recorded
-    return Preset(name=manifest.encoder_name, encoder=encoder, index=IndexConfig(factory=manifest.factory))
+    return Preset(
+        name=manifest.encoder_name,
+        encoder=encoder,
+        index=IndexConfig(factory=manifest.factory),
+        stages=parse_stages(None, "preset"),
+    )
+
+
+def open_searcher(index_dir: str | Path, preset: str | Path | Preset | None = None) -> Searcher:
+    """A :class:`Searcher` over ``index_dir`` with the preset given, or the one recorded in the index
+    (its encoder, its search settings)."""
+    store = IndexStore.open(index_dir)
+    chosen = preset_for_index(preset, store)
+    return Searcher(store, load_encoder(chosen.encoder), chosen.index)

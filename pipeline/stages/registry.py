@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...adapters.entries import ConfigError, from_dict
+from ..config import StageSpec
 from .base import Stage, StageContext
 from .caption import Caption, CaptionConfig
 from .compose import Compose, ComposeConfig
@@ -32,14 +33,6 @@ class StageType:
     name: str
     config_type: type
     build: Callable[[Any, StageContext], Stage]
-
-
-@dataclass
-class StageSpec:
-    """One stage of a preset: its name and validated settings."""
-
-    name: str
-    config: Any
 
 
 STAGE_TYPES: dict[str, StageType] = {}
@@ -94,5 +87,6 @@ def parse_stages(raw: Any, where: str) -> list[StageSpec]:
 
 
 def build_stages(specs: list[StageSpec], ctx: StageContext) -> list[Stage]:
-    """Stage objects for a preset's specs, their models drawn from ``ctx``."""
+    """Stage objects for a preset's specs (none: preselect alone), their models drawn from ``ctx``."""
+    specs = specs or parse_stages(None, "preset")
     return [STAGE_TYPES[spec.name].build(spec.config, ctx) for spec in specs]

@@ -14,15 +14,13 @@ import logging
 import sqlite3
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import faiss
 import numpy as np
 
 from .faiss_index import build_index, resolve_factory, same_family
-
-if TYPE_CHECKING:
-    from .index_store import ItemRow, Manifest
+from .records import ItemRow, Manifest
 
 logger = logging.getLogger(__name__)
 

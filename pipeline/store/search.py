@@ -12,7 +12,7 @@ import numpy as np
 
 from ...adapters.base import ImageTextEncoder
 from ...errors import Error
-from ..config import IndexConfig, Preset
+from ..config import IndexConfig
 from .images import ImageDecodeError, load_image
 from .index_store import FaissFileMissingError, IndexStore, ItemRow, Manifest, StoreError
 
@@ -116,17 +116,6 @@ class Searcher:
         self.encoder = encoder
         self.config = config or IndexConfig()
         store.configure_search(self.config.nprobe, self.config.ef_search)
-
-    @classmethod
-    def open(cls, index_dir: str | Path, preset: str | Preset | None = None) -> Searcher:
-        """Open ``index_dir`` with the preset given, or the one recorded in the index (its encoder, its
-        search settings)."""
-        from ...adapters.registry import load_encoder
-        from ..stages.presets import preset_for_index
-
-        store = IndexStore.open(index_dir)
-        chosen = preset_for_index(preset, store)
-        return cls(store, load_encoder(chosen.encoder), chosen.index)
 
     def search(self, text: str | None = None, *, image: str | Path | None = None, k: int = 10) -> SearchResult:
         """Search with a text or (``image=``) an image path; returns the top ``k`` hits."""

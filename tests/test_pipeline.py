@@ -19,7 +19,7 @@ from viewfinder.pipeline import Pipeline, QueryState, build_index, open_index
 from viewfinder.pipeline.cli import app
 from viewfinder.pipeline.stages import STAGE_TYPES, Preselect, PreselectConfig, Trace, register_stage
 from viewfinder.pipeline.stages.presets import load_preset
-from viewfinder.pipeline.stages.registry import QUERY_STAGES, parse_stages
+from viewfinder.pipeline.stages.registry import parse_stages
 from viewfinder.pipeline.store.search import QueryError
 
 runner = CliRunner()
@@ -82,7 +82,7 @@ def test_the_first_stage_must_produce_candidates():
     class NoConfig:
         pass
 
-    register_stage("_noop", NoConfig, lambda config, ctx: None)  # type: ignore[arg-type,return-value]
+    register_stage("_noop", NoConfig, lambda config, ctx: None, role="candidates")  # type: ignore[arg-type,return-value]
     try:
         with pytest.raises(ConfigError, match="first stage must produce candidates"):
             parse_stages(["_noop", "preselect"], "p.yaml")
@@ -156,7 +156,7 @@ def test_stages_compose_in_the_order_a_preset_names(indexed, tmp_path):
     class ReverseConfig:
         pass
 
-    register_stage("reverse", ReverseConfig, lambda config, ctx: _Reverse())
+    register_stage("reverse", ReverseConfig, lambda config, ctx: _Reverse(), role="candidates")
     try:
         path = _preset_file(tmp_path, "encoder: tiny-test\nstages:\n  - preselect: {k: 6}\n  - reverse\n")
         result = Pipeline.from_preset(str(path), index=indexed / "index").search("a red square", k=6)
@@ -243,5 +243,5 @@ def test_adapters_never_import_the_pipeline():
 @pytest.mark.parametrize("name", packaged_names("presets"))
 def test_every_packaged_preset_parses(name):
     preset = load_preset(name)
-    first = next(s.name for s in preset.stages if s.name not in QUERY_STAGES)  # query stages may lead
+    first = next(s.name for s in preset.stages if STAGE_TYPES[s.name].role != "query")  # query stages may lead
     assert first == "preselect" and preset.source == name

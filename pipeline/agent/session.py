@@ -38,14 +38,7 @@ class Session:
     ) -> SearchResult:
         """Round 0: a new query (this forgets earlier rounds): a text, an image, or a composed query (a
         reference ``image`` and an ``edit`` in words, for a preset with a ``compose`` stage)."""
-        from ..stages.compose import composed_edit
-
-        if (text is None) == (image is None):
-            raise QueryError("give exactly one of a text query or an image (with an edit: a composed query)")
-        edit = composed_edit(self.pipeline.stages, self.pipeline.name, image, edit)
-        self.state = QueryState(
-            query=edit or text, image=None if image is None else str(image), text=text, edit=edit, k=self.k
-        )
+        self.state = self.pipeline.query_state(text, image=image, edit=edit, k=self.k)
         self.results = [self.pipeline.run_round(self.state)]
         return self.results[-1]
 

@@ -193,9 +193,9 @@ def eval_cmd(
                 rerank_queries=rerank_queries,
                 captioner=_preset_model(preset, "caption", "captioner"),
             )
-            from ..eval.experiment import LLM_STAGES
+            from ..stages.registry import has_stage
 
-            if agent if agent is not None else any(s.name in LLM_STAGES for s in preset.stages):
+            if agent if agent is not None else has_stage((s.name for s in preset.stages), uses_llm=True):
                 from ..eval.agent import agent_scene_report
                 from ..eval.dialogue import DIALOGUE_BASELINES
                 from ..eval.retrieval import eval_index_dir

@@ -111,13 +111,14 @@ def _interactive(
     edit: str | None = None,
 ) -> None:
     from ..agent.session import Session
+    from ..stages.registry import has_stage
     from ..stages.runner import Pipeline
     from ..store.fsutil import atomic_write_json
 
     try:
         pipeline = Pipeline.from_preset(config, index=index)
-        if not any(getattr(stage, "name", "") == "rewrite" for stage in pipeline.stages):
-            console.print("[yellow]this preset has no rewrite stage: marks will not change the query[/]")
+        if not has_stage((getattr(stage, "name", "") for stage in pipeline.stages), reads_feedback=True):
+            console.print("[yellow]this preset has no stage that reads feedback: marks will not change the query[/]")
         session = Session(pipeline, k=k, max_rounds=rounds + 1)
         result = session.search(query, image=image, edit=edit)
         _show_round(result, 0)

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..eval.experiment import LLM_STAGES
+from ..stages.registry import stage_names
 from ..store.search import SearchResult
 
 logger = logging.getLogger(__name__)
@@ -58,7 +58,8 @@ def _rank(keys: list[str], target: str) -> int | None:
 def _round(session: Any, target: str) -> AgentRound:
     result = session.results[-1]
     keys = [c.key for c in session.state.candidates]
-    fallback = any(s["notes"].get("fallback") for s in result.trace["steps"] if s["stage"] in LLM_STAGES)
+    llm_stages = stage_names(uses_llm=True)
+    fallback = any(s["notes"].get("fallback") for s in result.trace["steps"] if s["stage"] in llm_stages)
     return AgentRound(result.query, _rank(keys, target), result, fallback=fallback)
 
 

@@ -83,6 +83,8 @@ def composed_variant_preset(base: Any, spec: str) -> Any:
     """
     from dataclasses import replace
 
+    from ..stages.registry import has_stage
+
     head, plus, extra = spec.partition("+")
     weight = None
     if plus:
@@ -95,12 +97,12 @@ def composed_variant_preset(base: Any, spec: str) -> Any:
             raise ValueError(f"variant {spec!r}: the only add-on is '+ref:W' with a weight W >= 0, e.g. +ref:0.5")
     if head not in ("concat", "preset") and ("=" not in head or not all(head.partition("=")[::2])):
         raise ValueError(f"variant {spec!r}: expected preset, concat or MODEL=PROMPT (optionally +ref:W)")
-    if not any(s.name == "compose" for s in base.stages):
+    if not has_stage((s.name for s in base.stages), composes=True):
         raise ValueError(f"the preset {base.name!r} has no compose stage: use one with it (e.g. agent)")
     stages = []
     for stage in base.stages:
         config = stage.config
-        if stage.name == "compose" and head != "preset":
+        if has_stage([stage.name], composes=True) and head != "preset":
             model, _, prompt = head.partition("=")
             config = replace(config, model="none") if head == "concat" else replace(config, model=model, prompt=prompt)
         elif stage.name == "preselect" and weight is not None:

@@ -31,11 +31,9 @@ import numpy as np
 from ..agent.session import Session
 from ..scenes.graph import Scene
 from ..scenes.simuser import SimulatedUser
+from ..stages.registry import stage_names
 from ..stages.runner import Pipeline
 from .simulate import marks_for
-
-LLM_STAGES = ("normalise", "compose", "rewrite")
-"""Stages whose notes hold a language-model call (for invalid-answer and token counts)."""
 
 
 @dataclass
@@ -174,10 +172,11 @@ def partial_queries(root: Path, split: str, n: int, seed: int = 0) -> tuple[list
 
 def _llm_calls(trace: dict[str, Any]) -> tuple[int, int, int]:
     """(calls, refused answers, tokens) of one round's language-model stages."""
+    llm_stages = stage_names(uses_llm=True)
     calls = invalid = tokens = 0
     for step in trace.get("steps", []):
         notes = step.get("notes", {})
-        if step.get("stage") in LLM_STAGES and "messages" in notes:
+        if step.get("stage") in llm_stages and "messages" in notes:
             calls += 1
             invalid += bool(notes.get("fallback"))
             tokens += int((notes.get("tokens") or {}).get("total_tokens", 0))

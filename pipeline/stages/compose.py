@@ -106,17 +106,17 @@ def check_edit(edit: str) -> str:
     return text
 
 
-def composed_edit(stages: list[Any], pipeline_name: str, image: Any, edit: str | None) -> str | None:
+def composed_edit(composes: bool, pipeline_name: str, image: Any, edit: str | None) -> str | None:
     """The cleaned edit of a composed query (None without one); a :class:`QueryError` when the edit
-    has no reference image or the pipeline has no compose stage to apply it."""
+    has no reference image or the pipeline has no stage that ``composes`` (applies it)."""
     from ..store.search import QueryError
 
     if edit is None:
         return None
     if image is None:
         raise QueryError("an edit needs the reference image it applies to (--image)")
-    if not any(getattr(s, "name", "") == "compose" for s in stages):
-        raise QueryError(f"the pipeline {pipeline_name!r} has no compose stage: use a preset with one (e.g. -c agent)")
+    if not composes:
+        raise QueryError(f"the pipeline {pipeline_name!r} has no compose stage: use a preset with one (e.g. agent)")
     return check_edit(edit)
 
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..store.search import Hit, QueryError, Searcher, SearchResult
 from .base import Stage, StageContext
-from .registry import build_stages
+from .registry import build_stages, has_stage
 from .state import QueryState
 from .trace import Trace
 
@@ -72,15 +72,26 @@ class Pipeline:
         """Search with a text or (``image=``) an image, or a composed query (a reference ``image`` and
         an ``edit`` in words, for a pipeline with a ``compose`` stage); the top ``k`` hits with every
         stage's score."""
+        return self.run_round(self.query_state(text, image=image, edit=edit, k=k))
+
+    @property
+    def composes(self) -> bool:
+        """Whether a stage of this pipeline applies an edit to a reference image (composed queries)."""
+        return has_stage((getattr(stage, "name", "") for stage in self.stages), composes=True)
+
+    def query_state(
+        self, text: str | None = None, *, image: str | Path | None = None, edit: str | None = None, k: int = 10
+    ) -> QueryState:
+        """The checked round-0 state of a query (a :class:`QueryError` says what is wrong with it)."""
         from .compose import composed_edit
 
         if (text is None) == (image is None):
             raise QueryError("give exactly one of a text query or an image (with an edit: a composed query)")
         if k < 1:
             raise QueryError(f"k must be >= 1, got {k}")
-        edit = composed_edit(self.stages, self.name, image, edit)
+        edit = composed_edit(self.composes, self.name, image, edit)
         image_str = None if image is None else str(image)
-        return self.run_round(QueryState(query=edit or text, image=image_str, text=text, edit=edit, k=k))
+        return QueryState(query=edit or text, image=image_str, text=text, edit=edit, k=k)
 
     def as_retriever(self, k: int = 10) -> Any:
         """This pipeline as a LangChain ``BaseRetriever`` (a Runnable) returning ``Document`` hits."""

@@ -12,6 +12,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import asdict
+from typing import Any
 
 import torch
 from PIL import Image
@@ -48,6 +49,45 @@ def heads_fingerprint(clip_fingerprint: str, heads: nn.Module, extra: str = "") 
     """Digest of the CLIP's fingerprint, the heads' architecture (``heads.arch``) and weights, and ``extra``."""
     text = clip_fingerprint + json.dumps(asdict(heads.arch), sort_keys=True) + weights_digest(heads) + extra
     return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def new_qformer(
+    *,
+    hidden_size: int,
+    num_layers: int,
+    num_heads: int,
+    intermediate_size: int,
+    num_query_tokens: int,
+    cross_attention_frequency: int,
+    vision_width: int,
+    dropout: float,
+    **config: Any,
+) -> tuple[nn.Module, nn.Parameter]:
+    """A fresh ``transformers.Blip2QFormerModel`` cross-attending to ``vision_width``-wide vision
+    tokens, and its (1, Q, hidden) learned query tokens. ``config``: further ``Blip2QFormerConfig``
+    fields (``use_qformer_text_input``, ``max_position_embeddings``...).
+
+    The Q-Former is built first, then the query tokens drawn (normal, std 0.02): the order fixes
+    what a seeded run draws, so a model trained with this helper reproduces bit for bit.
+    """
+    from transformers import Blip2QFormerConfig, Blip2QFormerModel
+
+    qformer = Blip2QFormerModel(
+        Blip2QFormerConfig(
+            hidden_size=hidden_size,
+            num_hidden_layers=num_layers,
+            num_attention_heads=num_heads,
+            intermediate_size=intermediate_size,
+            cross_attention_frequency=cross_attention_frequency,
+            encoder_hidden_size=vision_width,  # must equal the vision tokens' width (default 1408)
+            hidden_dropout_prob=dropout,
+            attention_probs_dropout_prob=dropout,
+            **config,
+        )
+    )
+    # transformers initialises BLIP-2 query tokens to zeros (all queries alike forever): not here.
+    query_tokens = nn.Parameter(torch.randn(1, num_query_tokens, hidden_size) * 0.02)
+    return qformer, query_tokens
 
 
 class FrozenClipVision:
@@ -97,4 +137,11 @@ def frozen(clip: nn.Module) -> nn.Module:
     return clip
 
 
-__all__ = ["FrozenClipVision", "clip_text_states", "clip_vision_tokens", "frozen", "heads_fingerprint"]
+__all__ = [
+    "FrozenClipVision",
+    "clip_text_states",
+    "clip_vision_tokens",
+    "frozen",
+    "heads_fingerprint",
+    "new_qformer",
+]

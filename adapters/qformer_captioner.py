@@ -43,8 +43,9 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from .decoding import check_decoding
 from .entries import ConfigError, ModelEntry, from_dict
-from .frozen_clip import FrozenClipVision, frozen, heads_fingerprint
+from .frozen_clip import FrozenClipVision, frozen, heads_fingerprint, new_qformer
 
 logger = logging.getLogger(__name__)
 
@@ -164,23 +165,20 @@ class CaptionerHeads(nn.Module):
     """Query tokens, the Q-Former, the language projection and the small causal LM."""
 
     def __init__(self, arch: CaptionerArch, vision_width: int, vocab: CaptionVocab) -> None:
-        from transformers import Blip2QFormerConfig, Blip2QFormerModel, GPT2Config, GPT2LMHeadModel
+        from transformers import GPT2Config, GPT2LMHeadModel
 
         super().__init__()
         self.arch = arch
-        qconfig = Blip2QFormerConfig(
+        self.qformer, self.query_tokens = new_qformer(
             hidden_size=arch.qformer_hidden,
-            num_hidden_layers=arch.qformer_layers,
-            num_attention_heads=arch.qformer_heads,
+            num_layers=arch.qformer_layers,
+            num_heads=arch.qformer_heads,
             intermediate_size=arch.qformer_intermediate,
+            num_query_tokens=arch.num_query_tokens,
             cross_attention_frequency=arch.cross_attention_frequency,
-            encoder_hidden_size=vision_width,  # must equal the vision tokens' width (default 1408)
-            hidden_dropout_prob=arch.dropout,
-            attention_probs_dropout_prob=arch.dropout,
+            vision_width=vision_width,
+            dropout=arch.dropout,
         )
-        self.qformer = Blip2QFormerModel(qconfig)
-        # transformers initialises BLIP-2 query tokens to zeros (all queries alike forever): not here.
-        self.query_tokens = nn.Parameter(torch.randn(1, arch.num_query_tokens, arch.qformer_hidden) * 0.02)
         self.language_projection = nn.Linear(arch.qformer_hidden, arch.lm_hidden)
         lm_config = GPT2Config(
             vocab_size=len(vocab),
@@ -219,27 +217,11 @@ class CaptionerHeads(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------- decoding
-DECODING_OPTIONS: tuple[str, ...] = (
-    "max_new_tokens",
-    "min_new_tokens",
-    "num_beams",
-    "do_sample",
-    "temperature",
-    "top_p",
-    "top_k",
-    "repetition_penalty",
-    "length_penalty",
-    "seed",
-)
-"""Keyword options :meth:`QFormerCaptioner.caption` accepts (those of the ``blip2_captioner`` family
-but ``prompt``: this model takes none); anything else is a ``ValueError``."""
-_SAMPLING_ONLY = ("temperature", "top_p", "top_k")
-
-
 @dataclass
 class Decoding:
-    """Checked decoding options: greedy by default, beam search (``num_beams``), or sampling
-    (``do_sample`` with ``temperature``, ``top_p``, ``top_k``; ``seed`` makes a draw repeatable)."""
+    """Checked decoding options (:func:`.decoding.check_decoding`, without ``prompt``: this model
+    takes none): greedy by default, beam search (``num_beams``), or sampling (``do_sample`` with
+    ``temperature``, ``top_p``, ``top_k``; ``seed`` makes a draw repeatable)."""
 
     max_new_tokens: int
     min_new_tokens: int = 0
@@ -254,41 +236,9 @@ class Decoding:
 
     @classmethod
     def parse(cls, options: dict[str, object], default_max_tokens: int) -> Decoding:
-        unknown = sorted(set(options) - set(DECODING_OPTIONS))
-        if unknown:
-            hint = " (this captioner takes no prompt)" if "prompt" in unknown else ""
-            raise ValueError(f"unknown decoding option(s) {unknown}{hint}; known: {list(DECODING_OPTIONS)}")
-        values = {k: v for k, v in options.items() if v is not None}
-        checks: dict[str, tuple[type, Callable[[Any], bool], str]] = {
-            "max_new_tokens": (int, lambda v: v >= 1, "an integer >= 1"),
-            "min_new_tokens": (int, lambda v: v >= 0, "an integer >= 0"),
-            "num_beams": (int, lambda v: v >= 1, "an integer >= 1"),
-            "do_sample": (bool, lambda v: True, "true or false"),
-            "temperature": (float, lambda v: v > 0, "a number > 0"),
-            "top_p": (float, lambda v: 0 < v <= 1, "a number in (0, 1]"),
-            "top_k": (int, lambda v: v >= 0, "an integer >= 0"),
-            "repetition_penalty": (float, lambda v: v > 0, "a number > 0"),
-            "length_penalty": (float, lambda v: True, "a number"),
-            "seed": (int, lambda v: v >= 0, "an integer >= 0"),
-        }
-        for key, value in values.items():
-            kind, ok, rule = checks[key]
-            numeric = isinstance(value, int | float) and not isinstance(value, bool)
-            right_type = (
-                isinstance(value, bool) if kind is bool else numeric and (kind is float or isinstance(value, int))
-            )
-            if not right_type or not ok(value):
-                raise ValueError(f"decoding option {key!r} must be {rule}, got {value!r}")
-        if not values.get("do_sample"):
-            given = [k for k in _SAMPLING_ONLY if k in values]
-            if given:
-                raise ValueError(f"decoding option(s) {given} apply only when sampling: add do_sample=True")
-        out = cls(max_new_tokens=int(values.pop("max_new_tokens", default_max_tokens)), **values)  # type: ignore[arg-type]
-        if out.do_sample and out.num_beams > 1:
-            raise ValueError("decoding: choose beam search (num_beams > 1) or sampling (do_sample=True), not both")
-        if out.min_new_tokens > out.max_new_tokens:
-            raise ValueError("decoding option 'min_new_tokens' must not exceed 'max_new_tokens'")
-        return out
+        """``options`` checked (a :class:`ConfigError` names a wrong one), ``max_new_tokens`` defaulting
+        to ``default_max_tokens``."""
+        return cls(**check_decoding(options, {"max_new_tokens": default_max_tokens}, takes_prompt=False))
 
 
 class QFormerCaptioner(FrozenClipVision):
@@ -321,8 +271,8 @@ class QFormerCaptioner(FrozenClipVision):
     def caption(self, pixels: torch.Tensor, **decoding: object) -> list[str]:
         """(B, 3, H, W) preprocessed pixels -> B captions. Greedy by default; ``num_beams`` for beam
         search; ``do_sample=True`` (with ``temperature``, ``top_p``, ``top_k``, ``seed``) samples;
-        ``max_new_tokens`` / ``min_new_tokens`` bound the length (:data:`DECODING_OPTIONS`). Any other
-        option is a ``ValueError``."""
+        ``max_new_tokens`` / ``min_new_tokens`` bound the length (:mod:`.decoding`). Any other
+        option is a :class:`ConfigError`."""
         options = Decoding.parse(decoding, self.heads.arch.max_caption_tokens)
         return self._caption(self.image_features(pixels), options)
 
@@ -471,7 +421,6 @@ def load_qformer_captioner(entry: ModelEntry) -> QFormerCaptioner:
 
 
 __all__ = [
-    "DECODING_OPTIONS",
     "CaptionVocab",
     "CaptionerArch",
     "CaptionerHeads",

@@ -28,7 +28,7 @@ from torch import nn
 
 from .base import MatchScores
 from .entries import ConfigError, ModelEntry, from_dict
-from .frozen_clip import FrozenClipVision, clip_text_states, frozen, heads_fingerprint
+from .frozen_clip import FrozenClipVision, clip_text_states, frozen, heads_fingerprint, new_qformer
 
 logger = logging.getLogger(__name__)
 
@@ -64,25 +64,20 @@ class QFormerHeads(nn.Module):
     """Query tokens, the Q-Former, text input projection, ITC projections and the ITM head."""
 
     def __init__(self, arch: QFormerArch, vision_width: int, text_width: int) -> None:
-        from transformers import Blip2QFormerConfig, Blip2QFormerModel
-
         super().__init__()
         self.arch = arch
-        config = Blip2QFormerConfig(
+        self.qformer, self.query_tokens = new_qformer(
             hidden_size=arch.hidden_size,
-            num_hidden_layers=arch.num_layers,
-            num_attention_heads=arch.num_heads,
+            num_layers=arch.num_layers,
+            num_heads=arch.num_heads,
             intermediate_size=arch.intermediate_size,
+            num_query_tokens=arch.num_query_tokens,
             cross_attention_frequency=arch.cross_attention_frequency,
-            encoder_hidden_size=vision_width,  # must equal the vision tokens' width
+            vision_width=vision_width,
+            dropout=arch.dropout,
             use_qformer_text_input=True,  # layers get a text feed-forward path
-            hidden_dropout_prob=arch.dropout,
-            attention_probs_dropout_prob=arch.dropout,
             max_position_embeddings=arch.max_text_tokens,
         )
-        self.qformer = Blip2QFormerModel(config)
-        # transformers initialises BLIP-2 query tokens to zeros (all queries alike forever): not here.
-        self.query_tokens = nn.Parameter(torch.randn(1, arch.num_query_tokens, arch.hidden_size) * 0.02)
         self.text_in = nn.Linear(text_width, arch.hidden_size)
         self.text_pos = nn.Embedding(arch.max_text_tokens, arch.hidden_size)
         self.vision_projection = nn.Linear(arch.hidden_size, arch.embed_dim)

@@ -162,8 +162,10 @@ register_family(
     "open_clip", kind="encoder", entry_type=EncoderEntry, loader=".open_clip_encoder:load_open_clip_encoder"
 )
 register_family("qformer_clip", kind="matcher", entry_type=ModelEntry, loader=".qformer_matcher:load_qformer_matcher")
-register_family("blip2", kind="matcher", entry_type=ModelEntry, loader=".blip2:load_blip2_matcher")
-register_family("blip2_captioner", kind="captioner", entry_type=ModelEntry, loader=".blip2:load_blip2_captioner")
+register_family("blip2", kind="matcher", entry_type=ModelEntry, loader=".blip2_matcher:load_blip2_matcher")
+register_family(
+    "blip2_captioner", kind="captioner", entry_type=ModelEntry, loader=".blip2_captioner:load_blip2_captioner"
+)
 register_family(
     "qformer_clip_captioner",
     kind="captioner",

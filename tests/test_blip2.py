@@ -16,13 +16,10 @@ import torch
 from PIL import Image
 
 from viewfinder.adapters.base import ImageCaptioner, ImageTextMatcher, itc_scores
-from viewfinder.adapters.blip2 import (
-    Blip2ImageTransform,
-    check_decoding,
-    load_blip2_captioner,
-    load_blip2_matcher,
-    weights_sha256,
-)
+from viewfinder.adapters.blip2_captioner import DECODING_DEFAULTS, load_blip2_captioner
+from viewfinder.adapters.blip2_loading import Blip2ImageTransform, weights_sha256
+from viewfinder.adapters.blip2_matcher import load_blip2_matcher
+from viewfinder.adapters.decoding import check_decoding
 from viewfinder.adapters.entries import ModelEntry
 from viewfinder.adapters.open_clip_encoder import ModelLoadError
 
@@ -344,11 +341,19 @@ def test_beam_search_sampling_and_prompts_run(captioner):
         ({"temperature": 0.7}, "only when sampling"),
         ({"do_sample": True, "top_p": 1.5}, "top_p"),
         ({"prompt": 3}, "prompt"),
+        # the rules every captioner family shares (adapters/decoding.py), checked here too since the split
+        ({"do_sample": True, "num_beams": 2}, "not both"),
+        ({"min_new_tokens": 5, "max_new_tokens": 4}, "min_new_tokens"),
+        ({"repetition_penalty": 0}, "repetition_penalty"),
     ],
 )
 def test_bad_decoding_options_are_clear_errors(captioner, options, message):
+    from viewfinder import Error
+
+    with pytest.raises(Error, match=message):
+        check_decoding(options, DECODING_DEFAULTS)
     with pytest.raises(ValueError, match=message):
-        check_decoding(options)
+        check_decoding(options, DECODING_DEFAULTS)
     with pytest.raises(ValueError, match=message):
         captioner.caption(_pixels(captioner)[:1], **options)
 

@@ -276,6 +276,7 @@ def test_dialogue_examples_teach_grounded_questions_and_what_the_answers_establi
     import json as json_
 
     from viewfinder.pipeline.agent.dialogue import Turn, grounded_question, rule_reformulation
+    from viewfinder.pipeline.eval.dialogue import scene_vocabulary
     from viewfinder.pipeline.scenes.dataset import ensure_scene_dataset
     from viewfinder.pipeline.scenes.generator import SceneGeneratorConfig
     from viewfinder.pipeline.train.rewriter import dialogue_examples
@@ -294,12 +295,12 @@ def test_dialogue_examples_teach_grounded_questions_and_what_the_answers_establi
 
     for values, question in questions:  # the answer is the grounded questioner's question there
         first, captions = json_.loads(values["query"]), json_.loads(values["captions"])
-        assert len(captions) <= 3 and question == grounded_question(first, captions, turns(values))
+        assert len(captions) <= 3 and question == grounded_question(first, captions, turns(values), scene_vocabulary())
     loose = 0
     for values, answer in reformulations:  # the answer is what the user's own short answers establish
         said = turns(values)
         assert said and answer.startswith(("a ", "on a "))
-        if answer != rule_reformulation(json_.loads(values["query"]), said):
+        if answer != rule_reformulation(json_.loads(values["query"]), said, scene_vocabulary()):
             loose += 1  # a loosely worded answer the rule cannot read; the target still has it
     assert loose > 0
 

@@ -21,10 +21,13 @@ from viewfinder.pipeline.agent.dialogue import (
     grounded_question,
     rule_reformulation,
 )
+from viewfinder.pipeline.eval.dialogue import scene_vocabulary
 from viewfinder.pipeline.llm.prompts import load_prompt
 from viewfinder.pipeline.scenes.dataset import load_scene_dataset
 from viewfinder.pipeline.scenes.simuser import SimulatedUser
 from viewfinder.pipeline.store.search import QueryError
+
+VOCAB = scene_vocabulary()
 
 
 @pytest.fixture(scope="module")
@@ -44,18 +47,18 @@ def test_grounded_questions_fill_the_description_then_split_the_candidates_never
     }
     turns: list[Turn] = []
     for expected in answers:  # what the first description leaves open, then the background
-        question = grounded_question("a star", captions, turns)
+        question = grounded_question("a star", captions, turns, VOCAB)
         assert question == expected
         turns.append(Turn(question, answers[question], "grounded"))
-    split = grounded_question("a star", captions, turns)
+    split = grounded_question("a star", captions, turns, VOCAB)
     assert split == "is there a blue circle?"  # half the captions; the red star is the own object
     turns.append(Turn(split, "yes", "grounded"))
-    assert grounded_question("a star", captions, turns) == "where is the blue circle?"
+    assert grounded_question("a star", captions, turns, VOCAB) == "where is the blue circle?"
     turns.append(Turn("where is the blue circle?", "at the bottom", "grounded"))
-    assert rule_reformulation("a star", turns) == (
+    assert rule_reformulation("a star", turns, VOCAB) == (
         "on a brown background: a large red star in the top left and a blue circle at the bottom"
     )
-    nxt = grounded_question("a star", captions, turns)
+    nxt = grounded_question("a star", captions, turns, VOCAB)
     assert nxt not in {t.question for t in turns} and nxt == "is there a green square?"
 
 
@@ -70,11 +73,13 @@ def test_questions_are_checked_and_answers_reformulated():
         Turn("is there a blue circle?", "no", "grounded"),
         Turn("what colour is the heart?", "green", "grounded"),
     ]
-    assert rule_reformulation("a heart", turns) == "a green heart and a red star in the top left"
+    assert rule_reformulation("a heart", turns, VOCAB) == "a green heart and a red star in the top left"
     assert concatenate("a star", turns[:1]) == "a star, is there a red star? yes"
     listed = "there are several: a small red star at the top and a large blue star"
     several = [Turn("what colour is the star?", listed, "grounded")]
-    assert rule_reformulation("a star", several) == "a star and a small red star at the top and a large blue star"
+    assert (
+        rule_reformulation("a star", several, VOCAB) == "a star and a small red star at the top and a large blue star"
+    )
 
 
 def test_bri_is_zero_when_the_target_leads_and_rewards_finding_it_sooner():
@@ -89,7 +94,7 @@ def test_a_dialogue_with_the_simulated_user_runs_rounds_and_keeps_a_trace(scenes
     pipeline = Pipeline.from_preset("tiny", index=scenes / "index")
     target = next(iter(load_scene_dataset(scenes / "scenes").scenes["test"].values()))
     user = SimulatedUser(target)
-    session = DialogueSession(pipeline, "grounded", "rule", k=5, max_rounds=4)
+    session = DialogueSession(pipeline, "grounded", "rule", k=5, max_rounds=4, vocabulary=VOCAB)
     with pytest.raises(QueryError, match="search first"):
         session.ask()
     session.search("a shape")
@@ -119,6 +124,7 @@ def test_a_model_questioner_is_checked_and_falls_back_and_a_model_reformulates(s
         (asker, load_prompt("dialogue-question")),
         (writer, load_prompt("dialogue-reformulate")),
         k=5,
+        vocabulary=VOCAB,
     )
     session.search("a star")
     assert session.ask() == "is there a red star?" and session.notes[-1]["source"] == "llm"
@@ -232,3 +238,23 @@ def test_eval_on_a_scene_folder_adds_dialogue_figures_beside_the_baselines(scene
     assert "BRI" in result.output and "text → image" in result.output
     plain = CliRunner().invoke(app, [*args[:6], "--work-dir", str(tmp_path / "work"), "--out", str(out)])
     assert plain.exit_code == 0 and "agent" not in json.loads(out.read_text())  # off for a preset with no LLM
+
+
+def test_the_agent_knows_no_vocabulary_of_its_own(scenes):
+    """Model-free parts need the collection's words passed in; language-model parts run without any
+    (a refused question becomes a generic one, a refused reformulation the concatenated dialogue)."""
+    from viewfinder import Error
+    from viewfinder.pipeline.agent.dialogue import GENERIC_QUESTION
+
+    pipeline = Pipeline.from_preset("tiny", index=scenes / "index")
+    for questioner, reformulator in (("grounded", "concat"), ("random", "concat")):
+        with pytest.raises(Error, match="vocabulary"):
+            DialogueSession(pipeline, questioner, reformulator, k=5)
+    asker = FakeListChatModel(responses=["not a question"])
+    writer = FakeListChatModel(responses=[""])
+    session = DialogueSession(
+        pipeline, (asker, load_prompt("dialogue-question")), (writer, load_prompt("dialogue-reformulate")), k=5
+    )
+    session.search("a star")
+    assert session.ask() == GENERIC_QUESTION and session.notes[-1]["source"] == "llm-fallback"
+    assert session.answer("it is red").query == concatenate("a star", session.turns)

@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 
-from ..scenes.graph import BACKGROUNDS, COLOURS, POSITION_PHRASES, SHAPES, SIZES
+from ...errors import Error
 from ..stages.state import QueryState
 from ..store.search import QueryError, SearchResult
 
@@ -38,7 +39,46 @@ SEVERAL = "there are several: "
 _YES = re.compile(r"^(yes|yeah|yep|there is|there are)\b")
 _WHERE = re.compile(r"^where is the (?P<obj>.+?)\??$")
 _IS_THERE = re.compile(r"^is there an? (?P<obj>.+?)\??$")
-_OBJECT_RE = re.compile(r"\b(" + "|".join(COLOURS) + r") (" + "|".join(SHAPES) + r")\b")
+GENERIC_QUESTION = "what else can you tell me about it?"
+"""Asked when a language-model questioner's question is refused and no vocabulary is known."""
+
+
+class DialogueSetupError(Error, ValueError):
+    """A dialogue was set up with parts that cannot run as given; the message says what to pass."""
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """The words the model-free questioner and reformulator know of a collection: objects are
+    "<colour> <shape>" phrases with a size, placed by a position phrase, on a background. The agent
+    holds no vocabulary of its own: whoever knows the collection passes one in (the scene benchmark's
+    comes from :func:`viewfinder.pipeline.eval.dialogue.scene_vocabulary`). Language-model questioners
+    and reformulators need none."""
+
+    colours: tuple[str, ...]
+    shapes: tuple[str, ...]
+    sizes: tuple[str, ...]
+    positions: tuple[str, ...]
+    """Position phrases ("in the top left")."""
+    backgrounds: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        for name in ("colours", "shapes", "sizes", "positions", "backgrounds"):
+            if not getattr(self, name):
+                raise ValueError(f"Vocabulary.{name} must not be empty")
+
+    @cached_property
+    def object_re(self) -> re.Pattern[str]:
+        return re.compile(
+            r"\b(" + "|".join(map(re.escape, self.colours)) + r") (" + "|".join(map(re.escape, self.shapes)) + r")\b"
+        )
+
+    @cached_property
+    def position_re(self) -> re.Pattern[str]:
+        return re.compile(r"\b(" + "|".join(map(re.escape, self.positions)) + r")\b")
+
+    def values(self, slot: str) -> tuple[str, ...]:
+        return {"colour": self.colours, "shape": self.shapes, "size": self.sizes, "position": self.positions}[slot]
 
 
 @dataclass
@@ -67,12 +107,11 @@ def check_question(text: str | None, asked: list[str]) -> tuple[str | None, str 
     return question, None
 
 
-def mentioned_objects(caption: str) -> set[str]:
+def mentioned_objects(caption: str, vocab: Vocabulary) -> set[str]:
     """The "colour shape" phrases a caption names."""
-    return {f"{colour} {shape}" for colour, shape in _OBJECT_RE.findall(caption.lower())}
+    return {f"{colour} {shape}" for colour, shape in vocab.object_re.findall(caption.lower())}
 
 
-_POSITION_PHRASE_RE = re.compile(r"\b(" + "|".join(POSITION_PHRASES.values()) + r")\b")
 _SLOTS = ("colour", "shape", "size", "position")
 
 
@@ -87,13 +126,13 @@ class ObjectSlots:
     """A position phrase ("in the top left")."""
 
     @classmethod
-    def parse(cls, text: str) -> ObjectSlots:
+    def parse(cls, text: str, vocab: Vocabulary) -> ObjectSlots:
         words = re.findall(r"[a-z]+", text.lower())
-        found = _POSITION_PHRASE_RE.search(text.lower())
+        found = vocab.position_re.search(text.lower())
         return cls(
-            colour=next((w for w in words if w in COLOURS), None),
-            shape=next((w for w in words if w in SHAPES), None),
-            size=next((w for w in words if w in SIZES), None),
+            colour=next((w for w in words if w in vocab.colours), None),
+            shape=next((w for w in words if w in vocab.shapes), None),
+            size=next((w for w in words if w in vocab.sizes), None),
             position=found[1] if found else None,
         )
 
@@ -102,13 +141,10 @@ class ObjectSlots:
         noun = " ".join(w for w in (self.size, self.colour, self.shape or "object") if w)
         return f"{noun} {self.position}" if self.position else noun
 
-    def fill(self, slot: str, answer: str) -> None:
+    def fill(self, slot: str, answer: str, vocab: Vocabulary) -> None:
         """Take the answer to the question about ``slot`` when it names one value."""
         answer = answer.lower().strip().rstrip(".")
-        if slot == "position":
-            if answer in POSITION_PHRASES.values():
-                self.position = answer
-        elif answer in {"colour": COLOURS, "shape": SHAPES, "size": SIZES}[slot]:
+        if answer in vocab.values(slot):
             setattr(self, slot, answer)
 
 
@@ -126,21 +162,21 @@ def _slot_of(question: str) -> str | None:
     return m[1] if m else None
 
 
-def known_slots(first: str, turns: list[Turn]) -> ObjectSlots:
+def known_slots(first: str, turns: list[Turn], vocab: Vocabulary) -> ObjectSlots:
     """The first description's object, with the answers to slot questions filled in (a "where is"
     question about another object, one asked about with "is there", is not about this one)."""
-    slots = ObjectSlots.parse(first)
+    slots = ObjectSlots.parse(first, vocab)
     others = {m["obj"] for t in turns if (m := _IS_THERE.match(_norm(t.question)))}
     for t in turns:
         slot = _slot_of(t.question)
         where = _WHERE.match(_norm(t.question))
         if slot is None or (slot == "position" and where and where["obj"] in others):
             continue
-        slots.fill(slot, t.answer)
+        slots.fill(slot, t.answer, vocab)
     return slots
 
 
-def grounded_question(first: str, captions: list[str], turns: list[Turn]) -> str | None:
+def grounded_question(first: str, captions: list[str], turns: list[Turn], vocab: Vocabulary) -> str | None:
     """The next question, PlugIR-style but without a model, never one already asked:
 
     1. what the first description leaves open about its object (its colour, shape, size, place);
@@ -151,7 +187,7 @@ def grounded_question(first: str, captions: list[str], turns: list[Turn]) -> str
 
     None when every such question was asked."""
     done = {_norm(t.question) for t in turns}
-    slots = known_slots(first, turns)
+    slots = known_slots(first, turns, vocab)
     for slot in _SLOTS:
         if getattr(slots, slot) is None:
             question = slot_question(slots, slot)
@@ -167,7 +203,7 @@ def grounded_question(first: str, captions: list[str], turns: list[Turn]) -> str
     counts: dict[str, int] = {}
     own = f"{slots.colour} {slots.shape}"  # the first description's object: known already
     for caption in captions:
-        for obj in mentioned_objects(caption) - {own}:
+        for obj in mentioned_objects(caption, vocab) - {own}:
             counts[obj] = counts.get(obj, 0) + 1
     n = max(1, len(captions))
     for obj in sorted(counts, key=lambda o: (abs(counts[o] / n - 0.5), o)):
@@ -177,12 +213,12 @@ def grounded_question(first: str, captions: list[str], turns: list[Turn]) -> str
     return None
 
 
-def random_question(rng: np.random.Generator, asked: list[str]) -> str:
+def random_question(rng: np.random.Generator, asked: list[str], vocab: Vocabulary) -> str:
     """A template question about a random colour and shape (or the background), never one asked."""
     done = {_norm(q) for q in asked}
     for _ in range(100):
         kind = int(rng.integers(4))
-        colours, shapes = tuple(COLOURS), tuple(SHAPES)
+        colours, shapes = vocab.colours, vocab.shapes
         colour, shape = colours[int(rng.integers(len(colours)))], shapes[int(rng.integers(len(shapes)))]
         question = (
             f"is there a {colour} {shape}?",
@@ -200,21 +236,21 @@ def concatenate(first: str, turns: list[Turn]) -> str:
     return ", ".join([first, *(f"{t.question} {t.answer}" for t in turns)])
 
 
-def rule_reformulation(first: str, turns: list[Turn]) -> str:
+def rule_reformulation(first: str, turns: list[Turn], vocab: Vocabulary) -> str:
     """A caption-like query from what the answers established: the first description's object with
     the attributes the person named, the background, the other objects said to be there (with
     where they are, when asked) and the objects an answer about several lists; "no" answers add
     nothing."""
-    slots = known_slots(first, turns)
+    slots = known_slots(first, turns, vocab)
     others: dict[str, str] = {}
     background = None
     for t in turns:
         question, answer = _norm(t.question), t.answer.lower().strip().rstrip(".")
-        if question == _norm(BACKGROUND_QUESTION) and answer in BACKGROUNDS:
+        if question == _norm(BACKGROUND_QUESTION) and answer in vocab.backgrounds:
             background = answer
         elif (m := _IS_THERE.match(question)) and _YES.match(answer):
             others.setdefault(m["obj"], "")
-        elif (m := _WHERE.match(question)) and m["obj"] in others and answer in POSITION_PHRASES.values():
+        elif (m := _WHERE.match(question)) and m["obj"] in others and answer in vocab.positions:
             others[m["obj"]] = answer
         elif answer.startswith(SEVERAL):  # the answer lists objects of the picture: all facts
             for phrase in re.split(r", | and ", answer.removeprefix(SEVERAL)):
@@ -238,6 +274,10 @@ class DialogueSession:
     seed: int = 0
     model_captions: int = 3
     """Captions of the best hits a language-model questioner is shown (the prompt stays short)."""
+    vocabulary: Vocabulary | None = None
+    """The collection's words, for the model-free questioners (``random``, ``grounded``) and the
+    ``rule`` reformulator, and for the fallbacks of language-model ones (without it, a refused
+    question becomes a generic one and a refused reformulation the ``concat`` query)."""
     first: str | None = None
     turns: list[Turn] = field(default_factory=list)
     results: list[SearchResult] = field(default_factory=list)
@@ -254,6 +294,11 @@ class DialogueSession:
         ):
             if isinstance(value, str) and value not in names:
                 raise ValueError(f"{name}: {value!r} is not one of {names} (or a (model, prompt) pair)")
+            if isinstance(value, str) and value != "concat" and self.vocabulary is None:
+                raise DialogueSetupError(
+                    f"the {value!r} {name} needs the collection's vocabulary (DialogueSession(vocabulary=...)); "
+                    "a language-model one, or the 'concat' reformulator, needs none"
+                )
         self._rng = np.random.default_rng([self.seed, 61])
 
     @property
@@ -279,10 +324,9 @@ class DialogueSession:
         if isinstance(self.questioner, tuple):
             question, note = self._ask_model(captions, asked, note)
         elif self.questioner == "random":
-            question, note["source"] = random_question(self._rng, asked), "random"
+            question, note["source"] = random_question(self._rng, asked, self._vocab), "random"
         else:
-            question, note["source"] = grounded_question(self.first or "", captions, self.turns), "grounded"
-            question = question or random_question(self._rng, asked)
+            question, note["source"] = self._grounded(captions, asked), "grounded"
         self.pending = question
         self.notes.append(note | {"question": question})
         return question
@@ -334,22 +378,38 @@ class DialogueSession:
         note.update(prompt=record["prompt"], raw=record["raw"], source="llm")
         if question is None:
             note.update(source="llm-fallback", problem=problem)
-            question = grounded_question(self.first or "", captions, self.turns) or random_question(self._rng, asked)
+            question = self._grounded(captions, asked) if self.vocabulary is not None else GENERIC_QUESTION
         return question, note
+
+    @property
+    def _vocab(self) -> Vocabulary:
+        assert self.vocabulary is not None  # checked in __post_init__ for every model-free part
+        return self.vocabulary
+
+    def _grounded(self, captions: list[str], asked: list[str]) -> str:
+        return grounded_question(self.first or "", captions, self.turns, self._vocab) or random_question(
+            self._rng, asked, self._vocab
+        )
 
     def _reformulate(self) -> str:
         first = self.first or ""
         if self.reformulator == "concat":
             return concatenate(first, self.turns)
         if self.reformulator == "rule":
-            return rule_reformulation(first, self.turns)
+            return rule_reformulation(first, self.turns, self._vocab)
         from ..llm.ask import ask_for_query
         from ..llm.prompts import quoted
 
         llm, prompt = self.reformulator  # type: ignore[misc]
         record = ask_for_query(llm, prompt, {"query": quoted(first), "dialogue": quoted(self._dialogue())})
         self.notes[-1]["reformulation"] = {"raw": record["raw"], "query": record["query"], "problem": record["problem"]}
-        return record["query"] or rule_reformulation(first, self.turns)
+        if record["query"]:
+            return record["query"]
+        return (
+            rule_reformulation(first, self.turns, self.vocabulary)
+            if self.vocabulary
+            else concatenate(first, self.turns)
+        )
 
     def _dialogue(self) -> list[str]:
         return dialogue_lines(self.turns)
@@ -382,6 +442,7 @@ __all__ = [
     "concatenate",
     "dialogue_lines",
     "ObjectSlots",
+    "Vocabulary",
     "grounded_question",
     "mentioned_objects",
     "random_question",

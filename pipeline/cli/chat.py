@@ -30,7 +30,7 @@ def chat_cmd(
     """Dialogue search (ChatIR / PlugIR): after each round the system asks one question about the
     picture you want; your answer refines the query. An empty answer stops."""
     from ..agent.dialogue import DialogueSession
-    from ..eval.dialogue import resolve_part
+    from ..eval.dialogue import resolve_part, scene_vocabulary
     from ..stages.runner import Pipeline
     from ..store.fsutil import atomic_write_json
 
@@ -38,7 +38,9 @@ def chat_cmd(
         pipeline = Pipeline.from_preset(config or "dialogue", index=index)
         loaded: dict = {}
         asker, writer = resolve_part(questioner, loaded), resolve_part(reformulator, loaded)
-        session = DialogueSession(pipeline, asker, writer, k=k, max_rounds=rounds + 1)
+        # The model-free questioner and reformulator know the scene benchmark's words (the bundled
+        # collection's); a language-model one reads the captions of the hits instead.
+        session = DialogueSession(pipeline, asker, writer, k=k, max_rounds=rounds + 1, vocabulary=scene_vocabulary())
         _show(session.search(query), 0)
         while session.round < rounds:
             question = session.ask()

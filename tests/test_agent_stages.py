@@ -115,6 +115,31 @@ def test_an_invalid_or_failing_answer_keeps_the_previous_query():
     assert state.text == "a red star" and state.notes["fallback"] is True and "took too long" in state.notes["problem"]
 
 
+def test_a_bug_in_our_code_raises_instead_of_becoming_a_refused_answer():
+    """Only the model's own failures become a fallback; a TypeError (in a single call or in a batch)
+    is a bug and keeps its traceback."""
+
+    class Buggy(FakeListChatModel):
+        def invoke(self, *args, **kwargs):  # type: ignore[override]
+            raise TypeError("unsupported operand type(s) for +: 'int' and 'str'")
+
+    class BuggyBatch(FakeListChatModel):
+        def generate_batch(self, conversations):
+            return [None.text for _ in conversations]  # AttributeError
+
+    class OutOfMemory(FakeListChatModel):
+        def generate_batch(self, conversations):
+            raise RuntimeError("out of memory")
+
+    for model in (Buggy(responses=["x"]), BuggyBatch(responses=["x"])):
+        with pytest.raises((TypeError, AttributeError)):
+            Normalise(model, load_prompt("normalise")).run(QueryState("a red star", text="a red star"))
+    state = Normalise(OutOfMemory(responses=["x"]), load_prompt("normalise")).run(
+        QueryState("a red star", text="a red star")
+    )
+    assert state.text == "a red star" and state.notes["fallback"] is True and "out of memory" in state.notes["problem"]
+
+
 def _state_with_feedback(relevant_caption: str, irrelevant_caption: str) -> QueryState:
     candidates = [
         Candidate(1, "a", "a.png", caption=relevant_caption),

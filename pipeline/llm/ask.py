@@ -2,8 +2,10 @@
 
 Everything the call did goes into one record for the trace: the prompt's name and version, the
 rendered messages, the raw answer, the accepted query or why the answer was refused (the caller
-then keeps the previous query), tokens and seconds. A model that raises is a refused answer too:
-one bad call never ends a search.
+then keeps the previous query), tokens and seconds. A model that fails (a time-out, a provider's or
+a connection error, running out of memory, a model that cannot load) gives a refused answer too: one
+bad call never ends a search. A programming error (:data:`BUGS`: a ``TypeError`` from our own code,
+a missing attribute...) is not the model's failure and raises.
 """
 
 from __future__ import annotations
@@ -17,6 +19,27 @@ from .parse import parse_query
 from .prompts import Prompt
 
 logger = logging.getLogger(__name__)
+
+BUGS: tuple[type[BaseException], ...] = (
+    TypeError,
+    AttributeError,
+    NameError,
+    LookupError,
+    AssertionError,
+    NotImplementedError,
+    ImportError,
+    ArithmeticError,
+    RecursionError,
+    SyntaxError,
+)
+"""Exceptions that say the code is wrong, wherever they come from: never turned into a refusal."""
+
+
+def _model_failure(exc: Exception) -> Exception:
+    """``exc`` when it is the model's own failure (to refuse the answer); re-raised when it is a bug."""
+    if isinstance(exc, BUGS):
+        raise exc
+    return exc
 
 
 def ask_for_query(llm: Any, prompt: Prompt, values: dict[str, str], *, max_chars: int = 200) -> dict[str, Any]:
@@ -47,14 +70,14 @@ def ask_for_queries(
         try:
             replies: list[Any] = list(llm.generate_batch(conversations))
         except Exception as exc:  # a time-out, an out-of-memory: refused, and the search goes on
-            replies = [exc] * len(conversations)
+            replies = [_model_failure(exc)] * len(conversations)
     else:
         replies = []
         for messages in conversations:
             try:
                 reply = llm.invoke(messages)
             except Exception as exc:  # a provider's error, a time-out
-                replies.append(exc)
+                replies.append(_model_failure(exc))
                 continue
             text = reply.content if isinstance(reply.content, str) else str(reply.content)
             replies.append((text, getattr(reply, "usage_metadata", None)))

@@ -18,7 +18,9 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,7 @@ from pydantic import ConfigDict
 
 from ..errors import Error
 from .entries import ChatEntry, LangChainEntry
+from .open_clip_encoder import torch_threads
 from .package_file import PackageFile, cache_root, fetch_package_file
 
 logger = logging.getLogger(__name__)
@@ -61,6 +64,8 @@ class TransformersChatModel(BaseChatModel):
     max_seconds: float | None = 30.0
     seed: int = 0
     batch_size: int = 8
+    threads: int | None = None
+    """torch intra-op threads during generation, restored afterwards (None: the caller's setting)."""
 
     @property
     def _llm_type(self) -> str:
@@ -115,7 +120,8 @@ class TransformersChatModel(BaseChatModel):
                 [_StopOnStrings(tok, list(stop), enc["input_ids"].shape[1])]
             )
         torch.manual_seed(int(kwargs.get("seed", self.seed)))
-        generated = self.lm.generate(**enc, **options)[:, enc["input_ids"].shape[1] :]
+        with torch_threads(self.threads):
+            generated = self.lm.generate(**enc, **options)[:, enc["input_ids"].shape[1] :]
         replies = []
         for row, prompt_mask in zip(generated, enc["attention_mask"], strict=True):
             text = tok.decode(row, skip_special_tokens=True)
@@ -141,6 +147,27 @@ class _StopOnStrings:
 
 
 # ---------------------------------------------------------------------------------------- loading
+@contextmanager
+def quiet_model_load() -> Iterator[None]:
+    """Load a chat model without what is not the user's business: transformers' "Loading weights" bar
+    (a second's work here) and the ``FutureWarning`` that peft's wrapper triggers by reading the
+    deprecated ``is_gradient_checkpointing``. Scoped: the progress-bar setting and the warning filters
+    are the caller's again afterwards, and every other warning passes."""
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings(
+                "ignore", message=r".*is_gradient_checkpointing.*deprecated", category=FutureWarning
+            )
+            yield
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
 def package_file_of(entry: ChatEntry) -> PackageFile:
     """The file a ``package-file`` entry's weights come from (a :class:`ConfigError` if not pinned)."""
     return PackageFile(entry.package or "", entry.file or "", entry.sha256)
@@ -210,15 +237,14 @@ def load_transformers_chat(entry: ChatEntry) -> TransformersChatModel:
             raise ChatModelLoadError(f"chat model {entry.name!r}: {source} has no config.json: {_how_to_get(entry)}")
     else:
         source = entry.path or ""
-    if entry.threads:
-        torch.set_num_threads(entry.threads)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
-        lm = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).eval()
-    except OSError as exc:
-        raise ChatModelLoadError(f"chat model {entry.name!r}: cannot load {source}: {_how_to_get(entry)}") from exc
-    if entry.adapter:
-        lm = with_adapter(lm, entry)
+    with torch_threads(entry.threads), quiet_model_load():  # the caller's thread setting is back once loaded
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(source)
+            lm = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).eval()
+        except OSError as exc:
+            raise ChatModelLoadError(f"chat model {entry.name!r}: cannot load {source}: {_how_to_get(entry)}") from exc
+        if entry.adapter:
+            lm = with_adapter(lm, entry)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     if not getattr(tokenizer, "chat_template", None):
@@ -233,6 +259,7 @@ def load_transformers_chat(entry: ChatEntry) -> TransformersChatModel:
         max_seconds=entry.max_seconds,
         seed=entry.seed,
         batch_size=entry.batch_size,
+        threads=entry.threads,
     )
 
 

@@ -107,6 +107,8 @@ class ChatEntry:
     device: Literal["auto", "cpu", "cuda"] = "cpu"
     batch_size: int = 8
     threads: int | None = None
+    """CPU threads for torch while the model loads and generates, restored afterwards (None: leave
+    torch's setting / OMP_NUM_THREADS)."""
 
     def __post_init__(self) -> None:
         if self.weights in ("hf-hub", "local-dir") and not self.path:

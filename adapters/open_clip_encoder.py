@@ -112,8 +112,30 @@ def registered_arch(arch: ArchConfig) -> Iterator[str]:
                 open_clip.factory._MODEL_CONFIGS.pop(arch.name, None)
 
 
-def _register_packaged_archs() -> None:
-    """Kept for older callers: architectures are resolved by :func:`resolve_arch`, nothing to register."""
+@dataclass
+class OpenClipModel:
+    """What :func:`create_open_clip` makes: an open_clip model, its (evaluation) image transform, its
+    tokenizer and the architecture it was created from."""
+
+    model: torch.nn.Module
+    transform: Callable[[Image.Image], torch.Tensor]
+    tokenizer: Any
+    arch: ArchConfig
+
+
+def create_open_clip(arch: str | ArchConfig, *, pretrained: str | None = None, **kwargs: Any) -> OpenClipModel:
+    """Create an open_clip model (and its transform and tokenizer) from an architecture: an open_clip
+    built-in name, a packaged ``configs/arch`` name or a JSON file (:func:`resolve_arch`), or one
+    already resolved. ``kwargs`` go to ``open_clip.create_model_and_transforms`` (e.g.
+    ``output_dict=True``). A JSON architecture is known to open_clip only while the model is created
+    (:func:`registered_arch`): open_clip's model table is left as it was. Random initialisation draws
+    from torch's global generator, as open_clip's own does (seed it first for a repeatable model).
+    """
+    resolved = arch if isinstance(arch, ArchConfig) else resolve_arch(arch)
+    with registered_arch(resolved) as model_name:
+        model, _, transform = open_clip.create_model_and_transforms(model_name, pretrained=pretrained, **kwargs)
+        tokenizer = open_clip.get_tokenizer(model_name)
+    return OpenClipModel(model, transform, tokenizer, resolved)
 
 
 @contextmanager
@@ -349,9 +371,15 @@ def _folder_weights(folder: Path) -> Path | None:
     return candidates[0] if candidates else None
 
 
+def _register_packaged_archs() -> None:
+    """Deprecated, does nothing: architectures are resolved by :func:`resolve_arch`. Its one caller
+    (``pipeline/train/clip.py``) moves to :func:`create_open_clip`; then this goes."""
+
+
 def _arch_name(arch: str) -> str:
-    """Kept for older callers: the open_clip name of ``arch``, registered (under its unique name)
-    for the rest of the process. New code uses :func:`resolve_arch` with :func:`registered_arch`."""
+    """Deprecated: the open_clip name of ``arch``, registered for the rest of the process (the one
+    change to open_clip's table left in the project). Its one caller (``pipeline/train/clip.py``)
+    moves to :func:`create_open_clip`, which registers only while it creates; then this goes."""
     resolved = resolve_arch(arch)
     if not resolved.builtin:
         with _REGISTRY_LOCK:
@@ -403,10 +431,9 @@ def load_open_clip_encoder(entry: EncoderEntry) -> OpenClipEncoder:
             _check_sha256(ckpt, entry.sha256, "replace the checkpoint or fix 'sha256' in the model entry")
             pretrained = str(ckpt)
     try:
-        with registered_arch(arch) as model_name, torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]):
             torch.manual_seed(entry.seed)  # random init (all of it, for weights: random) is seeded
-            model, _, transform = open_clip.create_model_and_transforms(model_name, pretrained=pretrained)
-            tokenizer = open_clip.get_tokenizer(model_name)
+            created = create_open_clip(arch, pretrained=pretrained)
     except (RuntimeError, OSError, ValueError) as exc:
         hint = ""
         if entry.weights in ("pretrained", "hf-hub"):
@@ -416,9 +443,9 @@ def load_open_clip_encoder(entry: EncoderEntry) -> OpenClipEncoder:
             )
         raise ModelLoadError(f"could not load encoder {entry.name!r} ({arch.name}): {exc}{hint}") from exc
     return OpenClipEncoder(
-        model,
-        transform,
-        tokenizer,
+        created.model,
+        created.transform,
+        created.tokenizer,
         name=entry.name,
         arch_cfg=arch.config,
         device=device,
@@ -450,6 +477,8 @@ def save_local_dir(
 __all__ = [
     "ArchConfig",
     "OpenClipEncoder",
+    "OpenClipModel",
+    "create_open_clip",
     "ModelLoadError",
     "load_open_clip_encoder",
     "save_local_dir",

@@ -93,6 +93,41 @@ def test_stop_strings_and_token_limits_cut_the_reply(chat_model):
     assert len(chat_model.generate_batch([[HumanMessage("a red star")]], max_new_tokens=1)[0][0].split()) <= 1
 
 
+def _save_tiny_adapter(base: Path, folder: Path) -> Path:
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    lm = AutoModelForCausalLM.from_pretrained(base)
+    get_peft_model(lm, LoraConfig(r=2, target_modules=["q_proj", "v_proj"])).save_pretrained(folder)
+    return folder
+
+
+def test_loading_says_nothing_that_is_not_the_users_business_and_leaves_torch_threads_alone(tmp_path, capfd):
+    """No "Loading weights" bar, no peft-triggered FutureWarning; threads only while loading and generating."""
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    base = _save_tiny_chat_model(tmp_path / "lm")
+    adapter = _save_tiny_adapter(base, tmp_path / "lora")
+    before, bars = torch.get_num_threads(), hf_logging.is_progress_bar_enabled()
+    wanted = 1 if before != 1 else 2
+    capfd.readouterr()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = load_model({"name": "t", "family": "transformers_chat", "weights": "local-dir", "path": str(base),
+                            "adapter": str(adapter), "threads": wanted, "max_new_tokens": 2}, "chat")  # fmt: skip
+        warnings.warn("a warning of the caller's own", FutureWarning, stacklevel=1)
+    said = capfd.readouterr()
+    assert "Loading weights" not in said.err + said.out
+    assert [str(w.message) for w in caught] == ["a warning of the caller's own"]  # scoped: others still pass
+    assert hf_logging.is_progress_bar_enabled() == bars and torch.get_num_threads() == before
+    seen: list[int] = []
+    model.lm.register_forward_hook(lambda *_: seen.append(torch.get_num_threads()))
+    model.invoke("a red star")
+    assert seen and set(seen) == {wanted} and torch.get_num_threads() == before
+
+
 def test_a_provider_chat_class_is_loaded_by_import_path():
     entry = {"name": "fake", "family": "langchain_chat",
              "class_path": "langchain_core.language_models.fake_chat_models.FakeListChatModel",

@@ -336,6 +336,24 @@ def test_arch_files_with_the_same_stem_load_as_different_models(tmp_path, tiny_e
     assert open_clip.factory._MODEL_CONFIGS == registry_before
 
 
+def test_create_open_clip_registers_a_json_architecture_only_while_it_creates(tmp_path):
+    """What trainers create a model with: a JSON (or packaged) architecture, open_clip's table unchanged."""
+    import open_clip
+
+    from viewfinder.adapters.open_clip_encoder import create_open_clip
+
+    registry_before = dict(open_clip.factory._MODEL_CONFIGS)
+    torch.manual_seed(0)
+    created = create_open_clip(str(_arch_json(tmp_path / "c", 16, 12)), output_dict=True)
+    assert created.arch.config["embed_dim"] == 16 and not created.arch.builtin
+    assert created.tokenizer(["red"]).shape == (1, 12)
+    assert isinstance(created.model(text=created.tokenizer(["red"])), dict)  # kwargs reach open_clip
+    assert create_open_clip("tiny-test").arch.config["embed_dim"] == 32  # a packaged architecture by name
+    assert open_clip.factory._MODEL_CONFIGS == registry_before
+    with pytest.raises(ModelLoadError, match="unknown architecture"):
+        create_open_clip("no-such-arch")
+
+
 def test_loading_and_encoding_leave_torch_threads_alone(probe_images):
     before = torch.get_num_threads()
     wanted = 1 if before != 1 else 2

@@ -196,7 +196,7 @@ def test_the_genid_stage_preselects_alone_or_fuses_with_clip_and_traces_its_ids(
     assert tiny.name == "tiny"
     bad = root / "bad.yaml"
     bad.write_text(f'encoder: tiny-test\nstages: [{{genid: {{model: "{root / "nothing"}"}}}}]\n')
-    with pytest.raises(Exception, match="train genid"):
+    with pytest.raises(Exception, match="not a generative-identifier model"):
         Pipeline.from_preset(bad, index=index)
 
 

@@ -287,13 +287,13 @@ class DialogueSession:
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_rounds <= MAX_ROUNDS:
-            raise ValueError(f"max_rounds must lie in 1..{MAX_ROUNDS}")
+            raise DialogueSetupError(f"max_rounds must lie in 1..{MAX_ROUNDS}")
         for name, value, names in (
             ("questioner", self.questioner, ("random", "grounded")),
             ("reformulator", self.reformulator, ("concat", "rule")),
         ):
             if isinstance(value, str) and value not in names:
-                raise ValueError(f"{name}: {value!r} is not one of {names} (or a (model, prompt) pair)")
+                raise DialogueSetupError(f"{name}: {value!r} is not one of {names} (or a (model, prompt) pair)")
             if isinstance(value, str) and value != "concat" and self.vocabulary is None:
                 raise DialogueSetupError(
                     f"the {value!r} {name} needs the collection's vocabulary (DialogueSession(vocabulary=...)); "

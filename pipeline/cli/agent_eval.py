@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .common import ConfigOpt, console, fail, user_errors
+from .common import ConfigOpt, console
 
 
 def eval_normalise_cmd(
@@ -29,21 +29,17 @@ def eval_normalise_cmd(
 ) -> None:
     """R@1/R@5 of free-form requests as typed, after the rule baseline and after each LLM, beside the
     same scenes' own captions (goal: normalised R@1 >= 0.9 x the captions')."""
-    try:
-        from ...adapters.registry import load_encoder, load_model
-        from ..eval.normalise import llm_normaliser, normalisation_report, rule_normaliser
-        from ..reports import machine_info
-        from ..stages.presets import load_preset
+    from ...adapters.registry import load_encoder, load_model
+    from ..eval.normalise import llm_normaliser, normalisation_report, rule_normaliser
+    from ..reports import machine_info
+    from ..stages.presets import load_preset
 
-        normalisers = {"rule": rule_normaliser}
-        for spec in llm or []:
-            model, _, prompt = spec.partition("=")
-            normalisers[spec] = llm_normaliser(load_model(model, "chat"), prompt or "normalise")
-        encoder = load_encoder(load_preset(config or "default").encoder)
-        report = normalisation_report(dataset, split, encoder, normalisers, style=style, n_queries=queries)
-    except (*user_errors(), ValueError) as exc:
-        fail(str(exc))
-        return
+    normalisers = {"rule": rule_normaliser}
+    for spec in llm or []:
+        model, _, prompt = spec.partition("=")
+        normalisers[spec] = llm_normaliser(load_model(model, "chat"), prompt or "normalise")
+    encoder = load_encoder(load_preset(config or "default").encoder)
+    report = normalisation_report(dataset, split, encoder, normalisers, style=style, n_queries=queries)
     report["machine"] = machine_info()
     table = Table(
         title=f"{report['n_queries']} requests in style {escape(style)!r} ({split}, {report['images']} images)"
@@ -86,20 +82,16 @@ def run_feedback_experiment(
     preselect_k: int,
     exclude_rejected: bool,
     traces: Path | None = None,
-) -> dict | None:
-    """Build the variants, run them on the split's partial queries, print the table; None on a user error."""
-    try:
-        from ..eval.experiment import build_variants, partial_queries, run_experiment
-        from ..reports import machine_info
+) -> dict:
+    """Build the variants, run them on the split's partial queries, print the table."""
+    from ..eval.experiment import build_variants, partial_queries, run_experiment
+    from ..reports import machine_info
 
-        chosen, scenes = partial_queries(dataset, split, queries)
-        pipelines = build_variants(
-            variants, index, captioner=captioner, preselect_k=preselect_k, exclude_rejected=exclude_rejected
-        )
-        report = run_experiment(pipelines, chosen, scenes, rounds=rounds, traces_path=traces)
-    except (*user_errors(), ValueError) as exc:
-        fail(str(exc))
-        return None
+    chosen, scenes = partial_queries(dataset, split, queries)
+    pipelines = build_variants(
+        variants, index, captioner=captioner, preselect_k=preselect_k, exclude_rejected=exclude_rejected
+    )
+    report = run_experiment(pipelines, chosen, scenes, rounds=rounds, traces_path=traces)
     report.update(split=split, captioner=captioner, preselect_k=preselect_k, exclude_rejected=exclude_rejected)
     report["machine"] = machine_info()
     print_experiment(report)
@@ -173,7 +165,7 @@ def eval_feedback_cmd(
         dataset, index, variants, split=split, queries=queries, rounds=rounds, captioner=captioner or None,
         preselect_k=preselect_k, exclude_rejected=exclude_rejected,
     )  # fmt: skip
-    if report is not None and out:
+    if out:
         out.write_text(json.dumps(report, indent=2) + "\n")
         console.print(f"report: {escape(str(out))}", soft_wrap=True)
 
@@ -200,15 +192,11 @@ def eval_composed_cmd(
 ) -> None:
     """Composed queries (reference image + edit) through a preset with a compose stage: R@1/5/10 beside
     the dual encoder's baselines (goal: R@10 >= 0.95)."""
-    try:
-        from ..eval.composed import composed_experiment
-        from ..reports import machine_info
+    from ..eval.composed import composed_experiment
+    from ..reports import machine_info
 
-        report = composed_experiment(dataset, split, index, list(variant or ["preset"]), preset=config or "agent",
-                                     n_queries=queries)  # fmt: skip
-    except (*user_errors(), ValueError) as exc:
-        fail(str(exc))
-        return
+    report = composed_experiment(dataset, split, index, list(variant or ["preset"]), preset=config or "agent",
+                                 n_queries=queries)  # fmt: skip
     for entry in report["variants"].values():
         entry.pop("traces", None)
     report["machine"] = machine_info()
@@ -260,17 +248,13 @@ def eval_dialogue_cmd(
     """Dialogue search with the simulated user answering (ChatIR / PlugIR): Hits@10 per round and BRI
     for random questions with the dialogue concatenated, grounded questions concatenated, and
     grounded questions with the rule reformulation (goal: round 5 >= round 0 + 30 points)."""
-    try:
-        from ..eval.dialogue import DIALOGUE_BASELINES, dialogue_report
-        from ..reports import machine_info
-        from ..stages.runner import Pipeline
+    from ..eval.dialogue import DIALOGUE_BASELINES, dialogue_report
+    from ..reports import machine_info
+    from ..stages.runner import Pipeline
 
-        pipeline = Pipeline.from_preset(config or "dialogue", index=index)
-        report = dialogue_report(dataset, split, pipeline, list(variant or DIALOGUE_BASELINES),
-                                 n_queries=queries, rounds=rounds)  # fmt: skip
-    except (*user_errors(), ValueError) as exc:
-        fail(str(exc))
-        return
+    pipeline = Pipeline.from_preset(config or "dialogue", index=index)
+    report = dialogue_report(dataset, split, pipeline, list(variant or DIALOGUE_BASELINES),
+                             n_queries=queries, rounds=rounds)  # fmt: skip
     report["pipeline"] = pipeline.name
     report["machine"] = machine_info()
     print_dialogue(report)
@@ -331,12 +315,8 @@ def eval_genid_cmd(
 
     if manifest.is_dir():
         manifest = manifest / f"{split}.jsonl"
-    try:
-        fusions = [parse_fusion(f) for f in fusion] if fusion else list(DEFAULT_FUSIONS)
-        report = genid_report(manifest, index, list(model), n_queries=queries, beams=beams, fusions=fusions)
-    except (*user_errors(), ValueError, FileNotFoundError) as exc:
-        fail(str(exc))
-        return
+    fusions = [parse_fusion(f) for f in fusion] if fusion else list(DEFAULT_FUSIONS)
+    report = genid_report(manifest, index, list(model), n_queries=queries, beams=beams, fusions=fusions)
     print_genid_table(report, f"{report['n_queries']} captions -> {report['items']} images ({escape(str(index))})")
     if out:
         out.write_text(json.dumps(report, indent=2) + "\n")

@@ -10,7 +10,7 @@ import typer
 
 from ...adapters.entries import packaged_names
 from ..bench.data import parse_size
-from .common import ViewfinderTyper, console, fail, user_errors
+from .common import ViewfinderTyper, console
 
 if TYPE_CHECKING:
     from ..bench.search import SearchBench
@@ -60,11 +60,7 @@ def index_cmd(
         raise typer.BadParameter(str(exc), param_hint="--image-size") from exc
     from ..bench.index import bench_index
 
-    try:
-        result = bench_index(model, n, batch_size, workers, size, threads, repeats)
-    except user_errors() as exc:
-        fail(str(exc))
-        return
+    result = bench_index(model, n, batch_size, workers, size, threads, repeats)
     timings = [t for pair in zip(result.forward_runs, result.full_runs, strict=False) for t in pair]
     timings.append(result.forward_runs[-1])
     table = Table(title=f"indexing {n} {image_size} JPEGs with {model}", show_header=False)
@@ -139,13 +135,9 @@ def search_cmd(
     from ..bench.search import bench_search
     from ..store.faiss_index import TRAIN_PER_LIST, ivf_lists
 
-    try:
-        run = bench_search(
-            dim, size_list, queries, k, factory_list, nprobe, single_queries, train_sample, seed=seed, on_result=show
-        )
-    except user_errors() as exc:
-        fail(str(exc))
-        return
+    run = bench_search(
+        dim, size_list, queries, k, factory_list, nprobe, single_queries, train_sample, seed=seed, on_result=show
+    )
     table = Table(title=f"FAISS search, {dim}-d clustered unit vectors, {queries} queries, {run.faiss_threads} threads")
     for column in ("n", "index", "nprobe", "trained on", "build s", "single q", "p50 ms", "p95 ms", "batch q/s"):
         table.add_column(column, justify="right")
@@ -209,11 +201,7 @@ def query_cmd(
     """Query latency of whole pipelines, preset against preset, in one run (p50/p95, per stage, ratio)."""
     from ..bench.query import bench_query, default_queries
 
-    try:
-        run = bench_query(index, list(config), default_queries(index, queries), k)
-    except (*user_errors(), ValueError) as exc:
-        fail(str(exc))
-        return
+    run = bench_query(index, list(config), default_queries(index, queries), k)
     _print_query_bench(run, index, k)
     if json_path:
         _write_json(json_path, asdict(run))
@@ -232,13 +220,9 @@ def rerank_cmd(
     on all k, in one run (the caches are filled for the whole index first, as `index --with rerank` does)."""
     from ..bench.query import bench_query, default_queries, rerank_presets
 
-    try:
-        run = bench_query(
-            index, rerank_presets(index, model, k, itm_k), default_queries(index, queries), 10, fill_caches=True
-        )
-    except (*user_errors(), ValueError) as exc:
-        fail(str(exc))
-        return
+    run = bench_query(
+        index, rerank_presets(index, model, k, itm_k), default_queries(index, queries), 10, fill_caches=True
+    )
     _print_query_bench(run, index, 10)
     if json_path:
         _write_json(json_path, asdict(run))
@@ -260,12 +244,8 @@ def agent_cmd(
     from ..bench.agent import bench_agent
     from ..bench.query import default_queries
 
-    try:
-        preset = "dialogue" if mode == "dialogue" and config == "agent" else config  # no per-round normalising
-        run = bench_agent(index, preset, default_queries(index, queries), rounds, mode=mode)
-    except (*user_errors(), ValueError) as exc:
-        fail(str(exc))
-        return
+    preset = "dialogue" if mode == "dialogue" and config == "agent" else config  # no per-round normalising
+    run = bench_agent(index, preset, default_queries(index, queries), rounds, mode=mode)
     shape = "1 round" if mode == "composed" else f"{1 + rounds} rounds"
     table = Table(title=f"{mode} rounds over {index} ({run.queries} queries x {shape}, preset {run.preset})")
     for column in ("round", "p50 ms", "p50 per stage, ms"):
@@ -296,11 +276,7 @@ def genid_cmd(
     from ..bench.genid import bench_genid
     from ..bench.query import default_queries
 
-    try:
-        run = bench_genid(index, model, default_queries(index, queries), beams=beams)
-    except (*user_errors(), ValueError, FileNotFoundError) as exc:
-        fail(str(exc))
-        return
+    run = bench_genid(index, model, default_queries(index, queries), beams=beams)
     console.print(
         f"{run.queries} queries, {run.items} items, {run.scheme} ids, beam {run.beams}: decode p50 "
         f"{run.decode_p50_ms:.1f} ms (p95 {run.decode_p95_ms:.1f}); FAISS search p50 {run.faiss_search_p50_ms:.2f} ms "

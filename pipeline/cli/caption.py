@@ -9,12 +9,15 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from .common import console, fail, user_errors
+from .common import console
 
 
 def caption_cmd(
     source: Annotated[
-        Path, typer.Argument(help="An index folder (captions are cached in it), an image folder or a JSONL manifest.")
+        Path,
+        typer.Argument(
+            help="An index folder (captions are cached in it), an image folder, a JSONL manifest or one image."
+        ),
     ],
     model: Annotated[
         str, typer.Option(help="Captioner model entry: a packaged name or a YAML file.")
@@ -25,37 +28,36 @@ def caption_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per image.")] = False,
 ) -> None:
     """Caption images with a captioner (batched, with progress); on an index, captions are kept in its cache."""
-    try:
-        from ...adapters.registry import load_model
-        from ..progress import progress_bar
-        from ..stages.caption import CaptionDecoding, Captioner
-        from ..store.cache import ModelCache
-        from ..store.index_store import IndexStore
-        from ..store.sources import list_source
+    from ...adapters.registry import load_model
+    from ..progress import progress_bar
+    from ..stages.caption import CaptionDecoding, Captioner
+    from ..store.cache import ModelCache
+    from ..store.images import IMAGE_EXTENSIONS
+    from ..store.index_store import IndexStore
+    from ..store.sources import list_source
 
-        captioner_model = load_model(model, "captioner")
-        if IndexStore.exists(source):
-            with IndexStore.open(source) as store:
-                items = [(row.id, row.key, row.path) for row in store.iter_items()]
-            cache = ModelCache(source)
-        else:
-            listing = list_source(source, "image")
-            items = [(i, it.key, it.path) for i, it in enumerate(listing.items)]
-            cache = None
-        items = items[:limit] if limit else items
-        captioner = Captioner(captioner_model, cache, CaptionDecoding(max_new_tokens, num_beams))
-        captions: dict[int, str] = {}
-        failed: list[tuple[int, str]] = []
-        with progress_bar(f"captioning ({captioner_model.name})", len(items), "img", None) as bar:
-            for start in range(0, len(items), 64):
-                chunk = items[start : start + 64]
-                made, _, bad = captioner.captions([(i, path) for i, _, path in chunk])
-                captions.update(made)
-                failed += bad
-                bar.advance(len(chunk))
-    except user_errors() as exc:
-        fail(str(exc))
-        return
+    captioner_model = load_model(model, "captioner")
+    cache = None
+    if IndexStore.exists(source):
+        with IndexStore.open(source) as store:
+            items = [(row.id, row.key, row.path) for row in store.iter_items()]
+        cache = ModelCache(source)
+    elif source.is_file() and source.suffix.lower() in IMAGE_EXTENSIONS:  # one image
+        items = [(0, source.name, str(source.expanduser().resolve()))]
+    else:
+        listing = list_source(source, "image")
+        items = [(i, it.key, it.path) for i, it in enumerate(listing.items)]
+    items = items[:limit] if limit else items
+    captioner = Captioner(captioner_model, cache, CaptionDecoding(max_new_tokens, num_beams))
+    captions: dict[int, str] = {}
+    failed: list[tuple[int, str]] = []
+    with progress_bar(f"captioning ({captioner_model.name})", len(items), "img", None) as bar:
+        for start in range(0, len(items), 64):
+            chunk = items[start : start + 64]
+            made, _, bad = captioner.captions([(i, path) for i, _, path in chunk])
+            captions.update(made)
+            failed += bad
+            bar.advance(len(chunk))
     reasons = dict(failed)
     if as_json:
         for item_id, key, path in items:

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .common import ConfigOpt, console, fail, user_errors
+from .common import ConfigOpt, console, note, read_line
 
 if TYPE_CHECKING:
     from ..store.search import SearchResult
@@ -17,9 +17,9 @@ if TYPE_CHECKING:
 
 def chat_cmd(
     query: Annotated[str, typer.Argument(help="Your first, short description of the picture.")],
-    index: Annotated[Path, typer.Option("--index", "-i", help="Index folder.")] = Path("index"),
+    index: Annotated[Path, typer.Option("--index", "-i", help="Index folder.")],
     config: ConfigOpt = None,
-    k: Annotated[int, typer.Option("-k", help="Hits shown each round.")] = 5,
+    k: Annotated[int, typer.Option("-k", min=1, help="Hits shown each round.")] = 5,
     rounds: Annotated[int, typer.Option(min=1, max=20, help="At most this many questions.")] = 10,
     questioner: Annotated[
         str, typer.Option(help="grounded (asks what separates the hits), random, or MODEL=PROMPT.")
@@ -34,24 +34,22 @@ def chat_cmd(
     from ..stages.runner import Pipeline
     from ..store.fsutil import atomic_write_json
 
-    try:
-        pipeline = Pipeline.from_preset(config or "dialogue", index=index)
-        loaded: dict = {}
-        asker, writer = resolve_part(questioner, loaded), resolve_part(reformulator, loaded)
-        # The model-free questioner and reformulator know the scene benchmark's words (the bundled
-        # collection's); a language-model one reads the captions of the hits instead.
-        session = DialogueSession(pipeline, asker, writer, k=k, max_rounds=rounds + 1, vocabulary=scene_vocabulary())
-        _show(session.search(query), 0)
-        while session.round < rounds:
-            question = session.ask()
-            answer = typer.prompt(f"Q: {question}", default="", show_default=False)
-            if not answer.strip():
-                break
-            _show(session.answer(answer), session.round)
-        if trace is not None:
-            atomic_write_json(trace, session.trace)
-    except (*user_errors(), ValueError) as exc:
-        fail(str(exc))
+    pipeline = Pipeline.from_preset(config or "dialogue", index=index)
+    loaded: dict = {}
+    asker, writer = resolve_part(questioner, loaded), resolve_part(reformulator, loaded)
+    # The model-free questioner and reformulator know the scene benchmark's words (the bundled
+    # collection's); a language-model one reads the captions of the hits instead.
+    session = DialogueSession(pipeline, asker, writer, k=k, max_rounds=rounds + 1, vocabulary=scene_vocabulary())
+    _show(session.search(query), 0)
+    while session.round < rounds:
+        question = session.ask()
+        answer = read_line(f"Q: {question}")
+        if answer is None or not answer.strip():  # an empty answer, or the end of the input
+            break
+        _show(session.answer(answer), session.round)
+    if trace is not None:
+        atomic_write_json(trace, session.trace)
+        note(f"trace: {trace}")
 
 
 def _show(result: SearchResult, round_: int) -> None:

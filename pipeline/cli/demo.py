@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .common import ConfigOpt, console, fail, user_errors
+from .common import ConfigOpt, console
 
 
 def demo_cmd(
@@ -19,15 +19,11 @@ def demo_cmd(
     scenes: Annotated[int, typer.Option(min=1, help="Scenes in the demo collection.")] = 2000,
 ) -> None:
     """Offline tour: generate scenes, index them with the bundled model, search, evaluate."""
-    try:
-        from ..demo.run import run_demo
-        from ..stages.presets import load_preset
+    from ..demo.run import run_demo
+    from ..stages.presets import load_preset
 
-        load_preset(config or "default")  # a wrong preset fails before any scene is generated
-        result = run_demo(cache, config or "default", scenes)
-    except user_errors() as exc:
-        fail(str(exc))
-        return
+    load_preset(config or "default")  # a wrong preset fails before any scene is generated
+    result = run_demo(cache, config or "default", scenes)
     for query, found in result.searches:
         table = Table(title=escape(query.label), title_justify="left", show_edge=False)
         for col in ("rank", "score", "id", "caption"):

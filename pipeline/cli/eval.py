@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from .common import ConfigOpt, console, fail, user_errors
+from .common import ConfigOpt, console, fail
 
 
 def _print_report(report: dict[str, Any]) -> None:
@@ -165,58 +165,60 @@ def eval_cmd(
     from ..reports import save_report
     from ..stages.presets import load_preset
 
-    try:
-        scenes = dataset.is_dir() and (dataset / "scenes.json").is_file()
-        if not scenes and (dataset.suffix not in (".json", ".jsonl") or not dataset.is_file()):
-            what = "not found" if not dataset.exists() else "not an evaluation set"
-            raise EvalDataError(
-                f"{dataset}: {what}: give a Karpathy .json, a .jsonl manifest, or a scene benchmark folder"
-            )
-        preset = load_preset(config or "default")
-        encoder = load_encoder(preset.encoder)
-        entry = portable_entry(preset.encoder)
-        cache = work_dir or work_dir_for(dataset)
-        if scenes:
-            from ..eval.scenes import evaluate_scene_split
+    scenes = dataset.is_dir() and (dataset / "scenes.json").is_file()
+    if not scenes and (dataset.suffix not in (".json", ".jsonl") or not dataset.is_file()):
+        what = "not found" if not dataset.exists() else "not an evaluation set"
+        raise EvalDataError(f"{dataset}: {what}: give a Karpathy .json, a .jsonl manifest, or a scene benchmark folder")
+    preset = load_preset(config or "default")
+    genid = next((spec.config for spec in preset.stages if spec.name == "genid"), None)
+    if genid is not None and index is None:  # checked before any work
+        fail(
+            f"preset {preset.name} has a genid stage, whose model memorised one index: pass --index DIR "
+            "(the index given to `viewfinder train genid`)"
+        )
+    if genid is not None and not scenes and dataset.suffix != ".jsonl":
+        fail("the genid stage is evaluated on a JSONL manifest or a scene benchmark folder")
+    encoder = load_encoder(preset.encoder)
+    entry = portable_entry(preset.encoder)
+    cache = work_dir or work_dir_for(dataset)
+    if scenes:
+        from ..eval.scenes import evaluate_scene_split
 
-            matcher = _preset_model(preset, "rerank", "matcher")
-            rerank = _rerank_settings(preset, rerank_k, itm_k, preselect_weight)
-            report = evaluate_scene_split(
-                dataset,
-                split,
-                encoder,
-                preset.index,
-                cache,
-                entry,
-                matcher=matcher,
-                rerank=rerank,
-                rerank_queries=rerank_queries,
-                captioner=_preset_model(preset, "caption", "captioner"),
-            )
-            from ..stages.registry import has_stage
+        matcher = _preset_model(preset, "rerank", "matcher")
+        rerank = _rerank_settings(preset, rerank_k, itm_k, preselect_weight)
+        report = evaluate_scene_split(
+            dataset,
+            split,
+            encoder,
+            preset.index,
+            cache,
+            entry,
+            matcher=matcher,
+            rerank=rerank,
+            rerank_queries=rerank_queries,
+            captioner=_preset_model(preset, "caption", "captioner"),
+        )
+        from ..stages.registry import has_stage
 
-            if agent if agent is not None else has_stage((s.name for s in preset.stages), uses_llm=True):
-                from ..eval.agent import agent_scene_report
-                from ..eval.dialogue import DIALOGUE_BASELINES
-                from ..eval.retrieval import eval_index_dir
+        if agent if agent is not None else has_stage((s.name for s in preset.stages), uses_llm=True):
+            from ..eval.agent import agent_scene_report
+            from ..eval.dialogue import DIALOGUE_BASELINES
+            from ..eval.retrieval import eval_index_dir
 
-                variants = list(dict.fromkeys([*DIALOGUE_BASELINES, *(dialogue_variant or [])]))
-                report["agent"] = agent_scene_report(
-                    dataset, split, preset, eval_index_dir(cache, split, encoder.fingerprint),
-                    dialogue_variants=variants, dialogue_queries=dialogue_queries, rounds=dialogue_rounds,
-                )  # fmt: skip
-        elif dataset.suffix == ".json":
-            report = evaluate_retrieval(
-                load_karpathy(dataset, split, images), encoder, preset.index, cache, encoder_entry=entry
-            )
-        else:
-            evalset = load_manifest(dataset, None if split == "test" and not _has_splits(dataset) else split)
-            report = evaluate_retrieval(evalset, encoder, preset.index, cache, encoder_entry=entry)
-        if genid := next((spec.config for spec in preset.stages if spec.name == "genid"), None):
-            report["genid"] = _genid_part(preset, genid, dataset, split, scenes, index, genid_queries)
-    except (*user_errors(), ValueError, FileNotFoundError) as exc:
-        fail(str(exc))
-        return
+            variants = list(dict.fromkeys([*DIALOGUE_BASELINES, *(dialogue_variant or [])]))
+            report["agent"] = agent_scene_report(
+                dataset, split, preset, eval_index_dir(cache, split, encoder.fingerprint),
+                dialogue_variants=variants, dialogue_queries=dialogue_queries, rounds=dialogue_rounds,
+            )  # fmt: skip
+    elif dataset.suffix == ".json":
+        report = evaluate_retrieval(
+            load_karpathy(dataset, split, images), encoder, preset.index, cache, encoder_entry=entry
+        )
+    else:
+        evalset = load_manifest(dataset, None if split == "test" and not _has_splits(dataset) else split)
+        report = evaluate_retrieval(evalset, encoder, preset.index, cache, encoder_entry=entry)
+    if genid is not None and index is not None:
+        report["genid"] = _genid_part(preset, genid, dataset, split, scenes, index, genid_queries)
     report["command"] = "viewfinder " + " ".join(sys.argv[1:])
     report["preset"] = preset.name
     out = out or Path(f"eval-{dataset.stem}-{split}.json")
@@ -234,20 +236,13 @@ def eval_cmd(
 
 
 def _genid_part(
-    preset: Any, genid: Any, dataset: Path, split: str, scenes: bool, index: Path | None, n_queries: int | None
+    preset: Any, genid: Any, dataset: Path, split: str, scenes: bool, index: Path, n_queries: int | None
 ) -> dict[str, Any]:
     """The genid stage's model on the index it memorised, beside CLIP there: alone, with the preset's
     fusion and with the other fusion settings (the one best on a tuning half reported on the rest)."""
     from ..eval.genid import DEFAULT_FUSIONS, genid_report
     from ..stages.genid import model_folder
 
-    if index is None:
-        raise ValueError(
-            f"preset {preset.name} has a genid stage, whose model memorised one index: pass --index DIR "
-            "(the index given to `viewfinder train genid`)"
-        )
-    if not scenes and dataset.suffix != ".jsonl":
-        raise ValueError("the genid stage is evaluated on a JSONL manifest or a scene benchmark folder")
     manifest = dataset / f"{split}.jsonl" if scenes else dataset
     folder = Path(preset.source).parent if preset.source and Path(preset.source).is_file() else None
     own = [] if genid.fusion == "none" else [(genid.fusion, genid.weight)]

@@ -9,7 +9,10 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from .common import ConfigOpt, console, fail, user_errors
+from .common import ConfigOpt, console
+
+PRECOMPUTED = ("caption", "rerank")
+"""The stages whose work ``--with`` does at index time."""
 
 
 def index_cmd(
@@ -38,23 +41,19 @@ def index_cmd(
     Without --config and --factory, an existing index keeps the preset and FAISS factory it was built with.
     """
     if modality not in ("image", "text"):
-        fail(f"--modality must be 'image' or 'text', got {modality!r}")
-    try:
-        from ...adapters.registry import load_encoder, portable_entry
-        from ..api import preset_for_run
-        from ..config import preset_summary
-        from ..store.fsutil import atomic_write_json
-        from ..store.indexer import Indexer
+        raise typer.BadParameter(f"'image' or 'text', got {modality!r}", param_hint="--modality")
+    from ...adapters.registry import load_encoder, portable_entry
+    from ..api import preset_for_run
+    from ..config import preset_summary
+    from ..store.fsutil import atomic_write_json
+    from ..store.indexer import Indexer
 
-        preset = preset_for_run(config, index, factory=factory, num_workers=workers)
-        encoder = load_encoder(preset.encoder)
-        indexer = Indexer(
-            encoder, preset.index, encoder_entry=portable_entry(preset.encoder), preset=preset_summary(preset)
-        )
-        result = indexer.run(source, index, modality=modality, rebuild=rebuild)  # type: ignore[arg-type]
-    except user_errors() as exc:
-        fail(str(exc))
-        return
+    preset = preset_for_run(config, index, factory=factory, num_workers=workers)
+    precompute = _stages_to_precompute(with_, preset)  # before any work
+    encoder = load_encoder(preset.encoder)
+    entry, summary = portable_entry(preset.encoder), preset_summary(preset)
+    indexer = Indexer(encoder, preset.index, encoder_entry=entry, preset=summary)
+    result = indexer.run(source, index, modality=modality, rebuild=rebuild)  # type: ignore[arg-type]
     atomic_write_json(Path(result.index) / "last_run.json", asdict(result))
     if report:
         atomic_write_json(report, asdict(result))
@@ -80,46 +79,50 @@ def index_cmd(
         console.print(f"  [yellow]skipped[/] {where}: {reason}")
     if len(result.skipped) > 20:
         console.print(f"  … and {len(result.skipped) - 20} more (see {Path(result.index) / 'last_run.json'})")
-    if with_:
-        _precompute(with_, preset, index)
+    if precompute:
+        _precompute(precompute, preset, index)
 
 
-def _precompute(what: str, preset: Any, index: Path) -> None:
+def _stages_to_precompute(what: str | None, preset: Any) -> list[str]:
+    """The stages ``--with`` names, checked against the preset before any work is done: each must be
+    one :data:`PRECOMPUTED` names, in the preset, and keep what it computes."""
+    stages = list(dict.fromkeys(s.strip() for s in (what or "").split(",") if s.strip()))
+    if unknown := sorted(set(stages) - set(PRECOMPUTED)):
+        raise typer.BadParameter(f"unknown {unknown}; known: {list(PRECOMPUTED)}", param_hint="--with")
+    for name in stages:
+        spec = next((s for s in preset.stages if s.name == name), None)
+        if spec is None:
+            example = "scene-rerank" if name == "rerank" else "scene-caption"
+            why = f"preset {preset.name!r} has no {name} stage: pass --config with one (e.g. {example})"
+        elif name == "rerank" and not (spec.config.cache or spec.config.embed_cache):
+            why = "the preset's rerank stage caches nothing (`cache: false`, `embed_cache: false`)"
+        elif name == "caption" and not spec.config.cache:
+            why = "the preset's caption stage has `cache: false`, so there is nothing to keep"
+        else:
+            continue
+        raise typer.BadParameter(f"{name}: {why}", param_hint="--with")
+    return stages
+
+
+def _precompute(stages: list[str], preset: Any, index: Path) -> None:
     """Index-time work for later stages (``--with rerank,caption``): fill the rerank caches (vision
     features, ITC embeddings) and the caption cache now, not at the first query."""
-    stages = [s.strip() for s in what.split(",") if s.strip()]
-    if unknown := sorted(set(stages) - {"rerank", "caption"}):
-        fail(f"--with: unknown {unknown}; known: ['caption', 'rerank']")
-    lines: list[str] = []
-    try:
-        from ..stages.runner import Pipeline
-        from ..store.features import precompute_features
+    from ..stages.runner import Pipeline
+    from ..store.features import precompute_features
 
-        pipeline = Pipeline.from_preset(preset, index=index)
-        for name in stages:
-            found = [s for s in pipeline.stages if s.name == name]
-            if not found:
-                example = "scene-rerank" if name == "rerank" else "scene-caption"
-                fail(
-                    f"--with {name}: preset {preset.name!r} has no {name} stage: "
-                    f"pass --config with one (e.g. {example})"
-                )
-            stage: Any = found[0]
-            if name == "rerank":
-                lines += _precompute_rerank(stage, pipeline.store, precompute_features)
-            else:
-                lines.append(_precompute_captions(stage, pipeline.store))
-    except user_errors() as exc:
-        fail(str(exc))
-        return
-    for line in lines:
-        console.print(line, soft_wrap=True)
+    pipeline = Pipeline.from_preset(preset, index=index)
+    for name in stages:
+        stage: Any = next(s for s in pipeline.stages if s.name == name)
+        if name == "rerank":
+            lines = _precompute_rerank(stage, pipeline.store, precompute_features)
+        else:
+            lines = [_precompute_captions(stage, pipeline.store)]
+        for line in lines:
+            console.print(line, soft_wrap=True)
 
 
 def _precompute_rerank(stage: Any, store: Any, precompute: Any) -> list[str]:
     source, embeds = stage.features, stage.embeds
-    if source.cache is None and embeds.cache is None:
-        fail("--with rerank: the preset's rerank stage caches nothing (`cache: false`, `embed_cache: false`)")
     lines = []
     for what, cached in (("features", source), ("ITC embeddings", embeds)):
         if cached.cache is not None:
@@ -133,8 +136,6 @@ def _precompute_rerank(stage: Any, store: Any, precompute: Any) -> list[str]:
 
 def _precompute_captions(stage: Any, store: Any) -> str:
     captioner = stage.captioner
-    if captioner.cache is None:
-        fail("--with caption: the preset's caption stage has `cache: false`, so there is nothing to keep")
     done = captioner.precompute(store)
     return (
         f"captions ({captioner.model.name}): {done.computed} computed, {done.cached} already cached, "

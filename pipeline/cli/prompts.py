@@ -21,7 +21,7 @@ from .agent_eval import (
     SplitOpt,
     VariantOpt,
 )
-from .common import ViewfinderTyper, console, fail, user_errors
+from .common import ViewfinderTyper, console, fail
 
 prompts_app = ViewfinderTyper(
     help="Prompts as data: list them, show one, compare variants with the simulated user.", no_args_is_help=True
@@ -47,11 +47,7 @@ def show_cmd(name: Annotated[str, typer.Argument(help="A packaged prompt's name,
     """A prompt's messages, as the model will see them (variables in braces)."""
     from ..llm.prompts import load_prompt
 
-    try:
-        prompt = load_prompt(name)
-    except user_errors() as exc:
-        fail(str(exc))
-        return
+    prompt = load_prompt(name)
     console.print(f"[bold]{escape(prompt.name)}[/] v{prompt.version} ({escape(prompt.source)})", soft_wrap=True)
     for role, text in prompt.messages:
         console.print(f"[dim]--- {role}[/]")
@@ -100,11 +96,9 @@ def experiment_cmd(
 
     known = {"feedback": FEEDBACK_BASELINES, "dialogue": DIALOGUE_BASELINES, "composed": COMPOSED_BASELINES}
     if mode not in known:
-        fail(f"--mode {mode!r}: feedback, dialogue or composed")
-        return
+        raise typer.BadParameter(f"{mode!r}: feedback, dialogue or composed", param_hint="--mode")
     if not variant and not baselines:
         fail("nothing to run: give --variant, or keep --baselines")
-        return
     defaults = known[mode] if baselines else ()
     variants = list(dict.fromkeys([*defaults, *(variant or [])]))
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -117,8 +111,6 @@ def experiment_cmd(
             dataset, index, variants, split=split, queries=queries, rounds=rounds, captioner=captioner or None,
             preselect_k=preselect_k, exclude_rejected=exclude_rejected, traces=out_dir / "traces.jsonl",
         )  # fmt: skip
-    if report is None:
-        return
     (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     names = ["report.json", "traces.jsonl"]
     if mode != "composed":  # one round: nothing to plot
@@ -131,20 +123,16 @@ def experiment_cmd(
 def _dialogue_experiment(
     dataset: Path, index: Path, variants: list[str], split: str, queries: int, rounds: int, config: str | None,
     out_dir: Path,
-) -> dict | None:  # fmt: skip
+) -> dict:  # fmt: skip
     from ..eval.dialogue import dialogue_report
     from ..reports import machine_info
     from ..stages.runner import Pipeline
     from .agent_eval import print_dialogue
 
-    try:
-        pipeline = Pipeline.from_preset(config or "dialogue", index=index)
-        with (out_dir / "traces.jsonl").open("w", encoding="utf-8") as traces:
-            report = dialogue_report(dataset, split, pipeline, variants, n_queries=queries, rounds=rounds,
-                                     traces=traces)  # fmt: skip
-    except (*user_errors(), ValueError) as exc:
-        fail(str(exc))
-        return None
+    pipeline = Pipeline.from_preset(config or "dialogue", index=index)
+    with (out_dir / "traces.jsonl").open("w", encoding="utf-8") as traces:
+        report = dialogue_report(dataset, split, pipeline, variants, n_queries=queries, rounds=rounds,
+                                 traces=traces)  # fmt: skip
     report.update(mode="dialogue", pipeline=pipeline.name, machine=machine_info())
     print_dialogue(report)
     return report
@@ -152,16 +140,12 @@ def _dialogue_experiment(
 
 def _composed_experiment(
     dataset: Path, index: Path, variants: list[str], split: str, queries: int, config: str | None, out_dir: Path
-) -> dict | None:
+) -> dict:
     from ..eval.composed import composed_experiment
     from ..reports import machine_info
     from .agent_eval import print_composed
 
-    try:
-        report = composed_experiment(dataset, split, index, variants, preset=config or "agent", n_queries=queries)
-    except (*user_errors(), ValueError) as exc:
-        fail(str(exc))
-        return None
+    report = composed_experiment(dataset, split, index, variants, preset=config or "agent", n_queries=queries)
     with (out_dir / "traces.jsonl").open("w", encoding="utf-8") as traces:
         for name, entry in report["variants"].items():
             for example in entry.pop("traces", []):

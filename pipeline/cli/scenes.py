@@ -11,7 +11,7 @@ import typer
 from ..progress import progress_bar
 from ..scenes.dataset import load_scene_dataset, write_scene_dataset
 from ..scenes.generator import SceneGeneratorConfig
-from .common import ViewfinderTyper, fail, user_errors
+from .common import ViewfinderTyper
 
 app = ViewfinderTyper(
     help="The synthetic scene benchmark: shapes with colour, size and position, their scene "
@@ -42,35 +42,31 @@ def generate(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing folder.")] = False,
 ) -> None:
     """Generate a scene benchmark: images, manifests, Karpathy JSON and query sets."""
-    try:
-        config = SceneGeneratorConfig(
-            seed=seed,
-            image_size=image_size,
-            max_objects=max_objects,
-            held_out_pairs=held_out_pairs,
-        )
-    except ValueError as error:
-        raise typer.BadParameter(str(error)) from error
+    if out.exists() and not overwrite:
+        raise typer.BadParameter(f"{out} already exists: choose another folder or add --overwrite", param_hint="--out")
+    config = SceneGeneratorConfig(
+        seed=seed,
+        image_size=image_size,
+        max_objects=max_objects,
+        held_out_pairs=held_out_pairs,
+    )
     with progress_bar("writing scenes", None, "img", enabled=True) as bar:
 
         def report(done: int, total: int) -> None:
             if done % 200 == 0 or done == total:
                 bar.update(done, total)
 
-        try:
-            info = write_scene_dataset(
-                out,
-                config,
-                n_train=n_train,
-                n_val=n_val,
-                n_test=n_test,
-                n_compositional=n_compositional,
-                n_composed_queries=n_composed,
-                overwrite=overwrite,
-                progress=report,
-            )
-        except FileExistsError as error:
-            raise typer.BadParameter(f"{out} already exists: choose another folder or add --overwrite") from error
+        info = write_scene_dataset(
+            out,
+            config,
+            n_train=n_train,
+            n_val=n_val,
+            n_test=n_test,
+            n_compositional=n_compositional,
+            n_composed_queries=n_composed,
+            overwrite=overwrite,
+            progress=report,
+        )
     for split, entry in info["splits"].items():
         line = f"{split:>13}: {entry['images']} images"
         if "query_counts" in entry:
@@ -82,11 +78,7 @@ def generate(
 @app.command()
 def info(root: Annotated[Path, typer.Argument(help="A folder written by `generate`.")]) -> None:
     """Show what a scene benchmark folder holds."""
-    try:
-        dataset = load_scene_dataset(root)
-    except user_errors() as exc:
-        fail(str(exc))
-        return
+    dataset = load_scene_dataset(root)
     typer.echo(f"seed {dataset.info['seed']}, held-out pairs: {dataset.info['held_out_pairs']}")
     for split, scenes in dataset.scenes.items():
         n_queries = len(dataset.queries.get(split, []))

@@ -7,23 +7,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from .common import ConfigOpt, console, fail, user_errors
+from .common import ConfigOpt, console, err, note, read_line
 
 if TYPE_CHECKING:
     from ..store.search import SearchResult
 
 
 def search_cmd(
+    index: Annotated[Path, typer.Option("--index", "-i", help="Index folder.")],
     query: Annotated[str | None, typer.Argument(help="Text to search for.")] = None,
-    index: Annotated[Path, typer.Option("--index", "-i", help="Index folder.")] = Path("index"),
     image: Annotated[Path | None, typer.Option(help="Search with this image instead of text.")] = None,
     edit: Annotated[
         str | None,
         typer.Option(help="With --image: a composed query, the change to make to that image (a preset with compose)."),
     ] = None,
-    k: Annotated[int, typer.Option("-k", help="Number of hits.")] = 10,
+    k: Annotated[int, typer.Option("-k", min=1, help="Number of hits.")] = 10,
     config: ConfigOpt = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print JSON (query, hits with every stage's score, trace).")
@@ -48,17 +49,14 @@ def search_cmd(
     if interactive:
         _interactive(query, index, image, k, config, rounds, trace, edit)
         return
-    try:
-        from ..stages.runner import Pipeline
-        from ..store.fsutil import atomic_write_json
+    from ..stages.runner import Pipeline
+    from ..store.fsutil import atomic_write_json
 
-        pipeline = Pipeline.from_preset(config, index=index)
-        result = pipeline.search(query, image=image, edit=edit, k=k)
-        if trace is not None:
-            atomic_write_json(trace, result.trace)
-    except user_errors() as exc:
-        fail(str(exc))
-        return
+    pipeline = Pipeline.from_preset(config, index=index)
+    result = pipeline.search(query, image=image, edit=edit, k=k)
+    if trace is not None:
+        atomic_write_json(trace, result.trace)
+        note(f"trace: {trace}")
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
         return
@@ -80,14 +78,21 @@ def search_cmd(
     console.print(f"[dim]{1000 * sum(result.timings.values()):.1f} ms ({per_stage})[/]")
 
 
+class BadMarks(ValueError):
+    """Marks typed at the prompt that cannot be read: the prompt says why and asks again."""
+
+
 def parse_marks(text: str, n_hits: int) -> tuple[list[int], list[int]]:
-    """``"+1 +3 -2"`` -> ([1, 3], [2]) (ranks, 1-based); a bare number counts as relevant."""
+    """``"+1 +3 -2"`` -> ([1, 3], [2]) (ranks, 1-based); a bare number counts as relevant. A
+    :class:`BadMarks` for a token that is not a hit's rank, or a hit marked both ways."""
     relevant, irrelevant = [], []
     for token in text.replace(",", " ").split():
         sign, number = (token[0], token[1:]) if token[0] in "+-" else ("+", token)
         if not number.isdigit() or not 1 <= int(number) <= n_hits:
-            raise ValueError(f"{token!r}: give hit ranks 1-{n_hits}, as +N (relevant) or -N (not relevant)")
+            raise BadMarks(f"{token!r}: give hit ranks 1-{n_hits}, as +N (relevant) or -N (not relevant)")
         (relevant if sign == "+" else irrelevant).append(int(number))
+    if both := sorted(set(relevant) & set(irrelevant)):
+        raise BadMarks(f"hit {', '.join(map(str, both))}: marked both relevant (+) and not relevant (-)")
     return relevant, irrelevant
 
 
@@ -115,26 +120,24 @@ def _interactive(
     from ..stages.runner import Pipeline
     from ..store.fsutil import atomic_write_json
 
-    try:
-        pipeline = Pipeline.from_preset(config, index=index)
-        if not has_stage((getattr(stage, "name", "") for stage in pipeline.stages), reads_feedback=True):
-            console.print("[yellow]this preset has no stage that reads feedback: marks will not change the query[/]")
-        session = Session(pipeline, k=k, max_rounds=rounds + 1)
-        result = session.search(query, image=image, edit=edit)
-        _show_round(result, 0)
-        while session.round < rounds:
-            answer = typer.prompt("mark hits (+N relevant, -N not; empty: stop)", default="", show_default=False)
-            if not answer.strip():
-                break
-            try:
-                good, bad = parse_marks(answer, len(result.hits))
-            except ValueError as exc:
-                console.print(f"[red]{exc}[/]")
-                continue
-            ids = {h.rank: h.id for h in result.hits}
-            result = session.feedback(relevant=[ids[r] for r in good], irrelevant=[ids[r] for r in bad])
-            _show_round(result, session.round)
-        if trace is not None:
-            atomic_write_json(trace, session.trace)
-    except user_errors() as exc:
-        fail(str(exc))
+    pipeline = Pipeline.from_preset(config, index=index)
+    if not has_stage((getattr(stage, "name", "") for stage in pipeline.stages), reads_feedback=True):
+        console.print("[yellow]this preset has no stage that reads feedback: marks will not change the query[/]")
+    session = Session(pipeline, k=k, max_rounds=rounds + 1)
+    result = session.search(query, image=image, edit=edit)
+    _show_round(result, 0)
+    while session.round < rounds:
+        answer = read_line("mark hits (+N relevant, -N not; empty: stop)")
+        if answer is None or not answer.strip():  # an empty line, or the end of the input
+            break
+        try:
+            good, bad = parse_marks(answer, len(result.hits))
+        except BadMarks as exc:
+            err.print(f"[red]{escape(str(exc))}[/]", soft_wrap=True)
+            continue
+        ids = {h.rank: h.id for h in result.hits}
+        result = session.feedback(relevant=[ids[r] for r in good], irrelevant=[ids[r] for r in bad])
+        _show_round(result, session.round)
+    if trace is not None:
+        atomic_write_json(trace, session.trace)
+        note(f"trace: {trace}")

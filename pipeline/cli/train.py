@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from ...adapters.entries import packaged_names
-from .common import ViewfinderTyper, console, fail, user_errors
+from .common import ViewfinderTyper, console
 
 TrainConfigOpt = Annotated[
     str,
@@ -30,16 +30,12 @@ def train_clip_cmd(
     max_steps: MaxStepsOpt = None,
 ) -> None:
     """Contrastive training of a CLIP from scratch on the scene benchmark (resumable)."""
-    try:
-        from ...adapters.open_clip_encoder import resolve_arch
-        from ..train.clip import load_train_config, train_clip
+    from ...adapters.open_clip_encoder import resolve_arch
+    from ..train.clip import load_train_config, train_clip
 
-        cfg = load_train_config(config)
-        resolve_arch(cfg.arch)  # an unknown architecture fails before any data is generated
-        result = train_clip(cfg, max_steps=max_steps)
-    except user_errors() as exc:
-        fail(str(exc))
-        return
+    cfg = load_train_config(config)
+    resolve_arch(cfg.arch)  # an unknown architecture fails before any data is generated
+    result = train_clip(cfg, max_steps=max_steps)
     console.print(f"{result.steps} steps in {result.seconds / 60:.1f} min; last val: {result.final_eval}")
     console.print(f"model: {result.model_dir} (open_clip local-dir)")
 
@@ -53,15 +49,11 @@ def train_reranker_cmd(
     ] = None,
 ) -> None:
     """Train the Q-Former reranker (ITC + ITM) on top of a frozen CLIP (resumable)."""
-    try:
-        from ..train.reranker import load_reranker_config, train_reranker
+    from ..train.reranker import load_reranker_config, train_reranker
 
-        cfg = load_reranker_config(config)
-        seconds = None if max_minutes is None else 60 * max_minutes
-        result = train_reranker(cfg, max_steps=max_steps, max_seconds=seconds)
-    except user_errors() as exc:
-        fail(str(exc))
-        return
+    cfg = load_reranker_config(config)
+    seconds = None if max_minutes is None else 60 * max_minutes
+    result = train_reranker(cfg, max_steps=max_steps, max_seconds=seconds)
     console.print(f"{result.steps} steps in {result.seconds / 60:.1f} min; last val: {result.final_eval}")
     console.print(f"model: {result.model_dir} (qformer_clip folder)", soft_wrap=True)
 
@@ -72,13 +64,9 @@ def train_captioner_cmd(
     max_steps: MaxStepsOpt = None,
 ) -> None:
     """Train the Q-Former + small LM captioner on top of a frozen CLIP (resumable)."""
-    try:
-        from ..train.captioner import load_captioner_config, train_captioner
+    from ..train.captioner import load_captioner_config, train_captioner
 
-        result = train_captioner(load_captioner_config(config), max_steps=max_steps)
-    except user_errors() as exc:
-        fail(str(exc))
-        return
+    result = train_captioner(load_captioner_config(config), max_steps=max_steps)
     console.print(f"{result.steps} steps in {result.seconds / 60:.1f} min; last val: {result.final_eval}")
     console.print(f"model: {result.model_dir} (qformer_clip_captioner folder)", soft_wrap=True)
 
@@ -89,13 +77,9 @@ def train_rewriter_cmd(
     max_steps: MaxStepsOpt = None,
 ) -> None:
     """LoRA-tune the query rewriter (the default LLM) on requests written from training scenes (resumable)."""
-    try:
-        from ..train.rewriter import load_rewriter_config, train_rewriter
+    from ..train.rewriter import load_rewriter_config, train_rewriter
 
-        result = train_rewriter(load_rewriter_config(config), max_steps=max_steps)
-    except user_errors() as exc:
-        fail(str(exc))
-        return
+    result = train_rewriter(load_rewriter_config(config), max_steps=max_steps)
     console.print(f"{result.steps} steps in {result.seconds / 60:.1f} min")
     console.print(f"adapter: {result.adapter_dir} (name it as 'adapter' in a transformers_chat entry)", soft_wrap=True)
 
@@ -112,13 +96,9 @@ def train_genid_cmd(
 ) -> None:
     """Teach a language model (LoRA) the identifiers of an index's items (GRACE): memorise each image
     (by its generated caption) and retrieve it from pseudo-queries; resumable."""
-    try:
-        from ..train.genid import load_genid_config, train_genid
+    from ..train.genid import load_genid_config, train_genid
 
-        result = train_genid(load_genid_config(config), index, continue_run=continue_run, max_steps=max_steps)
-    except (*user_errors(), ValueError) as exc:
-        fail(str(exc))
-        return
+    result = train_genid(load_genid_config(config), index, continue_run=continue_run, max_steps=max_steps)
     console.print(
         f"{result.steps} steps in {result.seconds / 60:.1f} min; id map: {result.added} items named, "
         f"{result.retired} retired",
@@ -136,13 +116,9 @@ def export_cmd(
 ) -> None:
     """Copy a trained model into a zoo folder as fp16 safetensors (plus its training config and summary)."""
     from ...adapters.open_clip_encoder import sha256_file
-    from ..train.export import ExportError, export_run
+    from ..train.export import export_run
 
-    try:
-        weights = export_run(run, to)
-    except ExportError as exc:
-        fail(str(exc))
-        return
+    weights = export_run(run, to)
     console.print(f"exported {run} -> {to} ({weights.stat().st_size / 1e6:.1f} MB fp16)", soft_wrap=True)
     console.print(
         f"sha256: {sha256_file(weights)} (pin it as 'sha256' in the model entry that loads it)", soft_wrap=True
@@ -158,10 +134,6 @@ def card_cmd(
     """Write a model card from the run's files and `viewfinder eval` reports."""
     from ..eval.model_card import write_model_card
 
-    try:
-        name = json.loads((run / "train_config.json").read_text())["name"]
-        card = write_model_card(model_dir, run, report, name)
-    except user_errors() as exc:
-        fail(str(exc))
-        return
+    name = json.loads((run / "train_config.json").read_text())["name"]
+    card = write_model_card(model_dir, run, report, name)
     console.print(f"wrote {card}", soft_wrap=True)

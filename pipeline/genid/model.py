@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from ...errors import Error
 from ..store.index_store import IndexStore
 from ..store.records import StoreError
 from .idmap import IdMap, load_id_map
@@ -28,6 +29,10 @@ DEFAULT_PROMPTS = {"memorise": "genid-memorise", "retrieve": "genid-retrieve"}
 
 class GenidIndexError(StoreError):
     """The identifier model was trained for another index (or another state of its id map)."""
+
+
+class GenidModelError(Error, FileNotFoundError):
+    """A folder given as an identifier model is not one (no ``genid.json``)."""
 
 
 def index_identity(store: IndexStore) -> dict[str, str]:
@@ -56,9 +61,9 @@ class GenidInfo:
     def load(cls, folder: Path) -> GenidInfo:
         path = folder / GENID_FILE
         if not path.is_file():
-            raise FileNotFoundError(
-                f"{folder} is not a generative-identifier model (no {GENID_FILE}): train one with "
-                "`viewfinder train genid --index DIR`"
+            raise GenidModelError(
+                f"{folder} is not a generative-identifier model (no {GENID_FILE}): give the model folder a genid "
+                "training run wrote, or train one on the index"
             )
         return cls(**json.loads(path.read_text()))
 
@@ -74,7 +79,7 @@ class IndexCheck:
 def check_index(info: GenidInfo, store: IndexStore) -> IndexCheck:
     """A :class:`GenidIndexError` unless ``store`` is the index the model was trained for, with the
     identifiers it learned; which items were added and removed since."""
-    how = f"train one for it with `viewfinder train genid --index {store.path}`"
+    how = "train one on it"
     if index_identity(store) != info.index:
         raise GenidIndexError(
             f"this identifier model was trained for another index (made {info.index.get('created_at')}, encoder "

@@ -35,6 +35,7 @@ from .captions import TemplateSet, all_captions, templates
 from .edits import EDIT_KINDS
 from .generator import (
     SPLITS,
+    SceneConfigError,
     SceneGeneratorConfig,
     generate_scenes,
     held_out_pairs,
@@ -95,7 +96,7 @@ class QuerySetConfig:
         for name in ("n_full", "n_partial", "n_binding_swap", "n_relation_swap"):
             value = getattr(self, name)
             if value is not None and value < 0:
-                raise ValueError(f"{name}: {value} must be >= 0 (or None)")
+                raise SceneConfigError(f"{name}: {value} must be >= 0 (or None)")
 
 
 @dataclass
@@ -205,15 +206,15 @@ def write_scene_dataset(
     counts = {"train": n_train, "val": n_val, "test": n_test, "compositional": n_compositional}
     for split, n in counts.items():
         if n < 0:
-            raise ValueError(f"n_{split}: {n} must be >= 0")
+            raise SceneConfigError(f"n_{split}: {n} must be >= 0")
     if n_composed_queries is not None and n_composed_queries < 0:
-        raise ValueError(f"n_composed_queries: {n_composed_queries} must be >= 0")
+        raise SceneConfigError(f"n_composed_queries: {n_composed_queries} must be >= 0")
     if workers is not None and workers < 1:
-        raise ValueError(f"workers: {workers} must be >= 1")
+        raise SceneConfigError(f"workers: {workers} must be >= 1")
     if root.exists() and not overwrite:
         raise FileExistsError(f"{root} already exists: choose another folder or pass overwrite=True")
     if n_compositional > 0 and config.held_out_pairs == 0:
-        raise ValueError("held_out_pairs: 0 leaves nothing for the compositional split")
+        raise SceneConfigError("held_out_pairs: 0 leaves nothing for the compositional split")
     query_config = query_config or QuerySetConfig()
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = root.parent / f".{root.name}.tmp-{uuid.uuid4().hex[:8]}"

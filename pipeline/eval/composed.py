@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from ...adapters.entries import ConfigError
+
 
 def composed_report(
     root: Path,
@@ -30,11 +32,12 @@ def composed_report(
     query's trace (``traces``: pop it before saving a short report)."""
     from ..progress import progress_bar
     from ..scenes.dataset import load_scene_dataset
+    from .retrieval import EvalDataError
 
     dataset = load_scene_dataset(root)
     composed = [q for q in dataset.queries.get(split, []) if q.type == "composed"]
     if not composed:
-        raise ValueError(f"{root}: the {split} split has no composed queries")
+        raise EvalDataError(f"{root}: the {split} split has no composed queries")
     composed = composed[:n_queries] if n_queries else composed
     ranks, examples, traces, fallbacks = [], [], [], 0
     start = time.perf_counter()
@@ -94,11 +97,11 @@ def composed_variant_preset(base: Any, spec: str) -> Any:
         except ValueError:
             weight = -1.0
         if weight < 0:
-            raise ValueError(f"variant {spec!r}: the only add-on is '+ref:W' with a weight W >= 0, e.g. +ref:0.5")
+            raise ConfigError(f"variant {spec!r}: the only add-on is '+ref:W' with a weight W >= 0, e.g. +ref:0.5")
     if head not in ("concat", "preset") and ("=" not in head or not all(head.partition("=")[::2])):
-        raise ValueError(f"variant {spec!r}: expected preset, concat or MODEL=PROMPT (optionally +ref:W)")
+        raise ConfigError(f"variant {spec!r}: expected preset, concat or MODEL=PROMPT (optionally +ref:W)")
     if not has_stage((s.name for s in base.stages), composes=True):
-        raise ValueError(f"the preset {base.name!r} has no compose stage: use one with it (e.g. agent)")
+        raise ConfigError(f"the preset {base.name!r} has no compose stage: use one with it (e.g. agent)")
     stages = []
     for stage in base.stages:
         config = stage.config

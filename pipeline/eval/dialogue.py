@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ...adapters.entries import ConfigError
 from ..agent.dialogue import Vocabulary
 from ..scenes.graph import BACKGROUNDS, COLOURS, POSITION_PHRASES, SHAPES, SIZES
 
@@ -44,7 +45,7 @@ def parse_variant(spec: str) -> tuple[str, str]:
     ok_q = questioner in ("random", "grounded") or _is_model(questioner)
     ok_r = reformulator in ("concat", "rule") or _is_model(reformulator)
     if not plus or not ok_q or not ok_r:
-        raise ValueError(
+        raise ConfigError(
             f"dialogue variant {spec!r}: write QUESTIONER+REFORMULATOR, e.g. grounded+rule or "
             "smollm2-135m-instruct=dialogue-question+rule"
         )

@@ -28,11 +28,13 @@ from typing import Any
 
 import numpy as np
 
+from ...adapters.entries import ConfigError
 from ..agent.session import Session
 from ..scenes.graph import Scene
 from ..scenes.simuser import SimulatedUser
 from ..stages.registry import stage_names
 from ..stages.runner import Pipeline
+from .retrieval import EvalDataError
 from .simulate import marks_for
 
 
@@ -87,7 +89,7 @@ def variant_stages(
     """
     base, plus, extra = spec.partition("+")
     if plus and not extra.startswith("rocchio"):
-        raise ValueError(f"variant {spec!r}: the only add-on is '+rocchio' (or '+rocchio:B,C')")
+        raise ConfigError(f"variant {spec!r}: the only add-on is '+rocchio' (or '+rocchio:B,C')")
     weights = _rocchio_weights(extra, spec, rocchio) if extra else None
     if base.startswith("rocchio"):
         weights, base = _rocchio_weights(base, spec, rocchio), "none"
@@ -98,10 +100,10 @@ def variant_stages(
     elif "=" in base:
         model, _, prompt = base.partition("=")
         if not model or not prompt:
-            raise ValueError(f"variant {spec!r}: write MODEL=PROMPT")
+            raise ConfigError(f"variant {spec!r}: write MODEL=PROMPT")
         query_stages = [{"rewrite": {"model": model, "prompt": prompt}}]
     else:
-        raise ValueError(f"variant {spec!r}: expected none, rule, rocchio or MODEL=PROMPT (optionally +rocchio)")
+        raise ConfigError(f"variant {spec!r}: expected none, rule, rocchio or MODEL=PROMPT (optionally +rocchio)")
     preselect: dict[str, Any] = {"k": preselect_k, "exclude_rejected": exclude_rejected}
     if weights is not None:
         preselect["rocchio"] = weights
@@ -118,7 +120,7 @@ def _rocchio_weights(token: str, spec: str, default: Sequence[float]) -> list[fl
     except ValueError:
         weights = []
     if name != "rocchio" or len(weights) != 2 or min(weights) < 0:
-        raise ValueError(f"variant {spec!r}: write rocchio:B,C with two weights >= 0, e.g. rocchio:0.75,0.5")
+        raise ConfigError(f"variant {spec!r}: write rocchio:B,C with two weights >= 0, e.g. rocchio:0.75,0.5")
     return weights
 
 
@@ -159,7 +161,7 @@ def partial_queries(root: Path, split: str, n: int, seed: int = 0) -> tuple[list
 
     dataset = load_scene_dataset(root)
     if split not in dataset.scenes:
-        raise ValueError(f"{root}: no split {split!r}; it has {sorted(dataset.scenes)}")
+        raise EvalDataError(f"{root}: no split {split!r}; it has {sorted(dataset.scenes)}")
     scenes = dataset.scenes[split]
     rng = np.random.default_rng([seed, 53])
     partial = [q for q in dataset.queries.get(split, []) if q.type == "partial" and q.target_id in scenes]

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from ...adapters.entries import ConfigError
+
 DEFAULT_FUSIONS: tuple[tuple[str, float], ...] = (
     ("rrf", 1.0), ("rrf", 0.5), ("rrf", 0.25), ("score", 0.5), ("score", 0.2), ("score", 0.1), ("score", 0.05),
 )  # fmt: skip
@@ -39,7 +41,7 @@ def parse_fusion(text: str) -> tuple[str, float]:
     except ValueError:
         value = -1.0
     if method not in ("rrf", "score") or value < 0:
-        raise ValueError(f"fusion {text!r}: expected rrf:WEIGHT or score:WEIGHT with WEIGHT >= 0")
+        raise ConfigError(f"fusion {text!r}: expected rrf:WEIGHT or score:WEIGHT with WEIGHT >= 0")
     return method, value
 
 
@@ -77,7 +79,7 @@ def genid_report(
     from ..progress import progress_bar
     from ..reports import machine_info
     from ..stages.presets import open_searcher
-    from .retrieval import load_manifest
+    from .retrieval import EvalDataError, load_manifest
 
     evalset = load_manifest(manifest)
     searcher = open_searcher(index)  # the index's own encoder and search settings
@@ -86,7 +88,7 @@ def genid_report(
     pairs = zip(evalset.captions, (evalset.image_keys[o] for o in evalset.caption_image), strict=True)
     queries = [(text, item_of[key]) for text, key in pairs if key in item_of]
     if not queries:
-        raise ValueError(f"none of {manifest}'s images is in {index}: index them first")
+        raise EvalDataError(f"none of {manifest}'s images is in {index}: index them first")
     if n_queries and n_queries < len(queries):
         rng = np.random.default_rng([seed, 73])
         queries = [queries[int(i)] for i in sorted(rng.choice(len(queries), n_queries, replace=False))]

@@ -18,6 +18,7 @@ from ...adapters.base import ImageCaptioner, ImageTextEncoder, ImageTextMatcher
 from ..config import IndexConfig
 from ..stages.rerank import RerankConfig
 from .retrieval import (
+    EvalDataError,
     evaluate_retrieval,
     index_evalset,
     load_manifest,
@@ -56,7 +57,7 @@ def evaluate_scene_split(
 
     dataset = load_scene_dataset(root)
     if split not in dataset.scenes:
-        raise ValueError(f"split {split!r} not in {root}; splits: {sorted(dataset.scenes)}")
+        raise EvalDataError(f"split {split!r} not in {root}; splits: {sorted(dataset.scenes)}")
     evalset = load_manifest(root / f"{split}.jsonl")  # the whole manifest is this split
     evalset.name, evalset.split = f"scenes:{root.name}", split
     report = evaluate_retrieval(

@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from .generator import SceneConfigError
 from .graph import Scene, SceneObject
 
 SIZE_WORDS: dict[str, tuple[str, ...]] = {"small": ("tiny", "little", "smallish"), "large": ("big", "huge", "giant")}
@@ -175,7 +176,7 @@ TRAIN_STYLES: tuple[str, ...] = tuple(s for s in STYLES if s != HELD_OUT_STYLE)
 def free_form(scene: Scene, style: str, rng: np.random.Generator) -> str:
     """A request for ``scene`` written in ``style`` (one of :data:`STYLES`)."""
     if style not in STYLES:
-        raise ValueError(f"style {style!r}: known styles are {sorted(STYLES)}")
+        raise SceneConfigError(f"style {style!r}: known styles are {sorted(STYLES)}")
     return STYLES[style](scene, rng)
 
 

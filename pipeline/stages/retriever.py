@@ -42,10 +42,7 @@ class PipelineRetriever(BaseRetriever):
         unknown = sorted(set(settings) - set(SEARCH_SETTINGS))
         if unknown:
             raise QueryError(f"unknown search setting(s) {unknown}; the retriever takes {list(SEARCH_SETTINGS)}")
-        k = settings.get("k", self.k)
-        if isinstance(k, bool) or not isinstance(k, int):
-            raise QueryError(f"k must be an integer >= 1, got {k!r}")
-        result = self.pipeline.search(query, k=k)
+        result = self.pipeline.search(query, k=settings.get("k", self.k))  # checks k (store.search.check_query)
         return [
             Document(
                 page_content=hit_text(hit),

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..store.search import Hit, QueryError, Searcher, SearchResult
+from ..store.search import Hit, Searcher, SearchResult, check_query
 from .base import Stage, StageContext
 from .registry import build_stages, has_stage
 from .state import QueryState
@@ -85,10 +85,7 @@ class Pipeline:
         """The checked round-0 state of a query (a :class:`QueryError` says what is wrong with it)."""
         from .compose import composed_edit
 
-        if (text is None) == (image is None):
-            raise QueryError("give exactly one of a text query or an image (with an edit: a composed query)")
-        if k < 1:
-            raise QueryError(f"k must be >= 1, got {k}")
+        check_query(text, image, k, composed=True)
         edit = composed_edit(self.composes, self.name, image, edit)
         image_str = None if image is None else str(image)
         return QueryState(query=edit or text, image=image_str, text=text, edit=edit, k=k)

@@ -29,6 +29,17 @@ class QueryError(Error, ValueError):
     """The query cannot be searched; the message says why and what to do."""
 
 
+def check_query(text: str | None, image: str | Path | None, k: int, *, composed: bool = False) -> None:
+    """The checks every search entry point shares (a :class:`Searcher`, a pipeline, a session):
+    exactly one of a text or an image, and ``k`` >= 1. ``composed``: mention that an image with an
+    edit makes a composed query (where the caller takes one)."""
+    if (text is None) == (image is None):
+        also = " (with an edit: a composed query)" if composed else ""
+        raise QueryError(f"give exactly one of a text query or an image{also}")
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise QueryError(f"k must be an integer >= 1, got {k!r}")
+
+
 @dataclass
 class Hit:
     rank: int
@@ -119,10 +130,7 @@ class Searcher:
 
     def search(self, text: str | None = None, *, image: str | Path | None = None, k: int = 10) -> SearchResult:
         """Search with a text or (``image=``) an image path; returns the top ``k`` hits."""
-        if (text is None) == (image is None):
-            raise QueryError("give exactly one of a text query or an image")
-        if k < 1:
-            raise QueryError(f"k must be >= 1, got {k}")
+        check_query(text, image, k)
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         truncated = False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import numbers
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,7 +37,7 @@ def check_query(text: str | None, image: str | Path | None, k: int, *, composed:
     if (text is None) == (image is None):
         also = " (with an edit: a composed query)" if composed else ""
         raise QueryError(f"give exactly one of a text query or an image{also}")
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:  # numpy integers count too
         raise QueryError(f"k must be an integer >= 1, got {k!r}")
 
 

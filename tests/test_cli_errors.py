@@ -3,6 +3,7 @@ no traceback, whether the preset does not exist or its model cannot be loaded.""
 
 from __future__ import annotations
 
+import collections
 import json
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from viewfinder import Error
 from viewfinder.pipeline.cli import app
 
 runner = CliRunner()
@@ -109,3 +111,145 @@ def test_scenes_info_of_a_folder_that_is_not_a_benchmark_is_one_clean_line(tmp_p
 def test_eval_of_a_missing_dataset_is_one_clean_line(tmp_path):
     result = invoke("eval", tmp_path / "nope.jsonl", "-c", "tiny", "--work-dir", tmp_path / "w")
     assert_one_line_error(result, "not found", "Karpathy")
+
+
+# ------------------------------------------------------------------------------ the one error path itself
+class _FixableError(Error, ValueError):
+    """A user-facing error of the kind the library raises."""
+
+
+def _probe_app():
+    """A command line with commands that fail in each way a real one can, built like ``viewfinder``."""
+    import errno
+    import logging
+
+    from viewfinder.pipeline.cli.common import APP_SETTINGS, ViewfinderTyper, setup_logging
+
+    probe = ViewfinderTyper(**APP_SETTINGS)
+
+    @probe.callback()
+    def _main() -> None:
+        setup_logging(False)
+
+    @probe.command("user-error")
+    def user_error() -> None:
+        raise _FixableError("the widget is missing: make one")
+
+    @probe.command("os-error")
+    def os_error(path: str = "out/x.json") -> None:
+        raise PermissionError(errno.EACCES, "Permission denied", path)
+
+    @probe.command("value-bug")
+    def value_bug() -> None:
+        raise ValueError("a bug in our code")
+
+    @probe.command("type-bug")
+    def type_bug() -> None:
+        len(3)  # type: ignore[arg-type]
+
+    @probe.command("logged-then-raised")
+    def logged_then_raised() -> None:
+        logging.error("could not reach the hub")  # what open_clip does (on the root logger) before it raises
+        raise _FixableError("could not load the model: could not reach the hub")
+
+    @probe.command("hinted")
+    def hinted(index: str = "my index") -> None:
+        raise _FixableError("this model was trained for another index")
+
+    return probe
+
+
+def test_an_error_subclass_is_one_line_and_exit_2():
+    result = runner.invoke(_probe_app(), ["user-error"])
+    assert_one_line_error(result, "error: the widget is missing: make one")
+
+
+def test_an_os_error_is_one_line_with_the_file_and_exit_2():
+    result = runner.invoke(_probe_app(), ["os-error", "--path", "/root/report.json"])
+    assert_one_line_error(result, "error: Permission denied: /root/report.json")
+
+
+@pytest.mark.parametrize(("command", "kind"), [("value-bug", ValueError), ("type-bug", TypeError)])
+def test_a_bug_keeps_its_traceback(command, kind):
+    result = runner.invoke(_probe_app(), [command])
+    assert isinstance(result.exception, kind) and result.exit_code == 1  # CliRunner holds the traceback
+    assert "error:" not in result.output
+
+
+def test_a_bug_prints_its_traceback_from_the_console_script(tmp_path):
+    """The console script's own entry point: a bug in a command (a plain ValueError, here from a
+    monkey-patched search) ends with Python's traceback, a user error with one line."""
+    import subprocess
+    import sys
+
+    run = "import sys, viewfinder.pipeline.cli as cli\nsys.argv = ['viewfinder', *sys.argv[1:]]\ncli.main()\n"
+    patch = (
+        "import viewfinder.pipeline.stages.runner as runner\n"
+        "def broken(*args, **kwargs): raise ValueError('a bug in our code')\n"
+        "runner.Pipeline.from_preset = broken\n"
+    )
+    args = ["search", "red", "-i", str(tmp_path)]
+    bug = subprocess.run([sys.executable, "-c", patch + run, *args], capture_output=True, text=True, timeout=120)
+    assert bug.returncode == 1 and "Traceback" in bug.stderr and "ValueError: a bug in our code" in bug.stderr
+    assert "error:" not in bug.stderr
+    user = subprocess.run([sys.executable, "-c", run, *args], capture_output=True, text=True, timeout=120)
+    assert user.returncode == 2 and "Traceback" not in user.stderr, user.stderr
+    (line,) = user.stderr.strip().splitlines()
+    assert line.startswith(f"error: no viewfinder index at {tmp_path}")
+
+
+def test_a_message_logged_before_the_error_is_not_printed_twice():
+    result = runner.invoke(_probe_app(), ["logged-then-raised"])
+    assert_one_line_error(result, "could not reach the hub")
+
+
+def test_the_cli_adds_its_flag_hint_to_a_library_message(monkeypatch):
+    from viewfinder.pipeline.cli import common
+
+    hints = [(_FixableError, "probe hinted", "train one with `viewfinder train genid --index {index} -c {config}`")]
+    monkeypatch.setattr(common, "flag_hints", lambda: hints)
+    result = runner.invoke(_probe_app(), ["hinted"], prog_name="probe")
+    assert_one_line_error(
+        result, "error: this model was trained for another index; train one with "
+        "`viewfinder train genid --index 'my index' -c CONFIG`",  # a parameter the command lacks: its name
+    )  # fmt: skip
+    other = runner.invoke(_probe_app(), ["user-error"], prog_name="probe")  # the hint is for `hinted` alone
+    assert_one_line_error(other, "error: the widget is missing: make one")
+    assert ";" not in other.stderr
+
+
+def test_a_genid_model_folder_that_is_not_one_gets_the_train_hint(workspace, tmp_path):
+    root, _ = workspace
+    result = invoke("bench", "genid", "--index", root / "index", "--model", tmp_path, "--queries", 1)
+    assert_one_line_error(
+        result, f"{tmp_path} is not a generative-identifier model",
+        f"; train one with `viewfinder train genid --index {root / 'index'} -c CONFIG`",
+    )  # fmt: skip
+
+
+def test_every_hint_names_an_error_class_and_formats():
+    from viewfinder.pipeline.cli.common import flag_hints
+
+    for error, command, hint in flag_hints():
+        assert issubclass(error, Error) and (command is None or command.startswith("viewfinder "))
+        assert "--" in hint and "`viewfinder " in hint  # a hint is about flags; the library says the rest
+        hint.format_map(collections.defaultdict(str))
+
+
+def test_a_missing_run_file_is_an_os_error_line(tmp_path):
+    """A file the command reads itself (``train card``'s run config) missing: one line naming it."""
+    result = invoke("train", "card", tmp_path / "zoo", "--run", tmp_path, "--report", tmp_path / "r.json")
+    assert_one_line_error(result, "No such file or directory", str(tmp_path / "train_config.json"))
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["search", "red"], ["Missing option '--index'", "(see `viewfinder search --help`)"]),
+        (["nosuch"], ["No such command 'nosuch'"]),
+        (["bench", "index", "--image-size", "big"], ["--image-size", "WIDTHxHEIGHT", "viewfinder bench index --help"]),
+        (["search", "red", "-i", "x", "-k", "0"], ["Invalid value for '-k'", "greater than or equal to 1"]),
+    ],
+)
+def test_usage_errors_are_one_line_too(args, fragments):
+    assert_one_line_error(runner.invoke(app, args, prog_name="viewfinder"), *fragments)

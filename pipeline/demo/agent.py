@@ -72,11 +72,15 @@ def run_agent_demo(
     rounds: int = 2,
     seed: int = 0,
     preset: str | Path = AGENT_PRESET,
+    progress: bool | None = None,
 ) -> AgentDemo:
     """Normalise one free-form request and run ``rounds`` feedback rounds on one partial query, with
-    ``preset`` (a packaged name or a YAML file)."""
+    ``preset`` (a packaged name or a YAML file). A bar counts the searches (the normalised request, then
+    each round) when ``progress`` is True or, by default, on a terminal; loading the preset's models
+    comes before it (the first time, fetching and converting the language model say so themselves)."""
     from ..agent.session import Session
     from ..eval.simulate import marks_for
+    from ..progress import progress_bar
     from ..scenes.dataset import load_scene_dataset
     from ..scenes.simuser import SimulatedUser
     from ..scenes.wordings import HELD_OUT_STYLE, free_form
@@ -93,28 +97,34 @@ def run_agent_demo(
     request = free_form(target, HELD_OUT_STYLE, rng)
     candidates = max((s.config.k or 0) for s in pipeline.stages if s.name == "preselect") or 128
     typed = Searcher(pipeline.store, encoder).search(request, k=candidates)
-    session = Session(pipeline, k=k)
-    session.search(request)
-    normalised = _round(session, target.id)
+    with progress_bar("agent: normalising a request", 2 + rounds, "search", progress) as bar:
+        session = Session(pipeline, k=k)
+        session.search(request)
+        normalised = _round(session, target.id)
+        bar.advance()
 
-    # a partial query that names a place as well (the kind a person narrows down by feedback)
-    partial = [q for q in dataset.queries["test"] if q.type == "partial" and len(q.attributes) == 2]
-    partial = [q for q in partial if "position" in q.attributes] or partial
-    query = partial[int(rng.integers(len(partial)))]
-    wanted = scenes[query.target_id]
-    user = SimulatedUser(wanted)
-    typed_rank = _rank([h.key for h in typed.hits], target.id)
-    demo = AgentDemo(pipeline.name, request, target.id, typed_rank, normalised, query.text, wanted.id)
-    session = Session(pipeline, k=k)
-    session.search(query.text)
-    for round_ in range(rounds + 1):
-        step = _round(session, wanted.id)
-        demo.rounds.append(step)
-        if round_ == rounds:
-            break
-        relevant, irrelevant = marks_for(session.results[-1].hits, user, scenes)
-        step.relevant, step.irrelevant = len(relevant), len(irrelevant)
-        session.feedback(relevant=relevant, irrelevant=irrelevant)
+        # a partial query that names a place as well (the kind a person narrows down by feedback)
+        partial = [q for q in dataset.queries["test"] if q.type == "partial" and len(q.attributes) == 2]
+        partial = [q for q in partial if "position" in q.attributes] or partial
+        query = partial[int(rng.integers(len(partial)))]
+        wanted = scenes[query.target_id]
+        user = SimulatedUser(wanted)
+        typed_rank = _rank([h.key for h in typed.hits], target.id)
+        demo = AgentDemo(pipeline.name, request, target.id, typed_rank, normalised, query.text, wanted.id)
+        session = Session(pipeline, k=k)
+        bar.describe("agent: feedback round 0")
+        session.search(query.text)
+        bar.advance()
+        for round_ in range(rounds + 1):
+            step = _round(session, wanted.id)
+            demo.rounds.append(step)
+            if round_ == rounds:
+                break
+            relevant, irrelevant = marks_for(session.results[-1].hits, user, scenes)
+            step.relevant, step.irrelevant = len(relevant), len(irrelevant)
+            bar.describe(f"agent: feedback round {round_ + 1}")
+            session.feedback(relevant=relevant, irrelevant=irrelevant)
+            bar.advance()
     return demo
 
 

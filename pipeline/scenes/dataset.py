@@ -63,6 +63,10 @@ class SceneDataError(Error, ValueError):
     """A scene benchmark folder cannot be read; the message says how to fix it (usually: regenerate it)."""
 
 
+class SceneDataMissingError(SceneDataError, FileNotFoundError):
+    """The folder holds no scene benchmark at all."""
+
+
 FORMAT = "viewfinder-scenes"
 FORMAT_VERSION = 1
 INFO_FILE = "scenes.json"
@@ -385,24 +389,22 @@ def load_scene_dataset(root: Path) -> SceneDataset:
     root = Path(root)
     info_path = root / INFO_FILE
     if not info_path.is_file():
-        raise FileNotFoundError(
-            f"{root} is not a scene benchmark (no {INFO_FILE}); write one with `viewfinder scenes generate --out DIR`"
+        raise SceneDataMissingError(
+            f"{root} is not a scene benchmark (no {INFO_FILE}): write one with write_scene_dataset"
         )
     try:
         info = json.loads(info_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        raise SceneDataError(
-            f"{info_path} is not valid JSON ({exc}): regenerate it with `viewfinder scenes generate`"
-        ) from exc
+        raise SceneDataError(f"{info_path} is not valid JSON ({exc}): regenerate it") from exc
     if not isinstance(info, dict) or info.get("format") != FORMAT:
         raise SceneDataError(
             f"{info_path}: format {info.get('format') if isinstance(info, dict) else None!r} is not {FORMAT!r}: "
-            "not a scene benchmark written by `viewfinder scenes generate`"
+            "not a scene benchmark written by write_scene_dataset"
         )
     if info.get("format_version") != FORMAT_VERSION:
         raise SceneDataError(
             f"{info_path}: format_version {info.get('format_version')} is not {FORMAT_VERSION}; "
-            "regenerate it with `viewfinder scenes generate`"
+            "regenerate it with this version of viewfinder"
         )
     scenes: dict[str, dict[str, Scene]] = {}
     captions: dict[str, dict[str, list[str]]] = {}

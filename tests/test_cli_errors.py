@@ -198,6 +198,12 @@ def test_a_bug_prints_its_traceback_from_the_console_script(tmp_path):
     assert line.startswith(f"error: no viewfinder index at {tmp_path}")
 
 
+def test_verbose_shows_where_a_user_error_was_raised(tmp_path):
+    result = runner.invoke(app, ["-v", "search", "red", "--index", str(tmp_path / "nope")])
+    assert result.exit_code == 2 and "Traceback" in result.stderr and "StoreError" in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: no viewfinder index at")
+
+
 def test_a_message_logged_before_the_error_is_not_printed_twice():
     result = runner.invoke(_probe_app(), ["logged-then-raised"])
     assert_one_line_error(result, "could not reach the hub")

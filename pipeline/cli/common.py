@@ -20,6 +20,8 @@ from typer.core import TyperCommand, TyperGroup
 from ...adapters.entries import packaged_names
 from ...errors import Error
 
+logger = logging.getLogger(__name__)
+
 PIPE_WIDTH = 1 << 16
 """Columns the consoles use when output is not a terminal (piped, redirected, CliRunner): wide
 enough that rich never wraps, folds or cuts a path, a caption or a suggested command."""
@@ -208,6 +210,7 @@ class ViewfinderCommand(TyperCommand):
         except (Error, OSError) as exc:
             if isinstance(exc, OSError) and exc.errno == errno.EPIPE:
                 raise  # output piped into `head`: click exits quietly
+            logger.info("where the error was raised (shown with --verbose)", exc_info=exc)
             message = error_message(exc)
             hint = flag_hint(exc, ctx.command_path, ctx.params)
             raise CommandError(f"{message}; {hint}" if hint else message) from exc

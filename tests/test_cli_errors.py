@@ -212,14 +212,14 @@ def test_a_message_logged_before_the_error_is_not_printed_twice():
 def test_the_cli_adds_its_flag_hint_to_a_library_message(monkeypatch):
     from viewfinder.pipeline.cli import common
 
-    hints = [(_FixableError, "probe hinted", "train one with `viewfinder train genid --index {index} -c {config}`")]
+    hints = [(_FixableError, "hinted", "train one with `viewfinder train genid --index {index} -c {config}`")]
     monkeypatch.setattr(common, "flag_hints", lambda: hints)
-    result = runner.invoke(_probe_app(), ["hinted"], prog_name="probe")
+    result = runner.invoke(_probe_app(), ["hinted"])
     assert_one_line_error(
         result, "error: this model was trained for another index; train one with "
         "`viewfinder train genid --index 'my index' -c CONFIG`",  # a parameter the command lacks: its name
     )  # fmt: skip
-    other = runner.invoke(_probe_app(), ["user-error"], prog_name="probe")  # the hint is for `hinted` alone
+    other = runner.invoke(_probe_app(), ["user-error"])  # the hint is for `hinted` alone
     assert_one_line_error(other, "error: the widget is missing: make one")
     assert ";" not in other.stderr
 
@@ -237,7 +237,7 @@ def test_every_hint_names_an_error_class_and_formats():
     from viewfinder.pipeline.cli.common import flag_hints
 
     for error, command, hint in flag_hints():
-        assert issubclass(error, Error) and (command is None or command.startswith("viewfinder "))
+        assert issubclass(error, Error) and (command is None or not command.startswith("viewfinder"))
         assert "--" in hint and "`viewfinder " in hint  # a hint is about flags; the library says the rest
         hint.format_map(collections.defaultdict(str))
 

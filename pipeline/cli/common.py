@@ -72,11 +72,12 @@ def fail(message: str) -> NoReturn:
 
 
 def flag_hints() -> list[tuple[type[BaseException], str | None, str]]:
-    """What the CLI adds to a library error's message: (error class, command path or None for every
-    command, hint). Library messages say what is wrong and what to do in library terms; the hint
-    says it in flags. ``{name}`` in a hint is the command's parameter ``name`` (shell-quoted), or
-    ``NAME`` where the command has none. The first match, tried on the error and then on what it was
-    raised from, wins. (Imported when called, at failure time, so ``--help`` stays fast.)"""
+    """What the CLI adds to a library error's message: (error class, command (``"search"``,
+    ``"bench genid"``) or None for every command, hint). Library messages say what is wrong and what
+    to do in library terms; the hint says it in flags. ``{name}`` in a hint is the command's
+    parameter ``name`` (shell-quoted), or ``NAME`` where the command has none. The first match, tried
+    on the error and then on what it was raised from, wins. (Imported when called, at failure time,
+    so ``--help`` stays fast.)"""
     from ...adapters.package_file import FetchError
     from ..genid.model import GenidIndexError, GenidModelError
     from ..scenes.dataset import SceneDataError
@@ -95,15 +96,15 @@ class _Placeholders(dict):
         return key.upper()
 
 
-def flag_hint(exc: BaseException, command_path: str, params: dict[str, Any]) -> str | None:
-    """The hint :func:`flag_hints` gives for ``exc`` in the command ``command_path`` (``viewfinder
-    index``) run with ``params``; None when there is none."""
+def flag_hint(exc: BaseException, command: str, params: dict[str, Any]) -> str | None:
+    """The hint :func:`flag_hints` gives for ``exc`` in ``command`` (``"bench genid"``) run with
+    ``params``; None when there is none."""
     values = _Placeholders({k: shlex.quote(str(v)) for k, v in params.items() if v is not None and v != ()})
     hints = flag_hints()
     seen: BaseException | None = exc
     while seen is not None:
-        for error, command, hint in hints:
-            if isinstance(seen, error) and (command is None or command == command_path):
+        for error, only, hint in hints:
+            if isinstance(seen, error) and (only is None or only == command):
                 return hint.format_map(values)
         seen = seen.__cause__
     return None
@@ -212,7 +213,8 @@ class ViewfinderCommand(TyperCommand):
                 raise  # output piped into `head`: click exits quietly
             logger.info("where the error was raised (shown with --verbose)", exc_info=exc)
             message = error_message(exc)
-            hint = flag_hint(exc, ctx.command_path, ctx.params)
+            command = ctx.command_path.partition(" ")[2]  # without the program's name
+            hint = flag_hint(exc, command, ctx.params)
             raise CommandError(f"{message}; {hint}" if hint else message) from exc
 
 

@@ -197,8 +197,9 @@ def convert_gguf(gguf: Path, folder: Path) -> Path:
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".convert-"))
     try:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+        with quiet_model_load():  # no "Writing model shards" bar: the conversion's own bar said enough
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(tmp, folder)

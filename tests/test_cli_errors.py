@@ -200,7 +200,7 @@ def test_a_bug_prints_its_traceback_from_the_console_script(tmp_path):
 
 def test_verbose_shows_where_a_user_error_was_raised(tmp_path):
     result = runner.invoke(app, ["-v", "search", "red", "--index", str(tmp_path / "nope")])
-    assert result.exit_code == 2 and "Traceback" in result.stderr and "StoreError" in result.stderr
+    assert result.exit_code == 2 and "Traceback" in result.stderr and "IndexMissingError" in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: no viewfinder index at")
 
 
@@ -259,3 +259,20 @@ def test_a_missing_run_file_is_an_os_error_line(tmp_path):
 )
 def test_usage_errors_are_one_line_too(args, fragments):
     assert_one_line_error(runner.invoke(app, args, prog_name="viewfinder"), *fragments)
+
+
+def test_the_library_says_what_to_do_and_the_cli_adds_the_flags(tmp_path):
+    """A missing index: the library's message names no flag; the CLI's hint gives the command to run."""
+    from viewfinder import Error
+    from viewfinder.pipeline.store.index_store import IndexStore
+
+    with pytest.raises(Error) as caught:
+        IndexStore.open(tmp_path / "nope")
+    assert " --" not in str(caught.value) and "`viewfinder" not in str(caught.value)
+    result = runner.invoke(app, ["search", "red", "--index", str(tmp_path / "nope")])
+    assert result.exit_code == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert (
+        line.startswith("error: no viewfinder index at")
+        and f"viewfinder index SOURCE --index {tmp_path / 'nope'}" in line
+    )

@@ -150,7 +150,7 @@ def test_continue_training_learns_new_items_and_keeps_old_ids(tmp_path):
     train_genid(config, index, progress=False, max_steps=30)  # interrupted ...
     first = train_genid(config, index, progress=False)  # ... and resumed
     assert first.steps == 60 and len(IdentifierModel.load(first.adapter_dir).id_map.ids) == 4
-    with pytest.raises(Exception, match="--continue"):
+    with pytest.raises(Exception, match="continue_run"):
         train_genid(config, index, progress=False)
     manifest = tmp_path / "items.jsonl"
     extra = write_images(tmp_path / "images2", 1, seed=5)

@@ -141,7 +141,7 @@ def test_changing_the_factory_is_announced(tmp_path, make_images, tiny_encoder, 
     with caplog.at_level(logging.WARNING, logger="viewfinder.pipeline.store.indexer"):
         report = Indexer(tiny_encoder, tiny_index_config(), progress=False).run(source, index_dir)
     assert report.factory_change == "HNSW (HNSW32,Flat) -> Flat"
-    assert "--factory HNSW" in caplog.text and "HNSW (HNSW32,Flat) -> Flat" in caplog.text
+    assert "index with the factory HNSW" in caplog.text and "HNSW (HNSW32,Flat) -> Flat" in caplog.text
     assert IndexStore.open(index_dir).manifest.faiss_spec == "Flat"
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="viewfinder.pipeline.store.indexer"):

@@ -252,7 +252,7 @@ def test_deleting_everything_leaves_an_empty_index_that_says_so(indexed, tiny_en
     searcher = Searcher(IndexStore.open(index_dir), tiny_encoder)
     with pytest.raises(StoreError, match="is empty") as info:
         searcher.search("anything", k=5)
-    assert f"viewfinder index {source.resolve()} --index {index_dir}" in str(info.value)
+    assert f"index {source.resolve()} into it" in str(info.value)
 
 
 def test_moved_collection_with_rebuild_replaces_items(indexed, tiny_encoder, tmp_path):

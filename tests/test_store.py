@@ -89,7 +89,9 @@ def test_manifest_records_the_encoder_entry_so_search_needs_no_config(tmp_path, 
 
 
 def test_open_missing_index_is_a_store_error_with_the_fix(tmp_path):
-    with pytest.raises(StoreError, match="viewfinder index"):
+    from viewfinder.pipeline.store.records import IndexMissingError
+
+    with pytest.raises(IndexMissingError, match="build one there first"):
         IndexStore.open(tmp_path / "nothing-here")
 
 
@@ -102,7 +104,9 @@ def test_newer_format_version_is_refused(tmp_path, make_images, tiny_encoder):
     db.execute("UPDATE meta SET value=? WHERE key='manifest'", (json.dumps(manifest),))
     db.commit()
     db.close()
-    with pytest.raises(StoreError, match="--rebuild"):
+    from viewfinder.pipeline.store.records import RebuildNeededError
+
+    with pytest.raises(RebuildNeededError, match="rebuild it from its source"):
         IndexStore.open(tmp_path / "index")
 
 
@@ -181,7 +185,7 @@ def test_other_encoder_is_a_mismatch_naming_both(tmp_path, make_images, tiny_enc
     message = str(info.value)
     assert "tiny-test" in message and "tiny-other" in message
     assert tiny_encoder.fingerprint[:12] in message and other_encoder.fingerprint[:12] in message
-    assert "--rebuild" in message
+    assert "rebuild it with this encoder" in message
     with pytest.raises(EncoderMismatchError, match="tiny-other"):
         Searcher(IndexStore.open(index_dir), other_encoder)
     # Nothing was changed by the refused run.
@@ -302,7 +306,9 @@ def test_missing_faiss_file_is_a_store_error_with_the_fix(tmp_path, make_images,
     index_folder(tiny_encoder, tmp_path / "images", tmp_path / "index")
     for file in (tmp_path / "index").glob("index.*.faiss"):
         file.unlink()
-    with pytest.raises(StoreError, match="--rebuild"):
+    from viewfinder.pipeline.store.records import RebuildNeededError
+
+    with pytest.raises(RebuildNeededError, match="rebuild the index"):
         _ = IndexStore.open(tmp_path / "index").index
 
 

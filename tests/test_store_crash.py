@@ -114,7 +114,7 @@ def test_crash_in_the_first_commit_leaves_an_empty_index_that_says_so(tmp_path, 
     store = IndexStore.open(index_dir)
     with pytest.raises(StoreError, match="is empty") as info:
         Searcher(store, tiny_encoder).search("anything")
-    assert "viewfinder index" in str(info.value) and str(index_dir) in str(info.value)
+    assert "into it" in str(info.value) and str(index_dir) in str(info.value)
     store.close()
     report, counting = run_index(tiny_encoder, source, index_dir)
     assert counting.embedded == 0 and report.resumed == 6 and report.count == 6
@@ -211,7 +211,7 @@ def test_missing_faiss_file_is_still_an_error_for_a_searcher(tmp_path, make_imag
     run_index(tiny_encoder, tmp_path / "images", tmp_path / "index")
     (tmp_path / "index" / "index.1.faiss").unlink()
     searcher = Searcher(IndexStore.open(tmp_path / "index"), tiny_encoder)
-    with pytest.raises(StoreError, match="--rebuild"):
+    with pytest.raises(StoreError, match="rebuild the index"):
         searcher.search("red")
 
 

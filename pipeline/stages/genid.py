@@ -115,7 +115,7 @@ class GenerativeIds:
         if check.new:
             logger.warning(
                 "genid: %d items were added to %s after the identifier model was trained; it cannot return them "
-                "until `viewfinder train genid --continue`", len(check.new), ctx.store.path,
+                "until it is trained further on them (continued training)", len(check.new), ctx.store.path,
             )  # fmt: skip
         return cls(model, ctx.store, config, len(check.new))
 

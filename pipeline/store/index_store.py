@@ -44,9 +44,13 @@ from .records import (  # noqa: F401  (re-exported: the store's public names liv
     FORMAT_VERSION,
     EncoderMismatchError,
     FaissFileMissingError,
+    IndexConflictError,
+    IndexEmptyError,
+    IndexMissingError,
     ItemRow,
     Manifest,
     PendingRow,
+    RebuildNeededError,
     StoreError,
 )
 from .records import blob as _blob
@@ -79,9 +83,7 @@ class IndexStore:
         """Open an existing index read-only."""
         folder = Path(path).expanduser()
         if not cls.exists(folder):
-            raise StoreError(
-                f"no viewfinder index at {folder}: build one with `viewfinder index SOURCE --index {folder}`"
-            )
+            raise IndexMissingError(f"no viewfinder index at {folder}: build one there first (index a source into it)")
         db = sqlite3.connect(f"file:{folder / DB_NAME}?mode=ro", uri=True, check_same_thread=False)
         store = cls(folder, db, writable=False)
         store._check_format()
@@ -107,7 +109,7 @@ class IndexStore:
         """
         folder = Path(path).expanduser()
         if folder.exists() and not folder.is_dir():
-            raise StoreError(f"{folder} is a file; --index must be a folder")
+            raise StoreError(f"{folder} is a file; an index is a folder: choose a new or empty folder")
         if folder.is_dir() and not cls.exists(folder) and any(p.name != ".lock" for p in folder.iterdir()):
             raise StoreError(f"{folder} is not empty and is not a viewfinder index: choose a new or empty folder")
         folder.mkdir(parents=True, exist_ok=True)
@@ -168,9 +170,7 @@ class IndexStore:
         never its items or vectors; holds the same exclusive lock as indexing."""
         folder = Path(path).expanduser()
         if not cls.exists(folder):
-            raise StoreError(
-                f"no viewfinder index at {folder}: build one with `viewfinder index SOURCE --index {folder}`"
-            )
+            raise IndexMissingError(f"no viewfinder index at {folder}: build one there first (index a source into it)")
         store = cls._locked(folder)
         try:
             store._check_format()
@@ -219,9 +219,9 @@ class IndexStore:
     def _check_format(self) -> None:
         version = self.manifest.format_version
         if version != FORMAT_VERSION:
-            raise StoreError(
+            raise RebuildNeededError(
                 f"index {self.path} has format version {version}; this viewfinder reads version "
-                f"{FORMAT_VERSION}: rebuild it with `viewfinder index SOURCE --index {self.path} --rebuild`"
+                f"{FORMAT_VERSION}: rebuild it from its source"
             )
 
     def check_encoder(self, name: str, fingerprint: str) -> None:
@@ -231,8 +231,7 @@ class IndexStore:
             raise EncoderMismatchError(
                 f"index {self.path} was built with encoder {m.encoder_name!r} (fingerprint "
                 f"{m.encoder_fingerprint[:12]}); this config uses {name!r} (fingerprint {fingerprint[:12]}): "
-                f"use the config the index was built with, or rebuild it with "
-                f"`viewfinder index SOURCE --index {self.path} --rebuild`"
+                f"use the preset the index was built with, or rebuild it with this encoder"
             )
 
     def _write_manifest_file(self) -> None:
@@ -299,7 +298,7 @@ class IndexStore:
                 if file.is_file():
                     raise
                 raise FaissFileMissingError(
-                    f"{file} is missing: rebuild with `viewfinder index SOURCE --index {self.path} --rebuild`",
+                    f"{file} is missing: rebuild the index from its source",
                     m.generation,
                 ) from exc
         if self._search_params is not None:

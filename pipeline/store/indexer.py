@@ -22,7 +22,7 @@ from ..progress import progress_bar
 from .commit import next_spec
 from .decode import ImageFiles, collate_decoded
 from .faiss_index import check_trainable
-from .index_store import IndexStore, ItemRow, PendingRow, StoreError
+from .index_store import IndexConflictError, IndexStore, ItemRow, PendingRow
 from .plan import RunPlan, check_factory, factory_change, plan_run
 from .sources import Modality, list_source
 
@@ -139,14 +139,14 @@ class Indexer:
         """Refuse a run that would mix modalities, replace another source's items, or mix encoders."""
         manifest = store.manifest
         if manifest.modality != modality:
-            raise StoreError(
-                f"index {store.path} holds {manifest.modality} embeddings; use --modality {manifest.modality} "
-                f"or another --index folder"
+            raise IndexConflictError(
+                f"index {store.path} holds {manifest.modality} embeddings: index {manifest.modality}s into it, "
+                f"or {modality}s into another folder"
             )
         if manifest.count and manifest.source != source and not rebuild:
-            raise StoreError(
+            raise IndexConflictError(
                 f"index {store.path} mirrors {manifest.source}; indexing {source} into it would remove "
-                f"everything else: use another --index folder, or --rebuild to replace its contents"
+                f"everything else: use another folder, or rebuild it to replace its contents"
             )
         if not rebuild and manifest.count:
             store.check_encoder(self.encoder.name, self.encoder.fingerprint)
@@ -165,7 +165,7 @@ class Indexer:
         if report.factory_change:
             logger.warning(
                 "index %s: FAISS factory changes, %s: the FAISS index is rebuilt as the new type; "
-                "to keep the old one, index with --factory %s",
+                "to keep the old one, index with the factory %s",
                 store.path,
                 report.factory_change,
                 manifest.factory,

@@ -42,7 +42,23 @@ class EncoderMismatchError(StoreError):
     """The index was built with another encoder than the one in use."""
 
 
-class FaissFileMissingError(StoreError):
+class IndexMissingError(StoreError, FileNotFoundError):
+    """There is no index in the folder: build one first."""
+
+
+class IndexEmptyError(StoreError):
+    """The index holds no items yet: index its source."""
+
+
+class RebuildNeededError(StoreError):
+    """The index cannot be read or updated as it is (another format, a lost file): rebuild it."""
+
+
+class IndexConflictError(StoreError):
+    """Indexing this source into this folder would mix modalities or replace another source's items."""
+
+
+class FaissFileMissingError(RebuildNeededError):
     """The FAISS file of the committed generation is not there (or a newer commit removed it meanwhile)."""
 
     def __init__(self, message: str, generation: int) -> None:

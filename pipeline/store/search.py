@@ -15,7 +15,7 @@ from ...adapters.base import ImageTextEncoder
 from ...errors import Error
 from ..config import IndexConfig
 from .images import ImageDecodeError, load_image
-from .index_store import FaissFileMissingError, IndexStore, ItemRow, Manifest, StoreError
+from .index_store import FaissFileMissingError, IndexEmptyError, IndexStore, ItemRow, Manifest
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def clean_query(text: str, encoder: ImageTextEncoder) -> tuple[str, bool]:
     clean = " ".join(visible.split())
     if not clean:
         hidden = " (it holds only invisible control or zero-width characters)" if text.strip() else ""
-        raise QueryError(f"the query is empty{hidden}: give some words to search for, or --image PATH")
+        raise QueryError(f"the query is empty{hidden}: give some words to search for, or an image")
     if len(clean) > MAX_QUERY_CHARS:
         raise QueryError(
             f"the query is {len(clean)} characters long; the limit is {MAX_QUERY_CHARS} "
@@ -210,7 +210,7 @@ class Searcher:
     def _check_not_empty(self, manifest: Manifest) -> None:
         if manifest.count == 0:
             source = manifest.source or "SOURCE"
-            raise StoreError(
+            raise IndexEmptyError(
                 f"index {self.store.path} is empty (nothing indexed yet, its source had no usable files, or its "
-                f"first run was interrupted): fill it with `viewfinder index {source} --index {self.store.path}`"
+                f"first run was interrupted): index {source} into it"
             )

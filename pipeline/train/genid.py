@@ -187,12 +187,14 @@ def train_genid(
     adapter_dir = out / "adapter"
     previous = GenidInfo.load(adapter_dir) if continue_run else None
     if previous is not None and previous.scheme != config.scheme:
-        raise ConfigError(f"--continue: {adapter_dir} learned {previous.scheme} ids; the config says {config.scheme}")
+        raise ConfigError(f"continue_run: {adapter_dir} learned {previous.scheme} ids; the config says {config.scheme}")
     if continue_run and config.scheme == "atomic":
-        raise ConfigError("--continue: atomic ids add one token per new image, which a trained adapter cannot take; "
-                          "train afresh (a new --out)")  # fmt: skip
+        raise ConfigError("continue_run: atomic ids add one token per new image, which a trained adapter cannot take; "
+                          "train afresh (into a new out folder)")  # fmt: skip
     if not continue_run and (adapter_dir / GENID_FILE).is_file():
-        raise ConfigError(f"{adapter_dir} holds a trained model: use --continue to extend it, or another out folder")
+        raise ConfigError(
+            f"{adapter_dir} holds a trained model: continue training it (continue_run), or use another out folder"
+        )
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "train_config.json", asdict(config))
     set_seed(s.seed)
@@ -200,7 +202,7 @@ def train_genid(
     with IndexStore.open(index) as store:
         rows = list(store.iter_items())
         if previous is not None and previous.index != index_identity(store):  # before touching its id map
-            raise ConfigError(f"--continue: {adapter_dir} was trained for another index than {index}")
+            raise ConfigError(f"continue_run: {adapter_dir} was trained for another index than {index}")
     if not rows:
         raise ConfigError(f"{index}: the index is empty: nothing to memorise")
     if config.captioner:
@@ -219,7 +221,7 @@ def train_genid(
         learned = IdMap.from_dict(previous.id_map)
         new = {i: n for i, n in id_map.ids.items() if i not in learned.ids}
         if not new:
-            raise ConfigError(f"--continue: no item of {index} is new since the last training: nothing to learn")
+            raise ConfigError(f"continue_run: no item of {index} is new since the last training: nothing to learn")
         old = {i: n for i, n in id_map.ids.items() if i in learned.ids}
         examples = genid_examples(new, captions, s.queries_per_item, rng)
         replay = genid_examples(old, captions, s.queries_per_item, rng)

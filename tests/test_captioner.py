@@ -169,8 +169,10 @@ def test_train_writes_a_loadable_model_and_resumes(tmp_path: Path) -> None:
     from viewfinder.pipeline.train.captioner import load_captioner_config, train_captioner
 
     config = load_captioner_config(_write_config(tmp_path))
+    config.train.threads = 1
+    threads = torch.get_num_threads()
     first = train_captioner(config, progress=False, max_steps=2)
-    assert first.steps == 2
+    assert first.steps == 2 and torch.get_num_threads() == threads  # the run's thread count is scoped to it
     model = load_qformer_captioner(_entry(first.model_dir))
     assert json.loads((first.model_dir / "captioner_config.json").read_text())["encoder"] == "tiny-test"
     assert len(model.caption(torch.zeros(2, 3, 32, 32), max_new_tokens=4)) == 2

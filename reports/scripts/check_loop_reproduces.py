@@ -78,9 +78,8 @@ def checkout(spec: str, work: Path, label: str) -> tuple[Path, str]:
         return folder.resolve(), f"folder {folder.resolve()} (HEAD {head.stdout.strip()}, {state})"
     commit = git("rev-parse", spec)
     target = work / f"src-{label}"
-    if target.exists():
-        if git("-C", str(target), "rev-parse", "HEAD") != commit:
-            raise SystemExit(f"{target} holds another revision than {spec}: remove it (git worktree remove)")
+    if target.exists():  # a scratch checkout this script made earlier
+        git("-C", str(target), "checkout", "--quiet", "--detach", commit)
     else:
         git("worktree", "add", "--detach", str(target), commit)
     return target, f"git revision {spec} ({commit})"

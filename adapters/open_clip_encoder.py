@@ -371,22 +371,6 @@ def _folder_weights(folder: Path) -> Path | None:
     return candidates[0] if candidates else None
 
 
-def _register_packaged_archs() -> None:
-    """Deprecated, does nothing: architectures are resolved by :func:`resolve_arch`. Its one caller
-    (``pipeline/train/clip.py``) moves to :func:`create_open_clip`; then this goes."""
-
-
-def _arch_name(arch: str) -> str:
-    """Deprecated: the open_clip name of ``arch``, registered for the rest of the process (the one
-    change to open_clip's table left in the project). Its one caller (``pipeline/train/clip.py``)
-    moves to :func:`create_open_clip`, which registers only while it creates; then this goes."""
-    resolved = resolve_arch(arch)
-    if not resolved.builtin:
-        with _REGISTRY_LOCK:
-            open_clip.factory._MODEL_CONFIGS.setdefault(resolved.name, copy.deepcopy(resolved.config))
-    return resolved.name
-
-
 def load_open_clip_encoder(entry: EncoderEntry) -> OpenClipEncoder:
     """Load an encoder entry through open_clip's loaders. Never reaches the network unless the
     entry names hub weights (``pretrained`` tag or ``hf-hub``).

@@ -169,9 +169,8 @@ def train_clip(config: ClipTrainConfig, *, progress: bool | None = None, max_ste
 
 
 def _train_clip(config: ClipTrainConfig, progress: bool | None, max_steps: int | None) -> TrainResult:
-    import open_clip
 
-    from ...adapters.open_clip_encoder import _arch_name, _register_packaged_archs, pick_device, save_local_dir
+    from ...adapters.open_clip_encoder import create_open_clip, pick_device, save_local_dir
     from ..reports import machine_info
     from ..scenes.dataset import INFO_FILE
     from ..scenes.generator import SceneGeneratorConfig
@@ -182,13 +181,8 @@ def _train_clip(config: ClipTrainConfig, progress: bool | None, max_steps: int |
     settings = config.train
     run = start_run(config.out, config, seed=settings.seed, device=pick_device("auto"), precision=settings.precision)
 
-    _register_packaged_archs()
-    arch = _arch_name(config.arch)
-    model_cfg = open_clip.get_model_config(arch)
-    if model_cfg is None:
-        raise ConfigError(f"unknown architecture {config.arch!r}")
-    model, _, transform = open_clip.create_model_and_transforms(arch, output_dict=True)
-    tokenizer = open_clip.get_tokenizer(arch)
+    created = create_open_clip(config.arch, output_dict=True)  # open_clip's model table is left as it was
+    model, transform, tokenizer, model_cfg = created.model, created.transform, created.tokenizer, created.arch.config
 
     root = ensure_scene_data(config.data)
     t_load = time.perf_counter()

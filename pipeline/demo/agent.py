@@ -95,7 +95,8 @@ def run_agent_demo(
     keys = sorted(scenes)
     target = scenes[keys[int(rng.integers(len(keys)))]]
     request = free_form(target, HELD_OUT_STYLE, rng)
-    candidates = max((s.config.k or 0) for s in pipeline.stages if s.name == "preselect") or 128
+    first = stage_names(role="first")  # the stages that draw candidates from the whole index
+    candidates = max((getattr(s.config, "k", 0) or 0) for s in pipeline.stages if s.name in first) or 128
     typed = Searcher(pipeline.store, encoder).search(request, k=candidates)
     with progress_bar("agent: normalising a request", 2 + rounds, "search", progress) as bar:
         session = Session(pipeline, k=k)

@@ -34,7 +34,7 @@ from ...adapters.frozen_clip import frozen
 from ...adapters.qformer_captioner import CaptionerArch, CaptionerHeads, CaptionVocab, Decoding, generate_ids
 from .clip import SceneDataConfig, ensure_scene_data
 from .data import read_split_records, vision_tokens_of_files
-from .loop import BatchStreams, StepOutput, TrainTask, start_run
+from .loop import BatchStreams, StepOutput, TrainTask, adamw_without_decay_on, start_run
 from .run_config import check_at_least_one, load_run_config, saved_encoder_reference
 from .user_data import (
     DatasetConfig,
@@ -284,14 +284,7 @@ def _train_captioner(config: CaptionerTrainConfig, progress: bool | None, max_st
     if config.init is not None and config.init.lora is not None:
         with_lora(heads, config.init.lora, LORA_WRAP, ("language_projection",))
     heads = heads.to(device)
-    params = [(n, p) for n, p in heads.named_parameters() if p.requires_grad]
-    decay = [p for n, p in params if p.ndim >= 2 and "query_tokens" not in n]
-    no_decay = [p for n, p in params if p.ndim < 2 or "query_tokens" in n]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": s.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=s.lr,
-        betas=(0.9, 0.98),
-    )
+    optimizer = adamw_without_decay_on(heads, s.lr, s.weight_decay, "query_tokens")
     vision = train.vision.to(device) if device.type == "cuda" else train.vision  # (N, tokens, width) float16
 
     def step(model: torch.nn.Module, _: int, streams: BatchStreams) -> StepOutput:

@@ -326,3 +326,18 @@ __all__ = [
     "make_accelerator",
     "start_run",
 ]
+
+
+def adamw_without_decay_on(module: torch.nn.Module, lr: float, weight_decay: float, *names: str) -> torch.optim.AdamW:
+    """AdamW over ``module``'s trainable parameters (betas 0.9, 0.98) with weight decay on matrices
+    only: never on biases, norms, or parameters whose name contains one of ``names`` (e.g. a
+    Q-Former's ``query_tokens``)."""
+    params = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
+    spared = [p.ndim < 2 or any(name in n for name in names) for n, p in params]
+    decay = [p for (_, p), spare in zip(params, spared, strict=True) if not spare]
+    no_decay = [p for (_, p), spare in zip(params, spared, strict=True) if spare]
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=lr,
+        betas=(0.9, 0.98),
+    )

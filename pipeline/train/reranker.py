@@ -34,7 +34,7 @@ from ...adapters.frozen_clip import clip_text_states, clip_vision_tokens, frozen
 from ...adapters.qformer_matcher import QFormerArch, QFormerHeads, text_mask
 from .clip import SceneDataConfig, ensure_scene_data
 from .data import TrainSplit, add_twins, batch_texts, load_split, read_split_records, sample_batch
-from .loop import BatchStreams, StepOutput, TrainTask, start_run
+from .loop import BatchStreams, StepOutput, TrainTask, adamw_without_decay_on, start_run
 from .losses import soft_cross_entropy
 from .run_config import check_at_least_one, load_run_config, saved_encoder_reference
 from .user_data import (
@@ -436,14 +436,7 @@ def _train_reranker(
         head_names = ("vision_projection", "text_projection", "itm_head")
         with_lora(heads, config.init.lora, ("qformer",), head_names)
     heads = heads.to(device)
-    params = [(n, p) for n, p in heads.named_parameters() if p.requires_grad]
-    decay = [p for n, p in params if p.ndim >= 2 and "query_tokens" not in n]
-    no_decay = [p for n, p in params if p.ndim < 2 or "query_tokens" in n]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": s.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=s.lr,
-        betas=(0.9, 0.98),
-    )
+    optimizer = adamw_without_decay_on(heads, s.lr, s.weight_decay, "query_tokens")
 
     def step(model: torch.nn.Module, index: int, streams: BatchStreams) -> StepOutput:
         idx = sample_batch(train.split, s.batch_size, s.twin_fraction, streams.numpy)  # (B,) rows

@@ -19,6 +19,7 @@ from .models import models_app
 from .prompts import prompts_app
 from .scenes import app as scenes_app
 from .search import search_cmd
+from .serve import serve_cmd
 from .train import train_app
 
 app = ViewfinderTyper(**APP_SETTINGS)
@@ -42,6 +43,7 @@ app.command("eval-composed")(eval_composed_cmd)
 app.command("eval-dialogue")(eval_dialogue_cmd)
 app.command("eval-genid")(eval_genid_cmd)
 app.command("chat")(chat_cmd)
+app.command("serve")(serve_cmd)
 app.add_typer(train_app, name="train")
 app.add_typer(bench_app, name="bench")
 app.add_typer(models_app, name="models")

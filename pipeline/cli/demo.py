@@ -80,6 +80,9 @@ def demo_cmd(
     console.print(f"eval report:   {escape(str(result.report_path))}", soft_wrap=True)
     command = f"viewfinder search {shlex.quote('a large red star')} --index {shlex.quote(str(result.index_dir))}"
     console.print(f"search it:     {escape(command)}", soft_wrap=True)  # one line, whatever the width
+    agent = f" --config {shlex.quote(result.agent.preset)}" if result.agent is not None else ""  # it ran: steer it
+    serve = f"viewfinder serve --index {shlex.quote(str(result.index_dir))}{agent}"
+    console.print(f"serve it:      {escape(serve)}   (then open http://127.0.0.1:8000/)", soft_wrap=True)
 
 
 def _print_agent(result: Any) -> None:

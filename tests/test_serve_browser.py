@@ -18,6 +18,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -60,8 +61,6 @@ def _fake_llm(answer: str) -> str:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory) -> Iterator[SimpleNamespace]:
     """The app serving one tiny scene index under two names (the page's index picker), on a free port."""
-    import uvicorn
-
     from viewfinder.pipeline.serve import ServeSettings, create_app
 
     root = tmp_path_factory.mktemp("serve-browser")
@@ -77,9 +76,17 @@ def served(tmp_path_factory) -> Iterator[SimpleNamespace]:
     app = create_app(
         {"scenes": root / "index", "again": root / "index"}, preset=str(root / "agent.yaml"), settings=ServeSettings()
     )
+    with _running(app) as url:
+        yield SimpleNamespace(url=url, root=root, port=int(url.rsplit(":", 1)[1]))
+
+
+@contextmanager
+def _running(app) -> Iterator[str]:
+    """``app`` served by uvicorn in a thread on a free loopback port; yields its base URL."""
+    import uvicorn
+
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="uvicorn")
     thread.start()
@@ -88,7 +95,7 @@ def served(tmp_path_factory) -> Iterator[SimpleNamespace]:
         assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
         time.sleep(0.05)
     try:
-        yield SimpleNamespace(url=f"http://127.0.0.1:{port}", root=root, port=port)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
     finally:
         server.should_exit = True
         thread.join(timeout=15)
@@ -344,3 +351,24 @@ def test_the_page_needs_no_network_but_the_server(page, served):
     _search(page, "a blue circle")
     _wait_thumbnails(page)
     assert hosts == {f"127.0.0.1:{served.port}"}
+
+
+def test_a_token_server_works_once_the_page_was_opened_with_its_token(browser, served):
+    """Off loopback the server needs a token: /?token=... sets its cookie, and the page's requests carry it."""
+    from viewfinder.pipeline.serve import create_app
+
+    app = create_app({"scenes": served.root / "index"}, preset="tiny", token="s3cret-token")
+    page = browser.new_page()
+    try:
+        with _running(app) as url:
+            refused = page.goto(f"{url}/")
+            assert refused.status == 401
+            page.goto(f"{url}/?token=s3cret-token")
+            page.wait_for_selector("body[data-ready]")
+            assert "token" not in page.url
+            assert page.is_hidden("#error") and page.is_hidden("#index-picker")  # one index: no picker
+            _search(page, "a red star")
+            _wait_thumbnails(page)  # pictures load with the cookie too
+    finally:
+        page.context.clear_cookies()
+        page.close()

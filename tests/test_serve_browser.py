@@ -183,6 +183,7 @@ def test_search_mark_two_hits_next_round_rewrites_and_reload_restores(page, serv
     cards.nth(0).click()  # one click: relevant
     cards.nth(1).locator(".mark-no").click()  # the button: not relevant
     assert _marks(page) == {first[0]: "relevant", first[1]: "irrelevant"}
+    assert page.is_hidden("#no-feedback")
     assert "1 relevant, 1 not relevant" in page.inner_text("#mark-count")
 
     page.click("#next-round")
@@ -219,6 +220,7 @@ def test_search_mark_two_hits_next_round_rewrites_and_reload_restores(page, serv
     assert _grid_ids(page) == second
     assert _marks(page) == marked
     assert page.locator(".round-list li").count() == 2
+    assert "(from 1 relevant, 1 not)" in page.inner_text(".round-list li >> nth=1")
     assert page.input_value("#q-text") == "a star"
     # an earlier round can be looked at (read-only), then back
     page.locator(".round-list button").nth(0).click()
@@ -369,6 +371,7 @@ def test_a_token_server_works_once_the_page_was_opened_with_its_token(browser, s
             assert page.is_hidden("#error") and page.is_hidden("#index-picker")  # one index: no picker
             _search(page, "a red star")
             _wait_thumbnails(page)  # pictures load with the cookie too
+            assert page.is_visible("#no-feedback")  # the tiny preset rewrites nothing: the page says so
     finally:
         page.context.clear_cookies()
         page.close()

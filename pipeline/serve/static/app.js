@@ -365,6 +365,8 @@
         question: r.question ?? turns[i]?.question ?? (i === rounds.length - 1 ? body.question : undefined),
         answer: r.answer ?? turns[i]?.answer,
         moved: r.moved || (i > 0 ? computeMoves(rounds[i - 1].result, r.result) : null),
+        // the marks that led to this round (given on the round before)
+        marked: i > 0 ? (body.feedback || []).find((f) => f.round === i - 1) : undefined,
       }));
       state.shown = state.rounds.length - 1;
       const first = state.rounds[0];
@@ -676,6 +678,7 @@
     const n = state.marks.size;
     $("next-round").hidden = state.mode === "dialogue";
     $("next-round").disabled = busy || !canMark || n === 0 || state.shown !== state.rounds.length - 1;
+    $("no-feedback").hidden = !(canMark && state.index && !state.index.reads_feedback);
     $("next-round").title = state.index && !state.index.reads_feedback ? "this index's preset does not read feedback: the next round reruns the query" : "run the next round with your marks";
     const rel = [...state.marks.values()].filter((m) => m === "relevant").length;
     $("mark-count").textContent = canMark ? (n ? `${rel} relevant, ${n - rel} not relevant` : "no hit marked yet") : "";

@@ -254,7 +254,8 @@ def test_user_errors_are_4xx_with_a_message(client):
 
 
 def test_metrics_count_requests_by_route_and_time_each_stage(client):
-    client.post("/api/indexes/scenes/search", json={"text": "a star", "k": 2})
+    answer = client.post("/api/indexes/scenes/search", json={"text": "a star", "k": 2})
+    assert answer.headers["server-timing"].startswith("app;dur=")
     client.post("/api/indexes/nowhere/search", json={"text": "a star"})
     text = client.get("/metrics").text
     assert 'viewfinder_requests_total{method="POST",route="/api/indexes/{name}/search",status="200"}' in text
@@ -351,3 +352,24 @@ def test_overload_answers_503_with_retry_after_at_once(collection):
     assert statuses == [200, 200, 200]
     assert refused.status_code == 503 and int(refused.headers["Retry-After"]) >= 1 and seconds < 0.5
     assert "busy" in refused.json()["detail"]
+
+
+# ---------------------------------------------------------------------------------------- the load bench
+@pytest.mark.slow
+def test_bench_serve_loads_a_real_server_on_loopback(tmp_path):
+    from typer.testing import CliRunner
+
+    from viewfinder.pipeline.cli import app
+
+    tiny_scene_index(tmp_path, seed=2, n_test=20)
+    out = tmp_path / "bench.json"
+    args = ["bench", "serve", "-i", str(tmp_path / "index"), "--clients", "1,3", "--seconds", "1", "--queue", "2"]
+    result = CliRunner().invoke(app, [*args, "--overload", "40", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert [(lv["kind"], lv["clients"]) for lv in report["levels"]] == [
+        ("text search", 1), ("text search", 3), ("feedback round", 1), ("feedback round", 3),
+    ]  # fmt: skip
+    assert all(lv["requests"] > 0 and lv["server_errors"] == 0 for lv in report["levels"])
+    assert report["bare"]["requests_per_s"] > 0 and report["machine"]["cpu_count"] >= 1
+    assert sum(report["overload"]["status"].values()) == 40 and "text rps ratio to bare" in report["goals"]

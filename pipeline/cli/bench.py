@@ -286,3 +286,47 @@ def genid_cmd(
     )
     if json_path:
         _write_json(json_path, asdict(run))
+
+
+@bench_app.command("serve")
+def serve_cmd(
+    index: Annotated[Path, typer.Option("--index", "-i", help="An index to serve (e.g. the demo's).")],
+    config: Annotated[str | None, typer.Option("--config", "-c", help="Preset (default: the index's).")] = None,
+    clients: Annotated[str, typer.Option(help="Concurrency levels, comma-separated.")] = "1,4,16,64",
+    seconds: Annotated[float, typer.Option(min=1, help="Seconds per level (and for the bare rate).")] = 10.0,
+    workers: Annotated[int, typer.Option(min=1, help="The server's model workers.")] = 2,
+    queue: Annotated[int, typer.Option(min=0, help="The server's queue of waiting model jobs.")] = 64,
+    overload: Annotated[int, typer.Option(min=1, help="Simultaneous requests of the overload burst.")] = 256,
+    soak: Annotated[float, typer.Option(min=0, help="Seconds of a soak at 16 clients (RSS sampled).")] = 0.0,
+    json_path: JsonOpt = None,
+) -> None:
+    """Load on `viewfinder serve` (a subprocess on loopback): text search and feedback rounds at each
+    concurrency, beside the bare in-process Pipeline.search rate, and an overload burst."""
+    from rich.table import Table
+
+    from ..bench.query import default_queries
+    from ..bench.serve import bench_serve, report
+
+    levels = tuple(int(n) for n in _csv(clients, "--clients"))
+    run = bench_serve(index, config, default_queries(index, 50), levels, seconds, workers, queue, overload, soak)
+    bare = run.bare
+    table = Table(title=f"viewfinder serve {index} ({bare['preset']}, {workers} workers, queue {queue})")
+    for column in ("requests", "clients", "req/s", "p50 ms", "p95 ms", "errors", "5xx", "server RSS MB"):
+        table.add_column(column)
+    rate, p50, p95 = (f"{bare[key]:.1f}" for key in ("requests_per_s", "p50_ms", "p95_ms"))
+    table.add_row("bare Pipeline.search", "1", rate, p50, p95, "", "", "")
+    for lv in run.levels:
+        rss = "" if lv.rss_mb_after is None else f"{lv.rss_mb_after:.0f}"
+        figures = (f"{v:.1f}" for v in (lv.requests_per_s, lv.p50_ms, lv.p95_ms))
+        table.add_row(lv.kind, str(lv.clients), *figures, str(lv.errors), str(lv.server_errors), rss)
+    console.print(table)
+    o = run.overload
+    refused = (
+        f"503 p50 {o['refused_503_p50_ms']:.1f} ms, p95 {o['refused_503_p95_ms']:.1f} ms (in the app: p50 "
+        f"{o['refused_503_in_app_p50_ms']:.1f} ms, p95 {o['refused_503_in_app_p95_ms']:.1f} ms)"
+    )
+    burst = f"{o['simultaneous_requests']} at once against a pool of {o['pool']}"
+    console.print(f"overload: {burst}: {o['status']}; {refused}", soft_wrap=True)
+    console.print(f"goals: {run.goals}", soft_wrap=True)
+    if json_path:
+        _write_json(json_path, report(run))

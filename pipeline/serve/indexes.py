@@ -11,6 +11,8 @@ import io
 import logging
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,37 +37,71 @@ def collection_root(source: str) -> Path:
 
 
 @dataclass
-class ServedIndex:
-    """An index under a name, with the pipeline that searches it.
+class Replica:
+    """One copy of an index's pipeline: its own models, caches and store connection. It runs one
+    query at a time (``lock``); copies run side by side on the worker threads."""
 
-    The pipeline runs one query at a time (``lock``): its models, caches and store connection are
-    not shared between threads. Item lookups use a connection of their own (``lookup``), so pictures
-    load while a query runs. Both read the committed generation at each use: a ``viewfinder index``
-    run that commits a new one is picked up by the next request, and a half-written one is never read.
+    pipeline: Pipeline
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+@dataclass
+class ServedIndex:
+    """An index under a name, with the pipelines that search it.
+
+    There are as many copies of the pipeline (``replicas``) as worker threads: a pipeline's models,
+    caches and store connection are never shared between threads, and two queries on one index still
+    run at once. A feedback session or dialogue keeps the copy it started on (its state refers to
+    it). Item lookups use a connection of their own (``lookup``), so pictures load while queries run.
+    All of them read the committed generation at each use: a ``viewfinder index`` run that commits a
+    new one is picked up by the next request, and a half-written one is never read.
     """
 
     name: str
     path: Path
-    pipeline: Pipeline
+    replicas: list[Replica]
     lookup: IndexStore
     root: Path
     modality: str
     """``image`` or ``text`` (an index never changes it)."""
-    lock: threading.Lock = field(default_factory=threading.Lock)
     lookup_lock: threading.Lock = field(default_factory=threading.Lock)
+    _free: threading.Condition = field(default_factory=threading.Condition)
 
     @classmethod
-    def load(cls, name: str, path: str | Path, preset: Any = None) -> ServedIndex:
-        """The index at ``path`` with the pipeline of ``preset`` (None: the one it was built with)."""
+    def load(cls, name: str, path: str | Path, preset: Any = None, copies: int = 1) -> ServedIndex:
+        """The index at ``path`` with ``copies`` pipelines of ``preset`` (None: the one it was built with)."""
         path = Path(path).expanduser()
-        pipeline = Pipeline.from_preset(preset, index=path)
+        replicas = [Replica(Pipeline.from_preset(preset, index=path)) for _ in range(copies)]
         lookup = IndexStore.open(path)
         manifest = lookup.manifest
-        return cls(name, path, pipeline, lookup, collection_root(manifest.source), manifest.modality)
+        return cls(name, path, replicas, lookup, collection_root(manifest.source), manifest.modality)
 
     def close(self) -> None:
         self.lookup.close()
-        self.pipeline.store.close()
+        for replica in self.replicas:
+            replica.pipeline.store.close()
+
+    @property
+    def pipeline(self) -> Pipeline:
+        """The first copy (what the index's stages and settings are read from)."""
+        return self.replicas[0].pipeline
+
+    @contextmanager
+    def replica(self, pinned: Replica | None = None) -> Iterator[Replica]:
+        """Hold ``pinned``, or else the first copy that is free (waiting for one), while the block runs."""
+        with self._free:
+            candidates = [pinned] if pinned is not None else self.replicas
+            while True:
+                held = next((r for r in candidates if r.lock.acquire(blocking=False)), None)
+                if held is not None:
+                    break
+                self._free.wait()
+        try:
+            yield held
+        finally:
+            with self._free:
+                held.lock.release()
+                self._free.notify_all()
 
     # ------------------------------------------------------------------ what it is
     @property
@@ -91,7 +127,11 @@ class ServedIndex:
     @property
     def captioner(self) -> Captioner | None:
         """The captioner of the pipeline's caption stage, if it has one."""
-        for stage in self.pipeline.stages:
+        return self.captioner_of(self.replicas[0])
+
+    @staticmethod
+    def captioner_of(replica: Replica) -> Captioner | None:
+        for stage in replica.pipeline.stages:
             captioner = getattr(stage, "captioner", None)
             if isinstance(captioner, Captioner):
                 return captioner
@@ -121,11 +161,11 @@ class ServedIndex:
             raise missing
         return path
 
-    def caption(self, row: ItemRow) -> tuple[str | None, str | None]:
-        """(caption, where it came from): the pipeline's captioner (through its cache), else the
-        item's own text from the collection; (None, None) when there is neither. Runs models: call
-        it holding ``lock``, on a worker."""
-        captioner = self.captioner
+    def caption(self, row: ItemRow, replica: Replica | None = None) -> tuple[str | None, str | None]:
+        """(caption, where it came from): the captioner of ``replica``'s pipeline (through its cache),
+        else the item's own text from the collection; (None, None) when there is neither. With a
+        captioner, call it on a worker, holding ``replica``."""
+        captioner = self.captioner_of(replica or self.replicas[0])
         if captioner is not None:
             made, _, _ = captioner.captions([(row.id, str(self.media_path(row)))])
             if made.get(row.id):

@@ -3,7 +3,10 @@ pictures by item id, the trace, the timings; and how hits moved between two roun
 
 from __future__ import annotations
 
+import json
 from typing import Any
+
+from fastapi.responses import Response
 
 from ..store.search import Hit, SearchResult
 
@@ -47,3 +50,14 @@ def moved(before: SearchResult, after: SearchResult) -> list[dict[str, int | Non
     now = {h.id: h.rank for h in after.hits}
     order = [h.id for h in after.hits] + [h.id for h in before.hits if h.id not in now]
     return [{"id": i, "before": was.get(i), "after": now.get(i)} for i in order]
+
+
+class RenderedJSON(Response):
+    """A JSON body rendered beforehand (on a worker, not in the event loop)."""
+
+    media_type = "application/json"
+
+
+def render(payload: Any) -> bytes:
+    """``payload`` as compact JSON (what :class:`RenderedJSON` sends)."""
+    return json.dumps(payload, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()

@@ -5,7 +5,6 @@ on a worker; nothing here searches, rewrites or asks by itself."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, UploadFile
@@ -16,7 +15,8 @@ from ..agent.dialogue import MAX_ROUNDS, DialogueSession
 from ..agent.session import Session
 from ..store.search import QueryError, SearchResult
 from .errors import NotFoundError
-from .results import moved, result_json
+from .indexes import Replica
+from .results import RenderedJSON, moved, render, result_json
 from .schemas import (
     MAX_K,
     AnswerOut,
@@ -76,13 +76,17 @@ def api_router(server: Server) -> APIRouter:
 
     # ------------------------------------------------------------------ search
     @router.post("/indexes/{name}/search", response_model=ResultOut, tags=["search"])
-    async def search(name: str, body: SearchRequest) -> dict[str, Any]:
+    async def search(name: str, body: SearchRequest) -> Response:
         """Search with words."""
         served = server.index(name)
         text, k = server.check_text(body.text), server.check_k(body.k)
-        result = await server.model_work(served, lambda: served.pipeline.search(text, k=k))
-        server.observe(served, result)
-        return result_json(name, result, 0)
+
+        def job(replica: Replica) -> bytes:
+            result = replica.pipeline.search(text, k=k)
+            server.observe(served, result)
+            return render(result_json(name, result, 0))
+
+        return RenderedJSON(await server.model_work(served, job))
 
     @router.post("/indexes/{name}/search/image", response_model=ResultOut, tags=["search"])
     async def search_image(
@@ -90,45 +94,45 @@ def api_router(server: Server) -> APIRouter:
         file: Annotated[UploadFile, File(description="The query (or reference) image.")],
         edit: Annotated[str | None, Form(description="An edit in words: a composed query.")] = None,
         k: Annotated[int, Form(ge=1, le=MAX_K)] = 10,
-    ) -> dict[str, Any]:
+    ) -> Response:
         """Search with an image, or with a reference image and an edit (a composed query)."""
         served = server.index(name)
         edit, k = server.check_edit(edit), server.check_k(k)
         data = await uploaded(file)
 
-        def job() -> SearchResult:
+        def job(replica: Replica) -> bytes:
             path = save_upload(data, server.uploads)
             try:
-                return served.pipeline.search(image=path, edit=edit, k=k)
+                result = replica.pipeline.search(image=path, edit=edit, k=k)
             finally:
                 path.unlink(missing_ok=True)
+            server.observe(served, result)
+            return render(result_json(name, result, 0))
 
-        result = await server.model_work(served, job)
-        server.observe(served, result)
-        return result_json(name, result, 0)
+        return RenderedJSON(await server.model_work(served, job))
 
     # ------------------------------------------------------------------ feedback sessions
-    async def start_session(name: str, k: int, text: str | None, data: bytes | None, edit: str | None) -> dict:
+    async def start_session(name: str, k: int, text: str | None, data: bytes | None, edit: str | None) -> Response:
         served = server.index(name)
         server.sessions.check_room()
-        session = Session(served.pipeline, k=k, max_rounds=settings.max_rounds)
 
-        def job() -> tuple[SearchResult, Path | None]:
+        def job(replica: Replica) -> bytes:
+            session = Session(replica.pipeline, k=k, max_rounds=settings.max_rounds)
             path = None if data is None else save_upload(data, server.uploads)
             try:
-                return session.search(text, image=path, edit=edit), path
+                result = session.search(text, image=path, edit=edit)
+                live = server.sessions.add("session", name, session, replica, path)
             except BaseException:
                 if path is not None:
                     path.unlink(missing_ok=True)
                 raise
+            server.observe(served, result)
+            return render({"session": live.id, "round": 0, "result": result_json(name, result, 0)})
 
-        result, path = await server.model_work(served, job)
-        server.observe(served, result)
-        live = server.sessions.add("session", name, session, path)
-        return {"session": live.id, "round": 0, "result": result_json(name, result, 0)}
+        return RenderedJSON(await server.model_work(served, job))
 
     @router.post("/indexes/{name}/sessions", response_model=SessionOut, tags=["feedback sessions"])
-    async def new_session(name: str, body: SearchRequest) -> dict[str, Any]:
+    async def new_session(name: str, body: SearchRequest) -> Response:
         """Round 0 of a feedback session: search with words; mark hits, then ``.../feedback``."""
         return await start_session(name, server.check_k(body.k), server.check_text(body.text), None, None)
 
@@ -138,47 +142,48 @@ def api_router(server: Server) -> APIRouter:
         file: Annotated[UploadFile, File(description="The query (or reference) image.")],
         edit: Annotated[str | None, Form(description="An edit in words: a composed query.")] = None,
         k: Annotated[int, Form(ge=1, le=MAX_K)] = 10,
-    ) -> dict[str, Any]:
+    ) -> Response:
         """Round 0 of a feedback session that starts from an image (with an optional edit)."""
         server.index(name)
         edit, k = server.check_edit(edit), server.check_k(k)
         return await start_session(name, k, None, await uploaded(file), edit)
 
     @router.post("/indexes/{name}/sessions/{sid}/feedback", response_model=FeedbackOut, tags=["feedback sessions"])
-    async def feedback(name: str, sid: SessionId, body: FeedbackRequest) -> dict[str, Any]:
+    async def feedback(name: str, sid: SessionId, body: FeedbackRequest) -> Response:
         """Mark hits of the last round relevant or not; the next round runs (the query rewritten
         from the marks, where the pipeline has a stage that reads them)."""
         served = server.index(name)
-        session: Session = server.sessions.get("session", name, sid).agent
+        live = server.sessions.get("session", name, sid)
+        session: Session = live.agent
         server.check_marks(body.relevant, body.irrelevant)
 
-        def job() -> tuple[SearchResult, SearchResult, int]:
+        def job(_: Replica) -> bytes:
             before = session.results[-1]
-            return before, session.feedback(body.relevant, body.irrelevant), session.round
+            after = session.feedback(body.relevant, body.irrelevant)
+            server.observe(served, after)
+            return render({
+                "session": sid,
+                "round": session.round,
+                "query": after.query,
+                "result": result_json(name, after, session.round),
+                "moved": moved(before, after),
+            })  # fmt: skip
 
-        before, after, round_ = await server.model_work(served, job)
-        server.observe(served, after)
-        return {
-            "session": sid,
-            "round": round_,
-            "query": after.query,
-            "result": result_json(name, after, round_),
-            "moved": moved(before, after),
-        }
+        return RenderedJSON(await server.model_work(served, job, live.replica))
 
     @router.get("/indexes/{name}/sessions/{sid}", response_model=SessionStateOut, tags=["feedback sessions"])
-    async def session_state(name: str, sid: SessionId) -> dict[str, Any]:
+    def session_state(name: str, sid: SessionId) -> Response:
         """Every round so far, with the marks given (what a page reloads from)."""
         session: Session = server.sessions.get("session", name, sid).agent
         marks = session.state.feedback if session.state is not None else []
-        return {
+        return RenderedJSON(render({
             "session": sid,
             "round": session.round,
             "k": session.k,
             "max_rounds": session.max_rounds,
             "rounds": _rounds(name, list(session.results)),
             "feedback": [{"round": f.round, "relevant": f.relevant, "irrelevant": f.irrelevant} for f in marks],
-        }
+        }))  # fmt: skip
 
     @router.delete("/indexes/{name}/sessions/{sid}", status_code=204, tags=["feedback sessions"])
     async def end_session(name: str, sid: SessionId) -> Response:
@@ -188,56 +193,60 @@ def api_router(server: Server) -> APIRouter:
 
     # ------------------------------------------------------------------ dialogues
     @router.post("/indexes/{name}/dialogues", response_model=DialogueOut, tags=["dialogues"])
-    async def new_dialogue(name: str, body: SearchRequest) -> dict[str, Any]:
+    async def new_dialogue(name: str, body: SearchRequest) -> Response:
         """Round 0 of a dialogue: a first description; the answer holds the system's first question."""
         from ..eval.dialogue import scene_vocabulary
 
         served = server.index(name)
         text, k = server.check_text(body.text), server.check_k(body.k)
         server.sessions.check_room()
-        # As `viewfinder chat` does: the model-free questioner and reformulator know the scene
-        # benchmark's words (the bundled collection's).
-        dialogue = DialogueSession(
-            served.pipeline, "grounded", "rule", k=k, max_rounds=min(settings.max_rounds, MAX_ROUNDS),
-            vocabulary=scene_vocabulary(),
-        )  # fmt: skip
 
-        def job() -> tuple[SearchResult, str | None]:
-            return dialogue.search(text), _next_question(dialogue)
+        def job(replica: Replica) -> bytes:
+            # As `viewfinder chat` does: the model-free questioner and reformulator know the scene
+            # benchmark's words (the bundled collection's).
+            dialogue = DialogueSession(
+                replica.pipeline, "grounded", "rule", k=k, max_rounds=min(settings.max_rounds, MAX_ROUNDS),
+                vocabulary=scene_vocabulary(),
+            )  # fmt: skip
+            result = dialogue.search(text)
+            question = _next_question(dialogue)
+            live = server.sessions.add("dialogue", name, dialogue, replica)
+            server.observe(served, result)
+            return render(
+                {"dialogue": live.id, "round": 0, "question": question, "result": result_json(name, result, 0)}
+            )
 
-        result, question = await server.model_work(served, job)
-        server.observe(served, result)
-        live = server.sessions.add("dialogue", name, dialogue)
-        return {"dialogue": live.id, "round": 0, "question": question, "result": result_json(name, result, 0)}
+        return RenderedJSON(await server.model_work(served, job))
 
     @router.post("/indexes/{name}/dialogues/{did}/answer", response_model=AnswerOut, tags=["dialogues"])
-    async def answer(name: str, did: SessionId, body: AnswerRequest) -> dict[str, Any]:
+    async def answer(name: str, did: SessionId, body: AnswerRequest) -> Response:
         """Answer the pending question; the next round searches with the reformulated query."""
         served = server.index(name)
-        dialogue: DialogueSession = server.sessions.get("dialogue", name, did).agent
+        live = server.sessions.get("dialogue", name, did)
+        dialogue: DialogueSession = live.agent
         text = server.check_text(body.answer, "answer")
 
-        def job() -> tuple[SearchResult, str | None, int]:
+        def job(_: Replica) -> bytes:
             if dialogue.pending is None:
                 raise QueryError(f"this dialogue has no question pending: it has run its {dialogue.max_rounds} rounds")
             result = dialogue.answer(text)
-            return result, _next_question(dialogue), dialogue.round
+            question = _next_question(dialogue)
+            server.observe(served, result)
+            return render({
+                "dialogue": did,
+                "round": dialogue.round,
+                "query": result.query,
+                "question": question,
+                "result": result_json(name, result, dialogue.round),
+            })  # fmt: skip
 
-        result, question, round_ = await server.model_work(served, job)
-        server.observe(served, result)
-        return {
-            "dialogue": did,
-            "round": round_,
-            "query": result.query,
-            "question": question,
-            "result": result_json(name, result, round_),
-        }
+        return RenderedJSON(await server.model_work(served, job, live.replica))
 
     @router.get("/indexes/{name}/dialogues/{did}", response_model=DialogueStateOut, tags=["dialogues"])
-    async def dialogue_state(name: str, did: SessionId) -> dict[str, Any]:
+    def dialogue_state(name: str, did: SessionId) -> Response:
         """The questions and answers so far, every round, and the pending question."""
         dialogue: DialogueSession = server.sessions.get("dialogue", name, did).agent
-        return {
+        return RenderedJSON(render({
             "dialogue": did,
             "round": dialogue.round,
             "k": dialogue.k,
@@ -245,7 +254,7 @@ def api_router(server: Server) -> APIRouter:
             "question": dialogue.pending,
             "turns": [{"question": t.question, "answer": t.answer} for t in dialogue.turns],
             "rounds": _rounds(name, list(dialogue.results)),
-        }
+        }))  # fmt: skip
 
     @router.delete("/indexes/{name}/dialogues/{did}", status_code=204, tags=["dialogues"])
     async def end_dialogue(name: str, did: SessionId) -> Response:
@@ -259,7 +268,7 @@ def api_router(server: Server) -> APIRouter:
         served = server.index(name)
         row = served.item(item_id)
         if served.captioner is not None:
-            text, source = await server.model_work(served, lambda: served.caption(row))
+            text, source = await server.model_work(served, lambda replica: served.caption(row, replica))
         else:
             text, source = served.caption(row)  # no model: the item's text, if it has one
         if text is None:

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from ..store.search import SearchResult
 from .errors import LimitError, NotFoundError, OverloadedError
-from .indexes import ServedIndex, Thumbnails
+from .indexes import Replica, ServedIndex, Thumbnails
 from .metrics import ServerMetrics
 from .pool import WorkerPool
 from .sessions import SessionRegistry
@@ -49,7 +49,7 @@ class Server:
         for name, path in indexes.items():
             if not INDEX_NAME.match(name):
                 raise ValueError(f"index name {name!r}: letters, digits, '_', '.', '-' (at most 64), as in a URL")
-            served[name] = ServedIndex.load(name, path, preset)
+            served[name] = ServedIndex.load(name, path, preset, copies=settings.workers)
             logger.info(
                 "serving %s (%s) as %r with preset %s", path, served[name].root, name, served[name].pipeline.name
             )
@@ -94,12 +94,13 @@ class Server:
             raise LimitError(f"{n} marks in one round; at most {self.settings.max_marks}")
 
     # ------------------------------------------------------------------ model work
-    async def model_work(self, served: ServedIndex, fn: Callable[[], T]) -> T:
-        """Run ``fn`` on a worker, holding the index's pipeline (503 at once when the pool is full)."""
+    async def model_work(self, served: ServedIndex, fn: Callable[[Replica], T], pinned: Replica | None = None) -> T:
+        """``fn(replica)`` on a worker, holding ``pinned`` or any free copy of the index's pipeline
+        (503 at once when the pool is full)."""
 
         def locked() -> T:
-            with served.lock:
-                return fn()
+            with served.replica(pinned) as replica:
+                return fn(replica)
 
         try:
             return await self.pool.run(locked)

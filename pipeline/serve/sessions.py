@@ -26,6 +26,8 @@ class LiveSession:
     kind: Kind
     index: str
     agent: Any
+    replica: Any = None
+    """The copy of the index's pipeline the session runs on (its state refers to it)."""
     upload: Path | None = None
     """The uploaded query image the session's rounds read (deleted with the session)."""
     last_used: float = field(default_factory=time.monotonic)
@@ -54,9 +56,9 @@ class SessionRegistry:
                     f"(DELETE it) or wait until one has been idle for {self.idle_s:.0f} s"
                 )
 
-    def add(self, kind: Kind, index: str, agent: Any, upload: Path | None = None) -> LiveSession:
+    def add(self, kind: Kind, index: str, agent: Any, replica: Any, upload: Path | None = None) -> LiveSession:
         self.check_room()
-        live = LiveSession(secrets.token_urlsafe(12), kind, index, agent, upload, self.clock())
+        live = LiveSession(secrets.token_urlsafe(12), kind, index, agent, replica, upload, self.clock())
         with self._lock:
             self._live[live.id] = live
         return live

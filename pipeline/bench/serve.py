@@ -1,7 +1,7 @@
 """Load on ``viewfinder serve``: N concurrent clients on loopback for a bounded time.
 
 The server runs as its own process (``viewfinder serve``, as a user starts it); the clients are
-asyncio tasks sharing one ``httpx.AsyncClient`` in this process. Measured in one run:
+asyncio tasks in this process, each with its own keep-alive HTTP/1.1 connection. Measured in one run:
 
 * the bare in-process ``Pipeline.search`` rate (one caller, the same preset and queries), before
   the server starts and after it stops, so the two never share the cores;
@@ -19,6 +19,7 @@ the server can do, and the report says how many cores there were.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import subprocess
@@ -152,7 +153,8 @@ class _Server:
         self.process = subprocess.Popen(self.command, stdout=self.log, stderr=subprocess.STDOUT, env=env)
 
     def wait_ready(self, timeout: float = 600.0) -> None:
-        import httpx
+        from urllib.error import URLError
+        from urllib.request import urlopen
 
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -161,9 +163,10 @@ class _Server:
                     f"the server stopped before answering (exit {self.process.returncode}): {self.tail()}"
                 )
             try:
-                if httpx.get(f"{self.url}/api/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
+                with urlopen(f"{self.url}/api/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        return
+            except (URLError, OSError):
                 pass
             time.sleep(0.5)
         raise ServeBenchError(f"the server did not answer within {timeout:.0f} s: {self.tail()}")
@@ -184,8 +187,58 @@ class _Server:
 
 
 # ---------------------------------------------------------------------------------------- clients
+@dataclass
+class _Answer:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class _Connection:
+    """One keep-alive HTTP/1.1 connection to the server: the smallest client there is, so that the
+    clients take little of the cores they share with the server (a general-purpose async client
+    spends milliseconds per request at 64 connections and more, which a burst would measure)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def request(self, method: str, path: str, body: Any = None) -> _Answer:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        assert self.reader is not None
+        data = b"" if body is None else json.dumps(body).encode()
+        kind = "Content-Type: application/json\r\n" if body is not None else ""
+        head = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n{kind}Content-Length: {len(data)}\r\n\r\n"
+        try:
+            self.writer.write(head.encode() + data)
+            await self.writer.drain()
+            status = int((await self.reader.readline()).split()[1])
+            headers: dict[str, str] = {}
+            while (line := await self.reader.readline()) not in (b"\r\n", b""):
+                name, _, value = line.decode("latin-1").partition(":")
+                headers[name.strip().lower()] = value.strip()
+            length = int(headers.get("content-length", "0"))
+            content = await self.reader.readexactly(length) if length else b""
+        except BaseException:
+            await self.close()  # a broken exchange leaves the connection unusable: the next request reopens
+            raise
+        if headers.get("connection", "").lower() == "close":
+            await self.close()
+        return _Answer(status, headers, content)
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
 async def _text_client(
-    client: Any, stop_at: float, results: list[tuple[float, int]], queries: list[str], offset: int
+    conn: _Connection, stop_at: float, results: list[tuple[float, int]], queries: list[str], offset: int
 ) -> None:
     i = offset
     while time.perf_counter() < stop_at:
@@ -193,63 +246,86 @@ async def _text_client(
         i += 1
         t0 = time.perf_counter()
         try:
-            status = (await client.post(f"/api/indexes/{SERVED_NAME}/search", json=body)).status_code
-        except Exception:  # a timeout or a reset connection counts as an error, not a crash of the bench
-            status = -1
+            status = (await conn.request("POST", f"/api/indexes/{SERVED_NAME}/search", body)).status
+        except (OSError, EOFError, ValueError, IndexError, asyncio.IncompleteReadError):
+            status = -1  # a reset or garbled exchange counts as an error, not a crash of the bench
         results.append((1000 * (time.perf_counter() - t0), status))
 
 
-async def _feedback_client(
-    client: Any, stop_at: float, results: list[tuple[float, int]], queries: list[str], offset: int
-) -> None:
-    """Each client keeps a session: the first hit marked relevant, the second not, next round; a new
-    session (untimed) when the rounds run out."""
-    sessions = f"/api/indexes/{SERVED_NAME}/sessions"
-    sid, hits = None, []
-    i = offset
-    while time.perf_counter() < stop_at:
-        if sid is None or len(hits) < 2:
-            if sid is not None:
-                await client.delete(f"{sessions}/{sid}")
-            r = await client.post(sessions, json={"text": queries[i % len(queries)], "k": 10})
-            i += 1
-            if r.status_code != 200:
-                results.append((0.0, r.status_code))
-                sid = None
-                await asyncio.sleep(0.05)
+class _FeedbackClient:
+    """A client that keeps a session: the first hit marked relevant, the second not, next round. Its
+    session starts before the timed window; when its rounds run out, a new one starts (untimed)."""
+
+    def __init__(self, conn: _Connection, queries: list[str], offset: int) -> None:
+        self.conn, self.queries, self.i = conn, queries, offset
+        self.sid: str | None = None
+        self.hits: list[dict[str, Any]] = []
+
+    async def start(self) -> int:
+        sessions = f"/api/indexes/{SERVED_NAME}/sessions"
+        if self.sid is not None:
+            await self.conn.request("DELETE", f"{sessions}/{self.sid}")
+            self.sid = None
+        r = await self.conn.request("POST", sessions, {"text": self.queries[self.i % len(self.queries)], "k": 10})
+        self.i += 1
+        if r.status == 200:
+            self.sid, self.hits = r.json()["session"], r.json()["result"]["hits"]
+        return r.status
+
+    async def run(self, stop_at: float, results: list[tuple[float, int]]) -> None:
+        while time.perf_counter() < stop_at:
+            if self.sid is None or len(self.hits) < 2:
+                status = await self.start()
+                if status != 200:
+                    results.append((0.0, status))
+                    await asyncio.sleep(0.05)
                 continue
-            sid, hits = r.json()["session"], r.json()["result"]["hits"]
-        body = {"relevant": [hits[0]["id"]], "irrelevant": [hits[1]["id"]]}
-        t0 = time.perf_counter()
-        try:
-            r = await client.post(f"{sessions}/{sid}/feedback", json=body)
-            status = r.status_code
-        except Exception:
-            r, status = None, -1
-        ms = 1000 * (time.perf_counter() - t0)
-        if status == 400 and r is not None and "stops after" in r.text:  # the session's rounds ran out
-            hits = []
-            continue
-        results.append((ms, status))
-        hits = r.json()["result"]["hits"] if status == 200 and r is not None else []
-    if sid is not None:
-        await client.delete(f"{sessions}/{sid}")
+            body = {"relevant": [self.hits[0]["id"]], "irrelevant": [self.hits[1]["id"]]}
+            t0 = time.perf_counter()
+            try:
+                r = await self.conn.request("POST", f"/api/indexes/{SERVED_NAME}/sessions/{self.sid}/feedback", body)
+            except (OSError, EOFError, ValueError, IndexError, asyncio.IncompleteReadError):
+                results.append((1000 * (time.perf_counter() - t0), -1))
+                self.sid, self.hits = None, []
+                continue
+            ms = 1000 * (time.perf_counter() - t0)
+            if r.status == 400 and b"stops after" in r.body:  # the session's rounds ran out
+                self.hits = []
+                continue
+            results.append((ms, r.status))
+            self.hits = r.json()["result"]["hits"] if r.status == 200 else []
+
+    async def end(self) -> None:
+        if self.sid is not None:
+            await self.conn.request("DELETE", f"/api/indexes/{SERVED_NAME}/sessions/{self.sid}")
+
+
+async def _connections(port: int, n: int) -> list[_Connection]:
+    """``n`` connections, each opened with one untimed request."""
+    conns = [_Connection(port) for _ in range(n)]
+    await asyncio.gather(*(c.request("GET", "/api/health") for c in conns))
+    return conns
 
 
 async def _run_level(
-    url: str, kind: str, clients: int, seconds: float, queries: list[str]
+    port: int, kind: str, clients: int, seconds: float, queries: list[str]
 ) -> tuple[list[tuple[float, int]], float]:
-    import httpx
-
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=300) as client:
-        # one untimed request per client first: connections open, caches warm
-        await asyncio.gather(*(client.get("/api/health") for _ in range(clients)))
-        results: list[tuple[float, int]] = []
-        worker = _text_client if kind == "text search" else _feedback_client
+    conns = await _connections(port, clients)
+    results: list[tuple[float, int]] = []
+    if kind == "text search":
         start = time.perf_counter()
-        await asyncio.gather(*(worker(client, start + seconds, results, queries, i) for i in range(clients)))
-        return results, time.perf_counter() - start
+        await asyncio.gather(*(_text_client(c, start + seconds, results, queries, i) for i, c in enumerate(conns)))
+    else:
+        users = [_FeedbackClient(c, queries, i) for i, c in enumerate(conns)]
+        await asyncio.gather(*(u.start() for u in users))  # round 0 of every session, before the clock starts
+        start = time.perf_counter()
+        await asyncio.gather(*(u.run(start + seconds, results) for u in users))
+    elapsed = time.perf_counter() - start
+    if kind != "text search":
+        await asyncio.gather(*(u.end() for u in users))
+    for c in conns:
+        await c.close()
+    return results, elapsed
 
 
 def _level(kind: str, clients: int, results: list[tuple[float, int]], elapsed: float) -> LoadLevel:
@@ -263,23 +339,23 @@ def _level(kind: str, clients: int, results: list[tuple[float, int]], elapsed: f
     return LoadLevel(kind, clients, elapsed, len(results), len(timed) / elapsed, p50, p95, p99, errors, server, status)
 
 
-async def _burst(url: str, n: int, queries: list[str]) -> list[tuple[float, int, float]]:
-    """``n`` text searches sent at once over ``n`` connections opened beforehand."""
-    import httpx
+async def _burst(port: int, n: int, queries: list[str]) -> list[tuple[float, int, float]]:
+    """``n`` text searches sent at once over ``n`` connections opened beforehand: (ms as the client
+    saw it, status, ms in the app)."""
+    conns = await _connections(port, n)
 
-    limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=300) as client:
-        await asyncio.gather(*(client.get("/api/health") for _ in range(n)))
+    async def one(i: int, conn: _Connection) -> tuple[float, int, float]:
+        t0 = time.perf_counter()
+        r = await conn.request("POST", f"/api/indexes/{SERVED_NAME}/search", {"text": queries[i % len(queries)]})
+        return 1000 * (time.perf_counter() - t0), r.status, _server_ms(r.headers)
 
-        async def one(i: int) -> tuple[float, int, float]:
-            t0 = time.perf_counter()
-            r = await client.post(f"/api/indexes/{SERVED_NAME}/search", json={"text": queries[i % len(queries)]})
-            return 1000 * (time.perf_counter() - t0), r.status_code, _server_ms(r.headers)
-
-        return list(await asyncio.gather(*(one(i) for i in range(n))))
+    out = list(await asyncio.gather(*(one(i, c) for i, c in enumerate(conns))))
+    for c in conns:
+        await c.close()
+    return out
 
 
-def _server_ms(headers: Any) -> float:
+def _server_ms(headers: dict[str, str]) -> float:
     """The app's own time (its ``Server-Timing: app;dur=MS`` header)."""
     for part in headers.get("server-timing", "").split(","):
         name, _, dur = part.strip().partition(";dur=")
@@ -312,11 +388,11 @@ def bench_serve(
         server.wait_ready()
         for kind in kinds:
             for n in clients:
-                results, elapsed = asyncio.run(_run_level(server.url, kind, n, seconds, queries))
+                results, elapsed = asyncio.run(_run_level(server.port, kind, n, seconds, queries))
                 level = _level(kind, n, results, elapsed)
                 level.rss_mb_after = _rss_mb(server.process.pid)
                 run.levels.append(level)
-        burst = asyncio.run(_burst(server.url, overload_clients, queries))
+        burst = asyncio.run(_burst(server.port, overload_clients, queries))
         refused = [ms for ms, status, _ in burst if status == 503]
         in_app = [app_ms for _, status, app_ms in burst if status == 503]
         p50, p95, _ = _percentiles(refused)
@@ -347,7 +423,7 @@ def _soak(server: _Server, seconds: float, queries: list[str], clients: int = 16
     samples = [(0.0, _rss_mb(server.process.pid))]
     start, requests, errors = time.perf_counter(), 0, 0
     while time.perf_counter() - start < seconds:
-        results, _ = asyncio.run(_run_level(server.url, "text search", clients, min(step, seconds), queries))
+        results, _ = asyncio.run(_run_level(server.port, "text search", clients, min(step, seconds), queries))
         requests += len(results)
         errors += sum(1 for _, status in results if status != 200)
         samples.append((time.perf_counter() - start, _rss_mb(server.process.pid)))

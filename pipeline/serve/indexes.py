@@ -11,8 +11,7 @@ import io
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
-from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,23 +37,25 @@ def collection_root(source: str) -> Path:
 
 @dataclass
 class Replica:
-    """One copy of an index's pipeline: its own models, caches and store connection. It runs one
-    query at a time (``lock``); copies run side by side on the worker threads."""
+    """One copy of an index's pipeline, with its own models, caches and store connection, and the
+    one thread that runs it (one query at a time); copies run side by side."""
 
     pipeline: Pipeline
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    executor: ThreadPoolExecutor
+    pending: int = 0
+    """Jobs given to it and not finished (the pool counts them)."""
 
 
 @dataclass
 class ServedIndex:
     """An index under a name, with the pipelines that search it.
 
-    There are as many copies of the pipeline (``replicas``) as worker threads: a pipeline's models,
-    caches and store connection are never shared between threads, and two queries on one index still
-    run at once. A feedback session or dialogue keeps the copy it started on (its state refers to
-    it). Item lookups use a connection of their own (``lookup``), so pictures load while queries run.
-    All of them read the committed generation at each use: a ``viewfinder index`` run that commits a
-    new one is picked up by the next request, and a half-written one is never read.
+    Each copy of the pipeline (``replicas``) has its own thread: a pipeline's models, caches and
+    store connection are never shared between threads, and two queries on one index still run at
+    once. A feedback session or dialogue keeps the copy it started on (its state refers to it). Item
+    lookups use a connection of their own (``lookup``), so pictures load while queries run. All of
+    them read the committed generation at each use: a ``viewfinder index`` run that commits a new
+    one is picked up by the next request, and a half-written one is never read.
     """
 
     name: str
@@ -65,43 +66,33 @@ class ServedIndex:
     modality: str
     """``image`` or ``text`` (an index never changes it)."""
     lookup_lock: threading.Lock = field(default_factory=threading.Lock)
-    _free: threading.Condition = field(default_factory=threading.Condition)
 
     @classmethod
     def load(cls, name: str, path: str | Path, preset: Any = None, copies: int = 1) -> ServedIndex:
         """The index at ``path`` with ``copies`` pipelines of ``preset`` (None: the one it was built with)."""
         path = Path(path).expanduser()
-        replicas = [Replica(Pipeline.from_preset(preset, index=path)) for _ in range(copies)]
+        replicas = [
+            Replica(Pipeline.from_preset(preset, index=path), ThreadPoolExecutor(1, f"viewfinder-{name}-{i}"))
+            for i in range(copies)
+        ]
         lookup = IndexStore.open(path)
         manifest = lookup.manifest
         return cls(name, path, replicas, lookup, collection_root(manifest.source), manifest.modality)
 
     def close(self) -> None:
-        self.lookup.close()
         for replica in self.replicas:
+            replica.executor.shutdown(wait=False, cancel_futures=True)
             replica.pipeline.store.close()
+        self.lookup.close()
 
     @property
     def pipeline(self) -> Pipeline:
         """The first copy (what the index's stages and settings are read from)."""
         return self.replicas[0].pipeline
 
-    @contextmanager
-    def replica(self, pinned: Replica | None = None) -> Iterator[Replica]:
-        """Hold ``pinned``, or else the first copy that is free (waiting for one), while the block runs."""
-        with self._free:
-            candidates = [pinned] if pinned is not None else self.replicas
-            while True:
-                held = next((r for r in candidates if r.lock.acquire(blocking=False)), None)
-                if held is not None:
-                    break
-                self._free.wait()
-        try:
-            yield held
-        finally:
-            with self._free:
-                held.lock.release()
-                self._free.notify_all()
+    def least_busy(self) -> Replica:
+        """The copy with the fewest jobs waiting (a new query, or a new session, goes there)."""
+        return min(self.replicas, key=lambda r: r.pending)
 
     # ------------------------------------------------------------------ what it is
     @property
@@ -164,7 +155,7 @@ class ServedIndex:
     def caption(self, row: ItemRow, replica: Replica | None = None) -> tuple[str | None, str | None]:
         """(caption, where it came from): the captioner of ``replica``'s pipeline (through its cache),
         else the item's own text from the collection; (None, None) when there is neither. With a
-        captioner, call it on a worker, holding ``replica``."""
+        captioner, call it on ``replica``'s thread."""
         captioner = self.captioner_of(replica or self.replicas[0])
         if captioner is not None:
             made, _, _ = captioner.captions([(row.id, str(self.media_path(row)))])

@@ -1,5 +1,6 @@
-"""A bounded pool for model work: a few threads and a queue of known length. A job beyond it is
-refused at once (:class:`OverloadedError`: 503 with Retry-After) instead of piling up."""
+"""Admission of model work: a known number of jobs may be submitted and not finished; one more is
+refused at once (:class:`OverloadedError`: 503 with Retry-After) instead of piling up. Each job
+runs on the one thread of the pipeline copy it is given to (see :class:`.indexes.Replica`)."""
 
 from __future__ import annotations
 
@@ -9,26 +10,27 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TypeVar
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, TypeVar
 
 from .errors import OverloadedError
+
+if TYPE_CHECKING:
+    from .indexes import Replica
 
 T = TypeVar("T")
 
 
 class WorkerPool:
-    """``workers`` threads; at most ``workers + queue`` jobs submitted and not finished."""
+    """At most ``lanes + queue`` jobs submitted and not finished, over ``lanes`` threads in all."""
 
-    def __init__(self, workers: int, queue: int) -> None:
-        self.workers = workers
-        self.capacity = workers + queue
-        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="viewfinder-worker")
+    def __init__(self, lanes: int, queue: int) -> None:
+        self.lanes = lanes
+        self.capacity = lanes + queue
         self._lock = threading.Lock()
         self._pending = 0
         self._seconds: deque[float] = deque(maxlen=64)
         """Run times of the last jobs (what Retry-After is estimated from)."""
-        self.refused = 0
 
     @property
     def pending(self) -> int:
@@ -37,27 +39,33 @@ class WorkerPool:
 
     @property
     def queued(self) -> int:
-        """Jobs waiting for a worker."""
-        return max(0, self._pending - self.workers)
+        """Jobs waiting for a thread (at least; a busy copy may keep one waiting while another idles)."""
+        return max(0, self._pending - self.lanes)
 
     def retry_after(self) -> int:
-        """Seconds until the queue has likely drained: its length times a job's mean time, per worker."""
+        """Seconds until the queue has likely drained: its length times a job's mean time, per thread."""
         mean = sum(self._seconds) / len(self._seconds) if self._seconds else 1.0
-        return max(1, min(60, math.ceil((self.queued + 1) * mean / self.workers)))
+        return max(1, min(60, math.ceil((self.queued + 1) * mean / self.lanes)))
 
-    async def run(self, fn: Callable[[], T]) -> T:
-        """Run ``fn`` on a worker and wait for it; :class:`OverloadedError` when the pool is full."""
+    async def run(self, replica: Replica, fn: Callable[[], T]) -> T:
+        """Run ``fn`` on ``replica``'s thread and wait for it; :class:`OverloadedError` when full."""
         with self._lock:
             if self._pending >= self.capacity:
-                self.refused += 1
                 raise OverloadedError(
-                    f"the server is busy ({self.workers} workers, {self.capacity - self.workers} waiting): "
+                    f"the server is busy ({self.lanes} workers, {self.capacity - self.lanes} waiting): "
                     "try again shortly",
                     self.retry_after(),
                 )
             self._pending += 1
-        future = self._executor.submit(self._timed, fn)
-        future.add_done_callback(self._done)  # also when cancelled before it ran
+            replica.pending += 1
+        future = replica.executor.submit(self._timed, fn)
+
+        def done(_: Future) -> None:  # also when cancelled before it ran
+            with self._lock:
+                self._pending -= 1
+                replica.pending -= 1
+
+        future.add_done_callback(done)
         return await asyncio.wrap_future(future)
 
     def _timed(self, fn: Callable[[], T]) -> T:
@@ -66,10 +74,3 @@ class WorkerPool:
             return fn()
         finally:
             self._seconds.append(time.perf_counter() - start)
-
-    def _done(self, _: Future) -> None:
-        with self._lock:
-            self._pending -= 1
-
-    def shutdown(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)

@@ -34,7 +34,7 @@ class Server:
         self.served = dict(served)
         self.settings = settings
         self.token = token
-        self.pool = WorkerPool(settings.workers, settings.queue)
+        self.pool = WorkerPool(settings.workers * len(self.served), settings.queue)
         self.sessions = SessionRegistry(settings.max_sessions, settings.session_idle_s)
         self.thumbnails = Thumbnails(settings.thumbnail_px, settings.thumbnail_cache, settings.max_image_pixels)
         self.metrics = ServerMetrics(lambda: self.pool.queued, lambda: self.pool.pending, self.sessions.count)
@@ -56,7 +56,6 @@ class Server:
         return cls(served, settings, token)
 
     def close(self) -> None:
-        self.pool.shutdown()
         self.sessions.clear()
         for served in self.served.values():
             served.close()
@@ -95,15 +94,11 @@ class Server:
 
     # ------------------------------------------------------------------ model work
     async def model_work(self, served: ServedIndex, fn: Callable[[Replica], T], pinned: Replica | None = None) -> T:
-        """``fn(replica)`` on a worker, holding ``pinned`` or any free copy of the index's pipeline
-        (503 at once when the pool is full)."""
-
-        def locked() -> T:
-            with served.replica(pinned) as replica:
-                return fn(replica)
-
+        """``fn(replica)`` on the thread of ``pinned``, or else of the least busy copy of the index's
+        pipeline (503 at once when the pool is full)."""
+        replica = pinned or served.least_busy()
         try:
-            return await self.pool.run(locked)
+            return await self.pool.run(replica, lambda: fn(replica))
         except OverloadedError:
             self.metrics.overloaded.inc()
             raise

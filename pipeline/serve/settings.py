@@ -10,11 +10,11 @@ class ServeSettings:
     """What one server accepts and how much model work it runs at once."""
 
     workers: int = 2
-    """Threads running model work (searches, rounds, captions). One index's pipeline runs one
-    query at a time (its models and its store connection are not shared between threads); more
-    workers serve several indexes side by side."""
+    """Copies of each index's pipeline, each on its own thread, running model work (searches, rounds,
+    captions) side by side; a copy runs one query at a time (its models, caches and store connection
+    are its own). Memory grows with each copy."""
     queue: int = 64
-    """Model jobs that may wait for a worker; one more is refused at once with 503 and Retry-After."""
+    """Model jobs that may wait beyond one per thread; one more is refused at once with 503 and Retry-After."""
     max_upload_bytes: int = 10 * 1024 * 1024
     """Largest request body an image upload may have (413 beyond)."""
     max_image_pixels: int = 40_000_000

@@ -45,7 +45,7 @@ from torch import nn
 
 from .decoding import check_decoding
 from .entries import ConfigError, ModelEntry, from_dict
-from .frozen_clip import FrozenClipVision, frozen, heads_fingerprint, new_qformer
+from .frozen_clip import FrozenClipVision, clip_vision_width, frozen, heads_fingerprint, new_qformer
 
 logger = logging.getLogger(__name__)
 
@@ -405,7 +405,7 @@ def load_qformer_captioner(entry: ModelEntry) -> QFormerCaptioner:
     arch, encoder_ref, vocab, state = read_captioner_dir(entry)
     encoder = load_encoder(encoder_ref)
     clip = frozen(encoder.model)
-    heads = CaptionerHeads(arch, vision_width=int(clip.visual.transformer.width), vocab=vocab)
+    heads = CaptionerHeads(arch, vision_width=clip_vision_width(clip), vocab=vocab)
     heads.load_state_dict(state)
     return QFormerCaptioner(
         clip,

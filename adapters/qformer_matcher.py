@@ -28,7 +28,14 @@ from torch import nn
 
 from .base import MatchScores
 from .entries import ConfigError, ModelEntry, from_dict
-from .frozen_clip import FrozenClipVision, clip_text_states, frozen, heads_fingerprint, new_qformer
+from .frozen_clip import (
+    FrozenClipVision,
+    clip_text_states,
+    clip_vision_width,
+    frozen,
+    heads_fingerprint,
+    new_qformer,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -239,7 +246,7 @@ def load_qformer_matcher(entry: ModelEntry) -> QFormerMatcher:
     arch, encoder_ref, state = read_qformer_dir(entry)
     encoder = load_encoder(encoder_ref)
     clip = frozen(encoder.model)
-    heads = QFormerHeads(arch, vision_width=int(clip.visual.transformer.width), text_width=int(clip.transformer.width))
+    heads = QFormerHeads(arch, vision_width=clip_vision_width(clip), text_width=int(clip.transformer.width))
     heads.load_state_dict(state)
     return QFormerMatcher(
         clip,

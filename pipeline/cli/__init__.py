@@ -16,6 +16,7 @@ from .demo import demo_cmd
 from .eval import eval_cmd
 from .index import index_cmd
 from .models import models_app
+from .probe import eval_probe_cmd
 from .prompts import prompts_app
 from .scenes import app as scenes_app
 from .search import search_cmd
@@ -42,6 +43,7 @@ app.command("eval-feedback")(eval_feedback_cmd)
 app.command("eval-composed")(eval_composed_cmd)
 app.command("eval-dialogue")(eval_dialogue_cmd)
 app.command("eval-genid")(eval_genid_cmd)
+app.command("eval-probe")(eval_probe_cmd)
 app.command("chat")(chat_cmd)
 app.command("serve")(serve_cmd)
 app.add_typer(train_app, name="train")

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from ...adapters.entries import ConfigError
-from ...adapters.frozen_clip import frozen
+from ...adapters.frozen_clip import clip_vision_width, frozen
 from ...adapters.qformer_captioner import CaptionerArch, CaptionerHeads, CaptionVocab, Decoding, generate_ids
 from .clip import SceneDataConfig, ensure_scene_data
 from .data import read_split_records, vision_tokens_of_files
@@ -278,7 +278,7 @@ def _train_captioner(config: CaptionerTrainConfig, progress: bool | None, max_st
         len(train.ids), sum(len(c) for c in train.captions), len(vocab), len(val.ids), load_seconds,
     )  # fmt: skip
 
-    heads = CaptionerHeads(arch, int(train.vision.shape[-1]), vocab)
+    heads = CaptionerHeads(arch, clip_vision_width(clip), vocab)
     if init_state is not None:
         heads.load_state_dict(init_state)
     if config.init is not None and config.init.lora is not None:

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from ...adapters.entries import ConfigError
-from ...adapters.frozen_clip import clip_text_states, clip_vision_tokens, frozen
+from ...adapters.frozen_clip import clip_text_states, clip_vision_tokens, clip_vision_width, frozen
 from ...adapters.qformer_matcher import QFormerArch, QFormerHeads, text_mask
 from .clip import SceneDataConfig, ensure_scene_data
 from .data import TrainSplit, add_twins, batch_texts, load_split, read_split_records, sample_batch
@@ -429,7 +429,7 @@ def _train_reranker(
         if s.filler_prob > 0 and s.max_fillers > 0 and config.dataset is None  # benchmark words: scenes only
         else np.empty(0, dtype=np.int64)
     )
-    heads = QFormerHeads(init_arch, train.vision.shape[-1], int(clip.transformer.width))
+    heads = QFormerHeads(init_arch, clip_vision_width(clip), int(clip.transformer.width))
     if init_state is not None:
         heads.load_state_dict(init_state)
     if config.init is not None and config.init.lora is not None:

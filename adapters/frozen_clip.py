@@ -35,8 +35,9 @@ from .open_clip_encoder import weights_digest
 #   ``feature_info`` modules): a stage's feature map (B, C, H, W) becomes a token grid (B, H*W, C),
 #   row-major, layer-normed per token (as BLIP-2's ``ln_vision``, here without parameters: every
 #   tower and stage gets one scale, that of the position code), plus a fixed 2-D sin-cos position
-#   code, so that "left of" and "above" stay readable by cross-attention. No pooled token. The default stage is the finest
-#   whose grid is at most 8 x 8 at the tower's image size (the later one on a tie).
+#   code, so that "left of" and "above" stay readable by cross-attention. No pooled token. The
+#   default stage is the finest whose grid is at most 8 x 8 at the tower's image size (the later
+#   one on a tie).
 #
 # ``qformer`` names what the Q-Former reads by default and ``last`` the tower's last layer.
 

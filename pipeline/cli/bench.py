@@ -294,7 +294,7 @@ def serve_cmd(
     config: Annotated[str | None, typer.Option("--config", "-c", help="Preset (default: the index's).")] = None,
     clients: Annotated[str, typer.Option(help="Concurrency levels, comma-separated.")] = "1,4,16,64",
     seconds: Annotated[float, typer.Option(min=1, help="Seconds per level (and for the bare rate).")] = 10.0,
-    workers: Annotated[int, typer.Option(min=1, help="The server's model workers.")] = 2,
+    workers: Annotated[int, typer.Option(min=1, help="The server's copies of the pipeline (--workers).")] = 2,
     queue: Annotated[int, typer.Option(min=0, help="The server's queue of waiting model jobs.")] = 64,
     overload: Annotated[int, typer.Option(min=1, help="Simultaneous requests of the overload burst.")] = 256,
     soak: Annotated[float, typer.Option(min=0, help="Seconds of a soak at 16 clients (RSS sampled).")] = 0.0,

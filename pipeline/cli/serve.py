@@ -46,7 +46,9 @@ def serve_cmd(
         Path | None,
         typer.Option(help="Read the access token from this file, or write a fresh one there (and print it)."),
     ] = None,
-    workers: Annotated[int, typer.Option(min=1, help="Threads running model work.")] = 2,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Copies of each index's pipeline, each on its own thread (memory grows).")
+    ] = 2,
     queue: Annotated[int, typer.Option(min=0, help="Model jobs that may wait for a worker; more get 503.")] = 64,
     max_sessions: Annotated[int, typer.Option(min=1, help="Live feedback sessions and dialogues.")] = 64,
     access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,

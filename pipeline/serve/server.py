@@ -7,6 +7,7 @@ import logging
 import re
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -38,8 +39,8 @@ class Server:
         self.sessions = SessionRegistry(settings.max_sessions, settings.session_idle_s)
         self.thumbnails = Thumbnails(settings.thumbnail_px, settings.thumbnail_cache, settings.max_image_pixels)
         self.metrics = ServerMetrics(lambda: self.pool.queued, lambda: self.pool.pending, self.sessions.count)
-        self.uploads = Path(tempfile.mkdtemp(prefix="viewfinder-serve-"))
-        """Uploaded query images while their search or session lives."""
+        self._uploads: Path | None = None
+        self._uploads_lock = threading.Lock()
 
     @classmethod
     def load(cls, indexes: Mapping[str, str | Path], preset: Any, settings: ServeSettings, token: str | None) -> Server:
@@ -59,7 +60,17 @@ class Server:
         self.sessions.clear()
         for served in self.served.values():
             served.close()
-        shutil.rmtree(self.uploads, ignore_errors=True)
+        if self._uploads is not None:
+            shutil.rmtree(self._uploads, ignore_errors=True)
+
+    @property
+    def uploads(self) -> Path:
+        """A private folder for uploaded query images while their search or session lives (made at the
+        first upload, removed when the app shuts down)."""
+        with self._uploads_lock:
+            if self._uploads is None:
+                self._uploads = Path(tempfile.mkdtemp(prefix="viewfinder-serve-"))
+            return self._uploads
 
     # ------------------------------------------------------------------ lookups and limits
     def index(self, name: str) -> ServedIndex:

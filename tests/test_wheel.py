@@ -176,14 +176,17 @@ def test_every_module_imports_from_the_installed_wheel(wheel_venv):
 
 
 def test_every_cli_command_runs_from_the_installed_wheel(wheel_venv):
-    """``--help`` of every command and subcommand, walked from the click tree of the installed app, and
-    each command's callback module imported: a command whose module is missing cannot pass."""
+    """``--help`` of every command and subcommand, walked from the click tree of the installed app (in
+    one process of the wheel's venv, through typer's CliRunner), and each command's callback module
+    imported: a command whose module is missing cannot pass. The console script itself runs in
+    :func:`test_console_script_help_index_and_search`."""
     code = (
         "import importlib, json\n"
         "import typer.main\n"
+        "from typer.testing import CliRunner\n"
         "from viewfinder.pipeline.cli import app\n"
         "root = typer.main.get_command(app)\n"
-        "paths = []\n"
+        "paths, failed = [], {}\n"
         "def walk(cmd, path):\n"
         "    paths.append(path)\n"
         "    if cmd.callback is not None:\n"
@@ -191,12 +194,16 @@ def test_every_cli_command_runs_from_the_installed_wheel(wheel_venv):
         "    for name, sub in getattr(cmd, 'commands', {}).items():\n"
         "        walk(sub, [*path, name])\n"
         "walk(root, [])\n"
-        "print(json.dumps(paths))\n"
+        "runner = CliRunner()\n"
+        "for path in paths:\n"
+        "    result = runner.invoke(app, [*path, '--help'])\n"
+        "    if result.exit_code != 0 or 'Usage' not in result.output:\n"
+        "        failed[' '.join(path)] = (result.exit_code, result.output[-500:], repr(result.exception))\n"
+        "print(json.dumps({'paths': paths, 'failed': failed}))\n"
     )
     venv, env, cwd = wheel_venv["venv"], wheel_venv["env"], wheel_venv["cwd"]
-    paths = json.loads(
-        _run([str(venv / "bin" / "python"), "-c", code], cwd=cwd, env=env).stdout.strip().splitlines()[-1]
-    )
+    out = json.loads(_run([str(venv / "bin" / "python"), "-c", code], cwd=cwd, env=env).stdout.strip().splitlines()[-1])
+    paths = out["paths"]
     assert ["train", "genid"] in paths and ["eval-genid"] in paths and ["bench", "genid"] in paths
-    for path in paths:
-        _run([str(venv / "bin" / "viewfinder"), *path, "--help"], cwd=cwd, env=env)
+    assert ["serve"] in paths and len(paths) > 30
+    assert out["failed"] == {}

@@ -123,6 +123,9 @@ def test_with_a_token_every_route_but_health_needs_it(collection):
         assert client.get("/?token=nope", follow_redirects=False).status_code == 401
         ok = client.get("/api/indexes", headers={"Authorization": "Bearer s3cret-token"})
         assert ok.status_code == 200 and ok.json()[0]["name"] == "scenes"
+        deep = client.get("/?index=scenes&token=s3cret-token&session=abc", follow_redirects=False)
+        assert deep.status_code == 303 and deep.headers["location"] == "/?index=scenes&session=abc"  # state kept
+        client.cookies.clear()
         login = client.get("/?token=s3cret-token", follow_redirects=False)
         assert login.status_code == 303 and login.headers["location"] == "/"
         cookie = login.headers["set-cookie"]

@@ -11,6 +11,7 @@ import secrets
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, RedirectResponse
@@ -74,7 +75,8 @@ class TokenAuth:
         if self._valid(bearer) or self._valid(request.cookies.get(COOKIE)):
             return await self.app(scope, receive, send)
         if scope["path"] == "/" and self._valid(request.query_params.get("token")):
-            response = RedirectResponse("/", status_code=303)
+            kept = urlencode([(k, v) for k, v in request.query_params.multi_items() if k != "token"])
+            response = RedirectResponse(f"/?{kept}" if kept else "/", status_code=303)  # the page's state stays
             response.set_cookie(COOKIE, self.token.decode(), httponly=True, samesite="strict")
             return await response(scope, receive, send)
         response = JSONResponse(

@@ -18,6 +18,7 @@ Modules of one layer may import each other as long as that makes no circle.
 from __future__ import annotations
 
 import ast
+import functools
 import re
 from collections.abc import Iterator
 from importlib import metadata
@@ -81,6 +82,7 @@ def _imports(name: str, path: Path, is_package: bool, modules: dict) -> Iterator
                 yield short
 
 
+@functools.cache
 def _graph() -> dict[str, set[str]]:
     modules = _modules()
     return {name: set(_imports(name, path, is_pkg, modules)) for name, (path, is_pkg) in modules.items()}

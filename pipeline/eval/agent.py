@@ -31,7 +31,7 @@ def agent_scene_report(
     """``{"composed": ..., "dialogue": ...}`` for ``preset`` (a loaded preset) over ``index``."""
     from ...adapters.registry import load_encoder
     from ..stages.presets import preset_for_index
-    from ..stages.registry import has_stage
+    from ..stages.registry import stage_names
     from ..stages.runner import Pipeline
     from ..store.index_store import IndexStore
     from .composed import COMPOSED_BASELINES, composed_experiment
@@ -41,13 +41,14 @@ def agent_scene_report(
         base = preset_for_index(preset, store)
     encoder = load_encoder(base.encoder)
     out: dict[str, Any] = {}
-    if has_stage((s.name for s in base.stages), composes=True):
+    if set(stage_names(composes=True)) & {s.name for s in base.stages}:
         composed = composed_experiment(root, split, index, ["preset", *COMPOSED_BASELINES], preset=base,
                                        n_queries=composed_queries, progress=progress, encoder=encoder)  # fmt: skip
         for entry in composed["variants"].values():
             entry.pop("traces", None)
         out["composed"] = composed
-    searcher = replace(base, stages=[s for s in base.stages if not has_stage([s.name], uses_llm=True)])
+    llm_stages = stage_names(uses_llm=True)
+    searcher = replace(base, stages=[s for s in base.stages if s.name not in llm_stages])
     pipeline = Pipeline.from_preset(searcher, index=index, encoder=encoder)
     dialogue = dialogue_report(root, split, pipeline, dialogue_variants, n_queries=dialogue_queries, rounds=rounds,
                                progress=progress)  # fmt: skip

@@ -86,7 +86,7 @@ def composed_variant_preset(base: Any, spec: str) -> Any:
     """
     from dataclasses import replace
 
-    from ..stages.registry import has_stage
+    from ..stages.registry import stage_names
 
     head, plus, extra = spec.partition("+")
     weight = None
@@ -100,12 +100,13 @@ def composed_variant_preset(base: Any, spec: str) -> Any:
             raise ConfigError(f"variant {spec!r}: the only add-on is '+ref:W' with a weight W >= 0, e.g. +ref:0.5")
     if head not in ("concat", "preset") and ("=" not in head or not all(head.partition("=")[::2])):
         raise ConfigError(f"variant {spec!r}: expected preset, concat or MODEL=PROMPT (optionally +ref:W)")
-    if not has_stage((s.name for s in base.stages), composes=True):
+    composing = stage_names(composes=True)
+    if not any(s.name in composing for s in base.stages):
         raise ConfigError(f"the preset {base.name!r} has no compose stage: use one with it (e.g. agent)")
     stages = []
     for stage in base.stages:
         config = stage.config
-        if has_stage([stage.name], composes=True) and head != "preset":
+        if stage.name in composing and head != "preset":
             model, _, prompt = head.partition("=")
             config = replace(config, model="none") if head == "concat" else replace(config, model=model, prompt=prompt)
         elif stage.name == "preselect" and weight is not None:

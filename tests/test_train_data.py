@@ -70,11 +70,13 @@ def test_twins_differ_in_exactly_one_fact(train_scenes: list[Scene]) -> None:
         assert scene_problems(twin) == [] and not twin.pairs() & forbid
         assert twin.background == scene.background
         changed = _changed(scene, twin)
-        if kind == "swap_colours":
-            assert [d for _, d in changed] == [{"colour"}, {"colour"}]
+        if kind.startswith("swap_"):
+            fields = {"swap_colours": ("colour",), "swap_sizes": ("size",), "swap_places": ("x", "y")}[kind]
             (i, _), (j, _) = changed
             a, b = twin.objects[i], twin.objects[j]
-            assert (a.colour, b.colour) == (scene.objects[j].colour, scene.objects[i].colour)
+            for f in fields:  # two objects exchanged the attribute; nothing else changed
+                assert (getattr(a, f), getattr(b, f)) == (getattr(scene.objects[j], f), getattr(scene.objects[i], f))
+            assert len(changed) == 2 and (a.shape, b.shape) == (scene.objects[i].shape, scene.objects[j].shape)
         else:
             expected = {"reshape": "shape", "recolour": "colour", "resize": "size", "move": "position"}[kind]
             assert len(changed) == 1 and expected in changed[0][1]
@@ -88,9 +90,19 @@ def test_twin_kinds_are_validated(train_scenes: list[Scene]) -> None:
         sample_twin(train_scenes[0], np.random.default_rng(0), CONFIG, new_id="x", kinds=["teleport"])  # type: ignore[list-item]
 
 
-def test_single_colour_scene_has_no_swap_twin() -> None:
+def test_single_object_scene_has_no_swap_twin() -> None:
     scene = Scene(id="s", background="black", objects=[_obj("circle", "red", "large", 0.25, 0.25)])
-    assert sample_twin(scene, np.random.default_rng(0), CONFIG, new_id="t", kinds=["swap_colours"]) is None
+    for kind in ("swap_colours", "swap_sizes", "swap_places"):
+        assert sample_twin(scene, np.random.default_rng(0), CONFIG, new_id="t", kinds=[kind]) is None
+
+
+def test_swapped_places_reverse_the_relation() -> None:
+    a, b = _obj("circle", "red", "small", 0.2, 0.5), _obj("square", "blue", "small", 0.8, 0.5)
+    scene = Scene(id="s", background="black", objects=[a, b])
+    twin = sample_twin(scene, np.random.default_rng(0), CONFIG, new_id="t", kinds=["swap_places"])
+    assert twin is not None
+    assert (twin.objects[0].x, twin.objects[1].x) == (0.8, 0.2)
+    assert twin.relations() != scene.relations()
 
 
 # Partial descriptions and matches --------------------------------------------------------------

@@ -21,6 +21,8 @@ def _twin_lines(train: dict[str, Any], summary: dict[str, Any]) -> list[str]:
         "resize": "size",
         "move": "grid cell",
         "swap_colours": "two colours swapped",
+        "swap_sizes": "two sizes swapped",
+        "swap_places": "two objects' places swapped",
     }
     kinds = train.get("twin_kinds") or list(names)
     changes = ", ".join(names.get(k, k) for k in kinds)

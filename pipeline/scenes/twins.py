@@ -22,8 +22,18 @@ from .edits import sample_edit
 from .generator import Pair, SceneGeneratorConfig, satisfies_constraints
 from .graph import SHAPES, Scene, scene_problems
 
-TwinKind = Literal["reshape", "recolour", "resize", "move", "swap_colours"]
-TWIN_KINDS: tuple[TwinKind, ...] = ("reshape", "recolour", "resize", "move", "swap_colours")
+TwinKind = Literal["reshape", "recolour", "resize", "move", "swap_colours", "swap_sizes", "swap_places"]
+TWIN_KINDS: tuple[TwinKind, ...] = (
+    "reshape",
+    "recolour",
+    "resize",
+    "move",
+    "swap_colours",
+    "swap_sizes",
+    "swap_places",
+)
+"""Every kind of change; ``swap_sizes`` is the other attribute-binding swap, ``swap_places`` swaps two
+objects' centres, so every relation between them is reversed (a relation swap seen from the image)."""
 
 
 def _reshape(scene: Scene, rng: np.random.Generator, forbidden: set[Pair], new_id: str) -> Scene | None:
@@ -38,20 +48,26 @@ def _reshape(scene: Scene, rng: np.random.Generator, forbidden: set[Pair], new_i
     return scene.with_objects(objects, id=new_id, twin_of=scene.id, twin="reshape")
 
 
-def _swap_colours(scene: Scene, rng: np.random.Generator, new_id: str) -> Scene | None:
+def _swap(scene: Scene, rng: np.random.Generator, kind: TwinKind, new_id: str) -> Scene | None:
+    """Two objects exchange their colours (``swap_colours``), sizes (``swap_sizes``) or centres
+    (``swap_places``): the same attributes, bound to other objects."""
+    fields = {"swap_colours": ("colour",), "swap_sizes": ("size",), "swap_places": ("x", "y")}[kind]
     pairs = [
         (i, j)
         for i in range(len(scene.objects))
         for j in range(i + 1, len(scene.objects))
-        if scene.objects[i].colour != scene.objects[j].colour
+        if any(getattr(scene.objects[i], f) != getattr(scene.objects[j], f) for f in fields)
     ]
     if not pairs:
         return None
     i, j = pairs[int(rng.integers(len(pairs)))]
     a, b = scene.objects[i], scene.objects[j]
-    swapped = {i: replace(a, colour=b.colour), j: replace(b, colour=a.colour)}
+    swapped = {
+        i: replace(a, **{f: getattr(b, f) for f in fields}),
+        j: replace(b, **{f: getattr(a, f) for f in fields}),
+    }
     objects = [swapped.get(k, obj) for k, obj in enumerate(scene.objects)]
-    return scene.with_objects(objects, id=new_id, twin_of=scene.id, twin="swap_colours")
+    return scene.with_objects(objects, id=new_id, twin_of=scene.id, twin=kind)
 
 
 def sample_twin(
@@ -77,8 +93,8 @@ def sample_twin(
         kind = chosen[int(rng.integers(len(chosen)))]
         if kind == "reshape":
             twin = _reshape(scene, rng, forbidden, new_id)
-        elif kind == "swap_colours":
-            twin = _swap_colours(scene, rng, new_id)
+        elif kind in ("swap_colours", "swap_sizes", "swap_places"):
+            twin = _swap(scene, rng, kind, new_id)
         else:
             found = sample_edit(scene, rng, config, new_id=new_id, forbid_pairs=forbidden, kinds=[kind], attempts=1)
             twin = (

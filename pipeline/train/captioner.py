@@ -224,16 +224,23 @@ LORA_WRAP = ("qformer", "lm")
 
 
 def train_captioner(
-    config: CaptionerTrainConfig, *, progress: bool | None = None, max_steps: int | None = None
+    config: CaptionerTrainConfig,
+    *,
+    progress: bool | None = None,
+    max_steps: int | None = None,
+    max_seconds: float | None = None,
 ) -> CaptionerResult:
-    """Train (or resume) the captioner run ``config`` describes; ``max_steps`` stops early (tests)."""
+    """Train (or resume) the captioner run ``config`` describes; ``max_steps`` stops early (tests),
+    ``max_seconds`` once the loop has run that long (the model is exported as it is)."""
     from ...adapters.open_clip_encoder import torch_threads
 
     with torch_threads(config.train.threads):
-        return _train_captioner(config, progress, max_steps)
+        return _train_captioner(config, progress, max_steps, max_seconds)
 
 
-def _train_captioner(config: CaptionerTrainConfig, progress: bool | None, max_steps: int | None) -> CaptionerResult:
+def _train_captioner(
+    config: CaptionerTrainConfig, progress: bool | None, max_steps: int | None, max_seconds: float | None
+) -> CaptionerResult:
     from ...adapters.open_clip_encoder import pick_device
     from ...adapters.qformer_captioner import save_captioner_dir
     from ...adapters.registry import load_encoder
@@ -301,7 +308,7 @@ def _train_captioner(config: CaptionerTrainConfig, progress: bool | None, max_st
         checkpoint_extra={"vocab": vocab.tokens},
         eval_fields={"val_reference_f1": reference},
     )
-    result = run.train(task, s, name=config.name, progress=progress, max_steps=max_steps)
+    result = run.train(task, s, name=config.name, progress=progress, max_steps=max_steps, max_seconds=max_seconds)
     model_dir = run.out / "model"
     if result.export:
         heads = result.model

@@ -78,7 +78,8 @@ class TrainSettings:
     n_partial: int = 6
     """Partial descriptions drawn per training image."""
     twin_kinds: list[str] = field(default_factory=lambda: list(TWIN_KINDS))
-    """Changes a twin may make, drawn uniformly: reshape, recolour, resize, move, swap_colours."""
+    """Changes a twin may make, drawn uniformly: reshape, recolour, resize, move, swap_colours,
+    swap_sizes, swap_places (every kind by default)."""
     filler_prob: float = 0.5
     """Share of training texts that get random filler words (common words the benchmark never
     uses) inserted, so the text tower learns to read past wording it does not know."""
@@ -139,11 +140,18 @@ def ensure_scene_data(cfg: SceneDataConfig) -> Path:
 def quick_eval(model: torch.nn.Module, split: TrainSplit, batch: int = 500) -> dict[str, float]:
     """Text-to-image R@1/5 on the split, first caption per image (a training-time signal)."""
     model.eval()
+    device = next(model.parameters()).device
     img = torch.cat(
-        [model.encode_image(split.pixels[i : i + batch], normalize=True) for i in range(0, len(split.ids), batch)]
+        [
+            model.encode_image(split.pixels[i : i + batch].to(device), normalize=True)
+            for i in range(0, len(split.ids), batch)
+        ]
     )
     txt = torch.cat(
-        [model.encode_text(split.tokens[i : i + batch, 0], normalize=True) for i in range(0, len(split.ids), batch)]
+        [
+            model.encode_text(split.tokens[i : i + batch, 0].to(device), normalize=True)
+            for i in range(0, len(split.ids), batch)
+        ]
     )
     sims = txt @ img.T  # (N, N); a split with twins is evaluated over all its images
     ranks = (sims > sims.diag()[:, None]).sum(1) + 1
@@ -160,15 +168,24 @@ class TrainResult:
     final_eval: dict[str, float]
 
 
-def train_clip(config: ClipTrainConfig, *, progress: bool | None = None, max_steps: int | None = None) -> TrainResult:
-    """Train (or resume) the run described by ``config``; ``max_steps`` stops early (tests)."""
+def train_clip(
+    config: ClipTrainConfig,
+    *,
+    progress: bool | None = None,
+    max_steps: int | None = None,
+    max_seconds: float | None = None,
+) -> TrainResult:
+    """Train (or resume) the run described by ``config``; ``max_steps`` stops early (tests),
+    ``max_seconds`` once the loop has run that long (the model is exported as it is)."""
     from ...adapters.open_clip_encoder import torch_threads
 
     with torch_threads(config.train.threads):
-        return _train_clip(config, progress, max_steps)
+        return _train_clip(config, progress, max_steps, max_seconds)
 
 
-def _train_clip(config: ClipTrainConfig, progress: bool | None, max_steps: int | None) -> TrainResult:
+def _train_clip(
+    config: ClipTrainConfig, progress: bool | None, max_steps: int | None, max_seconds: float | None
+) -> TrainResult:
 
     from ...adapters.open_clip_encoder import create_open_clip, pick_device, save_local_dir
     from ..reports import machine_info
@@ -227,6 +244,11 @@ def _train_clip(config: ClipTrainConfig, progress: bool | None, max_steps: int |
     )
     loss_fn = MultiPositiveClipLoss()
     device = run.device
+    # On an accelerator the images live there for the whole run (2 GB for the benchmark and its twins):
+    # copying each batch from host memory took longer than the step.
+    pixels = train.pixels.to(device) if device.type != "cpu" else train.pixels
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its convolutions once
 
     def step(model: torch.nn.Module, _: int, streams: BatchStreams) -> StepOutput:
         idx = sample_batch(train, settings.batch_size, settings.twin_fraction, streams.numpy)  # (B,) rows
@@ -235,7 +257,7 @@ def _train_clip(config: ClipTrainConfig, progress: bool | None, max_steps: int |
             texts = insert_fillers(
                 texts, fillers, settings.filler_prob, settings.max_fillers, tokenizer.eot_token_id, streams.numpy
             )
-        images, texts = train.pixels[idx].to(device), texts.to(device)  # (B, 3, H, W), (B, L)
+        images, texts = pixels[idx.to(pixels.device)], texts.to(device)  # (B, 3, H, W), (B, L)
         out = model(images, texts)  # features (B, D) each, logit_scale ()
         return StepOutput(loss_fn(out["image_features"], out["text_features"], out["logit_scale"], positives))
 
@@ -243,7 +265,9 @@ def _train_clip(config: ClipTrainConfig, progress: bool | None, max_steps: int |
         model.logit_scale.clamp_(0, math.log(100))
 
     task = TrainTask(model, optimizer, step, evaluate=lambda m: quick_eval(m, val), after_step=clamp_logit_scale)
-    result = run.train(task, settings, name=config.name, progress=progress, max_steps=max_steps)
+    result = run.train(
+        task, settings, name=config.name, progress=progress, max_steps=max_steps, max_seconds=max_seconds
+    )
     model_dir = run.out / "model"
     if result.export:
         save_local_dir(result.model.to("cpu").float(), model_cfg, model_dir, fp16=False)

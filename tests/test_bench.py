@@ -40,6 +40,23 @@ def test_index_bench_figures(tiny_encoder):
     assert result.forward_seconds == min(result.forward_runs) and result.full_seconds == min(result.full_runs)
 
 
+def test_index_comparison_runs_every_model_in_one_run_against_the_first(tmp_path):
+    rn = tmp_path / "tiny-rn.yaml"  # a conv tower beside the tiny ViT, as old against new encoder
+    rn.write_text("family: open_clip\narch: tiny-test-rn\nweights: random\nseed: 0\n", encoding="utf-8")
+    out = tmp_path / "compare.json"
+    args = ["index", "--model", "tiny-test", "--model", str(rn), "--n", "4", "--batch-size", "4", "--workers", "0",
+            "--image-size", "32x32", "--repeats", "2", "--json", str(out)]  # fmt: skip
+    result = CliRunner().invoke(bench_app, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["rounds"] == 2 and len(report["models"]) == 2 and report["models"][0] == "tiny-test"
+    first, second = (report["results"][m] for m in report["models"])
+    assert report["full_vs_first"]["tiny-test"] == 1.0
+    ratio = second["full_images_per_second"] / first["full_images_per_second"]
+    assert report["full_vs_first"][report["models"][1]] == pytest.approx(ratio)
+    assert len(first["full_runs"]) == 1 and "machine" in report  # each round is one full run per model
+
+
 def test_index_bench_restores_torch_threads(tiny_encoder):
     import torch
 

@@ -10,7 +10,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .data import load_average as machine_load
 from .data import make_bench_images
@@ -166,4 +166,45 @@ def bench_index(
         load_average=load_average,
         forward_runs=forward_runs,
         full_runs=full_runs,
+    )
+
+
+@dataclass
+class IndexComparison:
+    """Several encoders indexing the same JPEGs in one run, their rounds interleaved (A, B, A, B, ...) so a
+    change in the machine's load falls on every model alike; each model's best round counts."""
+
+    models: list[str]
+    rounds: int
+    results: dict[str, IndexBench]
+    """Model -> its best round (highest full-pipeline rate)."""
+    full_vs_first: dict[str, float]
+    """Model -> its full-pipeline images/s over the first model's."""
+    forward_vs_first: dict[str, float]
+    """Model -> its forward-pass images/s over the first model's."""
+
+
+def compare_index(
+    models: list[str | ImageTextEncoder],
+    rounds: int = 2,
+    **kwargs: Any,
+) -> IndexComparison:
+    """:func:`bench_index` for each of ``models`` in turn, ``rounds`` times, interleaved; ``kwargs`` go to
+    every call (n, batch_size, workers, image_size, threads, seed). The first model is the reference."""
+    if len(models) < 1 or rounds < 1:
+        raise ValueError("compare_index: give at least one model and one round")
+    runs: dict[str, list[IndexBench]] = {}
+    for _ in range(rounds):
+        for model in models:
+            result = bench_index(model, repeats=1, **kwargs)
+            runs.setdefault(result.model, []).append(result)
+    best = {name: max(rs, key=lambda r: r.full_images_per_second) for name, rs in runs.items()}
+    names = list(best)
+    first = best[names[0]]
+    return IndexComparison(
+        models=names,
+        rounds=rounds,
+        results=best,
+        full_vs_first={n: r.full_images_per_second / first.full_images_per_second for n, r in best.items()},
+        forward_vs_first={n: r.forward_images_per_second / first.forward_images_per_second for n, r in best.items()},
     )

@@ -37,8 +37,13 @@ JsonOpt = Annotated[Path | None, typer.Option("--json", help="Also write the fig
 @bench_app.command("index")
 def index_cmd(
     model: Annotated[
-        str, typer.Option(help=f"Model entry: a packaged name ({', '.join(packaged_names('models'))}) or a YAML file.")
-    ] = "vit-b-32-random",
+        list[str] | None,
+        typer.Option(
+            help=f"Model entry: a packaged name ({', '.join(packaged_names('models'))}), a YAML file or a model "
+            "folder (default: vit-b-32-random). Repeat it to compare encoders in one run: their rounds alternate "
+            "(--repeats of each) and each is set against the first."
+        ),
+    ] = None,
     n: Annotated[int, typer.Option("--n", min=1, help="Number of generated images.")] = 256,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per batch (indexer and forward pass).")] = 32,
     workers: Annotated[
@@ -58,12 +63,35 @@ def index_cmd(
         size = parse_size(image_size)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--image-size") from exc
-    from ..bench.index import bench_index
+    from ..bench.index import bench_index, compare_index
 
-    result = bench_index(model, n, batch_size, workers, size, threads, repeats)
+    models = model or ["vit-b-32-random"]
+    if len(models) > 1:
+        comparison = compare_index(
+            list(models), rounds=repeats, n=n, batch_size=batch_size, workers=workers, image_size=size, threads=threads
+        )
+        table = Table(title=f"indexing {n} {image_size} JPEGs, {repeats} interleaved round(s) per model")
+        for column in ("model", "forward img/s", "full img/s", "full vs first", "forward vs first"):
+            table.add_column(column)
+        for name, r in comparison.results.items():
+            table.add_row(
+                name,
+                f"{r.forward_images_per_second:.1f}",
+                f"{r.full_images_per_second:.1f}",
+                f"{comparison.full_vs_first[name]:.3f}",
+                f"{comparison.forward_vs_first[name]:.3f}",
+            )
+        console.print(table)
+        if json_path:
+            from ..reports import machine_info
+
+            _write_json(json_path, {**asdict(comparison), "machine": machine_info()})
+        return
+    model_name = models[0]
+    result = bench_index(model_name, n, batch_size, workers, size, threads, repeats)
     timings = [t for pair in zip(result.forward_runs, result.full_runs, strict=False) for t in pair]
     timings.append(result.forward_runs[-1])
-    table = Table(title=f"indexing {n} {image_size} JPEGs with {model}", show_header=False)
+    table = Table(title=f"indexing {n} {image_size} JPEGs with {model_name}", show_header=False)
     rows = [
         ("batch size / workers / torch threads / cores", f"{batch_size} / {result.workers} / "
          f"{result.torch_threads} / {result.cpu_cores}"),

@@ -39,7 +39,6 @@ RN_ENTRY = {"name": "tiny-test-rn", "arch": "tiny-test-rn", "weights": "random",
 # as it was before conv towers (commit 3c7ccfe), torch 2.14.1 on the CPU.
 VIT_TOKENS_SHA256 = {
     "tiny-test": ((3, 17, 32), 32, "73489408fe49e42c5e31dfecbdf9cfdef6c8dc6c7788ac9af8be539cb87ac8e7"),
-    "scene-clip": ((3, 65, 128), 64, "8943706b5d5549d440dcf8c173b504ef4ea9cf883656159080df27f367618914"),
 }
 
 
@@ -80,6 +79,17 @@ def test_vit_tokens_are_bit_identical_to_the_previous_reader(name: str) -> None:
     assert hashlib.sha256(tokens.float().contiguous().numpy().tobytes()).hexdigest() == digest  # as before the edit
     assert clip_vision_width(clip) == int(clip.visual.transformer.width) == shape[-1]
     assert default_vision_stage(clip) is None
+
+
+def test_the_zoo_clip_gives_the_q_former_an_8x8_grid_with_positions() -> None:
+    from viewfinder.adapters.registry import load_encoder
+
+    clip = frozen(load_encoder("scene-clip").model).eval()  # the shipped conv tower (scene-clip-rn20)
+    assert tower_kind(clip.visual) == "resnet" and default_vision_stage(clip) == "layer2"
+    pixels = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        tokens = clip_vision_tokens(clip, pixels)
+    assert tuple(tokens.shape) == (2, 64, clip_vision_width(clip))  # 8 x 8 tokens, no pooled token
 
 
 def test_vit_layers_by_name(tiny_encoder) -> None:

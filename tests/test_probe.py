@@ -103,7 +103,7 @@ def test_the_wrapper_script_runs_the_command_on_the_shipped_encoder(scenes, tmp_
         runpy.run_path(str(script), run_name="__main__")
     assert stop.value.code == 0
     block = json.loads(out.read_text())["encoders"]["scene-clip"]
-    assert block["layers"]["qformer"]["tokens"] == 65
+    assert block["layers"]["qformer"]["tokens"] == 64 and block["qformer_reads"] == "layer2"  # the 8 x 8 conv grid
 
 
 def test_mistakes_are_clean_errors(scenes) -> None:

@@ -130,3 +130,16 @@ def test_demo_with_a_reranking_preset_shows_how_reranking_moved_the_hits(tmp_pat
     printed = CliRunner().invoke(app, ["demo", "--cache", str(tmp_path / "demo"), "-c", str(preset), "--scenes", "40"])
     assert printed.exit_code == 0, printed.output
     assert "reranked by demo-rerank" in printed.output and "itm" in printed.output
+
+
+def test_card_names_a_conv_tower_and_the_gpu_it_trained_on() -> None:
+    import json as _json
+
+    from viewfinder.pipeline.eval.model_card import _arch_lines, _device
+
+    arch = _json.loads((Path(__file__).parents[1] / "configs" / "arch" / "scene-clip-rn20.json").read_text())
+    (line,) = _arch_lines(arch)
+    assert "ModifiedResNet" in line and "[1, 1, 1, 1]" in line and "ViT" not in line and "patch" not in line
+    gpu = {"cuda": "NVIDIA H200", "cpu_count": 16, "torch": "2.11.0", "processor": "x86_64", "platform": "p"}
+    assert _device(gpu).startswith("NVIDIA H200") and "CPU cores (" not in _device(gpu)
+    assert _device({**gpu, "cuda": None}).startswith("16 CPU cores (x86_64")

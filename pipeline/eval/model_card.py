@@ -48,13 +48,29 @@ def _arch_lines(arch: dict[str, Any] | None) -> list[str]:
     if not arch:
         return []
     v, t = arch["vision_cfg"], arch["text_cfg"]
+    text = (
+        f"text transformer {t['layers']} layers x width {t['width']}, MLP ratio {t.get('mlp_ratio', 4)}; "
+        f"{arch['embed_dim']}-d joint space."
+    )
+    if isinstance(v.get("layers"), list | tuple):  # open_clip's ModifiedResNet
+        return [
+            f"- Architecture: ModifiedResNet (open_clip), {v['layers']} bottleneck blocks per stage, stem width "
+            f"{v['width']}, on {v['image_size']}px, attention pooling; {text}",
+        ]
+    if v.get("timm_model_name"):
+        return [f"- Architecture: timm `{v['timm_model_name']}` on {v['image_size']}px; {text}"]
     pos = "fixed 2-D sin-cos" if v.get("pos_embed_type") == "sin_cos_2d" else "learned"
     return [
         f"- Architecture: ViT {v['layers']} layers x width {v['width']}, patch {v.get('patch_size')} on "
-        f"{v['image_size']}px, MLP ratio {v.get('mlp_ratio', 4)}, {pos} position embeddings; text transformer "
-        f"{t['layers']} layers x width {t['width']}, MLP ratio {t.get('mlp_ratio', 4)}; {arch['embed_dim']}-d "
-        "joint space.",
+        f"{v['image_size']}px, MLP ratio {v.get('mlp_ratio', 4)}, {pos} position embeddings; {text}",
     ]
+
+
+def _device(m: dict[str, Any]) -> str:
+    """Where a run trained, from its summary's machine block."""
+    if m.get("cuda"):
+        return f"{m['cuda']} ({m['cpu_count']} CPU cores, torch {m['torch']})"
+    return f"{m['cpu_count']} CPU cores ({m['processor']}, {m['platform']}, torch {m['torch']})"
 
 
 def _load_note(summary: dict[str, Any]) -> str:
@@ -92,8 +108,7 @@ def render_model_card(
         f"- Training: {summary['steps']} steps, batch {t['batch_size']}, AdamW lr {t['lr']} (cosine, "
         f"{t['warmup_steps']} warm-up steps), weight decay {t['weight_decay']}, seed {t['seed']}; "
         f"{summary['train_minutes']:.1f} wall minutes of training{_load_note(summary)} "
-        f"on {m['cpu_count']} CPU cores ({m['processor']}, "
-        f"{m['platform']}, torch {m['torch']}).",
+        f"on {_device(m)}.",
         f"- Weights: fp16 safetensors, {size_mb:.1f} MB.",
         "- Reproduce: `viewfinder train clip --config configs/train/scene-clip.yaml`, then "
         "`viewfinder train export` and the eval commands below.",

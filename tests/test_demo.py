@@ -84,8 +84,8 @@ def test_the_agent_part_shows_a_bar_of_its_searches(tmp_path, monkeypatch):
         yield Bar()
 
     monkeypatch.setattr(progress, "progress_bar", recording_bar)
-    run_agent_demo(tmp_path / "scenes", tmp_path / "index", load_encoder("tiny-test"), k=4, rounds=2,
+    run_agent_demo(tmp_path / "scenes", tmp_path / "index", load_encoder("tiny-test"), k=4, rounds=2, sample=2,
                    preset=tmp_path / "agent.yaml", progress=True)  # fmt: skip
-    assert seen[0] == ("open", ("agent: normalising a request", 4, "search", True))
-    assert [e for e in seen if e[0] == "advance"] == [("advance", 1)] * 4  # the request, then rounds 0, 1, 2
-    assert ("describe", "agent: feedback round 2") in seen
+    assert seen[0] == ("open", ("agent: normalising a request", 7, "search", True))
+    assert [e for e in seen if e[0] == "advance"] == [("advance", 1)] * 7  # the request, then 2 x rounds 0, 1, 2
+    assert ("describe", "agent: feedback, query 2/2, round 2") in seen

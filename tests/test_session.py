@@ -163,6 +163,13 @@ def test_the_demo_agent_part_normalises_and_runs_feedback_rounds(scenes):
     assert [r.query for r in demo.rounds] == [demo.partial_query, REWRITTEN, REWRITTEN]
     assert demo.rounds[0].relevant + demo.rounds[0].irrelevant == 4  # every shown hit is marked
     assert all(r.target_rank is None or 1 <= r.target_rank <= 14 for r in demo.rounds)
+    # the example is the first of a seeded sample, whose per-round figure it is one case of
+    assert len(demo.sample_ranks) == min(6, demo.pool) and demo.sample_ranks[0] == [r.target_rank for r in demo.rounds]
+    assert demo.seed == 0 and demo.k == 4 and demo.pool >= 2 and len(demo.found_per_round()) == 3
+    again = run_agent_demo(
+        scenes / "scenes", scenes / "index", load_encoder("tiny-test"), k=4, rounds=2, preset=scenes / "agent.yaml"
+    )
+    assert again.partial_query == demo.partial_query and again.sample_ranks == demo.sample_ranks  # drawn, not picked
 
 
 def test_bench_agent_times_round_zero_and_feedback_rounds_per_stage(scenes, tmp_path):

@@ -110,3 +110,12 @@ def _print_agent(result: Any) -> None:
         marks = f"; marked {r.relevant} relevant, {r.irrelevant} not" if i < len(agent.rounds) - 1 else ""
         note = " [yellow](refused answer: query kept)[/]" if r.fallback else ""
         console.print(f"  round {i}: {escape(str(r.query))!r}  [dim]target {rank(r.target_rank)}{marks}[/]{note}")
+    if len(agent.sample_ranks) > 1:
+        found = agent.found_per_round()
+        console.print(
+            f"  one case of {len(agent.sample_ranks)} partial queries drawn with seed {agent.seed} from the "
+            f"{agent.pool} of the test split that name a place; target in the top {agent.k}: "
+            + ", ".join(f"round {i} {n}/{len(agent.sample_ranks)}" for i, n in enumerate(found))
+            + "  [dim](viewfinder eval-feedback measures it on 100)[/]",
+            soft_wrap=True,
+        )

@@ -49,6 +49,21 @@ class AgentDemo:
     partial_query: str
     partial_target: str
     rounds: list[AgentRound] = field(default_factory=list)
+    sample_ranks: list[list[int | None]] = field(default_factory=list)
+    """The target's rank per round for every partial query of the seeded sample; the example above
+    (``partial_query``) is the first of them."""
+    pool: int = 0
+    """How many of the split's partial queries the sample was drawn from."""
+    seed: int = 0
+    k: int = 8
+
+    def found_per_round(self) -> list[int]:
+        """Per round: sampled queries whose target is in the top ``k``."""
+        rounds = max((len(r) for r in self.sample_ranks), default=0)
+        return [
+            sum(1 for ranks in self.sample_ranks if i < len(ranks) and ranks[i] is not None and ranks[i] <= self.k)
+            for i in range(rounds)
+        ]
 
 
 def _rank(keys: list[str], target: str) -> int | None:
@@ -71,18 +86,18 @@ def run_agent_demo(
     k: int = 8,
     rounds: int = 2,
     seed: int = 0,
+    sample: int = 6,
     preset: str | Path = AGENT_PRESET,
     progress: bool | None = None,
 ) -> AgentDemo:
-    """Normalise one free-form request and run ``rounds`` feedback rounds on one partial query, with
-    ``preset`` (a packaged name or a YAML file). A bar counts the searches (the normalised request, then
+    """Normalise one free-form request and run ``rounds`` feedback rounds on ``sample`` partial queries
+    drawn with ``seed`` (the first is shown round by round; the others give the figure it is one case
+    of), with ``preset`` (a packaged name or a YAML file). A bar counts the searches (the normalised request, then
     each round) when ``progress`` is True or, by default, on a terminal; loading the preset's models
     comes before it (the first time, fetching and converting the language model say so themselves)."""
     from ..agent.session import Session
-    from ..eval.simulate import marks_for
     from ..progress import progress_bar
     from ..scenes.dataset import load_scene_dataset
-    from ..scenes.simuser import SimulatedUser
     from ..scenes.wordings import HELD_OUT_STYLE, free_form
     from ..stages.presets import load_preset
     from ..stages.runner import Pipeline
@@ -98,35 +113,53 @@ def run_agent_demo(
     first = stage_names(role="first")  # the stages that draw candidates from the whole index
     candidates = max((getattr(s.config, "k", 0) or 0) for s in pipeline.stages if s.name in first) or 128
     typed = Searcher(pipeline.store, encoder).search(request, k=candidates)
-    with progress_bar("agent: normalising a request", 2 + rounds, "search", progress) as bar:
+    # partial queries that name a place as well (the kind a person narrows down by feedback)
+    partial = [q for q in dataset.queries["test"] if q.type == "partial" and len(q.attributes) == 2]
+    partial = [q for q in partial if "position" in q.attributes] or partial
+    drawn = [partial[int(i)] for i in rng.choice(len(partial), min(sample, len(partial)), replace=False)]
+    typed_rank = _rank([h.key for h in typed.hits], target.id)
+    with progress_bar("agent: normalising a request", 1 + len(drawn) * (rounds + 1), "search", progress) as bar:
         session = Session(pipeline, k=k)
         session.search(request)
         normalised = _round(session, target.id)
         bar.advance()
-
-        # a partial query that names a place as well (the kind a person narrows down by feedback)
-        partial = [q for q in dataset.queries["test"] if q.type == "partial" and len(q.attributes) == 2]
-        partial = [q for q in partial if "position" in q.attributes] or partial
-        query = partial[int(rng.integers(len(partial)))]
-        wanted = scenes[query.target_id]
-        user = SimulatedUser(wanted)
-        typed_rank = _rank([h.key for h in typed.hits], target.id)
-        demo = AgentDemo(pipeline.name, request, target.id, typed_rank, normalised, query.text, wanted.id)
-        session = Session(pipeline, k=k)
-        bar.describe("agent: feedback round 0")
-        session.search(query.text)
-        bar.advance()
-        for round_ in range(rounds + 1):
-            step = _round(session, wanted.id)
-            demo.rounds.append(step)
-            if round_ == rounds:
-                break
-            relevant, irrelevant = marks_for(session.results[-1].hits, user, scenes)
-            step.relevant, step.irrelevant = len(relevant), len(irrelevant)
-            bar.describe(f"agent: feedback round {round_ + 1}")
-            session.feedback(relevant=relevant, irrelevant=irrelevant)
-            bar.advance()
+        demo = AgentDemo(
+            pipeline.name, request, target.id, typed_rank, normalised, drawn[0].text, drawn[0].target_id,
+            pool=len(partial), seed=seed, k=k,
+        )  # fmt: skip
+        for n, query in enumerate(drawn):
+            steps = _feedback_rounds(pipeline, query, scenes, k, rounds, bar, label=f"query {n + 1}/{len(drawn)}")
+            demo.sample_ranks.append([step.target_rank for step in steps])
+            if n == 0:
+                demo.rounds = steps
     return demo
+
+
+def _feedback_rounds(
+    pipeline: Any, query: Any, scenes: dict[str, Any], k: int, rounds: int, bar: Any, label: str
+) -> list[AgentRound]:
+    """Round 0 and ``rounds`` feedback rounds for one partial query, the simulated user marking hits."""
+    from ..agent.session import Session
+    from ..eval.simulate import marks_for
+    from ..scenes.simuser import SimulatedUser
+
+    user = SimulatedUser(scenes[query.target_id])
+    session = Session(pipeline, k=k)
+    bar.describe(f"agent: feedback, {label}, round 0")
+    session.search(query.text)
+    bar.advance()
+    steps = []
+    for round_ in range(rounds + 1):
+        step = _round(session, query.target_id)
+        steps.append(step)
+        if round_ == rounds:
+            break
+        relevant, irrelevant = marks_for(session.results[-1].hits, user, scenes)
+        step.relevant, step.irrelevant = len(relevant), len(irrelevant)
+        bar.describe(f"agent: feedback, {label}, round {round_ + 1}")
+        session.feedback(relevant=relevant, irrelevant=irrelevant)
+        bar.advance()
+    return steps
 
 
 __all__ = ["AGENT_PRESET", "AgentDemo", "AgentRound", "run_agent_demo"]

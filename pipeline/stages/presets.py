@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 from ...adapters.entries import ConfigError, config_root, from_dict, read_yaml, resolve_config_file
 from ...adapters.registry import entry_from_manifest, load_encoder, load_encoder_entry
 from ..config import IndexConfig, Preset
 from ..store.index_store import IndexStore, StoreError
+from ..store.records import RebuildNeededError
 from ..store.search import Searcher
 from .registry import parse_stages
 
@@ -54,6 +56,7 @@ def preset_for_index(preset: str | Path | Preset | None, store: IndexStore) -> P
     if not manifest.encoder_entry:
         raise StoreError(f"index {store.path} records no encoder entry: name the preset to search it with")
     encoder = entry_from_manifest(manifest.encoder_entry)
+    _check_zoo_release(encoder, store)
     source = (manifest.preset or {}).get("source")
     if source:
         try:
@@ -75,6 +78,24 @@ def preset_for_index(preset: str | Path | Preset | None, store: IndexStore) -> P
         index=IndexConfig(factory=manifest.factory),
         stages=parse_stages(None, "preset"),
     )
+
+
+def _check_zoo_release(recorded: Any, store: IndexStore) -> None:
+    """An index built with a packaged zoo model of another release (its recorded weights checksum is not
+    the one this install ships) is rebuilt, not read: its vectors come from other weights."""
+    if getattr(recorded, "weights", None) != "zoo" or not getattr(recorded, "sha256", None):
+        return
+    try:
+        current = load_encoder_entry(recorded.name)
+    except ConfigError:
+        return  # not a packaged name any more: loading the recorded entry says what is missing
+    ours = getattr(current, "sha256", None)
+    if getattr(current, "path", None) == recorded.path and ours and ours.lower() != recorded.sha256.lower():
+        raise RebuildNeededError(
+            f"index {store.path} was built with the zoo model {recorded.name!r} of another viewfinder release "
+            f"(weights sha256 {recorded.sha256[:12]}..., this install ships {ours[:12]}...): its vectors come "
+            "from other weights; rebuild it from its source with this release's model"
+        )
 
 
 def open_searcher(index_dir: str | Path, preset: str | Path | Preset | None = None) -> Searcher:

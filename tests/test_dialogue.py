@@ -3,6 +3,7 @@ person, reformulation, the eval's figures (a real tiny index; fake chat models).
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -148,6 +149,14 @@ def test_dialogue_eval_reports_each_variant_on_the_same_queries(scenes):
     for entry in report["variants"].values():
         found = [r["found@5"] for r in entry["per_round"]]
         assert found == sorted(found) and entry["bri"] >= 0 and 0 <= entry["unanswered_rate"] <= 1
+    import io
+
+    traces = io.StringIO()
+    dialogue_report(scenes / "scenes", "test", pipeline, ["grounded+rule"], n_queries=2, rounds=2, k=5,
+                    progress=False, traces=traces)  # fmt: skip
+    lines = [json.loads(line) for line in traces.getvalue().splitlines()]
+    assert len(lines) == 2 and all(len(line["session"]["turns"]) == 2 for line in lines)  # the trace, not its method
+    assert all(turn["question"] and turn["answer"] for line in lines for turn in line["session"]["turns"])
     fake = scenes / "asker.yaml"
     fake.write_text(
         '{"family": "langchain_chat", "class_path": '

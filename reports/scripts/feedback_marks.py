@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from viewfinder.pipeline.agent.experiment import partial_queries
-from viewfinder.pipeline.agent.simulate import marks_for
+from viewfinder.pipeline.eval.experiment import partial_queries
+from viewfinder.pipeline.eval.simulate import marks_for
 from viewfinder.pipeline.scenes.simuser import SimulatedUser
 from viewfinder.pipeline.store.search import Searcher
 

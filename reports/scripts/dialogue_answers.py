@@ -25,14 +25,17 @@ from viewfinder.pipeline.stages.runner import Pipeline
 
 
 def kind(question: str) -> str:
-    q = question.lower()
+    """The grounded questioner's kinds, told apart as the dialogue module itself reads them."""
+    from viewfinder.pipeline.agent.dialogue import BACKGROUND_QUESTION, _slot_of
+
+    q = question.lower().strip()
+    if _slot_of(question):
+        return "first object's attribute"
+    if q == BACKGROUND_QUESTION.lower():
+        return "background"
     if q.startswith("is there"):
         return "is there"
-    if q.startswith("where is the") and "object you described" not in q:
-        return "where is"
-    if "background" in q:
-        return "background"
-    return "first object's attribute"
+    return "where is (an object said to be there)" if q.startswith("where is") else "other"
 
 
 def main() -> None:

@@ -15,15 +15,15 @@ from pathlib import Path
 
 import numpy as np
 
+from viewfinder.pipeline.api import open_index
 from viewfinder.pipeline.eval.experiment import partial_queries
 from viewfinder.pipeline.eval.simulate import marks_for
 from viewfinder.pipeline.scenes.simuser import SimulatedUser
-from viewfinder.pipeline.store.search import Searcher
 
 
 def main(scenes_root: Path, index: Path, out: Path) -> None:
     queries, scenes = partial_queries(scenes_root, "test", 100)
-    searcher = Searcher.open(index)
+    searcher = open_index(index)
     counts = []
     for q in queries:
         hits = searcher.search(q.text, k=10).hits

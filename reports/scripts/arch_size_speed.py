@@ -51,9 +51,8 @@ def main(out: Path, archs: list[str]) -> None:
     report["machine"] = machine_info()
     save_report(report, out)
     for arch, entry in report["archs"].items():
-        print(
-            f"{arch}: {entry['fp16_mb']:.1f} MB fp16, {entry['images_per_s']:.0f} img/s ({entry['speed_vs_first']:.2f}x)"
-        )
+        rate, ratio = entry["images_per_s"], entry["speed_vs_first"]
+        print(f"{arch}: {entry['fp16_mb']:.1f} MB fp16, {rate:.0f} img/s ({ratio:.2f}x)")
 
 
 if __name__ == "__main__":

@@ -34,6 +34,8 @@ TWIN_KINDS: tuple[TwinKind, ...] = (
 )
 """Every kind of change; ``swap_sizes`` is the other attribute-binding swap, ``swap_places`` swaps two
 objects' centres, so every relation between them is reversed (a relation swap seen from the image)."""
+_SWAPPED: dict[str, tuple[str, ...]] = {"swap_colours": ("colour",), "swap_sizes": ("size",), "swap_places": ("x", "y")}
+"""The swap kinds, and the object fields two objects exchange in each."""
 
 
 def _reshape(scene: Scene, rng: np.random.Generator, forbidden: set[Pair], new_id: str) -> Scene | None:
@@ -51,7 +53,7 @@ def _reshape(scene: Scene, rng: np.random.Generator, forbidden: set[Pair], new_i
 def _swap(scene: Scene, rng: np.random.Generator, kind: TwinKind, new_id: str) -> Scene | None:
     """Two objects exchange their colours (``swap_colours``), sizes (``swap_sizes``) or centres
     (``swap_places``): the same attributes, bound to other objects."""
-    fields = {"swap_colours": ("colour",), "swap_sizes": ("size",), "swap_places": ("x", "y")}[kind]
+    fields = _SWAPPED[kind]
     pairs = [
         (i, j)
         for i in range(len(scene.objects))
@@ -93,7 +95,7 @@ def sample_twin(
         kind = chosen[int(rng.integers(len(chosen)))]
         if kind == "reshape":
             twin = _reshape(scene, rng, forbidden, new_id)
-        elif kind in ("swap_colours", "swap_sizes", "swap_places"):
+        elif kind in _SWAPPED:
             twin = _swap(scene, rng, kind, new_id)
         else:
             found = sample_edit(scene, rng, config, new_id=new_id, forbid_pairs=forbidden, kinds=[kind], attempts=1)

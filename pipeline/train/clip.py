@@ -179,8 +179,12 @@ def train_clip(
     ``max_seconds`` once the loop has run that long (the model is exported as it is)."""
     from ...adapters.open_clip_encoder import torch_threads
 
-    with torch_threads(config.train.threads):
-        return _train_clip(config, progress, max_steps, max_seconds)
+    benchmark = torch.backends.cudnn.benchmark  # set for the run on a GPU, then the caller's setting again
+    try:
+        with torch_threads(config.train.threads):
+            return _train_clip(config, progress, max_steps, max_seconds)
+    finally:
+        torch.backends.cudnn.benchmark = benchmark
 
 
 def _train_clip(
@@ -246,7 +250,7 @@ def _train_clip(
     device = run.device
     # On an accelerator the images live there for the whole run (2 GB for the benchmark and its twins):
     # copying each batch from host memory took longer than the step.
-    pixels = train.pixels.to(device) if device.type != "cpu" else train.pixels
+    pixels = train.pixels.to(device)  # the same tensor on the CPU
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its convolutions once
 

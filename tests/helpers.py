@@ -15,6 +15,14 @@ import numpy as np
 from PIL import Image
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+FAKE_CHAT_CLASS = "langchain_core.language_models.fake_chat_models.FakeListChatModel"
+
+
+def write_fake_chat(path: Path, *responses: str) -> Path:
+    """A model entry file for langchain-core's fake chat model, which answers ``responses`` in turn."""
+    entry = {"family": "langchain_chat", "class_path": FAKE_CHAT_CLASS, "kwargs": {"responses": list(responses)}}
+    path.write_text(json.dumps(entry), encoding="utf-8")
+    return path
 
 
 # ---------------------------------------------------------------------------------------- images

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import write_fake_chat
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from langchain_core.messages import BaseMessage
 
@@ -226,12 +227,7 @@ def test_eval_normalise_reports_typed_rule_and_llm_beside_the_captions(tmp_path)
     root = ensure_scene_dataset(
         tmp_path / "scenes", SceneGeneratorConfig(seed=2), n_train=0, n_val=0, n_test=10, n_compositional=0
     )
-    fake = {
-        "family": "langchain_chat",
-        "class_path": "langchain_core.language_models.fake_chat_models.FakeListChatModel",
-        "kwargs": {"responses": ["a red star", "<|im_end|>"]},
-    }
-    (tmp_path / "llm.yaml").write_text(json.dumps(fake))
+    write_fake_chat(tmp_path / "llm.yaml", "a red star", "<|im_end|>")
     out = tmp_path / "report.json"
     args = ["eval-normalise", str(root), "--style", "typos", "--llm", f"{tmp_path / 'llm.yaml'}=normalise",
             "--queries", "6", "-c", "tiny", "--out", str(out)]  # fmt: skip

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from helpers import tiny_scene_index
+from helpers import tiny_scene_index, write_fake_chat
 
 from viewfinder.pipeline import Pipeline, progress
 from viewfinder.pipeline.demo.run import run_demo
@@ -59,9 +59,7 @@ def test_the_agent_part_shows_a_bar_of_its_searches(tmp_path, monkeypatch):
     from viewfinder.pipeline.demo.agent import run_agent_demo
 
     tiny_scene_index(tmp_path, seed=5, n_test=14)
-    fake = {"family": "langchain_chat", "kwargs": {"responses": ["a large red star at the top"]},
-            "class_path": "langchain_core.language_models.fake_chat_models.FakeListChatModel"}  # fmt: skip
-    (tmp_path / "llm.yaml").write_text(json.dumps(fake))
+    write_fake_chat(tmp_path / "llm.yaml", "a large red star at the top")
     (tmp_path / "agent.yaml").write_text(
         "encoder: tiny-test\nindex: {num_workers: 0}\nstages:\n  - rewrite: {model: llm.yaml}\n  - preselect: {k: 14}\n"
     )

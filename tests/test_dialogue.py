@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import tiny_scene_index
+from helpers import tiny_scene_index, write_fake_chat
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 
 from viewfinder.pipeline import Pipeline
@@ -158,11 +158,7 @@ def test_dialogue_eval_reports_each_variant_on_the_same_queries(scenes):
     assert len(lines) == 2 and all(len(line["session"]["turns"]) == 2 for line in lines)  # the trace, not its method
     assert all(turn["question"] and turn["answer"] for line in lines for turn in line["session"]["turns"])
     fake = scenes / "asker.yaml"
-    fake.write_text(
-        '{"family": "langchain_chat", "class_path": '
-        '"langchain_core.language_models.fake_chat_models.FakeListChatModel", '
-        '"kwargs": {"responses": ["tell me"]}}'
-    )
+    write_fake_chat(fake, "tell me")
     asked = dialogue_report(scenes / "scenes", "test", pipeline, [f"{fake}=dialogue-question+rule"], n_queries=2,
                             rounds=2, k=5, progress=False)  # fmt: skip
     assert next(iter(asked["variants"].values()))["refused_question_rate"] == 1.0  # "tell me" is no question

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import torch
 from fastapi.testclient import TestClient
-from helpers import tiny_scene_index, write_images
+from helpers import tiny_scene_index, write_fake_chat, write_images
 from PIL import Image
 
 from viewfinder.pipeline import build_index
@@ -40,12 +40,7 @@ def build_serve_collection(root: Path, encoder: Any) -> Path:
     heads = CaptionerHeads(arch, int(encoder.model.visual.transformer.width), vocab)
     save_captioner_dir(heads, vocab, root / "captioner", encoder_entry="tiny-test")
     (root / "captioner.yaml").write_text("family: qformer_clip_captioner\nweights: local-dir\npath: captioner\n")
-    fake = {
-        "family": "langchain_chat",
-        "class_path": "langchain_core.language_models.fake_chat_models.FakeListChatModel",
-        "kwargs": {"responses": [REWRITTEN]},
-    }
-    (root / "llm.yaml").write_text(json.dumps(fake))
+    write_fake_chat(root / "llm.yaml", REWRITTEN)
     (root / "agent.yaml").write_text(
         "encoder: tiny-test\nindex: {num_workers: 0}\nstages:\n"
         "  - compose: {model: llm.yaml, captioner: captioner.yaml, max_new_tokens: 6}\n"

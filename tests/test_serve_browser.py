@@ -11,7 +11,6 @@ the feedback test also writes the one the README and the closing note show.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket
@@ -23,7 +22,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from helpers import tiny_scene_index
+from helpers import tiny_scene_index, write_fake_chat
 
 CHROMIUM = (
     os.environ.get("VIEWFINDER_CHROMIUM")
@@ -50,14 +49,6 @@ K = 12
 TIMEOUT_MS = 20_000
 
 
-def _fake_llm(answer: str) -> str:
-    return json.dumps({
-        "family": "langchain_chat",
-        "class_path": "langchain_core.language_models.fake_chat_models.FakeListChatModel",
-        "kwargs": {"responses": [answer]},
-    })  # fmt: skip
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory) -> Iterator[SimpleNamespace]:
     """The app serving one tiny scene index under two names (the page's index picker), on a free port."""
@@ -65,8 +56,8 @@ def served(tmp_path_factory) -> Iterator[SimpleNamespace]:
 
     root = tmp_path_factory.mktemp("serve-browser")
     tiny_scene_index(root, seed=5, n_test=N_SCENES)
-    (root / "llm-rewrite.yaml").write_text(_fake_llm(REWRITTEN))
-    (root / "llm-compose.yaml").write_text(_fake_llm(COMPOSED))
+    write_fake_chat(root / "llm-rewrite.yaml", REWRITTEN)
+    write_fake_chat(root / "llm-compose.yaml", COMPOSED)
     (root / "agent.yaml").write_text(
         "encoder: tiny-test\nindex: {num_workers: 0}\nstages:\n"
         "  - compose: {model: llm-compose.yaml}\n"

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import tiny_scene_index
+from helpers import tiny_scene_index, write_fake_chat
 
 from viewfinder.pipeline import Pipeline
 from viewfinder.pipeline.agent.session import Session
@@ -22,12 +22,7 @@ REWRITTEN = "a large red star at the top"
 def scenes(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("session")
     tiny_scene_index(root, seed=5, n_test=14)
-    fake = {
-        "family": "langchain_chat",
-        "class_path": "langchain_core.language_models.fake_chat_models.FakeListChatModel",
-        "kwargs": {"responses": [REWRITTEN]},
-    }
-    (root / "llm.yaml").write_text(json.dumps(fake))
+    write_fake_chat(root / "llm.yaml", REWRITTEN)
     (root / "agent.yaml").write_text(
         "encoder: tiny-test\nindex: {num_workers: 0}\nstages:\n  - rewrite: {model: llm.yaml}\n  - preselect: {k: 14}\n"
     )

@@ -59,13 +59,17 @@ def write_config(base: str, path: Path, **changes: Any) -> Path:
 
 
 # ------------------------------------------------------------------------------ child processes
-def child(kind: str, config: str, result: str, max_seconds: float, probe_goal: float) -> None:
+def child(kind: str, config: str, result: str, max_seconds: float) -> None:
     """One training run (and, for a CLIP, its probe); writes a JSON result file."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    from viewfinder.adapters.open_clip_encoder import pick_device
+    from viewfinder.pipeline.eval.probe import ProbeSettings, probe_report
+    from viewfinder.pipeline.reports import save_report
     from viewfinder.pipeline.train.captioner import load_captioner_config, train_captioner
     from viewfinder.pipeline.train.clip import load_train_config, train_clip
     from viewfinder.pipeline.train.reranker import load_reranker_config, train_reranker
 
+    device = str(pick_device("auto"))  # where the probes train
     out: dict[str, Any] = {"kind": kind, "config": config}
     t0 = time.perf_counter()
     if kind == "clip":
@@ -73,11 +77,6 @@ def child(kind: str, config: str, result: str, max_seconds: float, probe_goal: f
         res = train_clip(cfg, progress=False, max_seconds=max_seconds)
         out.update(steps=res.steps, final_eval=res.final_eval, model_dir=str(res.model_dir), run=str(res.out))
         out["train_seconds"] = time.perf_counter() - t0
-        import torch
-
-        from viewfinder.pipeline.eval.probe import ProbeSettings, probe_report
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
         report = probe_report(
             Path(cfg.data.root).expanduser(),
             [str(res.model_dir)],
@@ -95,14 +94,11 @@ def child(kind: str, config: str, result: str, max_seconds: float, probe_goal: f
         res = train_captioner(load_captioner_config(config), progress=False, max_seconds=max_seconds)
         out.update(steps=res.steps, final_eval=res.final_eval, run=str(res.out))
     elif kind == "probe":
-        import torch
-
-        from viewfinder.pipeline.eval.probe import ProbeSettings, probe_report
-
         spec = json.loads(config)
-        settings = ProbeSettings(device="cuda" if torch.cuda.is_available() else "cpu")
-        report = probe_report(Path(spec["root"]).expanduser(), spec["entries"], settings, progress=False)
-        Path(spec["report"]).write_text(json.dumps(report, indent=2), encoding="utf-8")
+        report = probe_report(
+            Path(spec["root"]).expanduser(), spec["entries"], ProbeSettings(device=device), progress=False
+        )
+        save_report(report, Path(spec["report"]))
         out["report"] = spec["report"]
     out["seconds"] = time.perf_counter() - t0
     Path(result).write_text(json.dumps(out, indent=2, default=str), encoding="utf-8")
@@ -147,8 +143,9 @@ def pack(work: Path, out: Path, sweep: dict[str, Any]) -> None:
                 export_run(run, zoo / run.name)
             except Exception as err:  # noqa: BLE001 - keep packing the others
                 log(f"export {run.name}: {err}")
-    (work / "sweep.json").write_text(json.dumps(sweep, indent=2, default=str), encoding="utf-8")
-    (out / "sweep.json").write_text(json.dumps(sweep, indent=2, default=str), encoding="utf-8")
+    text = json.dumps(sweep, indent=2, default=str)
+    for folder in (work, out):
+        (folder / "sweep.json").write_text(text, encoding="utf-8")
     tar_path = work / "zoo.tar"
     with tarfile.open(tar_path, "w") as tar:
         for sub in ("zoo", "configs", "logs", "results", "reports", "sweep.json"):
@@ -178,7 +175,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.child:
         kind, config, result, max_seconds = args.child
-        child(kind, config, result, float(max_seconds), args.probe_goal)
+        child(kind, config, result, float(max_seconds))
         return
     if not (args.work and args.out and args.arch):
         ap.error("--work, --out and at least one --arch are required")

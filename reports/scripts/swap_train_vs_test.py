@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from viewfinder.adapters.registry import load_model
-from viewfinder.pipeline.reports import machine_info
+from viewfinder.pipeline.reports import machine_info, save_report
 from viewfinder.pipeline.scenes.graph import Scene
 from viewfinder.pipeline.scenes.queries import make_binding_swap_queries, make_relation_swap_queries
 from viewfinder.pipeline.store.images import load_image
@@ -24,8 +24,7 @@ for split in ("train", "test"):
     path = {r["id"]: root / r["path"] for r in recs}
     for kind, make in (("relation", make_relation_swap_queries), ("binding", make_binding_swap_queries)):
         qs = make(scenes, np.random.default_rng(5))[:200]
-        transform = m.image_transform
-        feats = m.image_features(torch.stack([transform(load_image(path[q.image_id])) for q in qs]))
+        feats = m.image_features(torch.stack([m.image_transform(load_image(path[q.image_id])) for q in qs]))
         pos = m.match(feats, [q.positive for q in qs]).itm
         neg = m.match(feats, [q.negative for q in qs]).itm
         out[f"{split}_{kind}_itm_acc"] = float((np.asarray(pos) > np.asarray(neg)).mean())
@@ -33,4 +32,4 @@ for split in ("train", "test"):
 
 
 out["machine"] = machine_info()
-Path(sys.argv[1]).write_text(json.dumps(out, indent=2), encoding="utf-8")
+save_report(out, Path(sys.argv[1]))

@@ -267,16 +267,24 @@ class OpenClipEncoder:
             + json.dumps(describe_transform(transform), sort_keys=True).encode()  # size, resize mode, mean/std
             + weights_digest(model).encode()
         ).hexdigest()[:32]
-        self.dtype = torch.float32
-        if self.device.type == "cuda" and precision in ("fp16", "bf16"):
-            self.dtype = torch.float16 if precision == "fp16" else torch.bfloat16
-        elif precision != "fp32":
-            logger.warning("precision %s requested on %s: running fp32", precision, self.device)
-        self.model = model.to(self.device, dtype=self.dtype)
-        if self._norm is not None:
-            self._norm = (self._norm[0].to(self.device), self._norm[1].to(self.device))
+        self.precision = precision
+        self.model = model
+        self.to_device(self.device)
         self.embed_dim = int(arch_cfg.get("embed_dim") or self._probe_dim())
         self.context_length = int(getattr(tokenizer, "context_length", 77))
+
+    def to_device(self, device: torch.device) -> None:
+        """Move the model (and its normalisation) to ``device``, in the precision asked for where the
+        device has it (fp16/bf16 on CUDA; fp32 elsewhere). The fingerprint does not change."""
+        self.device = device
+        self.dtype = torch.float32
+        if device.type == "cuda" and self.precision in ("fp16", "bf16"):
+            self.dtype = torch.float16 if self.precision == "fp16" else torch.bfloat16
+        elif self.precision != "fp32" and device.type != "cuda":
+            logger.warning("precision %s requested on %s: running fp32", self.precision, device)
+        self.model = self.model.to(device, dtype=self.dtype)
+        if self._norm is not None:
+            self._norm = (self._norm[0].to(device), self._norm[1].to(device))
 
     def _probe_dim(self) -> int:
         return int(self.encode_texts(["probe"]).shape[1])

@@ -24,13 +24,17 @@ def preset_for_run(
     *,
     factory: str | None = None,
     num_workers: int | None = None,
+    engine: str | None = None,
+    ray_address: str | None = None,
+    ray_actors: int | None = None,
 ) -> Preset:
     """The preset an indexing run into ``index_dir`` uses.
 
     ``preset`` when given. Otherwise the preset an existing index was built with, with its encoder and
     its FAISS factory (so a plain re-run never converts the index), or ``default`` for a new index.
-    ``factory`` and ``num_workers`` override the index settings and are validated like a preset file's
-    (a :class:`~viewfinder.pipeline.config.ConfigError` names the bad field).
+    ``factory``, ``num_workers`` and the engine settings (``engine``, ``ray_address``, ``ray_actors``)
+    override the index settings and are validated like a preset file's (a
+    :class:`~viewfinder.pipeline.config.ConfigError` names the bad field).
     """
     overrides: dict[str, Any] = {}
     folder = Path(index_dir).expanduser()
@@ -48,8 +52,8 @@ def preset_for_run(
         chosen = load_preset(preset or "default")
     if factory is not None:
         overrides["factory"] = factory
-    if num_workers is not None:
-        overrides["num_workers"] = num_workers
+    given = {"num_workers": num_workers, "engine": engine, "ray_address": ray_address, "ray_actors": ray_actors}
+    overrides.update({name: value for name, value in given.items() if value is not None})
     if overrides:
         chosen = replace(chosen, index=replace(chosen.index, **overrides))
     return chosen
@@ -63,13 +67,16 @@ def build_index(
     modality: Modality = "image",
     rebuild: bool = False,
     progress: bool | None = None,
+    engine: str | None = None,
+    ray_address: str | None = None,
 ) -> IndexReport:
     """Index a folder or JSONL manifest into ``index_dir`` (incremental; same as ``viewfinder index``).
 
     Without ``preset``, an existing index is updated with the preset (and FAISS factory) it was built
-    with, and a new one is built with ``default``.
+    with, and a new one is built with ``default``. ``engine="ray"`` embeds on Ray Data (a local Ray,
+    or the cluster at ``ray_address``) with the same result.
     """
-    chosen = preset_for_run(preset, index_dir)
+    chosen = preset_for_run(preset, index_dir, engine=engine, ray_address=ray_address)
     encoder = load_encoder(chosen.encoder)
     indexer = Indexer(
         encoder,

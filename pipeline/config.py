@@ -61,6 +61,13 @@ class IndexConfig:
     """Embeddings are checkpointed to disk every this many items, so a killed run resumes."""
     max_image_pixels: int = 89_478_485
     """Decompression-bomb limit: larger images are skipped (PIL's default limit)."""
+    engine: str = "local"
+    """Where embedding runs: ``local`` (DataLoader workers decode, this process encodes) or ``ray``
+    (Ray Data: decoding tasks and an encoder actor pool, on a local Ray or the cluster at ``ray_address``)."""
+    ray_address: str | None = None
+    """Ray cluster to join (``ray://host:10001``, ``auto``); None starts a local Ray."""
+    ray_actors: int = 0
+    """Encoder actors (0: one per GPU of the cluster, else one per two CPUs)."""
 
     def __post_init__(self) -> None:
         for name in ("nprobe", "ef_search", "batch_size", "checkpoint_every", "max_image_pixels"):
@@ -68,6 +75,10 @@ class IndexConfig:
                 raise ConfigError(f"index: field {name!r} must be >= 1")
         if self.num_workers < 0:
             raise ConfigError("index: field 'num_workers' must be >= 0")
+        if self.ray_actors < 0:
+            raise ConfigError("index: field 'ray_actors' must be >= 0")
+        if self.engine not in ("local", "ray"):
+            raise ConfigError(f"index: field 'engine' must be 'local' or 'ray', not {self.engine!r}")
         if not self.factory.strip():
             raise ConfigError("index: field 'factory' must not be empty")
 

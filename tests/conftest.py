@@ -51,3 +51,12 @@ def make_images(tmp_path: Path) -> Callable[..., list[Path]]:
         return write_images(folder or tmp_path / "images", n, seed=seed, prefix=prefix)
 
     return factory
+
+
+@pytest.fixture(scope="session")
+def local_ray():
+    """One local Ray (2 CPUs) for every test that uses the ray engine (starting one costs seconds)."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray
+    ray.shutdown()

@@ -179,3 +179,22 @@ def test_index_with_caption_fills_the_caption_cache_that_queries_then_use(collec
     assert notes["steps"][1]["notes"]["captions_computed"] == 0  # every caption came from the index-time pass
     wrong = runner.invoke(app, [*args, "--with", "rerank"])
     assert wrong.exit_code == 2 and "no rerank stage" in wrong.output
+
+
+def test_index_with_caption_on_ray_writes_the_same_captions(collection, tmp_path, local_ray):
+    import sqlite3
+
+    def captions(engine):
+        root = tmp_path / engine
+        for name in ("images", "captioner"):
+            shutil.copytree(collection / name, root / name)
+        for name in ("captioner.yaml", "preset.yaml"):
+            shutil.copy(collection / name, root / name)
+        args = ["index", str(root / "images"), "--index", str(root / "index"), "-c", str(root / "preset.yaml")]
+        result = CliRunner().invoke(app, [*args, "--with", "caption", "--engine", engine])
+        assert result.exit_code == 0, result.output
+        assert "12 computed, 0 already cached, 0 unreadable" in result.output
+        with sqlite3.connect(root / "index" / "cache.sqlite") as db:
+            return dict(db.execute("SELECT item_id, text FROM captions").fetchall())
+
+    assert captions("ray") == captions("local")

@@ -9,7 +9,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from helpers import random_image, tiny_index_config
+from helpers import random_image
 
 from viewfinder.adapters.base import ImageTextEncoder
 from viewfinder.adapters.open_clip_encoder import ModelLoadError, save_local_dir, sha256_file
@@ -448,11 +448,11 @@ def test_uint8_pixels_give_the_same_embeddings_as_the_float_transform(tiny_encod
 
 
 def test_indexer_workers_hand_over_uint8_pixels(tiny_encoder, make_images, tmp_path):
+    from viewfinder.pipeline.store.decode import ImageFiles, collate_decoded
+    from viewfinder.pipeline.store.engines import worker_transform
     from viewfinder.pipeline.store.index_store import ItemRow
-    from viewfinder.pipeline.store.indexer import ImageFiles, Indexer, collate_decoded
 
     paths = make_images(3)
-    indexer = Indexer(tiny_encoder, tiny_index_config())
     rows = [ItemRow(i, p.name, str(p), 0, 0, None, None, {}) for i, p in enumerate(paths)]
-    batch = collate_decoded([ImageFiles(rows, indexer._worker_transform(), 10**8)[i] for i in range(3)])
+    batch = collate_decoded([ImageFiles(rows, worker_transform(tiny_encoder), 10**8)[i] for i in range(3)])
     assert batch.pixels is not None and batch.pixels.dtype == torch.uint8 and batch.good == [0, 1, 2]

@@ -4,6 +4,7 @@ bad input, training and export (tiny models built in code, checkpoints written b
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -280,29 +281,51 @@ def test_training_writes_a_loadable_matcher_that_exports(tmp_path):
     assert replace(config.train, steps=5).steps == 5
 
 
-def test_index_with_rerank_fills_the_feature_cache_at_index_time(collection, tmp_path):
-    import shutil
-
-    root = tmp_path / "d"
+def _index_with_rerank(collection: Path, root: Path, *more: str) -> tuple[list[str], str]:
+    """Copy the collection to ``root`` and index it with ``--with rerank``: (the command, its output)."""
     shutil.copytree(collection / "images", root / "images")
     for name in ("matcher-a.yaml", "preset-a.yaml"):
         shutil.copy(collection / name, root / name)
-    runner = CliRunner()
     args = ["index", str(root / "images"), "--index", str(root / "index"), "-c", str(root / "preset-a.yaml")]
-    result = runner.invoke(app, [*args, "--with", "rerank"])
+    result = CliRunner().invoke(app, [*args, "--with", "rerank", *more])
     assert result.exit_code == 0, result.output
-    assert "24 computed, 0 already cached" in result.output
-    again = runner.invoke(app, [*args, "--with", "rerank"])
+    return args, result.output
+
+
+def test_index_with_rerank_fills_the_feature_cache_at_index_time(collection, tmp_path):
+    root = tmp_path / "d"
+    args, output = _index_with_rerank(collection, root)
+    assert "24 computed, 0 already cached" in output
+    again = CliRunner().invoke(app, [*args, "--with", "rerank"])
     assert "0 computed, 24 already cached" in again.output
     notes = (
         Pipeline.from_preset(index=root / "index").search("a red square", k=8).trace["steps"][1]["notes"]
     )  # the index remembers the preset, rerank included
     assert (notes["features_computed"], notes["features_cached"]) == (0, 8)
+    runner = CliRunner()
     base = ["index", str(root / "images"), "--index", str(root / "index")]
     bad = runner.invoke(app, [*base, "--with", "colour"])
     assert bad.exit_code == 2 and "unknown ['colour']; known: ['caption', 'rerank']" in bad.output
     missing = runner.invoke(app, [*base, "--with", "caption"])
     assert missing.exit_code == 2 and "has no caption stage" in missing.output
+
+
+def test_index_with_rerank_on_ray_caches_the_same_features(collection, tmp_path, local_ray):
+    import sqlite3
+
+    _, output = _index_with_rerank(collection, tmp_path / "ray", "--engine", "ray")
+    assert "24 computed, 0 already cached" in output
+    _index_with_rerank(collection, tmp_path / "local")
+
+    def cached(root):
+        with sqlite3.connect(root / "index" / "cache.sqlite") as db:
+            rows = db.execute("SELECT item_id, fingerprint, data FROM features").fetchall()
+        return {(i, fp): np.frombuffer(data, np.float16) for i, fp, data in rows}
+
+    on_ray, here = cached(tmp_path / "ray"), cached(tmp_path / "local")
+    assert set(on_ray) == set(here) and len(here) == 48  # features and ITC embeddings of 24 images
+    for key, value in here.items():
+        np.testing.assert_allclose(on_ray[key].astype(np.float32), value.astype(np.float32), atol=2e-3)
 
 
 def test_bench_rerank_times_four_pipelines_in_one_run(collection, tmp_path):

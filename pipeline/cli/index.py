@@ -26,6 +26,16 @@ def index_cmd(
         typer.Option(help="FAISS index: Flat, IVF, IVFPQ, PQ, HNSW or a factory string (default: the index's own)."),
     ] = None,
     workers: Annotated[int | None, typer.Option(help="Decoding worker processes.")] = None,
+    engine: Annotated[
+        str | None,
+        typer.Option(help="Where embedding runs: 'local' (default) or 'ray' (Ray Data: decode tasks, encoder actors)."),
+    ] = None,
+    address: Annotated[
+        str | None, typer.Option(help="With --engine ray: the cluster to join (e.g. ray://head:10001, auto).")
+    ] = None,
+    actors: Annotated[
+        int | None, typer.Option(help="With --engine ray: encoder actors (default: one per GPU, else per 2 CPUs).")
+    ] = None,
     report: Annotated[Path | None, typer.Option(help="Also write the run's report as JSON here.")] = None,
     with_: Annotated[
         str | None,
@@ -48,7 +58,13 @@ def index_cmd(
     from ..store.fsutil import atomic_write_json
     from ..store.indexer import Indexer
 
-    preset = preset_for_run(config, index, factory=factory, num_workers=workers)
+    if engine not in (None, "local", "ray"):
+        raise typer.BadParameter(f"'local' or 'ray', got {engine!r}", param_hint="--engine")
+    if (address or actors is not None) and engine != "ray":
+        raise typer.BadParameter("--address and --actors need --engine ray", param_hint="--address/--actors")
+    preset = preset_for_run(
+        config, index, factory=factory, num_workers=workers, engine=engine, ray_address=address, ray_actors=actors
+    )
     precompute = _stages_to_precompute(with_, preset)  # before any work
     encoder = load_encoder(preset.encoder)
     entry, summary = portable_entry(preset.encoder), preset_summary(preset)
@@ -114,19 +130,19 @@ def _precompute(stages: list[str], preset: Any, index: Path) -> None:
     for name in stages:
         stage: Any = next(s for s in pipeline.stages if s.name == name)
         if name == "rerank":
-            lines = _precompute_rerank(stage, pipeline.store, precompute_features)
+            lines = _precompute_rerank(stage, pipeline.store, precompute_features, preset.index)
         else:
-            lines = [_precompute_captions(stage, pipeline.store)]
+            lines = [_precompute_captions(stage, pipeline.store, preset.index)]
         for line in lines:
             console.print(line, soft_wrap=True)
 
 
-def _precompute_rerank(stage: Any, store: Any, precompute: Any) -> list[str]:
+def _precompute_rerank(stage: Any, store: Any, precompute: Any, config: Any) -> list[str]:
     source, embeds = stage.features, stage.embeds
     lines = []
     for what, cached in (("features", source), ("ITC embeddings", embeds)):
         if cached.cache is not None:
-            report = precompute(store, cached)
+            report = precompute(store, cached, config=config)
             lines.append(
                 f"rerank {what} ({source.matcher.name}): {report.computed} computed, {report.cached} already cached, "
                 f"{len(report.failed)} unreadable; {report.bytes_per_item / 1024:.1f} KiB per item"
@@ -134,9 +150,9 @@ def _precompute_rerank(stage: Any, store: Any, precompute: Any) -> list[str]:
     return lines
 
 
-def _precompute_captions(stage: Any, store: Any) -> str:
+def _precompute_captions(stage: Any, store: Any, config: Any) -> str:
     captioner = stage.captioner
-    done = captioner.precompute(store)
+    done = captioner.precompute(store, config=config)
     return (
         f"captions ({captioner.model.name}): {done.computed} computed, {done.cached} already cached, "
         f"{len(done.failed)} unreadable"

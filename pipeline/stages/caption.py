@@ -7,10 +7,11 @@ Images that no longer decode get no caption and are reported in the trace, never
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ...adapters.entries import ConfigError
 from ..store.features import PrecomputeReport, pixel_batches
@@ -18,6 +19,7 @@ from .state import QueryState
 
 if TYPE_CHECKING:
     from ...adapters.base import ImageCaptioner
+    from ..config import IndexConfig
     from ..store.cache import ModelCache
     from ..store.index_store import IndexStore
     from .base import StageContext
@@ -102,13 +104,24 @@ class Captioner:
             self.cache.put_captions(made, self.model.fingerprint, self.settings)
         return {**found, **made}, len(found), failed
 
-    def precompute(self, store: IndexStore, *, chunk: int = 256, progress: bool | None = None) -> PrecomputeReport:
-        """Caption every item of ``store`` into the cache now (items already cached are skipped)."""
+    def precompute(
+        self,
+        store: IndexStore,
+        *,
+        chunk: int = 256,
+        progress: bool | None = None,
+        config: IndexConfig | None = None,
+    ) -> PrecomputeReport:
+        """Caption every item of ``store`` into the cache now (items already cached are skipped); with
+        ``config.engine == "ray"``, on a Ray actor pool."""
         from ..progress import progress_bar
 
         items = [(row.id, row.path) for row in store.iter_items()]
         report = PrecomputeReport(len(items), 0, 0)
         with progress_bar(f"captions ({self.model.name})", len(items), "img", progress) as bar:
+            if config is not None and config.engine == "ray" and self.cache is not None:
+                self._precompute_on_ray(items, config, report, bar)
+                return report
             for start in range(0, len(items), chunk):
                 made, cached, failed = self.captions(items[start : start + chunk])
                 report.computed += len(made) - cached
@@ -116,6 +129,26 @@ class Captioner:
                 report.failed += failed
                 bar.advance(min(chunk, len(items) - start))
         return report
+
+    def _precompute_on_ray(
+        self, items: list[tuple[int, str]], config: IndexConfig, report: PrecomputeReport, bar: Any
+    ) -> None:
+        """The captions the cache lacks, made by Ray actors (each with a cache-less copy of this captioner)
+        and written to the cache batch by batch."""
+        from ..store.ray_engine import ray_compute
+
+        assert self.cache is not None
+        have = self.cache.get_captions([i for i, _ in items], self.model.fingerprint, self.settings)
+        missing = [(i, p) for i, p in items if i not in have]
+        report.cached = len(have)
+        bar.advance(len(have))
+        bare = copy.copy(self)
+        bare.cache = None
+        for made, failed in ray_compute(bare, "_caption", missing, config):
+            self.cache.put_captions(made, self.model.fingerprint, self.settings)
+            report.computed += len(made)
+            report.failed += failed
+            bar.advance(len(made) + len(failed))
 
     def _caption(self, items: list[tuple[int, str]]) -> tuple[dict[int, str], list[tuple[int, str]]]:
         out: dict[int, str] = {}

@@ -86,6 +86,14 @@ class ModelCache:
         )
         return {i: np.frombuffer(data, dtype=np.float16).reshape(json.loads(shape)) for i, shape, data in rows}
 
+    def has_features(self, ids: Iterable[int], fingerprint: str) -> set[int]:
+        """Which of ``ids`` have cached features for the model ``fingerprint`` (nothing is loaded)."""
+        wanted = [int(i) for i in ids]
+        if not wanted or not self.path.exists():
+            return set()
+        sql = "SELECT item_id FROM features WHERE fingerprint = ? AND item_id IN ({marks})"
+        return {i for (i,) in self._select(sql, wanted, fingerprint)}
+
     def put_features(self, features: Mapping[int, np.ndarray], fingerprint: str) -> None:
         """Store features (as float16) for the model ``fingerprint``, in one transaction."""
         if not features:

@@ -28,17 +28,22 @@ class ImageFiles(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, str | None, str | None]:
-        try:
-            data = Path(self.paths[i]).read_bytes()
-            sha = hashlib.sha256(data).hexdigest()
-            image = decode_image(data, self.max_pixels)
-            return i, self.transform(image), sha, None
-        except ImageDecodeError as exc:
-            return i, None, None, str(exc)
-        except OSError as exc:
-            return i, None, None, f"unreadable: {exc}"
-        except Exception as exc:  # a transform failing on an odd image must not stop the run
-            return i, None, None, f"preprocessing failed: {exc!r}"
+        pixels, sha, reason = read_and_decode(self.paths[i], self.transform, self.max_pixels)
+        return i, pixels, sha or None, reason or None
+
+
+def read_and_decode(path: str, transform: Callable[[Any], torch.Tensor], max_pixels: int) -> tuple[Any, str, str]:
+    """One image file -> (pixels or None, sha256, failure reason or ''): never raises for a bad file."""
+    try:
+        data = Path(path).read_bytes()
+        sha = hashlib.sha256(data).hexdigest()
+        return transform(decode_image(data, max_pixels)), sha, ""
+    except ImageDecodeError as exc:
+        return None, "", str(exc)
+    except OSError as exc:
+        return None, "", f"unreadable: {exc}"
+    except Exception as exc:  # a transform failing on an odd image must not stop the run
+        return None, "", f"preprocessing failed: {exc!r}"
 
 
 @dataclass

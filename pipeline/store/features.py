@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -22,6 +22,7 @@ from .images import ImageDecodeError, load_image
 
 if TYPE_CHECKING:
     from ...adapters.base import ImageTextMatcher
+    from ..config import IndexConfig
     from .index_store import IndexStore
 
 logger = logging.getLogger(__name__)
@@ -160,23 +161,60 @@ class PrecomputeReport:
 
 
 def precompute_features(
-    store: IndexStore, source: FeatureSource | EmbedSource, *, chunk: int = 256, progress: bool | None = None
+    store: IndexStore,
+    source: FeatureSource | EmbedSource,
+    *,
+    chunk: int = 256,
+    progress: bool | None = None,
+    config: IndexConfig | None = None,
 ) -> PrecomputeReport:
     """Fill the cache of ``source`` (vision features, or ITC embeddings) for every item of ``store``
-    (items already cached are skipped)."""
+    (items already cached are skipped). With ``config.engine == "ray"`` the missing ones are computed
+    on a Ray actor pool and written here."""
     from ..progress import progress_bar
 
     items = [(row.id, row.path) for row in store.iter_items()]
     report = PrecomputeReport(len(items), 0, 0)
     what = "ITC embeddings" if isinstance(source, EmbedSource) else "vision features"
+    fingerprint = source.fingerprint if isinstance(source, EmbedSource) else source.matcher.fingerprint
     with progress_bar(f"{what} ({source.matcher.name})", len(items), "img", progress) as bar:
-        for start in range(0, len(items), chunk):
-            batch = source.get(items[start : start + chunk])
-            report.computed += batch.computed
-            report.cached += batch.cached
-            report.failed += batch.failed
-            bar.advance(min(chunk, len(items) - start))
+        if config is not None and config.engine == "ray" and source.cache is not None:
+            _precompute_on_ray(items, source, fingerprint, config, report, bar)
+        else:
+            for start in range(0, len(items), chunk):
+                batch = source.get(items[start : start + chunk])
+                report.computed += batch.computed
+                report.cached += batch.cached
+                report.failed += batch.failed
+                bar.advance(min(chunk, len(items) - start))
     if source.cache is not None:
-        fingerprint = source.fingerprint if isinstance(source, EmbedSource) else source.matcher.fingerprint
         report.bytes_per_item = source.cache.feature_stats(fingerprint).bytes_per_item
     return report
+
+
+def _precompute_on_ray(
+    items: list[tuple[int, str]],
+    source: FeatureSource | EmbedSource,
+    fingerprint: str,
+    config: IndexConfig,
+    report: PrecomputeReport,
+    bar: Any,
+) -> None:
+    """The items ``source``'s cache lacks, computed on Ray actors (each holding a cache-less copy of the
+    source) and written to the cache batch by batch, so an interrupted pass keeps what it finished."""
+    from .ray_engine import ray_compute
+
+    cache = source.cache
+    assert cache is not None
+    have = cache.has_features([i for i, _ in items], fingerprint)
+    missing = [(i, p) for i, p in items if i not in have]
+    report.cached = len(items) - len(missing)
+    bar.advance(report.cached)
+    vision = source.vision if isinstance(source, EmbedSource) else source
+    bare = FeatureSource(vision.matcher, None, max_pixels=vision.max_pixels, batch_size=vision.batch_size)
+    owner = EmbedSource(bare, None) if isinstance(source, EmbedSource) else bare
+    for made, failed in ray_compute(owner, "_compute", missing, config):
+        cache.put_features(made, fingerprint)
+        report.computed += len(made)
+        report.failed += failed
+        bar.advance(len(made) + len(failed))

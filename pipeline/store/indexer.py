@@ -1,26 +1,24 @@
 """Incremental indexing of a source (folder or JSONL manifest) into an :class:`IndexStore`.
 
-Decoding and preprocessing run in DataLoader worker processes while the main process encodes,
-so the model is not starved. Embeddings are checkpointed in batches; a killed run resumes.
+Embedding runs on an engine (:mod:`.engines`: DataLoader workers decoding for this process, or Ray
+Data); embeddings are checkpointed in batches into the store's ``pending`` table, so a killed run
+resumes, whichever engine computed them.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import torch
-from torch.utils.data import DataLoader
 
 from ...adapters.base import ImageTextEncoder
 from ..config import IndexConfig
 from ..progress import progress_bar
 from .commit import next_spec
-from .decode import ImageFiles, collate_decoded
+from .engines import EmbeddedBatch, local_image_batches, local_text_batches
 from .faiss_index import check_trainable
 from .index_store import IndexConflictError, IndexStore, ItemRow, PendingRow
 from .plan import RunPlan, check_factory, factory_change, plan_run
@@ -112,10 +110,7 @@ class Indexer:
             plan = plan_run(store, listing.items, rebuild)
             self._check_plan(store, plan, report, rebuild)
             embed_start = time.perf_counter()
-            if modality == "image":
-                failed = self._embed_images(store, plan.to_embed)
-            else:
-                failed = self._embed_texts(store, plan.to_embed)
+            failed = self._embed(store, plan.to_embed, modality)
             embed_seconds = time.perf_counter() - embed_start
             new_manifest = store.commit(
                 delete_keys=plan.delete_keys,
@@ -181,62 +176,39 @@ class Indexer:
             plan.removed,
         )
 
-    def _flush(self, store: IndexStore, rows: list[PendingRow]) -> None:
-        if rows:
-            store.add_pending(rows)
-            rows.clear()
+    def _batches(self, rows: list[ItemRow], modality: Modality) -> Iterator[EmbeddedBatch]:
+        """The embeddings of ``rows`` from the configured engine (see :mod:`.engines`)."""
+        if self.config.engine == "ray":
+            from .ray_engine import ray_batches
 
-    def _worker_transform(self) -> Callable[[Any], torch.Tensor]:
-        """What decoding workers run: the encoder's uint8 transform when it offers one (normalisation then
-        happens in ``encode_image_tensors``, on the device, and 4x fewer bytes cross processes), else its
-        float transform."""
-        return getattr(self.encoder, "uint8_image_transform", None) or self.encoder.image_transform
+            return ray_batches(self.encoder, rows, self.config, modality)
+        if modality == "image":
+            return local_image_batches(self.encoder, rows, self.config)
+        return local_text_batches(self.encoder, rows, self.config)
 
-    def _embed_images(self, store: IndexStore, rows: list[ItemRow]) -> list[tuple[ItemRow, str]]:
-        """Embed image files into ``pending``; returns the rows that failed, with the reason."""
+    def _embed(self, store: IndexStore, rows: list[ItemRow], modality: Modality) -> list[tuple[ItemRow, str]]:
+        """Embed ``rows`` into ``pending``, checkpointing every ``checkpoint_every`` items; returns the rows
+        that failed, with the reason."""
         if not rows:
             return []
-        cfg = self.config
-        loader = DataLoader(
-            ImageFiles(rows, self._worker_transform(), cfg.max_image_pixels),
-            batch_size=cfg.batch_size,
-            num_workers=cfg.num_workers,
-            collate_fn=collate_decoded,
-            prefetch_factor=4 if cfg.num_workers else None,
-            pin_memory=getattr(getattr(self.encoder, "device", None), "type", "cpu") == "cuda",
-        )
         failed: list[tuple[ItemRow, str]] = []
         buffer: list[PendingRow] = []
-        with progress_bar("embedding images", len(rows), "img", self.progress) as bar:
-            for batch in loader:
+        what, unit = ("images", "img") if modality == "image" else ("texts", "txt")
+        with progress_bar(f"embedding {what}", len(rows), unit, self.progress) as bar:
+            for batch in self._batches(rows, modality):
                 for i, reason in batch.failed:
                     failed.append((rows[i], reason))
                     buffer.append(PendingRow(rows[i], None, reason))
-                if batch.pixels is not None:
-                    vectors = self.encoder.encode_image_tensors(batch.pixels)  # (G, D)
-                    for i, sha, vec in zip(batch.good, batch.shas, vectors, strict=True):
+                for i, sha, vec in zip(batch.good, batch.shas, batch.vectors, strict=True):
+                    if sha:
                         rows[i].sha256 = sha
-                        buffer.append(PendingRow(rows[i], vec))
-                if len(buffer) >= cfg.checkpoint_every:
-                    self._flush(store, buffer)
+                    buffer.append(PendingRow(rows[i], vec))
+                if len(buffer) >= self.config.checkpoint_every:
+                    store.add_pending(buffer)
+                    buffer.clear()
                 bar.advance(batch.size)
-        self._flush(store, buffer)
-        return failed
-
-    def _embed_texts(self, store: IndexStore, rows: list[ItemRow]) -> list[tuple[ItemRow, str]]:
-        """Embed captions into ``pending`` (nothing fails; the list is for symmetry with images)."""
-        cfg = self.config
-        failed: list[tuple[ItemRow, str]] = []
-        buffer: list[PendingRow] = []
-        with progress_bar("embedding texts", len(rows), "txt", self.progress) as bar:
-            for start in range(0, len(rows), cfg.batch_size):
-                chunk = rows[start : start + cfg.batch_size]
-                vectors = self.encoder.encode_texts([r.text or "" for r in chunk])  # (B, D)
-                buffer.extend(PendingRow(r, v) for r, v in zip(chunk, vectors, strict=True))
-                if len(buffer) >= cfg.checkpoint_every:
-                    self._flush(store, buffer)
-                bar.advance(len(chunk))
-        self._flush(store, buffer)
+        if buffer:
+            store.add_pending(buffer)
         return failed
 
 

@@ -49,8 +49,12 @@ class IndexConfig:
     factory: str = "Flat"
     """FAISS index: a preset (``Flat``, ``IVF``, ``IVFPQ``, ``HNSW``) or any FAISS factory
     string (``IVF1024,Flat``, ``HNSW32``, ``PQ64``…). Inner product on L2-normalised vectors."""
-    nprobe: int = 16
-    """IVF lists visited per query."""
+    nprobe: int = 0
+    """IVF lists visited per query (0: the value tuned to ``target_recall`` when the index was built,
+    16 for an index without one)."""
+    target_recall: float = 0.99
+    """An IVF index built anew gets the smallest nprobe whose recall@10 on a sample of its own vectors
+    reaches this (0: no tuning); the value is recorded in the index."""
     ef_search: int = 64
     """HNSW search breadth."""
     batch_size: int = 64
@@ -70,9 +74,13 @@ class IndexConfig:
     """Encoder actors (0: one per GPU of the cluster, else one per two CPUs)."""
 
     def __post_init__(self) -> None:
-        for name in ("nprobe", "ef_search", "batch_size", "checkpoint_every", "max_image_pixels"):
+        for name in ("ef_search", "batch_size", "checkpoint_every", "max_image_pixels"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"index: field {name!r} must be >= 1")
+        if self.nprobe < 0:
+            raise ConfigError("index: field 'nprobe' must be >= 0 (0: the index's tuned value)")
+        if not 0 <= self.target_recall < 1:
+            raise ConfigError("index: field 'target_recall' must be in [0, 1) (0: no tuning)")
         if self.num_workers < 0:
             raise ConfigError("index: field 'num_workers' must be >= 0")
         if self.ray_actors < 0:

@@ -126,8 +126,10 @@ def ro_connect(index_dir: Path) -> Iterator[sqlite3.Connection]:
 
 
 def faiss_ids(index: faiss.Index) -> np.ndarray:
-    """The int64 ids held by an ``IndexIDMap2``."""
-    return faiss.vector_to_array(index.id_map).astype(np.int64)
+    """The int64 ids a store's FAISS index holds (an ``IndexIDMap2``'s map, or an IVF's lists)."""
+    from viewfinder.pipeline.store.faiss_index import index_ids
+
+    return index_ids(index)
 
 
 def check_store_invariants(index_dir: Path, *, check_manifest_file: bool = True) -> dict[str, int]:

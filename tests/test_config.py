@@ -109,7 +109,9 @@ def test_missing_name_in_inline_entry_is_a_config_error():
 @pytest.mark.parametrize(
     ("cls", "data", "field"),
     [
-        (IndexConfig, {"nprobe": 0}, "nprobe"),
+        (IndexConfig, {"nprobe": -1}, "nprobe"),
+        (IndexConfig, {"target_recall": 1.0}, "target_recall"),
+        (IndexConfig, {"engine": "spark"}, "engine"),
         (IndexConfig, {"checkpoint_every": 0}, "checkpoint_every"),
         (IndexConfig, {"num_workers": -1}, "num_workers"),
         (IndexConfig, {"factory": "  "}, "factory"),

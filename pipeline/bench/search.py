@@ -3,15 +3,22 @@ seeded clustered vectors. Prints figures; not a test."""
 
 from __future__ import annotations
 
+import gc
 import logging
+import os
 import re
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..store.faiss_index import refined_search, tune_nprobe
 from .data import Mixture, clustered_vectors, load_average
 
 if TYPE_CHECKING:
@@ -48,6 +55,16 @@ class SearchBench:
     k: int
     index_mb: float
     """Size of the serialised index (vectors, lists, ids)."""
+    ram_mb: float = 0.0
+    """Resident memory the index takes once loaded from its file (RSS before and after ``read_index``):
+    counts what serialising leaves out (an ``IndexIDMap2``'s reverse map)."""
+    disk_mb: float = 0.0
+    """On disk: the FAISS file, plus the fp16 vectors and ids a re-scoring index reads (memory-mapped)."""
+    refine: bool = False
+    """The shortlist (``REFINE_FACTOR`` x k) is re-scored exactly from the fp16 vectors on disk."""
+    tuned_recall: float | None = None
+    """recall@k on the index's own vectors (leave-one-out) at the nprobe :func:`tune_nprobe` chose, as
+    the index store tunes it; ``recall`` is then measured on the held-out queries."""
 
 
 @dataclass
@@ -96,6 +113,56 @@ def _build(spec: str, xb: np.ndarray, train_sample: int | None, rng: np.random.G
     return index, training_vectors(spec, train_sample)
 
 
+def rss_mb() -> float:
+    """This process's resident memory (Linux /proc; 0.0 where it cannot be read)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0.0
+    return pages * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+
+_RSS_PROBE = """
+import sys, faiss
+from viewfinder.pipeline.bench.search import rss_mb
+before = rss_mb()
+index = faiss.read_index(sys.argv[1])
+print(rss_mb() - before)
+"""
+
+
+def _reload(index: faiss.Index, folder: Path) -> tuple[faiss.Index, float, float]:
+    """Write ``index`` to ``folder``, free it and read it back as a search would: (the index, the resident
+    memory loading it takes in MB, its file's size in MB). The memory is measured in a fresh process
+    (RSS before and after ``read_index``), where no freed memory of this one is reused."""
+    import faiss
+
+    path = folder / "index.faiss"
+    faiss.write_index(index, str(path))
+    del index
+    gc.collect()
+    probe = subprocess.run([sys.executable, "-c", _RSS_PROBE, str(path)], capture_output=True, text=True, check=False)
+    try:
+        ram = float(probe.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        logger.warning("could not measure the index's memory: %s", probe.stderr.strip()[-300:])
+        ram = float("nan")
+    return faiss.read_index(str(path)), ram, path.stat().st_size / 1e6
+
+
+def _refine_lookup(xb: np.ndarray, folder: Path) -> Callable[[np.ndarray], np.ndarray]:
+    """The re-scoring vectors as the store keeps them: an fp16 file in id order, memory-mapped (ids
+    here are positions, so no id file is needed)."""
+    path = folder / "vectors.f16.npy"
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=xb.shape)
+    for lo in range(0, len(xb), 262_144):
+        out[lo : lo + 262_144] = xb[lo : lo + 262_144]
+    out.flush()
+    del out
+    vectors = np.load(path, mmap_mode="r")
+    return lambda found: vectors[found]
+
+
 def _nprobe_of(index: faiss.Index) -> int | None:
     from ..store.faiss_index import inner_index
 
@@ -116,10 +183,14 @@ def bench_search(
     rank: int = 64,
     seed: int = 0,
     on_result: Callable[[SearchBench], None] | None = None,
+    target_recall: float | None = None,
 ) -> SearchBenchRun:
     """Build each factory at each size over seeded clustered unit vectors (:class:`Mixture`) and measure it.
 
-    ``nprobe`` defaults to :class:`IndexConfig`'s. ``single_queries`` (latency) defaults to all
+    ``nprobe`` None: tuned as the index store tunes it (:func:`tune_nprobe` to ``target_recall``,
+    default :class:`IndexConfig`'s, on a sample of the index's own vectors); recall is then measured on
+    the held-out queries. A spec ending in ``,Rfp16`` is searched as the store searches it: a shortlist
+    re-scored from an fp16 vector file on disk, memory-mapped. ``single_queries`` (latency) defaults to all
     ``queries``, but to at most 200 for exhaustive indexes over more than 10^8 floats (a
     one-query scan of 1M x 512 takes a large fraction of a second). ``train_sample`` is the
     number of random vectors an index is trained on (None or 0: what :func:`build_index`, and so
@@ -129,12 +200,12 @@ def bench_search(
     import faiss
 
     from ..config import IndexConfig
-    from ..store.faiss_index import resolve_factory, set_search_params
+    from ..store.faiss_index import resolve_factory, set_search_params, split_refine
 
     if dim < 1 or queries < 1 or k < 1 or not sizes or not factories:
         raise ValueError("dim, queries and k must be >= 1, with at least one size and one factory")
     defaults = IndexConfig()
-    probe = nprobe if nprobe is not None else defaults.nprobe
+    target = target_recall if target_recall is not None else defaults.target_recall
     mixture = Mixture.random(dim, clusters, rank, seed)
     xq = clustered_vectors(queries, mixture, np.random.default_rng([seed, 1]))  # (Q, D), same distribution
     run = SearchBenchRun(
@@ -162,7 +233,20 @@ def bench_search(
             start = time.perf_counter()
             index, trained_on = _build(spec, xb, train_sample, np.random.default_rng([seed, 3, n]))
             build_seconds = time.perf_counter() - start
-            set_search_params(index, probe, defaults.ef_search)
+            refine = split_refine(spec)[1]
+            work = tempfile.TemporaryDirectory(prefix="vf-bench-search-")
+            folder = Path(work.name)
+            lookup = _refine_lookup(xb, folder) if refine else None
+            tuned = None
+            if nprobe is None:
+                tuned = tune_nprobe(index, xb, np.arange(n, dtype=np.int64), target=target, k=k, lookup=lookup)
+            set_search_params(index, nprobe or (tuned.nprobe if tuned else 16), defaults.ef_search)
+            index, ram_mb, file_mb = _reload(index, folder)
+
+            def search(q: np.ndarray, kk: int, index: faiss.Index = index, lookup: Any = lookup) -> np.ndarray:
+                if lookup is None:
+                    return index.search(q, kk)[1]
+                return refined_search(index, q, kk, lookup)[1]
 
             n_single = single_queries if single_queries is not None else queries
             if single_queries is None and _is_exhaustive(spec) and n * dim > 100_000_000:
@@ -171,11 +255,11 @@ def bench_search(
             latencies = np.empty(n_single)
             for i in range(n_single):
                 t0 = time.perf_counter()
-                index.search(xq[i : i + 1], k)  # (1, D): one user's query
+                search(xq[i : i + 1], k)  # (1, D): one user's query
                 latencies[i] = time.perf_counter() - t0
 
             start = time.perf_counter()
-            _, found = index.search(xq, k)  # (Q, k)
+            found = search(xq, k)  # (Q, k)
             batch_seconds = time.perf_counter() - start
             hits = sum(len(set(f[f >= 0].tolist()) & set(e.tolist())) for f, e in zip(found, exact, strict=True))
 
@@ -194,9 +278,14 @@ def bench_search(
                 batch_queries_per_second=queries / batch_seconds,
                 recall=hits / (queries * min(k, n)),
                 k=k,
-                index_mb=faiss.serialize_index(index).nbytes / 1e6,
+                index_mb=file_mb,
+                ram_mb=ram_mb,
+                disk_mb=sum(f.stat().st_size for f in folder.iterdir()) / 1e6,
+                refine=refine,
+                tuned_recall=tuned.recall if tuned else None,
             )
-            del index
+            del index, search, lookup
+            work.cleanup()
             run.results.append(result)
             if on_result is not None:
                 on_result(result)

@@ -18,6 +18,12 @@ if TYPE_CHECKING:
 bench_app = ViewfinderTyper(help="Speed and memory benchmarks (print figures; not tests).", no_args_is_help=True)
 
 
+def save_report(report: dict[str, Any], path: Path) -> None:
+    from ..reports import save_report as save
+
+    save(report, path)
+
+
 def _write_json(path: Path, data: Any) -> None:
     from ..store.fsutil import atomic_write_json
 
@@ -124,8 +130,21 @@ def search_cmd(
     sizes: Annotated[str, typer.Option(help="Collection sizes, comma-separated.")] = "100000,1000000",
     queries: Annotated[int, typer.Option(min=1, help="Queries (batch throughput and recall).")] = 1000,
     k: Annotated[int, typer.Option("--k", min=1, help="Neighbours per query (recall@k).")] = 10,
-    factories: Annotated[str, typer.Option(help="Index presets or FAISS strings, comma-separated.")] = "Flat,IVF",
-    nprobe: Annotated[int | None, typer.Option(min=1, help="IVF lists visited (default: the index config's).")] = None,
+    factories: Annotated[
+        str,
+        typer.Option(
+            help="Index presets, comma-separated; FAISS strings (which hold commas) separated by ';' "
+            "(e.g. 'Flat;IVFPQR;OPQ64,IVF1024,PQ64x8,Rfp16')."
+        ),
+    ] = "Flat,IVF",
+    nprobe: Annotated[
+        int | None,
+        typer.Option(min=1, help="IVF lists visited (default: tuned to --target-recall, as the index store does)."),
+    ] = None,
+    target_recall: Annotated[
+        float | None,
+        typer.Option(min=0.0, max=0.9999, help="Recall@k nprobe is tuned to (default: the index config's, 0.99)."),
+    ] = None,
     single_queries: Annotated[
         int | None,
         typer.Option(
@@ -152,7 +171,10 @@ def search_cmd(
         raise typer.BadParameter(f"sizes must be integers: {exc}", param_hint="--sizes") from exc
     if any(s < 1 for s in size_list):
         raise typer.BadParameter("sizes must be >= 1", param_hint="--sizes")
-    factory_list = tuple(_csv(factories, "--factories"))
+    if ";" in factories:  # FAISS strings hold commas: separate them with ';'
+        factory_list = tuple(f.strip() for f in factories.split(";") if f.strip())
+    else:
+        factory_list = tuple(_csv(factories, "--factories"))
 
     def show(r: SearchBench) -> None:
         console.print(
@@ -164,13 +186,28 @@ def search_cmd(
     from ..store.faiss_index import TRAIN_PER_LIST, ivf_lists
 
     run = bench_search(
-        dim, size_list, queries, k, factory_list, nprobe, single_queries, train_sample, seed=seed, on_result=show
+        dim,
+        size_list,
+        queries,
+        k,
+        factory_list,
+        nprobe,
+        single_queries,
+        train_sample,
+        seed=seed,
+        on_result=show,
+        target_recall=target_recall,
     )
     table = Table(title=f"FAISS search, {dim}-d clustered unit vectors, {queries} queries, {run.faiss_threads} threads")
     for column in ("n", "index", "nprobe", "trained on", "build s", "single q", "p50 ms", "p95 ms", "batch q/s"):
         table.add_column(column, justify="right")
     table.add_column(f"recall@{k}", justify="right")
-    table.add_column("MB", justify="right")
+    for column in ("file MB", "RAM MB", "disk MB"):
+        table.add_column(column, justify="right")
+
+    def mb(x: float) -> str:
+        return "?" if x != x else f"{x:,.0f}" if x >= 10 else f"{x:.2f}"
+
     for r in run.results:
         table.add_row(
             f"{r.n:,}",
@@ -183,9 +220,20 @@ def search_cmd(
             f"{r.p95_ms:.2f}",
             f"{r.batch_queries_per_second:,.0f}",
             f"{r.recall:.3f}",
-            f"{r.index_mb:,.0f}" if r.index_mb >= 10 else f"{r.index_mb:.2f}",
+            mb(r.index_mb),
+            mb(r.ram_mb),
+            mb(r.disk_mb),
         )
     console.print(table)
+    flat = {r.n: r for r in run.results if r.spec == "Flat"}
+    for r in run.results:
+        if r.n in flat and r is not flat[r.n] and r.ram_mb > 0:
+            console.print(
+                f"n={r.n:,} {r.spec}: {flat[r.n].ram_mb / r.ram_mb:.1f}x less RAM than Flat, recall@{k} "
+                f"{r.recall - flat[r.n].recall:+.3f} against it"
+                + (f", nprobe tuned to {r.nprobe}" if r.tuned_recall else ""),
+                soft_wrap=True,
+            )
     fewer = sorted({(r.n, r.spec, r.single_queries) for r in run.results if r.single_queries < queries})
     for n_, spec, count in fewer:
         console.print(f"note: n={n_:,} {spec}: p50/p95 over {count} single queries (a full scan each), not {queries}")
@@ -200,6 +248,45 @@ def search_cmd(
             )
     if json_path:
         _write_json(json_path, asdict(run))
+
+
+@bench_app.command("scale")
+def scale_cmd(
+    n: Annotated[int, typer.Option(min=1000, help="Vectors in the simulated collection.")] = 10_000_000,
+    dim: Annotated[int, typer.Option(min=8, help="Vector dimension (a multiple of 8).")] = 512,
+    nlist: Annotated[int | None, typer.Option(min=1, help="IVF lists (default: 4·sqrt(n), a power of 2).")] = None,
+    chunk: Annotated[int, typer.Option(min=1, help="Vectors made and added per step.")] = 250_000,
+    queries: Annotated[int, typer.Option(min=1, help="Held-out queries (latency and recall).")] = 200,
+    target_recall: Annotated[float, typer.Option(min=0.0, max=0.9999, help="Recall@10 nprobe is tuned to.")] = 0.99,
+    work_dir: Annotated[
+        Path | None, typer.Option(help="Where the index and its fp16 vectors are written (default: the temp folder).")
+    ] = None,
+    json_path: JsonOpt = None,
+) -> None:
+    """A collection past memory, simulated: IVF-PQ with exact re-scoring over N vectors made in chunks."""
+    from ..bench.scale import bench_scale
+    from ..reports import machine_info
+
+    if dim % 8:
+        raise typer.BadParameter("must be a multiple of 8 (PQ sub-vectors of 8 dimensions)", param_hint="--dim")
+    command = f"viewfinder bench scale --n {n} --dim {dim} --queries {queries}"
+    r = bench_scale(n, dim, nlist=nlist, chunk=chunk, queries=queries, target_recall=target_recall, work_dir=work_dir)
+    for label, value in [
+        ("index", r.spec),
+        ("vectors", f"{r.n:,} x {r.dim}"),
+        ("build", f"{r.build_seconds / 60:.1f} min (train {r.train_seconds:.0f} s on {r.train_vectors:,})"),
+        ("peak RSS", f"{r.peak_rss_mb:,.0f} MB"),
+        ("index RAM", f"{r.index_ram_mb:,.0f} MB ({r.ram_bytes_per_item:.0f} B/item)"),
+        ("disk", f"{r.index_file_mb + r.vectors_file_mb:,.0f} MB ({r.disk_bytes_per_item:.0f} B/item)"),
+        ("nprobe", f"{r.nprobe} (recall@{r.k} {r.tuned_recall:.3f} on tuning queries)"),
+        ("p50 / p95", f"{r.p50_ms:.2f} / {r.p95_ms:.2f} ms over {r.single_queries} single queries"),
+        (f"recall@{r.k}", f"{r.recall:.3f} vs exact search, {r.queries} held-out queries"),
+    ]:
+        console.print(f"{label:>10}: {value}")
+    if json_path:
+        report = {"command": command, "machine": machine_info(), "result": asdict(r)}
+        report["result"].update(ram_bytes_per_item=r.ram_bytes_per_item, disk_bytes_per_item=r.disk_bytes_per_item)
+        save_report(report, json_path)
 
 
 def _print_query_bench(run: Any, index: Path, k: int) -> None:

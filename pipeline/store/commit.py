@@ -120,27 +120,11 @@ def plan_commit(
     )
 
 
-def next_faiss_index(
-    plan: CommitPlan,
-    current: Callable[[], faiss.Index],
-    stored: Callable[[], tuple[np.ndarray, np.ndarray]],
-) -> faiss.Index | None:
-    """The FAISS index of the planned generation, or None when there is nothing new to write.
-
-    ``current`` gives the committed index (updated in place when the plan allows: the caller must
-    drop it if the commit then fails); ``stored`` gives the committed (ids (N,), vectors (N, D)).
-    """
-    if plan.manifest.count == 0:
-        return None
-    if plan.in_place:
-        if not plan.changed:
-            return None
-        index = current()
-        if len(plan.gone_ids):
-            index.remove_ids(plan.gone_ids)
-        if len(plan.new_ids):
-            index.add_with_ids(plan.new_vecs, plan.new_ids)
-        return index
+def generation_vectors(
+    plan: CommitPlan, stored: Callable[[], tuple[np.ndarray, np.ndarray]]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(ids (N,), vectors (N, D)) of the planned generation, in id order: the committed ones that stay
+    (``stored`` gives them) and the pending ones."""
     if plan.rebuild:
         ids, vecs = np.zeros(0, np.int64), plan.new_vecs[:0]
     else:
@@ -148,11 +132,39 @@ def next_faiss_index(
     keep = ~np.isin(ids, plan.gone_ids)
     all_ids = np.concatenate([ids[keep], plan.new_ids])
     all_vecs = np.concatenate([vecs[keep], plan.new_vecs]) if len(all_ids) else plan.new_vecs
+    order = np.argsort(all_ids, kind="stable")
+    return all_ids[order], all_vecs[order]
+
+
+def next_faiss_index(
+    plan: CommitPlan,
+    current: Callable[[], faiss.Index],
+    vectors: Callable[[], tuple[np.ndarray, np.ndarray]],
+) -> tuple[faiss.Index | None, bool]:
+    """The FAISS index of the planned generation, or None when there is nothing new to write; and whether
+    it was built anew (False: updated in place, or nothing to write).
+
+    ``current`` gives the committed index (updated in place when the plan allows: the caller must
+    drop it if the commit then fails); ``vectors`` gives the planned generation's (ids, vectors)
+    (:func:`generation_vectors`).
+    """
+    if plan.manifest.count == 0:
+        return None, False
+    if plan.in_place:
+        if not plan.changed:
+            return None, False
+        index = current()
+        if len(plan.gone_ids):
+            index.remove_ids(plan.gone_ids)
+        if len(plan.new_ids):
+            index.add_with_ids(plan.new_vecs, plan.new_ids)
+        return index, False
+    all_ids, all_vecs = vectors()
     spec = plan.manifest.faiss_spec
     if plan.old.count and spec != plan.old.faiss_spec:
         logger.info("FAISS index changes from %s to %s", plan.old.faiss_spec, spec)
     logger.info("building FAISS index %s over %d vectors", spec, len(all_ids))
-    return build_index(spec, all_vecs, all_ids)
+    return build_index(spec, all_vecs, all_ids), True
 
 
 def apply_rows(db: sqlite3.Connection, plan: CommitPlan) -> None:

@@ -4,7 +4,10 @@ Layout of an index folder::
 
     store.sqlite        items (id, key, path, size, mtime, sha256, text, metadata, vector),
                         pending embeddings of an unfinished run, skipped files, meta
-    index.<gen>.faiss   FAISS index (IndexIDMap2) of committed generation <gen>
+    index.<gen>.faiss   FAISS index of committed generation <gen> (ids in an IVF's lists, else IndexIDMap2)
+    vectors.<gen>.f16.npy, vectors.<gen>.ids.npy
+                        for a spec ending in ``,Rfp16``: the generation's vectors as float16 and their
+                        ids, in id order, memory-mapped to re-score each query's shortlist exactly
     manifest.json       readable mirror of the meta: encoder fingerprint, index type, counts
 
 Crash safety: the committed generation number lives in SQLite. A run embeds into the
@@ -28,15 +31,15 @@ import sqlite3
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import faiss
 import numpy as np
 
-from .commit import CommitPlan, apply_rows, next_faiss_index, plan_commit
-from .faiss_index import set_search_params, supports_removal
+from .commit import CommitPlan, apply_rows, generation_vectors, next_faiss_index, plan_commit
+from .faiss_index import refined_search, set_search_params, split_refine, supports_removal, tune_nprobe
 from .fsutil import atomic_write, atomic_write_json, fsync_dir
 from .records import (  # noqa: F401  (re-exported: the store's public names live here too)
     _SCHEMA,
@@ -58,6 +61,14 @@ from .records import now as _now
 
 logger = logging.getLogger(__name__)
 
+DEFAULT_NPROBE = 16
+"""IVF lists a search visits when neither the search config nor the index's tuning says."""
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with path.open("wb") as fh:  # np.save on a path would add ".npy" to the temporary name
+        np.save(fh, array)
+
 
 class IndexStore:
     """One collection's index folder. Open with :meth:`open` (read) or :meth:`open_for_write`."""
@@ -70,7 +81,9 @@ class IndexStore:
         self._index_generation = -1
         """The generation ``_index`` was loaded from."""
         self._search_params: tuple[int, int] | None = None
-        """(nprobe, ef_search) applied to every FAISS index loaded."""
+        """(nprobe, ef_search) applied to every FAISS index loaded (nprobe 0: the index's tuned value)."""
+        self._refine: tuple[np.ndarray, np.ndarray] | None = None
+        """(ids, float16 vectors) memory-mapped, of ``_index_generation``, for indexes that re-score."""
         self._lock_fh: Any = None
 
     # ------------------------------------------------------------------ opening
@@ -240,10 +253,15 @@ class IndexStore:
     def _faiss_file(self, generation: int) -> Path:
         return self.path / f"index.{generation}.faiss"
 
+    def _refine_files(self, generation: int) -> tuple[Path, Path]:
+        """(ids file, float16 vectors file) of a generation whose spec re-scores from disk."""
+        return self.path / f"vectors.{generation}.ids.npy", self.path / f"vectors.{generation}.f16.npy"
+
     def _remove_stale_files(self) -> None:
-        keep = self._faiss_file(self.manifest.generation).name
-        for stale in self.path.glob("index.*.faiss"):
-            if stale.name != keep:
+        generation = self.manifest.generation
+        keep = {self._faiss_file(generation).name, *(f.name for f in self._refine_files(generation))}
+        for stale in [*self.path.glob("index.*.faiss"), *self.path.glob("vectors.*.npy")]:
+            if stale.name not in keep:
                 stale.unlink(missing_ok=True)
         for tmp in self.path.glob(".*.tmp"):
             tmp.unlink(missing_ok=True)
@@ -284,6 +302,7 @@ class IndexStore:
             if self._index is not None:
                 logger.info("%s: generation %d committed, loading its FAISS index", self.path, m.generation)
             self._index = self._load_index(m)
+            self._refine = self._load_refine(m)
             self._index_generation = m.generation
         return self._index
 
@@ -302,19 +321,40 @@ class IndexStore:
                     m.generation,
                 ) from exc
         if self._search_params is not None:
-            set_search_params(index, *self._search_params)
+            nprobe, ef_search = self._search_params
+            set_search_params(index, nprobe or m.nprobe or DEFAULT_NPROBE, ef_search)
         return index
 
+    def _load_refine(self, m: Manifest) -> tuple[np.ndarray, np.ndarray] | None:
+        if m.count == 0 or not split_refine(m.faiss_spec)[1]:
+            return None
+        ids_file, vectors_file = self._refine_files(m.generation)
+        try:
+            return np.load(ids_file, mmap_mode="r"), np.load(vectors_file, mmap_mode="r")
+        except (OSError, ValueError) as exc:
+            raise FaissFileMissingError(
+                f"{vectors_file.parent}: the vectors this index re-scores with ({ids_file.name}, "
+                f"{vectors_file.name}) are missing or unreadable ({exc}): rebuild the index from its source",
+                m.generation,
+            ) from exc
+
     def configure_search(self, nprobe: int, ef_search: int) -> None:
-        """Set IVF ``nprobe`` and HNSW ``ef_search``, now and on every FAISS index loaded later."""
+        """Set IVF ``nprobe`` (0: the value tuned when the index was built) and HNSW ``ef_search``, now
+        and on every FAISS index loaded later."""
         self._search_params = (nprobe, ef_search)
         if self._index is not None:
-            set_search_params(self._index, nprobe, ef_search)
+            set_search_params(self._index, nprobe or self.manifest.nprobe or DEFAULT_NPROBE, ef_search)
 
     def search_vectors(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(Q, D) float32 queries -> scores (Q, k) and ids (Q, k); id -1 where fewer than k items."""
+        """(Q, D) float32 queries -> scores (Q, k) and ids (Q, k); id -1 where fewer than k items.
+        An index that re-scores (``,Rfp16``) ranks a shortlist by exact scores from its fp16 vectors."""
         k = max(1, min(k, max(len(self), 1)))
-        return self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+        index = self.index
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        if self._refine is None:
+            return index.search(queries, k)
+        ids, vectors = self._refine
+        return refined_search(index, queries, k, lambda found: vectors[np.searchsorted(ids, found)])
 
     def items_by_id(self, ids: Iterable[int]) -> dict[int, ItemRow]:
         wanted = [int(i) for i in ids if int(i) >= 0]
@@ -436,12 +476,15 @@ class IndexStore:
         embed_dim: int | None = None,
         source: str | None = None,
         preset: dict[str, Any] | None = None,
+        target_recall: float = 0.0,
     ) -> Manifest:
         """Fold pending embeddings, deletions and metadata updates into a new generation, atomically.
 
         ``rebuild`` replaces every committed item by the pending ones (a re-embedding run, possibly
-        with an encoder of another ``embed_dim``). The other arguments are manifest fields to record
-        (None keeps the committed value).
+        with an encoder of another ``embed_dim``). ``target_recall`` > 0: an IVF index built anew gets
+        the smallest nprobe reaching that recall@10 on a sample of its own vectors, recorded in the
+        manifest (an index updated in place keeps its nprobe). The other arguments are manifest fields
+        to record (None keeps the committed value).
         """
         plan = plan_commit(
             self.db,
@@ -461,20 +504,68 @@ class IndexStore:
                 "updated_at": _now(),
             },
         )
+        built_from: list[tuple[np.ndarray, np.ndarray]] = []
+
+        def vectors() -> tuple[np.ndarray, np.ndarray]:  # computed once, only when needed
+            if not built_from:
+                built_from.append(generation_vectors(plan, self.vectors))
+            return built_from[0]
+
         try:
-            index = next_faiss_index(plan, lambda: self.index, self.vectors)
+            index, built = next_faiss_index(plan, lambda: self.index, vectors)
+            refine = split_refine(plan.manifest.faiss_spec)[1]
             if index is not None and plan.new_generation:
+                if built:
+                    plan.manifest = self._tuned(plan.manifest, index, vectors, refine, target_recall)
                 self._write_faiss(plan.manifest.generation, index)
+                if refine:
+                    self._write_refine(plan.manifest.generation, *vectors())
             self._apply_commit(plan)
         except BaseException:
             self._index = None  # possibly updated in place for a generation that was not committed
             raise
         if index is not None:
             self._index, self._index_generation = index, plan.manifest.generation
+            self._refine = self._load_refine(plan.manifest)
         self._write_manifest_file()
         self._remove_stale_files()
         fsync_dir(self.path)
         return plan.manifest
+
+    def _tuned(
+        self,
+        manifest: Manifest,
+        index: faiss.Index,
+        vectors: Any,
+        refine: bool,
+        target_recall: float,
+    ) -> Manifest:
+        """``manifest`` with the nprobe tuned for a freshly built ``index`` (cleared when it has no lists)."""
+        tuning = None
+        if target_recall > 0 and "IVF" in manifest.faiss_spec:
+            ids, vecs = vectors()
+            lookup = None
+            if refine:
+                half = vecs.astype(np.float16)  # what the search will read from disk
+                lookup = lambda found: half[np.searchsorted(ids, found)]  # noqa: E731
+            tuning = tune_nprobe(index, vecs, ids, target=target_recall, lookup=lookup)
+        if tuning is None:
+            return replace(manifest, nprobe=0, tuning={})
+        logger.info(
+            "%s: nprobe %d reaches recall@%d %.3f (target %.2f)",
+            self.path,
+            tuning.nprobe,
+            tuning.k,
+            tuning.recall,
+            target_recall,
+        )
+        return replace(manifest, nprobe=tuning.nprobe, tuning=asdict(tuning))
+
+    def _write_refine(self, generation: int, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Write a generation's re-scoring files aside (fsync, rename), ids in order with their float16 vectors."""
+        ids_file, vectors_file = self._refine_files(generation)
+        atomic_write(vectors_file, lambda tmp: _save_npy(tmp, vectors.astype(np.float16)))
+        atomic_write(ids_file, lambda tmp: _save_npy(tmp, ids.astype(np.int64)))
 
     def _write_faiss(self, generation: int, index: faiss.Index) -> None:
         """Write a generation's FAISS file aside (fsync, rename): not in use until :meth:`_apply_commit`."""

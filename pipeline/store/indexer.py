@@ -123,6 +123,7 @@ class Indexer:
                 embed_dim=enc.embed_dim,
                 source=source_str,
                 preset=self.preset,
+                target_recall=self.config.target_recall,
             )
         _fill_report(report, plan, failed)
         report.count = new_manifest.count

@@ -89,6 +89,10 @@ class Manifest:
     preset: dict[str, Any] = field(default_factory=dict)
     """The preset it was built with (``name``, ``source``: packaged name or file, ``factory``), so a
     plain re-run or search keeps it."""
+    nprobe: int = 0
+    """IVF lists a search visits, tuned when the FAISS index was built (0: not tuned, or no lists)."""
+    tuning: dict[str, Any] = field(default_factory=dict)
+    """How ``nprobe`` was chosen: target and measured recall@k, queries, k (empty: not tuned)."""
 
 
 @dataclass

@@ -56,8 +56,10 @@ class EncoderEntry:
     ``zoo`` folder), checked at load time when set; a mismatch is a :class:`ModelLoadError`."""
     seed: int = 0
     """Seed for random initialisation (weights: random)."""
-    precision: Literal["fp32", "fp16", "bf16"] = "fp32"
-    """Inference precision on CUDA; CPU always runs fp32."""
+    precision: Literal["fp32", "fp16", "bf16", "int8"] = "fp32"
+    """Inference precision: ``fp16``/``bf16`` on CUDA; ``int8`` on the CPU (linear layers dynamically
+    quantised). Anything else runs fp32. The fingerprint is the weights', whatever the precision, so an
+    index built at one precision is searched at another."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """``auto`` picks CUDA when present."""
     batch_size: int = 64

@@ -11,10 +11,12 @@ import copy
 import enum
 import functools
 import hashlib
+import importlib
 import json
 import logging
 import threading
 import types
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -226,6 +228,32 @@ def split_normalization(transform: Any) -> tuple[Any, tuple[float, ...], tuple[f
     return T.Compose([*steps[:-2], ToUint8Tensor()]), mean, std
 
 
+def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` with its ``nn.Linear`` layers dynamically quantised to int8 (weights int8, activations
+    quantised per batch; CPU only). Transformer towers are almost all linear layers; a convolutional
+    tower keeps its convolutions in fp32. Linear layers whose weights their parent reads directly
+    (open_clip's attention pooling passes ``q_proj.weight`` to ``multi_head_attention_forward``) stay fp32."""
+    from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic
+
+    reads_weights = tuple(
+        cls for cls in (getattr(importlib.import_module("open_clip.modified_resnet"), "AttentionPool2d", None),) if cls
+    )
+    skip = {f"{name}." for name, module in model.named_modules() if reads_weights and isinstance(module, reads_weights)}
+    linear = {
+        name: default_dynamic_qconfig
+        for name, module in model.named_modules()
+        if type(module) is torch.nn.Linear and not any(name.startswith(prefix) for prefix in skip)
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.ao.quantization points at torchao
+        warnings.simplefilter("ignore", UserWarning)  # "quantized tensor creation functions ... are deprecated"
+        quantized = quantize_dynamic(model.float().eval(), linear, dtype=torch.qint8)
+    for name, module in quantized.named_modules():
+        if name in linear:
+            module.int8_original_dtype = torch.float32  # open_clip asks a block's c_fc for the dtype to cast to
+    return quantized
+
+
 class OpenClipEncoder:
     """An open_clip CLIP model with its preprocessing and tokenizer.
 
@@ -269,20 +297,29 @@ class OpenClipEncoder:
         ).hexdigest()[:32]
         self.precision = precision
         self.model = model
+        self.quantized = False
+        """The linear layers run in int8 (``precision: int8`` on the CPU)."""
         self.to_device(self.device)
         self.embed_dim = int(arch_cfg.get("embed_dim") or self._probe_dim())
         self.context_length = int(getattr(tokenizer, "context_length", 77))
 
     def to_device(self, device: torch.device) -> None:
         """Move the model (and its normalisation) to ``device``, in the precision asked for where the
-        device has it (fp16/bf16 on CUDA; fp32 elsewhere). The fingerprint does not change."""
+        device has it: fp16/bf16 on CUDA, int8 on the CPU (:func:`quantize_int8`), fp32 otherwise.
+        The fingerprint does not change: it names the weights, whatever precision runs them."""
         self.device = device
         self.dtype = torch.float32
         if device.type == "cuda" and self.precision in ("fp16", "bf16"):
             self.dtype = torch.float16 if self.precision == "fp16" else torch.bfloat16
-        elif self.precision != "fp32" and device.type != "cuda":
+        elif self.precision == "int8" and device.type == "cpu":
+            if not self.quantized:
+                self.model = quantize_int8(self.model)
+                self.quantized = True
+        elif self.precision != "fp32":
             logger.warning("precision %s requested on %s: running fp32", self.precision, device)
-        self.model = self.model.to(device, dtype=self.dtype)
+        if self.quantized and device.type != "cpu":
+            raise ValueError(f"encoder {self.name!r} is quantised to int8, which runs on the CPU only")
+        self.model = self.model.to(device, dtype=self.dtype) if not self.quantized else self.model
         if self._norm is not None:
             self._norm = (self._norm[0].to(device), self._norm[1].to(device))
 

@@ -12,6 +12,7 @@ it loads it as a ``local-dir`` entry, with the entry's defaults for everything e
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import os
@@ -98,13 +99,21 @@ def load_entry(
     relative_to: Path | None = None,
 ) -> Any:
     """A model entry from a packaged name (``configs/models/NAME.yaml``), a YAML path, a model's folder
-    (:func:`folder_entry`), a mapping, ``hf:ORG/NAME`` (a chat model on the hub, default settings), or
-    an entry already built. Relative paths (of a YAML file or a folder) are taken relative to
+    (:func:`folder_entry`), a mapping (``{base: NAME, field: value}``: entry NAME with those fields
+    changed), ``hf:ORG/NAME`` (a chat model on the hub, default settings), or an entry already built.
+    Relative paths (of a YAML file or a folder) are taken relative to
     ``relative_to`` first, then to the current directory; relative paths inside a YAML file are
     relative to that file's folder."""
     if any(isinstance(name_or_file, fam.entry_type) for fam in _FAMILIES.values()):
         family(name_or_file.family, kind)
         return name_or_file
+    if isinstance(name_or_file, dict) and "base" in name_or_file:
+        # {base: scene-clip, precision: int8}: another entry with some fields changed (e.g. in a preset)
+        data = dict(name_or_file)
+        inherited = dataclasses.asdict(load_entry(data.pop("base"), kind, relative_to=relative_to))
+        inherited.update(data)
+        fam = family(str(inherited.get("family", "open_clip")), kind, "model entry")
+        return from_dict(fam.entry_type, inherited, "model entry")
     if isinstance(name_or_file, dict):
         data, where, base = dict(name_or_file), "model entry", relative_to
     elif isinstance(name_or_file, str) and name_or_file.startswith(HUB_PREFIX):
@@ -115,6 +124,8 @@ def load_entry(
         path = resolve_config_file("models", str(name_or_file), relative_to)
         data, where, base = read_yaml(path), str(path), path.parent
         data.setdefault("name", path.stem)
+        if "base" in data:
+            return load_entry(data, kind, relative_to=path.parent)
     else:
         raise ConfigError(f"a model entry must be a name, a YAML path or a mapping, got {type(name_or_file).__name__}")
     fam = family(str(data.get("family", "open_clip")), kind, where)

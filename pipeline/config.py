@@ -65,6 +65,10 @@ class IndexConfig:
     """Embeddings are checkpointed to disk every this many items, so a killed run resumes."""
     max_image_pixels: int = 89_478_485
     """Decompression-bomb limit: larger images are skipped (PIL's default limit)."""
+    decode: str = "auto"
+    """Where images are decoded: ``cpu`` (worker processes), ``gpu`` (plain JPEGs in batches on the
+    encoder's device with ``torchvision.io.decode_jpeg``, the rest on the CPU), ``auto`` (gpu when the
+    encoder runs on CUDA)."""
     engine: str = "local"
     """Where embedding runs: ``local`` (DataLoader workers decode, this process encodes) or ``ray``
     (Ray Data: decoding tasks and an encoder actor pool, on a local Ray or the cluster at ``ray_address``)."""
@@ -85,6 +89,8 @@ class IndexConfig:
             raise ConfigError("index: field 'num_workers' must be >= 0")
         if self.ray_actors < 0:
             raise ConfigError("index: field 'ray_actors' must be >= 0")
+        if self.decode not in ("auto", "cpu", "gpu"):
+            raise ConfigError(f"index: field 'decode' must be 'auto', 'cpu' or 'gpu', not {self.decode!r}")
         if self.engine not in ("local", "ray"):
             raise ConfigError(f"index: field 'engine' must be 'local' or 'ray', not {self.engine!r}")
         if not self.factory.strip():

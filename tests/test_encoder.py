@@ -456,3 +456,21 @@ def test_indexer_workers_hand_over_uint8_pixels(tiny_encoder, make_images, tmp_p
     rows = [ItemRow(i, p.name, str(p), 0, 0, None, None, {}) for i, p in enumerate(paths)]
     batch = collate_decoded([ImageFiles(rows, worker_transform(tiny_encoder), 10**8)[i] for i in range(3)])
     assert batch.pixels is not None and batch.pixels.dtype == torch.uint8 and batch.good == [0, 1, 2]
+
+
+def test_int8_precision_quantises_the_linear_layers_and_keeps_the_fingerprint(tiny_encoder, make_images):
+    from viewfinder.adapters.registry import load_encoder, load_entry
+
+    entry = load_entry({"base": "tiny-test", "precision": "int8"})
+    assert entry.name == "tiny-test" and entry.precision == "int8" and entry.arch == "tiny-test"
+    int8 = load_encoder(entry)
+    assert int8.quantized and not tiny_encoder.quantized
+    assert int8.fingerprint == tiny_encoder.fingerprint  # same weights: indexes are shared across precisions
+    quantized = [m for m in int8.model.modules() if type(m).__name__ == "Linear" and "quantized" in type(m).__module__]
+    assert quantized, "no linear layer was quantised"
+    texts = ["a red square", "two small blue circles", "x"]
+    cos = (int8.encode_texts(texts) * tiny_encoder.encode_texts(texts)).sum(1)
+    assert cos.min() > 0.98
+    images = [random_image(np.random.default_rng(i)) for i in range(3)]
+    cos = (int8.encode_images(images) * tiny_encoder.encode_images(images)).sum(1)
+    assert cos.min() > 0.98

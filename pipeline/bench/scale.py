@@ -101,7 +101,7 @@ def bench_scale(
         n_train = min(n, TRAIN_PER_LIST * nlist)
         train = clustered_vectors(n_train, mixture, np.random.default_rng([seed, 10]))  # (T, D)
         index = faiss.index_factory(dim, split_refine(spec)[0], faiss.METRIC_INNER_PRODUCT)
-        faiss.extract_index_ivf(index).do_polysemous_training = False
+        faiss.downcast_index(faiss.extract_index_ivf(index)).do_polysemous_training = False
         logger.info("training %s on %d vectors", spec, n_train)
         index.train(train)
         train_seconds = time.perf_counter() - start

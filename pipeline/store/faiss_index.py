@@ -230,10 +230,11 @@ def tune_nprobe(
     lookup: Callable[[np.ndarray], np.ndarray] | None = None,
     seed: int = 0,
 ) -> Tuning | None:
-    """The smallest nprobe (1, 2, 4, … nlist) at which ``index`` finds ``target`` of the exact top ``k``
-    of a seeded sample of its own vectors used as queries (each query's own item excluded), searched
-    with re-scoring through ``lookup`` when given. ``vectors``/``ids`` are everything the index holds.
-    None for an index without lists. Leaves the index's nprobe at the chosen value."""
+    """The smallest nprobe (1, 2, 3, 5, 8, … steps of 1.5x up to nlist) at which ``index`` finds
+    ``target`` of the exact top ``k`` of a seeded sample of its own vectors used as queries (each
+    query's own item excluded), searched with re-scoring through ``lookup`` when given.
+    ``vectors``/``ids`` are everything the index holds. None for an index without lists. Leaves the
+    index's nprobe at the chosen value."""
     if faiss.try_extract_index_ivf(index) is None or len(vectors) <= k + 1:
         return None
     rng = np.random.default_rng(seed)
@@ -254,7 +255,7 @@ def tune_nprobe_on(
     lookup: Callable[[np.ndarray], np.ndarray] | None = None,
     exclude: np.ndarray | None = None,
 ) -> Tuning | None:
-    """The smallest nprobe (doubling up to nlist) at which ``index`` finds ``target`` of ``truth`` (each
+    """The smallest nprobe (steps of 1.5x up to nlist) at which ``index`` finds ``target`` of ``truth`` (each
     query's exact top-k ids) for ``queries``, judged by the recall's 95% lower bound; ``exclude`` is an
     id per query left out of its results (the query's own item). Leaves the index's nprobe at the
     chosen value."""
@@ -280,4 +281,4 @@ def tune_nprobe_on(
         low = recall - 1.645 * float(per_query.std(ddof=1)) / np.sqrt(len(q)) if len(q) > 1 else recall
         if low >= target or nprobe >= ivf.nlist:
             return Tuning(nprobe, recall, low, target, len(q), k)
-        nprobe = min(ivf.nlist, nprobe * 2)
+        nprobe = min(ivf.nlist, max(nprobe + 1, math.ceil(nprobe * 1.5)))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,12 +109,14 @@ def decode_on_device(
 ) -> tuple[torch.Tensor | None, list[tuple[int, str]]]:
     """Decode JPEG byte tensors on ``device`` in one call, then resize and centre-crop each as the
     encoder's transform does: ((n_ok, 3, H, W) uint8 on ``device``, [(position, reason)] of failures)."""
-    import warnings
-
-    with warnings.catch_warnings():  # torchvision 0.29 points at TorchCodec; decode_jpeg still works
-        warnings.simplefilter("ignore", DeprecationWarning)
-        from torchvision.io import ImageReadMode, decode_jpeg
+    from torchvision.io import ImageReadMode
+    from torchvision.io import decode_jpeg as _decode_jpeg
     from torchvision.transforms.v2 import functional as F
+
+    def decode_jpeg(*args: Any, **kwargs: Any) -> Any:
+        with warnings.catch_warnings():  # torchvision 0.29 points at TorchCodec; decode_jpeg still works
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return _decode_jpeg(*args, **kwargs)
 
     if not jpegs:
         return None, []

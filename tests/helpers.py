@@ -161,6 +161,33 @@ def check_store_invariants(index_dir: Path, *, check_manifest_file: bool = True)
         store.close()
 
 
+def synthetic_store(
+    path: Path, vectors: np.ndarray, factory: str, *, target_recall: float = 0.0, delete: Sequence[str] = ()
+) -> Any:
+    """Add ``vectors`` (keys ``v<id>``) to the index store at ``path`` (created with a made-up encoder)
+    and commit with ``factory``; returns the store opened read-only."""
+    from viewfinder.pipeline.store.index_store import IndexStore, ItemRow, PendingRow
+
+    with IndexStore.open_for_write(
+        path,
+        encoder_name="synthetic",
+        encoder_fingerprint="synthetic",
+        embed_dim=vectors.shape[1],
+        modality="image",
+        factory=factory,
+        source="synthetic",
+    ) as store:
+        ids = store.allocate_ids(len(vectors))
+        rows = [
+            PendingRow(ItemRow(i, f"v{i}", f"/v{i}", 0, 0, None, None, {}), v)
+            for i, v in zip(ids, vectors, strict=True)
+        ]
+        for start in range(0, len(rows), 1000):
+            store.add_pending(rows[start : start + 1000])
+        store.commit(factory=factory, target_recall=target_recall, delete_keys=delete)
+    return IndexStore.open(path)
+
+
 def tiny_index_config(**overrides: Any) -> Any:
     """The ``tiny`` preset's index settings with ``overrides`` (an IndexConfig)."""
     from dataclasses import replace

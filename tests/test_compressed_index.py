@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import faiss_ids
+from helpers import faiss_ids, synthetic_store
 
 from viewfinder.pipeline.store.faiss_index import REFINE, index_ids, resolve_factory, split_refine, tune_nprobe
-from viewfinder.pipeline.store.index_store import IndexStore, ItemRow, PendingRow
+from viewfinder.pipeline.store.index_store import IndexStore
 from viewfinder.pipeline.store.records import FaissFileMissingError
 
 
@@ -23,25 +23,7 @@ def clustered(n: int, dim: int, seed: int) -> np.ndarray:
 
 
 def commit(path: Path, vectors: np.ndarray, factory: str, *, target: float, delete: list[str] = ()) -> IndexStore:
-    """Add ``vectors`` (keys v<id>) to the store at ``path`` and commit; returns it opened read-only."""
-    with IndexStore.open_for_write(
-        path,
-        encoder_name="synthetic",
-        encoder_fingerprint="synthetic",
-        embed_dim=vectors.shape[1],
-        modality="image",
-        factory=factory,
-        source="synthetic",
-    ) as store:
-        ids = store.allocate_ids(len(vectors))
-        store.add_pending(
-            [
-                PendingRow(ItemRow(i, f"v{i}", f"/v{i}", 0, 0, None, None, {}), v)
-                for i, v in zip(ids, vectors, strict=True)
-            ]
-        )
-        store.commit(factory=factory, target_recall=target, delete_keys=delete)
-    return IndexStore.open(path)
+    return synthetic_store(path, vectors, factory, target_recall=target, delete=delete)
 
 
 def recall(found: np.ndarray, truth: np.ndarray) -> float:

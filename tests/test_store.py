@@ -23,6 +23,7 @@ from helpers import (
     faiss_ids,
     random_image,
     ro_connect,
+    synthetic_store,
     tiny_index_config,
     write_corrupt_files,
     write_images,
@@ -35,9 +36,7 @@ from viewfinder.pipeline.store.index_store import (
     FORMAT_VERSION,
     EncoderMismatchError,
     IndexStore,
-    ItemRow,
     Manifest,
-    PendingRow,
     StoreError,
 )
 from viewfinder.pipeline.store.indexer import Indexer
@@ -329,28 +328,6 @@ def _clustered(n: int, dim: int, seed: int) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
-def _synthetic_store(path: Path, vectors: np.ndarray, factory: str) -> IndexStore:
-    store = IndexStore.open_for_write(
-        path,
-        encoder_name="synthetic",
-        encoder_fingerprint="synthetic",
-        embed_dim=vectors.shape[1],
-        modality="image",
-        factory=factory,
-        source="synthetic",
-    )
-    with store:
-        ids = store.allocate_ids(len(vectors))
-        rows = [
-            PendingRow(ItemRow(i, f"v{i}", f"/v{i}", 0, 0, None, None, {}), vec)
-            for i, vec in zip(ids, vectors, strict=True)
-        ]
-        for start in range(0, len(rows), 1000):
-            store.add_pending(rows[start : start + 1000])
-        store.commit(factory=factory)
-    return IndexStore.open(path)
-
-
 def _recall(found: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean([len(set(f) & set(t)) / len(t) for f, t in zip(found, truth, strict=True)]))
 
@@ -360,14 +337,14 @@ def test_ivf_search_agrees_with_exact_flat_on_seeded_data(tmp_path):
     base, queries = data[:4000], data[4000:]
     truth = np.argsort(-(queries @ base.T), axis=1)[:, :10]  # ids are 0..N-1 in insertion order
 
-    flat = _synthetic_store(tmp_path / "flat", base, "Flat")
+    flat = synthetic_store(tmp_path / "flat", base, "Flat")
     assert flat.manifest.faiss_spec == "Flat"
     flat.configure_search(16, 64)
     scores, ids = flat.search_vectors(queries, 10)
     assert _recall(ids, truth) == 1.0  # Flat is exact
     np.testing.assert_allclose(scores, np.take_along_axis(queries @ base.T, truth, axis=1), atol=1e-5)
 
-    ivf = _synthetic_store(tmp_path / "ivf", base, "IVF")
+    ivf = synthetic_store(tmp_path / "ivf", base, "IVF")
     nlist = int(ivf.manifest.faiss_spec.split(",")[0][3:])
     assert nlist > 16
     ivf.configure_search(nprobe=16, ef_search=64)
@@ -380,14 +357,14 @@ def test_ivf_search_agrees_with_exact_flat_on_seeded_data(tmp_path):
     assert _recall(ids_all, truth) == 1.0  # visiting every list is exact
     assert _recall(ids1, truth) < _recall(ids16, truth)  # nprobe reaches the loaded index
 
-    hnsw = _synthetic_store(tmp_path / "hnsw", base, "HNSW")
+    hnsw = synthetic_store(tmp_path / "hnsw", base, "HNSW")
     hnsw.configure_search(16, ef_search=128)
     _, ids_h = hnsw.search_vectors(queries, 10)
     assert _recall(ids_h, truth) >= 0.95
 
 
 def test_k_is_capped_by_the_collection_size(tmp_path):
-    store = _synthetic_store(tmp_path / "s", _clustered(7, 32, seed=1), "Flat")
+    store = synthetic_store(tmp_path / "s", _clustered(7, 32, seed=1), "Flat")
     scores, ids = store.search_vectors(_clustered(2, 32, seed=2), 100)
     assert ids.shape == (2, 7) and (ids >= 0).all()
 

@@ -75,6 +75,32 @@ def pool_size(ray: Any, requested: int) -> tuple[int, float, float]:
     return (requested or max(1, cpus // 2)), 0.0, 1.0
 
 
+def items_dataset(ray: Any, items: list[dict[str, Any]], config: IndexConfig) -> Any:
+    """A Ray dataset of ``items`` in blocks of about one batch (so every actor gets work early)."""
+    from ray.data import DataContext
+
+    DataContext.get_current().enable_progress_bars = False  # the caller shows its own
+    blocks = max(1, min(len(items), -(-len(items) // config.batch_size)))
+    return ray.data.from_items(items, override_num_blocks=blocks)
+
+
+def with_actor_pool(ray: Any, ds: Any, actor: type, kwargs: dict[str, Any], config: IndexConfig) -> Any:
+    """``ds`` mapped through a pool of ``actor(**kwargs)`` sized by :func:`pool_size` (each actor's torch
+    threads: its CPUs, or ``VIEWFINDER_RAY_THREADS``)."""
+    actors, gpus, cpus = pool_size(ray, config.ray_actors)
+    logger.info("ray: %d %s actor(s), %s GPU and %s CPU each", actors, actor.__name__, gpus, cpus)
+    threads = int(os.environ.get("VIEWFINDER_RAY_THREADS", "0")) or int(cpus)
+    return ds.map_batches(
+        actor,
+        fn_constructor_kwargs={**kwargs, "threads": threads},
+        batch_size=config.batch_size,
+        batch_format="numpy",
+        concurrency=actors,
+        num_gpus=gpus,
+        num_cpus=cpus,
+    )
+
+
 def decode_batch(
     batch: dict[str, np.ndarray],
     *,
@@ -129,17 +155,11 @@ def ray_batches(
 ) -> Iterator[EmbeddedBatch]:
     """Embeddings of ``rows`` computed on Ray Data, as :class:`EmbeddedBatch` es in completion order."""
     ray = connect(config.ray_address)
-    from ray.data import DataContext
-
-    DataContext.get_current().enable_progress_bars = False  # the indexer shows its own
-    actors, gpus, cpus = pool_size(ray, config.ray_actors)
-    logger.info("ray engine: %d encoder actor(s), %s GPU and %s CPU each", actors, gpus, cpus)
     if modality == "image":
         items = [{"i": i, "path": row.path} for i, row in enumerate(rows)]
     else:
         items = [{"i": i, "text": row.text or ""} for i, row in enumerate(rows)]
-    blocks = max(1, min(len(items), -(-len(items) // config.batch_size)))
-    ds = ray.data.from_items(items, override_num_blocks=blocks)
+    ds = items_dataset(ray, items, config)
     if modality == "image":
         transform = worker_transform(encoder)
         sample = transform(Image.new("RGB", (64, 48)))  # the shape and dtype every decoded image must have
@@ -154,16 +174,7 @@ def ray_batches(
             batch_size=config.batch_size,
             batch_format="numpy",
         )
-    threads = int(os.environ.get("VIEWFINDER_RAY_THREADS", "0")) or int(cpus)
-    ds = ds.map_batches(
-        EncoderActor,
-        fn_constructor_kwargs={"encoder": encoder, "fingerprint": encoder.fingerprint, "threads": threads},
-        batch_size=config.batch_size,
-        batch_format="numpy",
-        concurrency=actors,
-        num_gpus=gpus,
-        num_cpus=cpus,
-    )
+    ds = with_actor_pool(ray, ds, EncoderActor, {"encoder": encoder, "fingerprint": encoder.fingerprint}, config)
     for out in ds.iter_batches(batch_size=None, batch_format="numpy"):
         reasons = [str(r) for r in out["reason"]]
         good = [j for j, r in enumerate(reasons) if not r]
@@ -203,21 +214,8 @@ def ray_compute(
     if not items:
         return
     ray = connect(config.ray_address)
-    from ray.data import DataContext
-
-    DataContext.get_current().enable_progress_bars = False
-    actors, gpus, cpus = pool_size(ray, config.ray_actors)
-    blocks = max(1, min(len(items), -(-len(items) // config.batch_size)))
-    ds = ray.data.from_items([{"id": i, "path": p} for i, p in items], override_num_blocks=blocks)
-    ds = ds.map_batches(
-        ComputeActor,
-        fn_constructor_kwargs={"owner": owner, "method": method, "threads": int(cpus)},
-        batch_size=config.batch_size,
-        batch_format="numpy",
-        concurrency=actors,
-        num_gpus=gpus,
-        num_cpus=cpus,
-    )
+    ds = items_dataset(ray, [{"id": i, "path": p} for i, p in items], config)
+    ds = with_actor_pool(ray, ds, ComputeActor, {"owner": owner, "method": method}, config)
     for out in ds.iter_batches(batch_size=None, batch_format="numpy"):
         ids, reasons = [int(i) for i in out["id"]], [str(r) for r in out["reason"]]
         made = {i: v for i, v, r in zip(ids, out["value"], reasons, strict=True) if not r and v is not None}

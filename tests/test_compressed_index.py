@@ -115,5 +115,5 @@ def test_a_missing_refine_file_says_what_to_do(tmp_path):
     m = store.manifest
     store.close()
     (tmp_path / "m" / f"vectors.{m.generation}.f16.npy").unlink()
-    with pytest.raises(FaissFileMissingError, match="rebuild the index from its source"):
+    with pytest.raises(FaissFileMissingError, match="repair the index"):
         IndexStore.open(tmp_path / "m").search_vectors(clustered(2, 32, seed=6), 5)

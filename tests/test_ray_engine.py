@@ -107,3 +107,17 @@ def test_without_ray_the_engine_says_how_to_install_it(tmp_path, make_images, ti
     with pytest.raises(RayEngineError, match=r"pip install 'viewfinder\[ray\]'"):
         run(tiny_encoder, tmp_path / "images", tmp_path / "index", "ray")
     assert not IndexStore.exists(tmp_path / "index") or IndexStore.open(tmp_path / "index").manifest.count == 0
+
+
+def test_the_cli_refuses_ray_options_without_the_ray_engine(tmp_path, make_images):
+    from typer.testing import CliRunner
+
+    from viewfinder.pipeline.cli import app
+
+    make_images(2)
+    base = ["index", str(tmp_path / "images"), "--index", str(tmp_path / "index"), "-c", "tiny"]
+    lone = CliRunner().invoke(app, [*base, "--address", "auto"])
+    assert lone.exit_code == 2 and "need --engine ray" in lone.output
+    odd = CliRunner().invoke(app, [*base, "--engine", "spark"])
+    assert odd.exit_code == 2 and "'local' or 'ray'" in odd.output
+    assert not (tmp_path / "index").exists()

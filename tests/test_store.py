@@ -307,7 +307,7 @@ def test_missing_faiss_file_is_a_store_error_with_the_fix(tmp_path, make_images,
         file.unlink()
     from viewfinder.pipeline.store.records import RebuildNeededError
 
-    with pytest.raises(RebuildNeededError, match="rebuild the index"):
+    with pytest.raises(RebuildNeededError, match="repair the index"):
         _ = IndexStore.open(tmp_path / "index").index
 
 

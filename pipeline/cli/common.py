@@ -83,7 +83,9 @@ def flag_hints() -> list[tuple[type[BaseException], str | None, str]]:
     from ..scenes.dataset import SceneDataError
     from ..store.records import (
         EncoderMismatchError,
+        FaissFileMissingError,
         IndexConflictError,
+        IndexDamagedError,
         IndexEmptyError,
         IndexMissingError,
         RebuildNeededError,
@@ -91,10 +93,16 @@ def flag_hints() -> list[tuple[type[BaseException], str | None, str]]:
 
     train_genid = "train one with `viewfinder train genid --index {index} -c CONFIG`"
     rebuild = "`viewfinder index SOURCE --index {index} --rebuild` rebuilds it"
+    repair = (
+        "`viewfinder index --index {index} --check` lists what is wrong, `--repair` rebuilds the FAISS files "
+        "from the stored vectors"
+    )
     return [
         (IndexMissingError, None, "build one with `viewfinder index SOURCE --index {index}`"),
         (IndexEmptyError, None, "fill it with `viewfinder index SOURCE --index {index}`"),
         (EncoderMismatchError, None, "pass the preset it was built with (-c PRESET), or " + rebuild),
+        (FaissFileMissingError, None, repair),
+        (IndexDamagedError, None, repair + "; a damaged store.sqlite needs " + rebuild.split(" rebuilds")[0]),
         (RebuildNeededError, None, rebuild),
         (
             IndexConflictError,

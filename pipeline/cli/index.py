@@ -16,8 +16,10 @@ PRECOMPUTED = ("caption", "rerank")
 
 
 def index_cmd(
-    source: Annotated[str, typer.Argument(help="Folder of images (recursive) or a JSONL manifest.")],
     index: Annotated[Path, typer.Option("--index", "-i", help="Index folder (created if missing).")],
+    source: Annotated[
+        str | None, typer.Argument(help="Folder of images (recursive) or a JSONL manifest (not needed for --check).")
+    ] = None,
     config: ConfigOpt = None,
     modality: Annotated[str, typer.Option(help="'image' (default) or 'text' (the captions of a manifest).")] = "image",
     rebuild: Annotated[bool, typer.Option(help="Re-embed everything (e.g. with another encoder).")] = False,
@@ -37,6 +39,17 @@ def index_cmd(
         int | None, typer.Option(help="With --engine ray: encoder actors (default: one per GPU, else per 2 CPUs).")
     ] = None,
     report: Annotated[Path | None, typer.Option(help="Also write the run's report as JSON here.")] = None,
+    check: Annotated[
+        bool, typer.Option("--check", help="Only check every file of the index (read-only); exit 1 if any is wrong.")
+    ] = False,
+    repair: Annotated[
+        bool,
+        typer.Option(
+            "--repair",
+            help="Rebuild what is damaged from what is intact (the FAISS file from the stored vectors, a damaged "
+            "cache set aside), then index SOURCE if given.",
+        ),
+    ] = False,
     with_: Annotated[
         str | None,
         typer.Option(
@@ -50,6 +63,11 @@ def index_cmd(
 
     Without --config and --factory, an existing index keeps the preset and FAISS factory it was built with.
     """
+    if check or repair:
+        if _health(index, check=check, repair=repair) or source is None:
+            return
+    if source is None:
+        raise typer.BadParameter("give the folder or manifest to index", param_hint="SOURCE")
     if modality not in ("image", "text"):
         raise typer.BadParameter(f"'image' or 'text', got {modality!r}", param_hint="--modality")
     from ...adapters.registry import load_encoder, portable_entry
@@ -97,6 +115,28 @@ def index_cmd(
         console.print(f"  … and {len(result.skipped) - 20} more (see {Path(result.index) / 'last_run.json'})")
     if precompute:
         _precompute(precompute, preset, index)
+
+
+def _health(index: Path, *, check: bool, repair: bool) -> bool:
+    """``--check`` (print what is wrong; exit 1 if anything is) or ``--repair``. True when the command is done."""
+    from ..store.health import check_index, repair_index
+
+    if check:
+        report = check_index(index)
+        console.print(f"{report.index}: generation {report.generation}, {report.count} items", soft_wrap=True)
+        for note in report.notes:
+            console.print(f"  note: {note}", soft_wrap=True)
+        for problem in report.problems:
+            fix = "repairable with --repair" if problem.repairable else "rebuild from the source with --rebuild"
+            console.print(f"  [red]{problem.file}[/]: {problem.what} ({fix})", soft_wrap=True)
+        if report.ok:
+            console.print("  every file checks out")
+            return True
+        raise typer.Exit(1)
+    done = repair_index(index)
+    for action in done.actions or ["nothing needed repair"]:
+        console.print(f"repaired {done.index}: {action}", soft_wrap=True)
+    return False
 
 
 def _stages_to_precompute(what: str | None, preset: Any) -> list[str]:

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .faults import fault_point
+
 
 def fsync_dir(folder: Path) -> None:
     fd = os.open(folder, os.O_RDONLY)
@@ -27,13 +29,17 @@ def atomic_write(path: Path, writer: Callable[[Path], None]) -> None:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    kind = path.suffix.lstrip(".") or "file"  # the fault points' name: faiss, npy, json
     try:
         writer(tmp)
+        fault_point(f"{kind}-written")
         os.chmod(tmp, 0o644)
         with tmp.open("rb+") as fh:
             os.fsync(fh.fileno())
+        fault_point(f"{kind}-fsynced")
         os.replace(tmp, path)
         fsync_dir(path.parent)
+        fault_point(f"{kind}-renamed")
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -25,29 +25,33 @@ index and the SQLite rows of one query on the same generation.
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import logging
 import sqlite3
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import faiss
 import numpy as np
 
 from .commit import CommitPlan, apply_rows, generation_vectors, next_faiss_index, plan_commit
 from .faiss_index import refined_search, set_search_params, split_refine, supports_removal, tune_nprobe
+from .faults import fault_point
 from .fsutil import atomic_write, atomic_write_json, fsync_dir
 from .records import (  # noqa: F401  (re-exported: the store's public names live here too)
     _SCHEMA,
     DB_NAME,
     FORMAT_VERSION,
+    DiskWriteError,
     EncoderMismatchError,
     FaissFileMissingError,
     IndexConflictError,
+    IndexDamagedError,
     IndexEmptyError,
     IndexMissingError,
     ItemRow,
@@ -61,6 +65,11 @@ from .records import now as _now
 
 logger = logging.getLogger(__name__)
 
+REPAIR_FAISS = (
+    "repair the index: its FAISS file (and re-scoring vectors) are rebuilt from the vectors stored in "
+    "store.sqlite, nothing is re-embedded"
+)
+
 DEFAULT_NPROBE = 16
 """IVF lists a search visits when neither the search config nor the index's tuning says."""
 
@@ -68,6 +77,31 @@ DEFAULT_NPROBE = 16
 def _save_npy(path: Path, array: np.ndarray) -> None:
     with path.open("wb") as fh:  # np.save on a path would add ".npy" to the temporary name
         np.save(fh, array)
+
+
+_T = TypeVar("_T")
+
+
+def damaged_db_message(path: Path, exc: BaseException | str) -> str:
+    return (
+        f"{path / DB_NAME} is damaged ({exc}): it holds the items and their vectors, so the index must be "
+        f"rebuilt from its source (a rebuild into the same folder sets the damaged file aside)"
+    )
+
+
+def _reads_db(method: Callable[..., _T]) -> Callable[..., _T]:
+    """A damaged SQLite file met while reading becomes one :class:`IndexDamagedError` naming it."""
+
+    @functools.wraps(method)
+    def wrapper(self: IndexStore, *args: Any, **kwargs: Any) -> _T:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError) and "malformed" not in str(exc):
+                raise  # locked, busy, full: not damage
+            raise IndexDamagedError(damaged_db_message(self.path, exc)) from exc
+
+    return wrapper
 
 
 class IndexStore:
@@ -99,8 +133,30 @@ class IndexStore:
             raise IndexMissingError(f"no viewfinder index at {folder}: build one there first (index a source into it)")
         db = sqlite3.connect(f"file:{folder / DB_NAME}?mode=ro", uri=True, check_same_thread=False)
         store = cls(folder, db, writable=False)
-        store._check_format()
+        try:
+            store._check_db()
+            store._check_format()
+        except BaseException:
+            store.close()
+            raise
         return store
+
+    def _check_db(self) -> None:
+        """Cheap checks that the SQLite file is whole: it is a database, and no shorter than its page
+        count says (a truncated copy). Pages corrupted in place are found when read (or by ``check``)."""
+        try:
+            pages, size = (self.db.execute(f"PRAGMA {p}").fetchone()[0] for p in ("page_count", "page_size"))
+            self.db.execute("SELECT value FROM meta WHERE key = 'manifest'").fetchone()
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError) and "malformed" not in str(exc):
+                raise
+            raise IndexDamagedError(damaged_db_message(self.path, exc)) from exc
+        on_disk = (self.path / DB_NAME).stat().st_size
+        wal = self.path / f"{DB_NAME}-wal"
+        if pages * size > on_disk and not (wal.is_file() and wal.stat().st_size):
+            raise IndexDamagedError(
+                damaged_db_message(self.path, f"{on_disk} bytes where its {pages} pages need {pages * size}")
+            )
 
     @classmethod
     def open_for_write(
@@ -115,18 +171,22 @@ class IndexStore:
         source: str,
         encoder_entry: dict[str, Any] | None = None,
         preset: dict[str, Any] | None = None,
+        replace_damaged: bool = False,
     ) -> IndexStore:
         """Open (creating if needed) an index for writing; holds an exclusive lock until closed.
 
-        A new index records the given encoder, factory, source, encoder entry and preset summary.
+        A new index records the given encoder, factory, source, encoder entry and preset summary. A
+        damaged SQLite file is an :class:`IndexDamagedError`, or, with ``replace_damaged`` (a rebuild,
+        which replaces every item anyway), is set aside as ``store.sqlite.damaged`` and a new index begins.
         """
         folder = Path(path).expanduser()
         if folder.exists() and not folder.is_dir():
             raise StoreError(f"{folder} is a file; an index is a folder: choose a new or empty folder")
         if folder.is_dir() and not cls.exists(folder) and any(p.name != ".lock" for p in folder.iterdir()):
             raise StoreError(f"{folder} is not empty and is not a viewfinder index: choose a new or empty folder")
+        existed = cls.exists(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        store = cls._locked(folder)
+        store = cls._open_writer(folder, existed, replace_damaged)
         with store.transaction():
             store._create_tables()
             if store._meta("manifest") is None:
@@ -171,11 +231,38 @@ class IndexStore:
             lock_fh.close()
             raise StoreError(f"another viewfinder process is writing {folder}; wait for it to finish") from exc
         db = sqlite3.connect(folder / DB_NAME, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+        except sqlite3.DatabaseError as exc:  # not a database at all
+            db.close()
+            lock_fh.close()
+            raise IndexDamagedError(damaged_db_message(folder, exc)) from exc
         store = cls(folder, db, writable=True)
         store._lock_fh = lock_fh
         return store
+
+    @classmethod
+    def _open_writer(cls, folder: Path, existed: bool, replace_damaged: bool) -> IndexStore:
+        """The writer's store, its SQLite file checked when it existed (see :meth:`open_for_write`)."""
+        try:
+            store = cls._locked(folder)
+            if existed:
+                try:
+                    store._check_db()
+                except BaseException:
+                    store.close()
+                    raise
+            return store
+        except IndexDamagedError:
+            if not replace_damaged:
+                raise
+        for suffix in ("", "-wal", "-shm"):
+            damaged = folder / f"{DB_NAME}{suffix}"
+            if damaged.exists():
+                damaged.replace(folder / f"{DB_NAME}{suffix}.damaged")
+        logger.warning("%s: the damaged %s was set aside as %s.damaged; rebuilding", folder, DB_NAME, DB_NAME)
+        return cls._locked(folder)
 
     @classmethod
     def open_to_annotate(cls, path: str | Path) -> IndexStore:
@@ -248,7 +335,12 @@ class IndexStore:
             )
 
     def _write_manifest_file(self) -> None:
-        atomic_write_json(self.path / "manifest.json", asdict(self.manifest))
+        """Mirror the manifest to ``manifest.json`` (for people and tools; SQLite is what counts, so a
+        failed write is a warning, caught up at the next write)."""
+        try:
+            atomic_write_json(self.path / "manifest.json", asdict(self.manifest))
+        except OSError as exc:
+            logger.warning("%s: manifest.json could not be written (%s); the next write retries", self.path, exc)
 
     def _faiss_file(self, generation: int) -> Path:
         return self.path / f"index.{generation}.faiss"
@@ -315,11 +407,15 @@ class IndexStore:
                 index = faiss.read_index(str(file))
             except RuntimeError as exc:
                 if file.is_file():
-                    raise
-                raise FaissFileMissingError(
-                    f"{file} is missing: rebuild the index from its source",
-                    m.generation,
-                ) from exc
+                    detail = str(exc).rsplit("Error: ", 1)[-1].strip()[:80]  # FAISS's own words, without its C++ frame
+                    raise IndexDamagedError(
+                        f"{file} is damaged (FAISS cannot read it: {detail}): {REPAIR_FAISS}"
+                    ) from exc
+                raise FaissFileMissingError(f"{file} is missing: {REPAIR_FAISS}", m.generation) from exc
+            if index.ntotal != m.count:
+                raise IndexDamagedError(
+                    f"{file} holds {index.ntotal} vectors where the index has {m.count} items: {REPAIR_FAISS}"
+                )
         if self._search_params is not None:
             nprobe, ef_search = self._search_params
             set_search_params(index, nprobe or m.nprobe or DEFAULT_NPROBE, ef_search)
@@ -329,14 +425,18 @@ class IndexStore:
         if m.count == 0 or not split_refine(m.faiss_spec)[1]:
             return None
         ids_file, vectors_file = self._refine_files(m.generation)
+        what = f"{vectors_file.parent}: the vectors this index re-scores with ({ids_file.name}, {vectors_file.name})"
         try:
-            return np.load(ids_file, mmap_mode="r"), np.load(vectors_file, mmap_mode="r")
+            ids, vectors = np.load(ids_file, mmap_mode="r"), np.load(vectors_file, mmap_mode="r")
+        except FileNotFoundError as exc:
+            raise FaissFileMissingError(f"{what} are missing: {REPAIR_FAISS}", m.generation) from exc
         except (OSError, ValueError) as exc:
-            raise FaissFileMissingError(
-                f"{vectors_file.parent}: the vectors this index re-scores with ({ids_file.name}, "
-                f"{vectors_file.name}) are missing or unreadable ({exc}): rebuild the index from its source",
-                m.generation,
-            ) from exc
+            raise IndexDamagedError(f"{what} are damaged ({exc}): {REPAIR_FAISS}") from exc
+        if ids.shape != (m.count,) or vectors.shape != (m.count, m.embed_dim):
+            raise IndexDamagedError(
+                f"{what} hold {ids.shape} ids and {vectors.shape} vectors for {m.count} items: {REPAIR_FAISS}"
+            )
+        return ids, vectors
 
     def configure_search(self, nprobe: int, ef_search: int) -> None:
         """Set IVF ``nprobe`` (0: the value tuned when the index was built) and HNSW ``ef_search``, now
@@ -356,6 +456,7 @@ class IndexStore:
         ids, vectors = self._refine
         return refined_search(index, queries, k, lambda found: vectors[np.searchsorted(ids, found)])
 
+    @_reads_db
     def items_by_id(self, ids: Iterable[int]) -> dict[int, ItemRow]:
         wanted = [int(i) for i in ids if int(i) >= 0]
         rows: dict[int, ItemRow] = {}
@@ -369,12 +470,14 @@ class IndexStore:
                 rows[row[0]] = ItemRow(*row[:7], json.loads(row[7]))
         return rows
 
+    @_reads_db
     def iter_items(self) -> Iterator[ItemRow]:
         for row in self.db.execute(
             "SELECT id, key, path, size, mtime_ns, sha256, text, metadata FROM items ORDER BY id"
         ):
             yield ItemRow(*row[:7], json.loads(row[7]))
 
+    @_reads_db
     def vectors(self) -> tuple[np.ndarray, np.ndarray]:
         """All committed (ids (N,), vectors (N, D)) in id order."""
         dim = self.manifest.embed_dim
@@ -383,6 +486,7 @@ class IndexStore:
         vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim)
         return ids, vecs
 
+    @_reads_db
     def vectors_by_id(self, ids: Iterable[int]) -> np.ndarray:
         """(n, D) stored vectors of committed items ``ids``, in that order (KeyError for an unknown id)."""
         wanted = [int(i) for i in ids]
@@ -397,6 +501,7 @@ class IndexStore:
         dim = self.manifest.embed_dim
         return np.frombuffer(b"".join(found[i] for i in wanted), dtype=np.float32).reshape(len(wanted), dim)
 
+    @_reads_db
     def committed_state(self) -> dict[str, tuple[int, int, int, str | None, str | None, str]]:
         """key -> (id, size, mtime_ns, sha256, text, metadata JSON) of committed items."""
         return {
@@ -404,10 +509,12 @@ class IndexStore:
             for r in self.db.execute("SELECT key, id, size, mtime_ns, sha256, text, metadata FROM items")
         }
 
+    @_reads_db
     def skipped_state(self) -> dict[str, tuple[int, int, str]]:
         """key -> (size, mtime_ns, reason) of files skipped by an earlier run."""
         return {r[0]: (r[1], r[2], r[3]) for r in self.db.execute("SELECT key, size, mtime_ns, reason FROM skipped")}
 
+    @_reads_db
     def pending_state(self) -> dict[str, tuple[int, int, int, str | None]]:
         """key -> (id, size, mtime_ns, failure reason or None) of rows handled by an unfinished run."""
         return {
@@ -442,7 +549,7 @@ class IndexStore:
 
     def add_pending(self, rows: list[PendingRow]) -> None:
         """Checkpoint a batch of embeddings (one transaction)."""
-        with self.transaction():
+        with self._disk_errors("checkpointing embeddings"), self.transaction():
             self.db.executemany(
                 "INSERT OR REPLACE INTO pending (key, id, path, size, mtime_ns, sha256, text, metadata, vector, reason)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -462,6 +569,7 @@ class IndexStore:
                     for r in rows
                 ],
             )
+            fault_point("pending-written")
 
     def commit(
         self,
@@ -512,24 +620,35 @@ class IndexStore:
             return built_from[0]
 
         try:
-            index, built = next_faiss_index(plan, lambda: self.index, vectors)
-            refine = split_refine(plan.manifest.faiss_spec)[1]
-            if index is not None and plan.new_generation:
-                if built:
-                    plan.manifest = self._tuned(plan.manifest, index, vectors, refine, target_recall)
-                self._write_faiss(plan.manifest.generation, index)
-                if refine:
-                    self._write_refine(plan.manifest.generation, *vectors())
-            self._apply_commit(plan)
+            with self._disk_errors("writing the next generation"):
+                index, built = next_faiss_index(plan, lambda: self.index, vectors)
+                refine = split_refine(plan.manifest.faiss_spec)[1]
+                if index is not None and plan.new_generation:
+                    if built:
+                        plan.manifest = self._tuned(plan.manifest, index, vectors, refine, target_recall)
+                    self._write_faiss(plan.manifest.generation, index)
+                    if refine:
+                        self._write_refine(plan.manifest.generation, *vectors())
+                self._apply_commit(plan)
         except BaseException:
             self._index = None  # possibly updated in place for a generation that was not committed
             raise
+        fault_point("sqlite-committed")
         if index is not None:
             self._index, self._index_generation = index, plan.manifest.generation
             self._refine = self._load_refine(plan.manifest)
-        self._write_manifest_file()
-        self._remove_stale_files()
-        fsync_dir(self.path)
+        try:
+            self._write_manifest_file()
+            self._remove_stale_files()
+            fsync_dir(self.path)
+        except OSError as exc:  # committed already: the files beside it catch up at the next write
+            logger.warning(
+                "%s: generation %d is committed, but manifest.json or the old files could not be updated (%s); "
+                "that happens the next time the index is written",
+                self.path,
+                plan.manifest.generation,
+                exc,
+            )
         return plan.manifest
 
     def _tuned(
@@ -567,6 +686,27 @@ class IndexStore:
         atomic_write(vectors_file, lambda tmp: _save_npy(tmp, vectors.astype(np.float16)))
         atomic_write(ids_file, lambda tmp: _save_npy(tmp, ids.astype(np.int64)))
 
+    @contextmanager
+    def _disk_errors(self, doing: str) -> Iterator[None]:
+        """A full disk or a failing device while ``doing`` (before the commit point) becomes one clear
+        :class:`DiskWriteError`: nothing was committed and nothing is lost."""
+        try:
+            yield
+        except OSError as exc:
+            raise DiskWriteError(self._disk_message(doing, exc.strerror or str(exc))) from exc
+        except sqlite3.OperationalError as exc:
+            text = str(exc)
+            if "full" not in text and "I/O" not in text:
+                raise
+            raise DiskWriteError(self._disk_message(doing, text)) from exc
+
+    def _disk_message(self, doing: str, what: str) -> str:
+        return (
+            f"{self.path}: {doing} failed: {what}. Nothing of this run was committed: the index is its "
+            f"previous generation, and the embeddings already checkpointed are kept for the next run to "
+            f"resume from. Free space (or fix the device) and run again"
+        )
+
     def _write_faiss(self, generation: int, index: faiss.Index) -> None:
         """Write a generation's FAISS file aside (fsync, rename): not in use until :meth:`_apply_commit`."""
         atomic_write(self._faiss_file(generation), lambda tmp: faiss.write_index(index, str(tmp)))
@@ -576,3 +716,4 @@ class IndexStore:
         with self.transaction():
             apply_rows(self.db, plan)
             self._set_meta("manifest", asdict(plan.manifest))
+            fault_point("sqlite-in-transaction")

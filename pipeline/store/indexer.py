@@ -104,8 +104,11 @@ class Indexer:
             source=source_str,
             encoder_entry=self.encoder_entry,
             preset=self.preset,
+            replace_damaged=rebuild,
         ) as store:
             self._check_store(store, modality, source_str, rebuild)
+            if not rebuild and store.manifest.count:
+                _ = store.index  # a damaged or missing FAISS file is found now, not reported as "unchanged"
             store.prepare_run(enc.fingerprint, rebuild)
             plan = plan_run(store, listing.items, rebuild)
             self._check_plan(store, plan, report, rebuild)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import faiss
 
-from .faiss_index import PRESETS, IndexBuildError, resolve_factory
+from .faiss_index import PRESETS, IndexBuildError, resolve_factory, split_refine
 from .index_store import IndexStore, ItemRow, Manifest
 from .sources import SourceItem
 
@@ -121,7 +121,7 @@ def check_factory(factory: str, dim: int, n_vectors: int) -> str:
     """
     spec = resolve_factory(factory, dim, max(n_vectors, 1))
     try:
-        faiss.index_factory(dim, spec, faiss.METRIC_INNER_PRODUCT)
+        faiss.index_factory(dim, split_refine(spec)[0], faiss.METRIC_INNER_PRODUCT)
     except RuntimeError as exc:
         why = re.sub(r"^Error in .*? at \S+:\d+: ", "", str(exc).strip())
         resolved = f" (resolved to {spec!r})" if spec != factory else ""

@@ -54,6 +54,15 @@ class RebuildNeededError(StoreError):
     """The index cannot be read or updated as it is (another format, a lost file): rebuild it."""
 
 
+class IndexDamagedError(StoreError):
+    """A file of the index is damaged (truncated, corrupted, inconsistent with the rest); the message
+    names it and says what rebuilds it."""
+
+
+class DiskWriteError(StoreError, OSError):
+    """Writing the index failed (disk full, I/O error) before its commit point: nothing was committed."""
+
+
 class IndexConflictError(StoreError):
     """Indexing this source into this folder would mix modalities or replace another source's items."""
 

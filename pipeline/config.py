@@ -65,6 +65,9 @@ class IndexConfig:
     """Embeddings are checkpointed to disk every this many items, so a killed run resumes."""
     max_image_pixels: int = 89_478_485
     """Decompression-bomb limit: larger images are skipped (PIL's default limit)."""
+    decode_timeout: float = 30.0
+    """Seconds one image may take to read, decode and preprocess before it is skipped as too slow
+    (0: no limit)."""
     decode: str = "auto"
     """Where images are decoded: ``cpu`` (worker processes), ``gpu`` (plain JPEGs in batches on the
     encoder's device with ``torchvision.io.decode_jpeg``, the rest on the CPU), ``auto`` (gpu when the
@@ -81,6 +84,8 @@ class IndexConfig:
         for name in ("ef_search", "batch_size", "checkpoint_every", "max_image_pixels"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"index: field {name!r} must be >= 1")
+        if self.decode_timeout < 0:
+            raise ConfigError("index: field 'decode_timeout' must be >= 0 (0: no limit)")
         if self.nprobe < 0:
             raise ConfigError("index: field 'nprobe' must be >= 0 (0: the index's tuned value)")
         if not 0 <= self.target_recall < 1:

@@ -10,6 +10,7 @@ import math
 import resource
 import shutil
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..progress import progress_bar
-from ..store.faiss_index import REFINE_FACTOR, TRAIN_PER_LIST, refined_search, split_refine, tune_nprobe_on
+from ..store.faiss_index import TRAIN_PER_LIST, refined_search, split_refine, tune_nprobe_on
 from .data import Mixture, clustered_vectors, load_average
 from .search import _reload, rss_mb
 
@@ -39,7 +40,11 @@ class ScaleBench:
     """Making, encoding and adding every vector, and writing its fp16 copy."""
     build_seconds: float
     peak_rss_mb: float
-    """The process's peak resident memory over the whole run (training included)."""
+    """The process's peak resident memory over the whole run (training included), file pages it mapped
+    (the fp16 vectors it read back) counted."""
+    peak_anon_mb: float
+    """The peak of the memory the process allocated itself (RssAnon, sampled every 0.2 s): what
+    "never all in RAM" is about."""
     index_ram_mb: float
     """Resident memory the index takes once loaded, measured in a fresh process."""
     index_file_mb: float
@@ -96,6 +101,7 @@ def bench_scale(
     spec = f"IVF{nlist}_HNSW32,PQ{dim // 8}x8,Rfp16"
     mixture = Mixture.random(dim, 1000, 64, seed)
     folder = Path(tempfile.mkdtemp(prefix="vf-bench-scale-", dir=work_dir))
+    peak = PeakAnon()
     try:
         start = time.perf_counter()
         n_train = min(n, TRAIN_PER_LIST * nlist)
@@ -134,14 +140,15 @@ def bench_scale(
         faiss.extract_index_ivf(index).nprobe = tuned.nprobe
         index, index_ram, index_file = _reload(index, folder)
         faiss.extract_index_ivf(index).nprobe = tuned.nprobe
+        factor = tuned.refine_factor
 
         xq = clustered_vectors(queries, mixture, np.random.default_rng([seed, 12]))  # (Q, D), held out
         latencies = np.empty(min(single_queries, queries))
         for i in range(len(latencies)):
             t0 = time.perf_counter()
-            refined_search(index, xq[i : i + 1], k, lookup)
+            refined_search(index, xq[i : i + 1], k, lookup, factor)
             latencies[i] = time.perf_counter() - t0
-        _, found = refined_search(index, xq, k, lookup)
+        _, found = refined_search(index, xq, k, lookup, factor)
         truth = _exact_top_k(xq, vectors, k, chunk)
         hits = sum(len(set(f.tolist()) & set(t.tolist())) for f, t in zip(found, truth, strict=True))
         return ScaleBench(
@@ -154,6 +161,7 @@ def bench_scale(
             add_seconds=add_seconds,
             build_seconds=train_seconds + add_seconds,
             peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3,
+            peak_anon_mb=peak.stop(),
             index_ram_mb=index_ram,
             index_file_mb=index_file,
             vectors_file_mb=(vectors_path.stat().st_size + 8 * n) / 1e6,  # + the store's 8-byte id per item
@@ -165,15 +173,46 @@ def bench_scale(
             p95_ms=float(1000 * np.percentile(latencies, 95)),
             recall=hits / (queries * k),
             k=k,
-            refine_factor=REFINE_FACTOR,
+            refine_factor=factor,
             faiss_threads=faiss.omp_get_max_threads(),
             load_average=load_average(),
         )
     finally:
+        peak.stop()
         shutil.rmtree(folder, ignore_errors=True)
         logger.info(
             "peak RSS %.0f MB (now %.0f MB)", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3, rss_mb()
         )
+
+
+def anon_mb() -> float:
+    """This process's anonymous resident memory (RssAnon in /proc/self/status; 0.0 where unreadable)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) / 1e3
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0.0
+
+
+class PeakAnon:
+    """Samples :func:`anon_mb` in a thread until stopped; :meth:`stop` returns the peak."""
+
+    def __init__(self, every: float = 0.2) -> None:
+        self.peak = anon_mb()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(every,), daemon=True)
+        self._thread.start()
+
+    def _run(self, every: float) -> None:
+        while not self._done.wait(every):
+            self.peak = max(self.peak, anon_mb())
+
+    def stop(self) -> float:
+        self._done.set()
+        self._thread.join()
+        return max(self.peak, anon_mb())
 
 
 def _exact_top_k(queries: np.ndarray, vectors: np.ndarray, k: int, chunk: int) -> np.ndarray:

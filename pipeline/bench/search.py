@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..store.faiss_index import refined_search, tune_nprobe
+from ..store.faiss_index import REFINE_FACTOR, refined_search, tune_nprobe
 from .data import Mixture, clustered_vectors, load_average
 
 if TYPE_CHECKING:
@@ -61,7 +61,9 @@ class SearchBench:
     disk_mb: float = 0.0
     """On disk: the FAISS file, plus the fp16 vectors and ids a re-scoring index reads (memory-mapped)."""
     refine: bool = False
-    """The shortlist (``REFINE_FACTOR`` x k) is re-scored exactly from the fp16 vectors on disk."""
+    """The shortlist (``refine_factor`` x k) is re-scored exactly from the fp16 vectors on disk."""
+    refine_factor: int = 0
+    """The shortlist factor tuned with nprobe (0: no re-scoring)."""
     tuned_recall: float | None = None
     """recall@k on the index's own vectors (leave-one-out) at the nprobe :func:`tune_nprobe` chose, as
     the index store tunes it; ``recall`` is then measured on the held-out queries."""
@@ -243,10 +245,14 @@ def bench_search(
             set_search_params(index, nprobe or (tuned.nprobe if tuned else 16), defaults.ef_search)
             index, ram_mb, file_mb = _reload(index, folder)
 
-            def search(q: np.ndarray, kk: int, index: faiss.Index = index, lookup: Any = lookup) -> np.ndarray:
+            factor = tuned.refine_factor if tuned and tuned.refine_factor else REFINE_FACTOR
+
+            def search(
+                q: np.ndarray, kk: int, index: faiss.Index = index, lookup: Any = lookup, factor: int = factor
+            ) -> np.ndarray:
                 if lookup is None:
                     return index.search(q, kk)[1]
-                return refined_search(index, q, kk, lookup)[1]
+                return refined_search(index, q, kk, lookup, factor)[1]
 
             n_single = single_queries if single_queries is not None else queries
             if single_queries is None and _is_exhaustive(spec) and n * dim > 100_000_000:
@@ -282,6 +288,7 @@ def bench_search(
                 ram_mb=ram_mb,
                 disk_mb=sum(f.stat().st_size for f in folder.iterdir()) / 1e6,
                 refine=refine,
+                refine_factor=factor if refine else 0,
                 tuned_recall=tuned.recall if tuned else None,
             )
             del index, search, lookup

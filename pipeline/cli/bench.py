@@ -275,10 +275,13 @@ def scale_cmd(
         ("index", r.spec),
         ("vectors", f"{r.n:,} x {r.dim}"),
         ("build", f"{r.build_seconds / 60:.1f} min (train {r.train_seconds:.0f} s on {r.train_vectors:,})"),
-        ("peak RSS", f"{r.peak_rss_mb:,.0f} MB"),
+        ("peak RSS", f"{r.peak_anon_mb:,.0f} MB allocated, {r.peak_rss_mb:,.0f} MB with mapped file pages"),
         ("index RAM", f"{r.index_ram_mb:,.0f} MB ({r.ram_bytes_per_item:.0f} B/item)"),
         ("disk", f"{r.index_file_mb + r.vectors_file_mb:,.0f} MB ({r.disk_bytes_per_item:.0f} B/item)"),
-        ("nprobe", f"{r.nprobe} (recall@{r.k} {r.tuned_recall:.3f} on tuning queries)"),
+        (
+            "nprobe",
+            f"{r.nprobe}, shortlist {r.refine_factor} x k (recall@{r.k} {r.tuned_recall:.3f} on tuning queries)",
+        ),
         ("p50 / p95", f"{r.p50_ms:.2f} / {r.p95_ms:.2f} ms over {r.single_queries} single queries"),
         (f"recall@{r.k}", f"{r.recall:.3f} vs exact search, {r.queries} held-out queries"),
     ]:
@@ -287,6 +290,78 @@ def scale_cmd(
         report = {"command": command, "machine": machine_info(), "result": asdict(r)}
         report["result"].update(ram_bytes_per_item=r.ram_bytes_per_item, disk_bytes_per_item=r.disk_bytes_per_item)
         save_report(report, json_path)
+
+
+@bench_app.command("fuzz-images")
+def fuzz_images_cmd(
+    n: Annotated[int, typer.Option("--n", min=1, help="Mutated files to generate and index.")] = 2000,
+    seed: Annotated[int, typer.Option(help="Seed of the files and mutations.")] = 0,
+    workers: Annotated[int, typer.Option(min=0, help="Decoding worker processes.")] = 2,
+    time_limit: Annotated[float, typer.Option(min=0.0, help="Per-image time limit in seconds.")] = 5.0,
+    json_path: JsonOpt = None,
+) -> None:
+    """Mutated PNG, JPEG, WebP, GIF and TIFF files (truncated, flipped bytes, wrong lengths, huge or zero
+    dimensions) through the indexer: indexed, skipped by reason, aborted runs, files over the time limit."""
+    import tempfile
+
+    from ...adapters.registry import load_encoder
+    from ..bench.fuzz import fuzz_images
+    from ..reports import machine_info
+    from ..stages.presets import load_preset
+
+    encoder = load_encoder(load_preset("tiny").encoder)
+    with tempfile.TemporaryDirectory(prefix="vf-fuzz-images-") as work:
+        r = fuzz_images(encoder, Path(work), n=n, seed=seed, workers=workers, time_limit=time_limit)
+    console.print(
+        f"{r.files} mutated files: {r.indexed} indexed, {r.skipped} skipped, {r.aborts} aborted runs, "
+        f"{r.hangs} over the {r.time_limit:g} s limit, in {r.seconds:.0f} s"
+    )
+    for reason, count in r.reasons.items():
+        console.print(f"  skipped, {reason}: {count}")
+    if r.aborts:
+        console.print(r.abort_detail, markup=False)
+    if json_path:
+        command = f"viewfinder bench fuzz-images --n {n} --seed {seed} --workers {workers} --time-limit {time_limit:g}"
+        save_report({"command": command, "machine": machine_info(), "result": asdict(r)}, json_path)
+    if r.aborts:
+        raise typer.Exit(1)
+
+
+@bench_app.command("fuzz-queries")
+def fuzz_queries_cmd(
+    n: Annotated[int, typer.Option("--n", min=1, help="Generated queries per entry point.")] = 10_000,
+    cli_n: Annotated[int | None, typer.Option(min=0, help="Queries through the CLI (default: --n).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the queries.")] = 0,
+    json_path: JsonOpt = None,
+) -> None:
+    """Generated queries (unicode, control and zero-width characters, surrogates, right-to-left marks, empty
+    and huge strings, odd k) through the Python API and the CLI, on a small index with the tiny preset:
+    answered, refused with a clear error, crashed."""
+    import tempfile
+
+    from .. import Pipeline, build_index
+    from ..bench.data import make_bench_images
+    from ..bench.fuzz import fuzz_cli, fuzz_python
+    from ..reports import machine_info
+
+    results = []
+    with tempfile.TemporaryDirectory(prefix="vf-fuzz-queries-") as work:
+        make_bench_images(Path(work) / "images", 32, size=(64, 48))
+        build_index(Path(work) / "images", Path(work) / "index", preset="tiny", progress=False)
+        results.append(fuzz_python(Pipeline.from_preset("tiny", index=Path(work) / "index"), n, seed))
+        results.append(fuzz_cli(Path(work) / "index", "tiny", n if cli_n is None else cli_n, seed + 1))
+    for r in results:
+        console.print(
+            f"{r.entry_point}: {r.queries} queries, {r.answered} answered, {r.refused} refused clearly, "
+            f"{r.crashes} crashed ({r.seconds:.0f} s)"
+        )
+        for example in r.crash_examples:
+            console.print(f"  crash: {example}", markup=False)
+    if json_path:
+        command = f"viewfinder bench fuzz-queries --n {n} --seed {seed}" + (f" --cli-n {cli_n}" if cli_n else "")
+        save_report({"command": command, "machine": machine_info(), "results": [asdict(r) for r in results]}, json_path)
+    if any(r.crashes for r in results):
+        raise typer.Exit(1)
 
 
 def _print_query_bench(run: Any, index: Path, k: int) -> None:

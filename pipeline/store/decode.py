@@ -4,7 +4,10 @@ worker processes, and hand each batch over as one stacked tensor."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,25 +22,64 @@ from .index_store import ItemRow
 class ImageFiles(Dataset):
     """Reads, hashes, decodes and preprocesses image files (runs in DataLoader workers)."""
 
-    def __init__(self, rows: list[ItemRow], transform: Callable[[Any], torch.Tensor], max_pixels: int) -> None:
+    def __init__(
+        self,
+        rows: list[ItemRow],
+        transform: Callable[[Any], torch.Tensor],
+        max_pixels: int,
+        time_limit: float = 0.0,
+    ) -> None:
         self.paths = [r.path for r in rows]
         self.transform = transform
         self.max_pixels = max_pixels
+        self.time_limit = time_limit
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, str | None, str | None]:
-        pixels, sha, reason = read_and_decode(self.paths[i], self.transform, self.max_pixels)
+        pixels, sha, reason = read_and_decode(self.paths[i], self.transform, self.max_pixels, self.time_limit)
         return i, pixels, sha or None, reason or None
 
 
-def read_and_decode(path: str, transform: Callable[[Any], torch.Tensor], max_pixels: int) -> tuple[Any, str, str]:
-    """One image file -> (pixels or None, sha256, failure reason or ''): never raises for a bad file."""
+class DecodeTimeout(Exception):
+    """An image took longer than the per-image time limit (raised by :func:`time_limit`'s alarm)."""
+
+
+@contextmanager
+def time_limit(seconds: float) -> Iterator[None]:
+    """Raise :class:`DecodeTimeout` in the block after ``seconds`` (SIGALRM: the main thread of a
+    process, which DataLoader workers, Ray tasks and a worker-less indexer all decode in; elsewhere, or
+    with ``seconds`` <= 0, no limit). The alarm interrupts Python code; PIL decodes in chunks it loops
+    over in Python, so a slow decode is stopped between two chunks."""
+    if seconds <= 0 or threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+        yield
+        return
+
+    def on_alarm(signum: int, frame: Any) -> None:
+        raise DecodeTimeout(f"took longer than {seconds:g} s (index.decode_timeout)")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
-        data = Path(path).read_bytes()
-        sha = hashlib.sha256(data).hexdigest()
-        return transform(decode_image(data, max_pixels)), sha, ""
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def read_and_decode(
+    path: str, transform: Callable[[Any], torch.Tensor], max_pixels: int, limit: float = 0.0
+) -> tuple[Any, str, str]:
+    """One image file -> (pixels or None, sha256, failure reason or ''): never raises for a bad file,
+    and gives up on one that takes longer than ``limit`` seconds (0: no limit)."""
+    try:
+        with time_limit(limit):
+            data = Path(path).read_bytes()
+            sha = hashlib.sha256(data).hexdigest()
+            return transform(decode_image(data, max_pixels)), sha, ""
+    except DecodeTimeout as exc:
+        return None, "", f"too slow: {exc}"
     except ImageDecodeError as exc:
         return None, "", str(exc)
     except OSError as exc:

@@ -65,7 +65,7 @@ def local_image_batches(encoder: ImageTextEncoder, rows: list[ItemRow], config: 
         yield from device_decoded_batches(encoder, rows, config, geometry)
         return
     loader = DataLoader(
-        ImageFiles(rows, worker_transform(encoder), config.max_image_pixels),
+        ImageFiles(rows, worker_transform(encoder), config.max_image_pixels, config.decode_timeout),
         batch_size=config.batch_size,
         num_workers=config.num_workers,
         collate_fn=collate_decoded,
@@ -107,7 +107,9 @@ def device_decoded_batches(
     batch, everything else was decoded by the worker as on the CPU path."""
     device = getattr(encoder, "device", torch.device("cpu"))
     loader = DataLoader(
-        GpuReadyFiles([r.path for r in rows], worker_transform(encoder), config.max_image_pixels),
+        GpuReadyFiles(
+            [r.path for r in rows], worker_transform(encoder), config.max_image_pixels, config.decode_timeout
+        ),
         batch_size=config.batch_size,
         num_workers=config.num_workers,
         collate_fn=collate_gpu_ready,

@@ -27,7 +27,10 @@ _IVF = re.compile(r"IVF(\d+)")
 REFINE = "Rfp16"
 """Last component of a spec whose shortlist is re-scored from the fp16 vectors on disk."""
 REFINE_FACTOR = 32
-"""A refined search asks FAISS for this many times k candidates, then keeps the k best exact scores."""
+"""A refined search asks FAISS for this many times k candidates, then keeps the k best exact scores
+(the tuned factor, one of :data:`REFINE_FACTORS`, where the index recorded one)."""
+REFINE_FACTORS = (32, 64, 128, 256)
+"""Shortlist factors :func:`tune_nprobe_on` tries, smallest first, for an index that re-scores."""
 
 
 class IndexBuildError(Error, ValueError):
@@ -217,6 +220,8 @@ class Tuning:
     target: float
     queries: int
     k: int
+    refine_factor: int = 0
+    """Shortlist factor a re-scoring index searches with (0: it does not re-score)."""
 
 
 def tune_nprobe(
@@ -265,11 +270,11 @@ def tune_nprobe_on(
     q = np.ascontiguousarray(queries, dtype=np.float32)
     wanted = [set(np.asarray(t).tolist()) for t in truth]
     extra = 0 if exclude is None else 1
-    nprobe = 1
-    while True:
+
+    def measure(nprobe: int, factor: int) -> tuple[float, float]:
         ivf.nprobe = nprobe
         if lookup is not None:
-            _, found = refined_search(index, q, k + extra, lookup)
+            _, found = refined_search(index, q, k + extra, lookup, factor)
         else:
             _, found = index.search(q, k + extra)
         per_query = np.zeros(len(q))
@@ -278,7 +283,26 @@ def tune_nprobe_on(
                 f = f[f != exclude[row]]
             per_query[row] = len(t & set(f[:k].tolist())) / max(1, len(t))
         recall = float(per_query.mean())
-        low = recall - 1.645 * float(per_query.std(ddof=1)) / np.sqrt(len(q)) if len(q) > 1 else recall
-        if low >= target or nprobe >= ivf.nlist:
-            return Tuning(nprobe, recall, low, target, len(q), k)
-        nprobe = min(ivf.nlist, max(nprobe + 1, math.ceil(nprobe * 1.5)))
+        return recall, recall - 1.645 * float(per_query.std(ddof=1)) / np.sqrt(len(q)) if len(q) > 1 else recall
+
+    best: Tuning | None = None
+    for factor in REFINE_FACTORS if lookup is not None else (0,):
+        # A re-scoring index: the smallest nprobe for each shortlist factor; a longer shortlist is taken
+        # only when the shorter one needs more than an eighth of the lists (or never reaches the target).
+        nprobe = 1
+        while True:
+            recall, low = measure(nprobe, factor)
+            if low >= target or nprobe >= ivf.nlist:
+                break
+            nprobe = min(ivf.nlist, max(nprobe + 1, math.ceil(nprobe * 1.5)))
+        found = Tuning(nprobe, recall, low, target, len(q), k, factor)
+        reaches, best_reaches = found.recall_low >= target, best is not None and best.recall_low >= target
+        if best is None or (reaches and (not best_reaches or found.nprobe < best.nprobe)):
+            best = found
+        elif not reaches and not best_reaches and found.recall > best.recall:
+            best = found
+        if best.recall_low >= target and best.nprobe <= max(1, ivf.nlist // 8):
+            break
+    assert best is not None
+    ivf.nprobe = best.nprobe
+    return best

@@ -79,10 +79,13 @@ class GpuReadyFiles(torch.utils.data.Dataset):
     """Worker side of ``decode: gpu``: reads and hashes each file; a JPEG the GPU takes is handed over as
     its bytes (uint8 tensor), anything else is decoded and transformed here as on the CPU path."""
 
-    def __init__(self, paths: list[str], transform: Callable[[Any], torch.Tensor], max_pixels: int) -> None:
+    def __init__(
+        self, paths: list[str], transform: Callable[[Any], torch.Tensor], max_pixels: int, time_limit: float = 0.0
+    ) -> None:
         self.paths = paths
         self.transform = transform
         self.max_pixels = max_pixels
+        self.time_limit = time_limit
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -92,11 +95,11 @@ class GpuReadyFiles(torch.utils.data.Dataset):
         try:
             data = Path(self.paths[i]).read_bytes()
         except OSError:
-            pixels, sha, reason = read_and_decode(self.paths[i], self.transform, self.max_pixels)
+            pixels, sha, reason = read_and_decode(self.paths[i], self.transform, self.max_pixels, self.time_limit)
             return i, "failed", None, sha, reason
         if gpu_decodable(data, self.max_pixels):
             return i, "jpeg", torch.frombuffer(bytearray(data), dtype=torch.uint8), hashlib.sha256(data).hexdigest(), ""
-        pixels, sha, reason = read_and_decode(self.paths[i], self.transform, self.max_pixels)
+        pixels, sha, reason = read_and_decode(self.paths[i], self.transform, self.max_pixels, self.time_limit)
         return (i, "pixels", pixels, sha, "") if pixels is not None else (i, "failed", None, sha, reason)
 
 

@@ -40,7 +40,7 @@ import faiss
 import numpy as np
 
 from .commit import CommitPlan, apply_rows, generation_vectors, next_faiss_index, plan_commit
-from .faiss_index import refined_search, set_search_params, split_refine, supports_removal, tune_nprobe
+from .faiss_index import REFINE_FACTOR, refined_search, set_search_params, split_refine, supports_removal, tune_nprobe
 from .faults import fault_point
 from .fsutil import atomic_write, atomic_write_json, fsync_dir
 from .records import (  # noqa: F401  (re-exported: the store's public names live here too)
@@ -454,7 +454,8 @@ class IndexStore:
         if self._refine is None:
             return index.search(queries, k)
         ids, vectors = self._refine
-        return refined_search(index, queries, k, lambda found: vectors[np.searchsorted(ids, found)])
+        factor = int(self.manifest.tuning.get("refine_factor") or REFINE_FACTOR)
+        return refined_search(index, queries, k, lambda found: vectors[np.searchsorted(ids, found)], factor)
 
     @_reads_db
     def items_by_id(self, ids: Iterable[int]) -> dict[int, ItemRow]:

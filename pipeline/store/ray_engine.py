@@ -108,6 +108,7 @@ def decode_batch(
     max_pixels: int,
     shape: tuple[int, ...],
     dtype: str,
+    time_limit: float = 0.0,
 ) -> dict[str, np.ndarray]:
     """A Ray Data task: read, hash, decode and preprocess a batch of paths. Rows that fail keep zero
     pixels and say why in ``reason``; a row whose preprocessing gives another shape fails too."""
@@ -115,7 +116,7 @@ def decode_batch(
     pixels = np.zeros((len(paths), *shape), dtype=dtype)
     shas, reasons = [], []
     for j, path in enumerate(paths):
-        px, sha, reason = read_and_decode(str(path), transform, max_pixels)
+        px, sha, reason = read_and_decode(str(path), transform, max_pixels, time_limit)
         if px is not None and tuple(px.shape) != shape:
             px, sha, reason = None, "", f"preprocessing gave shape {tuple(px.shape)}, not {shape}"
         if px is not None:
@@ -170,6 +171,7 @@ def ray_batches(
                 "max_pixels": config.max_image_pixels,
                 "shape": tuple(sample.shape),
                 "dtype": str(sample.numpy().dtype),
+                "time_limit": config.decode_timeout,
             },
             batch_size=config.batch_size,
             batch_format="numpy",

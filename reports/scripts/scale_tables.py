@@ -27,6 +27,8 @@ def search_table(paths: list[Path]) -> str:
         run = json.loads(path.read_text())
         for r in run["results"]:
             nprobe = "-" if r["nprobe"] is None else str(r["nprobe"])
+            if r.get("refine_factor"):
+                nprobe += f", shortlist {r['refine_factor']} x k"
             ram = r.get("ram_mb", r["index_mb"]) * 1e6 / r["n"]
             disk = r.get("disk_mb", r["index_mb"]) * 1e6 / r["n"]
             if r.get("refine"):
@@ -44,11 +46,11 @@ def scale_table(path: Path) -> str:
     ram, disk = r["ram_bytes_per_item"], r["disk_bytes_per_item"]
     on_disk_gb = (r["index_file_mb"] + r["vectors_file_mb"]) / 1e3
     lines = [
-        "| n | index | build | peak RSS | index RAM | disk | nprobe | p50 / p95 ms | recall@10 |",
+        "| n | index | build | peak memory | index RAM | disk | nprobe, shortlist | p50 / p95 ms | recall@10 |",
         "|---|---|---|---|---|---|---|---|---|",
-        f"| {r['n']:,} | `{r['spec']}` | {r['build_seconds'] / 60:.0f} min | {r['peak_rss_mb'] / 1e3:.1f} GB | "
+        f"| {r['n']:,} | `{r['spec']}` | {r['build_seconds'] / 60:.0f} min | {r['peak_anon_mb'] / 1e3:.1f} GB | "
         f"{r['index_ram_mb'] / 1e3:.2f} GB ({ram:.0f} B/item) | {on_disk_gb:.1f} GB ({disk:.0f} B/item) | "
-        f"{r['nprobe']} | {r['p50_ms']:.2f} / {r['p95_ms']:.2f} | {r['recall']:.3f} |",
+        f"{r['nprobe']}, {r['refine_factor']} x k | {r['p50_ms']:.2f} / {r['p95_ms']:.2f} | {r['recall']:.3f} |",
     ]
     for n in (100_000_000, 1_000_000_000):
         sized = f"| {n:,} (sized from the row above) | same | | | {ram * n / 1e9:,.0f} GB | {disk * n / 1e9:,.0f} GB |"

@@ -364,6 +364,52 @@ def fuzz_queries_cmd(
         raise typer.Exit(1)
 
 
+@bench_app.command("soak")
+def soak_cmd(
+    images: Annotated[
+        Path | None,
+        typer.Option(help="Folder of images to draw the collection from (default: the demo's, generated if missing)."),
+    ] = None,
+    preset: Annotated[str, typer.Option("--config", "-c", help="Preset to index and search with.")] = "default",
+    minutes: Annotated[float, typer.Option(min=0.01, help="How long to run.")] = 10.0,
+    collection: Annotated[int, typer.Option(min=10, help="Images in the collection.")] = 200,
+    seed: Annotated[int, typer.Option(help="Seed of the operations.")] = 0,
+    json_path: JsonOpt = None,
+) -> None:
+    """Searches, feedback rounds and incremental re-indexing interleaved for a bounded time: operations,
+    errors, RSS growth per 1,000 operations after warm-up, leaked file descriptors."""
+    import tempfile
+
+    from ..bench.soak import soak
+    from ..reports import machine_info
+
+    if images is None:
+        from ..demo.run import default_cache
+        from ..scenes.dataset import ensure_scene_dataset
+        from ..scenes.generator import SceneGeneratorConfig
+
+        data = ensure_scene_dataset(
+            default_cache() / "soak-scenes", SceneGeneratorConfig(seed=0), n_train=0, n_val=0, n_test=collection + 100,
+            n_compositional=0,
+        )  # fmt: skip
+        images = data / "images"
+    with tempfile.TemporaryDirectory(prefix="vf-soak-") as work:
+        r = soak(images, Path(work), preset=preset, seconds=60 * minutes, collection=collection, seed=seed)
+    console.print(
+        f"{sum(r.operations.values())} operations in {r.seconds:.0f} s ({r.operations}), {r.errors} errors, "
+        f"{r.generations} generations committed; RSS {r.rss_growth_mb_per_1000_ops:+.2f} MB per 1,000 operations "
+        f"after warm-up, {r.leaked_fds} descriptors left open",
+        soft_wrap=True,
+    )
+    for example in r.error_examples:
+        console.print(example, markup=False)
+    if json_path:
+        command = f"viewfinder bench soak -c {preset} --minutes {minutes:g} --collection {collection} --seed {seed}"
+        save_report({"command": command, "machine": machine_info(), "result": asdict(r)}, json_path)
+    if r.errors:
+        raise typer.Exit(1)
+
+
 def _print_query_bench(run: Any, index: Path, k: int) -> None:
     from rich.table import Table
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..store.faiss_index import REFINE_FACTOR, refined_search, tune_nprobe
+from ..store.faiss_index import REFINE_FACTOR, match_parallelism, refined_search, tune_nprobe
 from .data import Mixture, clustered_vectors, load_average
 
 if TYPE_CHECKING:
@@ -251,6 +251,7 @@ def bench_search(
                 q: np.ndarray, kk: int, index: faiss.Index = index, lookup: Any = lookup, factor: int = factor
             ) -> np.ndarray:
                 if lookup is None:
+                    match_parallelism(index, len(q))  # as the index store searches
                     return index.search(q, kk)[1]
                 return refined_search(index, q, kk, lookup, factor)[1]
 

@@ -13,6 +13,7 @@ killed run resumes, the previous generation stays readable) do not depend on the
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -57,6 +58,20 @@ def worker_transform(encoder: ImageTextEncoder) -> Callable[[Any], torch.Tensor]
     return getattr(encoder, "uint8_image_transform", None) or encoder.image_transform
 
 
+def on_cuda(encoder: ImageTextEncoder) -> bool:
+    return getattr(getattr(encoder, "device", None), "type", "cpu") == "cuda"
+
+
+def yield_to_encoder(worker_id: int) -> None:
+    """DataLoader worker start-up when the encoder runs on the same CPU cores: decode at a lower priority,
+    so the encoder's threads (which wait on one another at every layer) are not the ones preempted;
+    the workers fill the gaps and keep a few batches ready."""
+    try:
+        os.nice(5)
+    except OSError:  # not permitted here: run at the same priority
+        pass
+
+
 def local_image_batches(encoder: ImageTextEncoder, rows: list[ItemRow], config: IndexConfig) -> Iterator[EmbeddedBatch]:
     """Decode in DataLoader worker processes (JPEGs on the encoder's GPU, see :func:`decode_geometry`),
     encode here."""
@@ -70,7 +85,8 @@ def local_image_batches(encoder: ImageTextEncoder, rows: list[ItemRow], config: 
         num_workers=config.num_workers,
         collate_fn=collate_decoded,
         prefetch_factor=4 if config.num_workers else None,
-        pin_memory=getattr(getattr(encoder, "device", None), "type", "cpu") == "cuda",
+        pin_memory=on_cuda(encoder),
+        worker_init_fn=None if on_cuda(encoder) else yield_to_encoder,
     )
     dim = encoder.embed_dim
     for batch in loader:
@@ -91,8 +107,7 @@ def decode_geometry(encoder: ImageTextEncoder, config: IndexConfig) -> GpuResize
     """The resize to replay after decoding JPEGs on the encoder's device, or None to decode on the CPU:
     ``decode: gpu`` asks for it (on whatever device the encoder runs), ``auto`` takes it when the encoder
     is on CUDA; either needs a transform the device path reproduces (:func:`gpu_resize_of`)."""
-    on_cuda = getattr(getattr(encoder, "device", None), "type", "cpu") == "cuda"
-    if config.decode == "cpu" or (config.decode == "auto" and not on_cuda):
+    if config.decode == "cpu" or (config.decode == "auto" and not on_cuda(encoder)):
         return None
     geometry = gpu_resize_of(worker_transform(encoder))
     if geometry is None:

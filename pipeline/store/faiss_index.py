@@ -183,6 +183,14 @@ def same_family(old_spec: str, new_spec: str) -> bool:
     return 0.5 <= new_lists / old_lists <= 2.0
 
 
+def match_parallelism(index: faiss.Index, n_queries: int) -> None:
+    """An IVF index searches a batch with one thread per query (FAISS's default), but a single query
+    with its lists spread over the threads: otherwise one user's query runs on one core."""
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None:
+        ivf.parallel_mode = 1 if n_queries == 1 else 0
+
+
 def refined_search(
     index: faiss.Index,
     queries: np.ndarray,
@@ -194,6 +202,7 @@ def refined_search(
     ``lookup`` gives ((n,) ids -> (n, D) float vectors) and keep the best ``k``: (scores (Q, k), ids (Q, k)),
     -1 / -inf where fewer than k items."""
     q = np.ascontiguousarray(queries, dtype=np.float32)
+    match_parallelism(index, len(q))
     _, cand = index.search(q, max(k, factor * k))  # (Q, k')
     scores = np.full((len(q), k), -np.inf, dtype=np.float32)
     ids = np.full((len(q), k), -1, dtype=np.int64)
@@ -289,12 +298,16 @@ def tune_nprobe_on(
     for factor in REFINE_FACTORS if lookup is not None else (0,):
         # A re-scoring index: the smallest nprobe for each shortlist factor; a longer shortlist is taken
         # only when the shorter one needs more than an eighth of the lists (or never reaches the target).
+        # A longer shortlist only helps if it reaches the target with fewer lists than the best so far.
+        limit = best.nprobe - 1 if best is not None and best.recall_low >= target else ivf.nlist
+        if limit < 1:
+            break
         nprobe = 1
         while True:
             recall, low = measure(nprobe, factor)
-            if low >= target or nprobe >= ivf.nlist:
+            if low >= target or nprobe >= limit:
                 break
-            nprobe = min(ivf.nlist, max(nprobe + 1, math.ceil(nprobe * 1.5)))
+            nprobe = min(limit, max(nprobe + 1, math.ceil(nprobe * 1.5)))
         found = Tuning(nprobe, recall, low, target, len(q), k, factor)
         reaches, best_reaches = found.recall_low >= target, best is not None and best.recall_low >= target
         if best is None or (reaches and (not best_reaches or found.nprobe < best.nprobe)):

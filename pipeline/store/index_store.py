@@ -40,7 +40,15 @@ import faiss
 import numpy as np
 
 from .commit import CommitPlan, apply_rows, generation_vectors, next_faiss_index, plan_commit
-from .faiss_index import REFINE_FACTOR, refined_search, set_search_params, split_refine, supports_removal, tune_nprobe
+from .faiss_index import (
+    REFINE_FACTOR,
+    match_parallelism,
+    refined_search,
+    set_search_params,
+    split_refine,
+    supports_removal,
+    tune_nprobe,
+)
 from .faults import fault_point
 from .fsutil import atomic_write, atomic_write_json, fsync_dir
 from .records import (  # noqa: F401  (re-exported: the store's public names live here too)
@@ -452,6 +460,7 @@ class IndexStore:
         index = self.index
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         if self._refine is None:
+            match_parallelism(index, len(queries))
             return index.search(queries, k)
         ids, vectors = self._refine
         factor = int(self.manifest.tuning.get("refine_factor") or REFINE_FACTOR)

@@ -30,6 +30,9 @@ REFINE_FACTOR = 32
 """A refined search asks FAISS for this many times k candidates, then keeps the k best exact scores
 (the tuned factor, one of :data:`REFINE_FACTORS`, where the index recorded one)."""
 REFINE_FACTORS = (32, 64, 128, 256)
+RESCORE_COST = 64
+"""What re-scoring one candidate costs, in PQ codes scanned (the tuner's cost model: it picks the
+nprobe and shortlist that reach the target recall at the least estimated work)."""
 """Shortlist factors :func:`tune_nprobe_on` tries, smallest first, for an index that re-scores."""
 
 
@@ -294,14 +297,17 @@ def tune_nprobe_on(
         recall = float(per_query.mean())
         return recall, recall - 1.645 * float(per_query.std(ddof=1)) / np.sqrt(len(q)) if len(q) > 1 else recall
 
+    def cost(t: Tuning) -> float:
+        # Codes scanned, plus the re-scored candidates at about RESCORE_COST scans each (a gather from
+        # the memory-mapped vectors and a D-dimensional dot product).
+        return t.nprobe * ivf.ntotal / max(1, ivf.nlist) + RESCORE_COST * t.refine_factor * k
+
     best: Tuning | None = None
     for factor in REFINE_FACTORS if lookup is not None else (0,):
-        # A re-scoring index: the smallest nprobe for each shortlist factor; a longer shortlist is taken
-        # only when the shorter one needs more than an eighth of the lists (or never reaches the target).
         # A longer shortlist only helps if it reaches the target with fewer lists than the best so far.
         limit = best.nprobe - 1 if best is not None and best.recall_low >= target else ivf.nlist
-        if limit < 1:
-            break
+        if limit < 1 or (best is not None and best.recall_low >= target and RESCORE_COST * factor * k >= cost(best)):
+            break  # the longer shortlist alone would cost more than the best found
         nprobe = 1
         while True:
             recall, low = measure(nprobe, factor)
@@ -310,12 +316,10 @@ def tune_nprobe_on(
             nprobe = min(limit, max(nprobe + 1, math.ceil(nprobe * 1.5)))
         found = Tuning(nprobe, recall, low, target, len(q), k, factor)
         reaches, best_reaches = found.recall_low >= target, best is not None and best.recall_low >= target
-        if best is None or (reaches and (not best_reaches or found.nprobe < best.nprobe)):
+        if best is None or (reaches and (not best_reaches or cost(found) < cost(best))):
             best = found
         elif not reaches and not best_reaches and found.recall > best.recall:
             best = found
-        if best.recall_low >= target and best.nprobe <= max(1, ivf.nlist // 8):
-            break
     assert best is not None
     ivf.nprobe = best.nprobe
     return best

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import logging
 import random
+import re
 import struct
 import time
 import traceback
@@ -244,7 +245,7 @@ def _fuzz_python(pipeline: Any, n: int, rng: random.Random, report: QueryFuzzRep
             report.answered += 1
         except Error as exc:
             report.refused += 1
-            label = type(exc).__name__
+            label = f"{type(exc).__name__}: {re.sub(r'[0-9]+', 'N', str(exc))[:40]}"
             report.refusals[label] = report.refusals.get(label, 0) + 1
         except Exception as exc:  # a crash: the figure must stay 0
             report.crashes += 1
@@ -286,7 +287,7 @@ def _fuzz_cli(
         elif result.exit_code == 2 and "Traceback" not in result.output:
             report.refused += 1
             line = (result.output.strip().splitlines() or ["?"])[-1]
-            label = line.removeprefix("error: ").split(":")[0][:50]  # what kind of refusal, not the query
+            label = re.sub(r"\d+", "N", line.removeprefix("error: ").split(":")[0])[:50]  # the kind of refusal
             report.refusals[label] = report.refusals.get(label, 0) + 1
         else:
             report.crashes += 1

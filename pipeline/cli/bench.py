@@ -134,7 +134,7 @@ def search_cmd(
         str,
         typer.Option(
             help="Index presets, comma-separated; FAISS strings (which hold commas) separated by ';' "
-            "(e.g. 'Flat;IVFPQR;OPQ64,IVF1024,PQ64x8,Rfp16')."
+            "(e.g. 'Flat; IVF256,PQ32x8,Rfp16')."
         ),
     ] = "Flat,IVF",
     nprobe: Annotated[

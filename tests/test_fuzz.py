@@ -61,7 +61,12 @@ def test_generated_queries_through_the_python_api_never_crash(tiny_pipeline):
 
 
 def test_generated_queries_through_the_cli_never_crash(tiny_pipeline):
-    report = fuzz_cli(tiny_pipeline[1], "tiny", n=40, seed=2)
+    from typer.testing import CliRunner
+
+    from viewfinder.pipeline.cli import app
+
+    runner = CliRunner()
+    report = fuzz_cli(lambda args: runner.invoke(app, args), tiny_pipeline[1], "tiny", n=40, seed=2)
     assert report.crashes == 0, report.crash_examples
     assert report.answered > 0 and report.refused > 0
 

@@ -211,7 +211,7 @@ def test_missing_faiss_file_is_still_an_error_for_a_searcher(tmp_path, make_imag
     run_index(tiny_encoder, tmp_path / "images", tmp_path / "index")
     (tmp_path / "index" / "index.1.faiss").unlink()
     searcher = Searcher(IndexStore.open(tmp_path / "index"), tiny_encoder)
-    with pytest.raises(StoreError, match="rebuild the index"):
+    with pytest.raises(StoreError, match="repair the index"):
         searcher.search("red")
 
 
@@ -228,7 +228,7 @@ def test_long_lived_searcher_follows_new_generations_with_its_search_settings(tm
     hit = searcher.search(image=source / "late.png", k=1).hits[0]
     assert hit.key == "late.png" and hit.score > 0.9999
     assert store.index is not first and store.index.ntotal == 81
-    assert faiss.extract_index_ivf(store.index.index).nprobe == 2  # the searcher's settings survive the reload
+    assert faiss.extract_index_ivf(store.index).nprobe == 2  # the searcher's settings survive the reload
     unchanged = store.index
     searcher.search("red", k=3)
     assert store.index is unchanged  # no commit, no reload

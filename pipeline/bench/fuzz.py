@@ -13,6 +13,7 @@ import struct
 import time
 import traceback
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -253,20 +254,16 @@ def _fuzz_python(pipeline: Any, n: int, rng: random.Random, report: QueryFuzzRep
                 report.crash_examples.append({"query": repr(query[:200]), "k": str(k), "error": repr(exc)[:300]})
 
 
-def fuzz_cli(index: Path, preset: str, n: int, seed: int = 0) -> QueryFuzzReport:
-    """``viewfinder search QUERY --index INDEX -k K`` in-process (typer's runner) for ``n`` generated
-    queries; the pipeline is built once and reused, as the CLI's per-process cache would."""
-    from typer.testing import CliRunner
-
-    from ..cli import app
-
+def fuzz_cli(invoke: Callable[[list[str]], Any], index: Path, preset: str, n: int, seed: int = 0) -> QueryFuzzReport:
+    """``viewfinder search QUERY --index INDEX -k K`` for ``n`` generated queries, through ``invoke``
+    (the CLI's arguments -> a result with ``exit_code``, ``output`` and ``exc_info``, e.g. typer's
+    in-process runner: the CLI lives above the benchmarks, so it is handed in)."""
     rng = random.Random(seed)
     report = QueryFuzzReport("cli", n, seed)
-    runner = CliRunner()
     start = time.perf_counter()
     logging.disable(logging.WARNING)
     try:
-        _fuzz_cli(runner, app, index, preset, n, rng, report)
+        _fuzz_cli(invoke, index, preset, n, rng, report)
     finally:
         logging.disable(logging.NOTSET)
     report.seconds = time.perf_counter() - start
@@ -274,14 +271,14 @@ def fuzz_cli(index: Path, preset: str, n: int, seed: int = 0) -> QueryFuzzReport
 
 
 def _fuzz_cli(
-    runner: Any, app: Any, index: Path, preset: str, n: int, rng: random.Random, report: QueryFuzzReport
+    invoke: Callable[[list[str]], Any], index: Path, preset: str, n: int, rng: random.Random, report: QueryFuzzReport
 ) -> None:
     for _ in range(n):
         query, k = random_query(rng), rng.choice(["5", "10", "1", "1000000000", "5", "10", "0", "-3", "x"])
         if "\x00" in query or any(0xD800 <= ord(c) <= 0xDFFF for c in query):
             query = query.replace("\x00", "").encode("utf-8", "surrogatepass").decode("utf-8", "replace")
             # argv cannot hold NUL or lone surrogates: the shell would never pass them
-        result = runner.invoke(app, ["search", query, "--index", str(index), "-c", preset, "-k", k, "--json"])
+        result = invoke(["search", query, "--index", str(index), "-c", preset, "-k", k, "--json"])
         if result.exit_code == 0:
             report.answered += 1
         elif result.exit_code == 2 and "Traceback" not in result.output:

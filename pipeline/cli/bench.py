@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -349,7 +350,12 @@ def fuzz_queries_cmd(
         make_bench_images(Path(work) / "images", 32, size=(64, 48))
         build_index(Path(work) / "images", Path(work) / "index", preset="tiny", progress=False)
         results.append(fuzz_python(Pipeline.from_preset("tiny", index=Path(work) / "index"), n, seed))
-        results.append(fuzz_cli(Path(work) / "index", "tiny", n if cli_n is None else cli_n, seed + 1))
+        from typer.testing import CliRunner
+
+        app = sys.modules[__package__].app  # the CLI this command runs in, driven in-process as a test drives it
+        runner = CliRunner()
+        invoke = lambda args: runner.invoke(app, args)  # noqa: E731
+        results.append(fuzz_cli(invoke, Path(work) / "index", "tiny", n if cli_n is None else cli_n, seed + 1))
     for r in results:
         console.print(
             f"{r.entry_point}: {r.queries} queries, {r.answered} answered, {r.refused} refused clearly, "

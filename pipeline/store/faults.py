@@ -22,7 +22,7 @@ POINTS = (
     "npy-renamed",  # the re-scoring vectors of an ``,Rfp16`` index renamed into place
     "sqlite-in-transaction",  # rows moved inside the commit's SQLite transaction, before COMMIT
     "sqlite-committed",  # the commit point passed; manifest.json not yet rewritten
-    "json-renamed",  # manifest.json rewritten
+    "json-renamed",  # manifest.json rewritten (first where a writer opens the index, again after a commit)
 )
 
 _ERRNO = {"enospc": errno.ENOSPC, "eio": errno.EIO}

@@ -66,8 +66,7 @@ class IndexConfig:
     max_image_pixels: int = 89_478_485
     """Decompression-bomb limit: larger images are skipped (PIL's default limit)."""
     decode_timeout: float = 30.0
-    """Seconds one image may take to read, decode and preprocess before it is skipped as too slow
-    (0: no limit)."""
+    """Seconds one image may take to decode and preprocess before it is skipped as too slow (0: no limit)."""
     decode: str = "auto"
     """Where images are decoded: ``cpu`` (worker processes), ``gpu`` (plain JPEGs in batches on the
     encoder's device with ``torchvision.io.decode_jpeg``, the rest on the CPU), ``auto`` (gpu when the

@@ -72,11 +72,21 @@ def read_and_decode(
     path: str, transform: Callable[[Any], torch.Tensor], max_pixels: int, limit: float = 0.0
 ) -> tuple[Any, str, str]:
     """One image file -> (pixels or None, sha256, failure reason or ''): never raises for a bad file,
-    and gives up on one that takes longer than ``limit`` seconds (0: no limit)."""
+    and gives up on one whose decoding and preprocessing take longer than ``limit`` seconds (0: no limit)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        return None, "", f"unreadable: {exc}"
+    return decode_bytes(data, transform, max_pixels, limit)
+
+
+def decode_bytes(
+    data: bytes, transform: Callable[[Any], torch.Tensor], max_pixels: int, limit: float = 0.0
+) -> tuple[Any, str, str]:
+    """:func:`read_and_decode` for a file already read."""
+    sha = hashlib.sha256(data).hexdigest()
     try:
         with time_limit(limit):
-            data = Path(path).read_bytes()
-            sha = hashlib.sha256(data).hexdigest()
             return transform(decode_image(data, max_pixels)), sha, ""
     except DecodeTimeout as exc:
         return None, "", f"too slow: {exc}"

@@ -28,8 +28,6 @@ from .decode import ImageFiles, collate_decoded
 from .gpu_decode import GpuReadyFiles, GpuResize, collate_gpu_ready, decode_on_device, gpu_resize_of
 from .records import ItemRow
 
-ENGINES = ("local", "ray")
-
 logger = logging.getLogger(__name__)
 
 

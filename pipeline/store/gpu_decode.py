@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from .decode import read_and_decode
+from .decode import decode_bytes
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 
@@ -94,12 +94,11 @@ class GpuReadyFiles(torch.utils.data.Dataset):
         """(row, kind: 'jpeg' | 'pixels' | 'failed', payload, sha256, reason)."""
         try:
             data = Path(self.paths[i]).read_bytes()
-        except OSError:
-            pixels, sha, reason = read_and_decode(self.paths[i], self.transform, self.max_pixels, self.time_limit)
-            return i, "failed", None, sha, reason
+        except OSError as exc:
+            return i, "failed", None, "", f"unreadable: {exc}"
         if gpu_decodable(data, self.max_pixels):
             return i, "jpeg", torch.frombuffer(bytearray(data), dtype=torch.uint8), hashlib.sha256(data).hexdigest(), ""
-        pixels, sha, reason = read_and_decode(self.paths[i], self.transform, self.max_pixels, self.time_limit)
+        pixels, sha, reason = decode_bytes(data, self.transform, self.max_pixels, self.time_limit)  # read once
         return (i, "pixels", pixels, sha, "") if pixels is not None else (i, "failed", None, sha, reason)
 
 

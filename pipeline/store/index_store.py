@@ -97,6 +97,12 @@ def damaged_db_message(path: Path, exc: BaseException | str) -> str:
     )
 
 
+def is_damage(exc: sqlite3.DatabaseError) -> bool:
+    """Whether SQLite's error says the file is damaged (not a database, malformed), rather than busy,
+    locked or full."""
+    return not isinstance(exc, sqlite3.OperationalError) or "malformed" in str(exc)
+
+
 def _reads_db(method: Callable[..., _T]) -> Callable[..., _T]:
     """A damaged SQLite file met while reading becomes one :class:`IndexDamagedError` naming it."""
 
@@ -105,8 +111,8 @@ def _reads_db(method: Callable[..., _T]) -> Callable[..., _T]:
         try:
             return method(self, *args, **kwargs)
         except sqlite3.DatabaseError as exc:
-            if isinstance(exc, sqlite3.OperationalError) and "malformed" not in str(exc):
-                raise  # locked, busy, full: not damage
+            if not is_damage(exc):
+                raise
             raise IndexDamagedError(damaged_db_message(self.path, exc)) from exc
 
     return wrapper
@@ -124,8 +130,9 @@ class IndexStore:
         """The generation ``_index`` was loaded from."""
         self._search_params: tuple[int, int] | None = None
         """(nprobe, ef_search) applied to every FAISS index loaded (nprobe 0: the index's tuned value)."""
-        self._refine: tuple[np.ndarray, np.ndarray] | None = None
-        """(ids, float16 vectors) memory-mapped, of ``_index_generation``, for indexes that re-score."""
+        self._refine: tuple[np.ndarray, np.ndarray, int] | None = None
+        """(ids, float16 vectors) memory-mapped, and the shortlist factor, of ``_index_generation``, for
+        indexes that re-score."""
         self._lock_fh: Any = None
 
     # ------------------------------------------------------------------ opening
@@ -156,7 +163,7 @@ class IndexStore:
             pages, size = (self.db.execute(f"PRAGMA {p}").fetchone()[0] for p in ("page_count", "page_size"))
             self.db.execute("SELECT value FROM meta WHERE key = 'manifest'").fetchone()
         except sqlite3.DatabaseError as exc:
-            if isinstance(exc, sqlite3.OperationalError) and "malformed" not in str(exc):
+            if not is_damage(exc):
                 raise
             raise IndexDamagedError(damaged_db_message(self.path, exc)) from exc
         on_disk = (self.path / DB_NAME).stat().st_size
@@ -429,7 +436,7 @@ class IndexStore:
             set_search_params(index, nprobe or m.nprobe or DEFAULT_NPROBE, ef_search)
         return index
 
-    def _load_refine(self, m: Manifest) -> tuple[np.ndarray, np.ndarray] | None:
+    def _load_refine(self, m: Manifest) -> tuple[np.ndarray, np.ndarray, int] | None:
         if m.count == 0 or not split_refine(m.faiss_spec)[1]:
             return None
         ids_file, vectors_file = self._refine_files(m.generation)
@@ -444,7 +451,7 @@ class IndexStore:
             raise IndexDamagedError(
                 f"{what} hold {ids.shape} ids and {vectors.shape} vectors for {m.count} items: {REPAIR_FAISS}"
             )
-        return ids, vectors
+        return ids, vectors, int(m.tuning.get("refine_factor") or REFINE_FACTOR)
 
     def configure_search(self, nprobe: int, ef_search: int) -> None:
         """Set IVF ``nprobe`` (0: the value tuned when the index was built) and HNSW ``ef_search``, now
@@ -462,8 +469,7 @@ class IndexStore:
         if self._refine is None:
             match_parallelism(index, len(queries))
             return index.search(queries, k)
-        ids, vectors = self._refine
-        factor = int(self.manifest.tuning.get("refine_factor") or REFINE_FACTOR)
+        ids, vectors, factor = self._refine
         return refined_search(index, queries, k, lambda found: vectors[np.searchsorted(ids, found)], factor)
 
     @_reads_db

@@ -86,15 +86,37 @@ class TransformersChatModel(BaseChatModel):
         self, conversations: Sequence[Sequence[BaseMessage]], stop: list[str] | None = None, **kwargs: Any
     ) -> list[tuple[str, dict[str, int]]]:
         """Replies to several conversations, ``batch_size`` per generate call: (text, token counts) each."""
-        out: list[tuple[str, dict[str, int]]] = []
-        for lo in range(0, len(conversations), self.batch_size):
-            out.extend(self._generate_chunk(list(conversations[lo : lo + self.batch_size]), stop, **kwargs))
+        return [replies[0] for replies in self.generate_candidates(conversations, stop=stop, **kwargs)]
+
+    def generate_candidates(
+        self,
+        conversations: Sequence[Sequence[BaseMessage]],
+        n: int = 1,
+        *,
+        words: Sequence[str] | None = None,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> list[list[tuple[str, dict[str, int]]]]:
+        """``n`` replies to each conversation, best first: the ``n`` beams of a beam search of width
+        ``n`` (greedy decoding when ``n`` is 1; sampling draws ``n`` when a temperature is set).
+        ``words``: hold every word of the replies to these (:class:`.word_constraint.WordConstraint`)."""
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        out: list[list[tuple[str, dict[str, int]]]] = []
+        size = max(1, self.batch_size // n)
+        for lo in range(0, len(conversations), size):
+            out.extend(self._generate_chunk(list(conversations[lo : lo + size]), stop, n, words, **kwargs))
         return out
 
     @torch.inference_mode()
     def _generate_chunk(
-        self, conversations: list[Sequence[BaseMessage]], stop: list[str] | None, **kwargs: Any
-    ) -> list[tuple[str, dict[str, int]]]:
+        self,
+        conversations: list[Sequence[BaseMessage]],
+        stop: list[str] | None,
+        n: int = 1,
+        words: Sequence[str] | None = None,
+        **kwargs: Any,
+    ) -> list[list[tuple[str, dict[str, int]]]]:
         tok = self.tokenizer
         prompts = [
             tok.apply_chat_template(role_messages(conv), add_generation_prompt=True, tokenize=False)
@@ -102,35 +124,52 @@ class TransformersChatModel(BaseChatModel):
         ]
         tok.padding_side = "left"
         enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.lm.device)
+        prompt_length = enc["input_ids"].shape[1]
         max_new = int(kwargs.get("max_new_tokens", self.max_new_tokens))
         temperature = float(kwargs.get("temperature", self.temperature))
         options: dict[str, Any] = {
             "max_new_tokens": max_new,
             "do_sample": temperature > 0,
             "pad_token_id": tok.pad_token_id,
+            "num_return_sequences": n,
         }
         if temperature > 0:
             options["temperature"] = temperature
+        elif n > 1:
+            options["num_beams"] = n
         if self.max_seconds is not None:
             options["max_time"] = self.max_seconds
         if stop:
             from transformers import StoppingCriteriaList
 
-            options["stopping_criteria"] = StoppingCriteriaList(
-                [_StopOnStrings(tok, list(stop), enc["input_ids"].shape[1])]
+            options["stopping_criteria"] = StoppingCriteriaList([_StopOnStrings(tok, list(stop), prompt_length)])
+        if words:
+            from transformers import LogitsProcessorList
+
+            from .word_constraint import WordConstraint
+
+            options["logits_processor"] = LogitsProcessorList(
+                [WordConstraint(tok, words, prompt_length, self._end_ids())]
             )
         torch.manual_seed(int(kwargs.get("seed", self.seed)))
         with torch_threads(self.threads):
-            generated = self.lm.generate(**enc, **options)[:, enc["input_ids"].shape[1] :]
-        replies = []
-        for row, prompt_mask in zip(generated, enc["attention_mask"], strict=True):
+            generated = self.lm.generate(**enc, **options)[:, prompt_length:]
+        replies: list[list[tuple[str, dict[str, int]]]] = [[] for _ in conversations]
+        for j, row in enumerate(generated):
             text = tok.decode(row, skip_special_tokens=True)
             for s in stop or []:
                 text = text.split(s, 1)[0]
             n_out = int((row != tok.pad_token_id).sum())
-            n_in = int(prompt_mask.sum())
-            replies.append((text.strip(), {"input_tokens": n_in, "output_tokens": n_out, "total_tokens": n_in + n_out}))
+            n_in = int(enc["attention_mask"][j // n].sum())
+            tokens = {"input_tokens": n_in, "output_tokens": n_out, "total_tokens": n_in + n_out}
+            replies[j // n].append((text.strip(), tokens))
         return replies
+
+    def _end_ids(self) -> list[int]:
+        """The tokens that end a reply (the tokenizer's end of text and the model's own)."""
+        ends = self.lm.generation_config.eos_token_id if getattr(self.lm, "generation_config", None) else None
+        ids = ends if isinstance(ends, list) else [ends]
+        return [int(i) for i in {*ids, self.tokenizer.eos_token_id, self.tokenizer.pad_token_id} if i is not None]
 
 
 class _StopOnStrings:

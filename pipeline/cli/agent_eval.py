@@ -22,42 +22,63 @@ def eval_normalise_cmd(
         list[str] | None,
         typer.Option(help="MODEL=PROMPT: a chat model entry and the prompt it normalises with (repeatable)."),
     ] = None,
+    preset: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--preset",
+            "-p",
+            help="NAME[+normalise.FIELD=VALUE...]: a preset's whole normalise stage (its candidates, grounding "
+            "and verifier) over --index (repeatable; e.g. agent+normalise.verify=none).",
+        ),
+    ] = None,
+    index: Annotated[
+        Path | None, typer.Option("--index", "-i", help="An index of the split's images (for --preset).")
+    ] = None,
     split: Annotated[str, typer.Option(help="Split whose scenes are requested.")] = "test",
     queries: Annotated[int, typer.Option(min=1, help="Requests (one per sampled scene).")] = 200,
     config: ConfigOpt = None,
     out: Annotated[Path | None, typer.Option(help="Report JSON path.")] = None,
 ) -> None:
-    """R@1/R@5 of free-form requests as typed, after the rule baseline and after each LLM, beside the
-    same scenes' own captions (goal: normalised R@1 >= 0.9 x the captions')."""
+    """R@1/R@5 of free-form requests as typed, after the rule baseline, after each LLM and after each
+    preset's normalise stage, beside the same scenes' own captions (goal: normalised R@1 >= 0.9 x the
+    captions')."""
     from ...adapters.registry import load_encoder, load_model
-    from ..eval.normalise import llm_normaliser, normalisation_report, rule_normaliser
+    from ..eval.normalise import llm_normaliser, normalisation_report, preset_normaliser, rule_normaliser
     from ..reports import machine_info
-    from ..stages.presets import load_preset
+    from ..stages.presets import load_preset, load_preset_spec
+    from ..stages.runner import Pipeline
+    from .common import fail
 
     normalisers = {"rule": rule_normaliser}
     for spec in llm or []:
         model, _, prompt = spec.partition("=")
         normalisers[spec] = llm_normaliser(load_model(model, "chat"), prompt or "normalise")
     encoder = load_encoder(load_preset(config or "default").encoder)
+    if preset and index is None:
+        fail("--preset runs the preset's stages over an index of the split: give it with --index")
+    for spec in preset or []:
+        pipeline = Pipeline.from_preset(load_preset_spec(spec), index=index, encoder=encoder)  # type: ignore[arg-type]
+        normalisers[f"preset:{spec}"] = preset_normaliser(pipeline)
     report = normalisation_report(dataset, split, encoder, normalisers, style=style, n_queries=queries)
     report["machine"] = machine_info()
     table = Table(
         title=f"{report['n_queries']} requests in style {escape(style)!r} ({split}, {report['images']} images)"
     )
-    for column in ("queries", "R@1", "R@5", "R@1 / captions'", "invalid", "seconds"):
+    for column in ("queries", "R@1", "R@5", "R@1 / captions'", "invalid", "typed kept", "seconds"):
         table.add_column(column)
     caps = report["captions"]
-    table.add_row("the scenes' captions", f"{caps['R@1']:.3f}", f"{caps['R@5']:.3f}", "1.00", "", "")
+    table.add_row("the scenes' captions", f"{caps['R@1']:.3f}", f"{caps['R@5']:.3f}", "1.00", "", "", "")
     typed = report["as_typed"]
 
     def ratio(r1: float) -> str:
         return f"{r1 / caps['R@1']:.2f}" if caps["R@1"] else "-"
 
-    table.add_row("as typed", f"{typed['R@1']:.3f}", f"{typed['R@5']:.3f}", ratio(typed["R@1"]), "", "")
+    table.add_row("as typed", f"{typed['R@1']:.3f}", f"{typed['R@5']:.3f}", ratio(typed["R@1"]), "", "", "")
     for name, row in report["normalised"].items():
         invalid = f"{row['invalid_rate']:.2f}" if "invalid_rate" in row else ""
+        kept = f"{row['kept_typed_rate']:.2f}" if "kept_typed_rate" in row else ""
         table.add_row(
-            escape(name), f"{row['R@1']:.3f}", f"{row['R@5']:.3f}", ratio(row["R@1"]), invalid,
+            escape(name), f"{row['R@1']:.3f}", f"{row['R@5']:.3f}", ratio(row["R@1"]), invalid, kept,
             f"{row['seconds']:.1f}",
         )  # fmt: skip
     console.print(table)

@@ -133,7 +133,7 @@ def build_variants(
     from dataclasses import replace
 
     from ...adapters.registry import load_encoder
-    from ..stages.presets import load_preset, preset_for_index
+    from ..stages.presets import load_preset_spec, preset_for_index
     from ..stages.registry import parse_stages
     from ..store.index_store import IndexStore
 
@@ -143,7 +143,7 @@ def build_variants(
     out = {}
     for spec in specs:
         if spec.startswith("preset:"):
-            preset = load_preset(spec.removeprefix("preset:"))
+            preset = load_preset_spec(spec.removeprefix("preset:"))
             preset = replace(preset, name=spec, encoder=base.encoder)
         else:
             raw = variant_stages(spec, captioner=captioner, preselect_k=preselect_k, exclude_rejected=exclude_rejected)

@@ -56,6 +56,35 @@ def llm_normaliser(llm: Any, prompt_name: str = "normalise", max_chars: int = 20
     return run
 
 
+def preset_normaliser(pipeline: Any) -> Normaliser:
+    """Requests -> the queries a preset's ``normalise`` stage writes (with its candidates, grounding
+    and verifier, as the preset sets them), one request at a time as a search would. ``invalid``:
+    answers refused (a fallback searched); ``kept_typed``: the verifier chose the request as typed;
+    ``stage_seconds``: per request."""
+    from ..stages.state import QueryState
+
+    stage = next((s for s in pipeline.stages if getattr(s, "name", "") == "normalise"), None)
+    if stage is None:
+        raise ValueError(f"the pipeline {pipeline.name!r} has no normalise stage")
+
+    def run(requests: list[str]) -> list[str]:
+        out, invalid, typed, seconds = [], 0, 0, []
+        for request in requests:
+            state = QueryState(query=request, text=request, k=10)
+            start = time.perf_counter()
+            state = stage.run(state)
+            seconds.append(time.perf_counter() - start)
+            invalid += bool(state.notes.get("fallback"))
+            typed += state.notes.get("chosen") == "typed"
+            out.append(state.text or request)
+        run.invalid, run.kept_typed = invalid, typed  # type: ignore[attr-defined]
+        run.stage_seconds = float(np.median(seconds)) if seconds else 0.0  # type: ignore[attr-defined]
+        return out
+
+    run.invalid = run.kept_typed = 0  # type: ignore[attr-defined]
+    return run
+
+
 def normalisation_report(
     root: Path,
     split: str,
@@ -101,6 +130,9 @@ def normalisation_report(
         entry = {**recall(queries), "seconds": seconds, "examples": queries[:5]}
         if hasattr(normalise, "invalid"):
             entry["invalid_rate"] = normalise.invalid / max(len(requests), 1)
+        if hasattr(normalise, "kept_typed"):
+            entry["kept_typed_rate"] = normalise.kept_typed / max(len(requests), 1)
+            entry["p50_seconds_per_request"] = normalise.stage_seconds
         entry["ratio_to_captions"] = entry["R@1"] / report["captions"]["R@1"] if report["captions"]["R@1"] else None
         report["normalised"][name] = entry
     return report
@@ -112,4 +144,4 @@ def _records(root: Path, split: str) -> list[dict[str, Any]]:
     return [json.loads(x) for x in (root / f"{split}.jsonl").read_text(encoding="utf-8").splitlines() if x.strip()]
 
 
-__all__ = ["llm_normaliser", "normalisation_report", "rule_normaliser"]
+__all__ = ["llm_normaliser", "normalisation_report", "preset_normaliser", "rule_normaliser"]

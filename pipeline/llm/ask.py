@@ -42,20 +42,41 @@ def _model_failure(exc: Exception) -> Exception:
     return exc
 
 
-def ask_for_query(llm: Any, prompt: Prompt, values: dict[str, str], *, max_chars: int = 200) -> dict[str, Any]:
+def ask_for_query(
+    llm: Any,
+    prompt: Prompt,
+    values: dict[str, str],
+    *,
+    max_chars: int = 200,
+    n: int = 1,
+    words: Sequence[str] | None = None,
+) -> dict[str, Any]:
     """Ask ``llm`` (a langchain-core chat model) with ``prompt`` filled with ``values`` (already quoted).
 
-    Returns the trace record; ``record["query"]`` is the accepted query or None.
+    Returns the trace record; ``record["query"]`` is the accepted query or None. With ``n`` > 1 (a
+    local model: ``n`` beams), ``record["candidates"]`` holds every answer with its check, best
+    first, and ``query`` is the first accepted one. ``words``: a local model writes only these
+    words (and whatever has no letters); other models ignore it (``record["constrained"]`` says).
     """
-    return ask_for_queries(llm, prompt, [values], max_chars=max_chars)[0]
+    return ask_for_queries(llm, prompt, [values], max_chars=max_chars, n=n, words=words)[0]
 
 
 def ask_for_queries(
-    llm: Any, prompt: Prompt, values: Sequence[dict[str, str]], *, max_chars: int = 200
+    llm: Any,
+    prompt: Prompt,
+    values: Sequence[dict[str, str]],
+    *,
+    max_chars: int = 200,
+    n: int = 1,
+    words: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
     """:func:`ask_for_query` for several prompts: one batched generate call where the model has
     ``generate_batch`` (a local transformers model), else one call each. A failure refuses the
     answers it covers (the whole batch, or that one call); each record's ``seconds`` is its share."""
+    if n > 1 or words:
+        if hasattr(llm, "generate_candidates"):
+            return _ask_candidates(llm, prompt, values, max_chars=max_chars, n=n, words=words)
+        logger.info("the model %s draws one answer without a word constraint", type(llm).__name__)
     conversations = [prompt.format(**v) for v in values]
     records = [
         {
@@ -92,6 +113,44 @@ def ask_for_queries(
         record.update(raw=raw, query=parsed.text, problem=parsed.problem, seconds=seconds)
         if usage:
             record["tokens"] = dict(usage)
+    return records
+
+
+def _ask_candidates(
+    llm: Any, prompt: Prompt, values: Sequence[dict[str, str]], *, max_chars: int, n: int, words: Sequence[str] | None
+) -> list[dict[str, Any]]:
+    """``n`` answers per prompt from a local model's ``generate_candidates`` (beams, best first)."""
+    conversations = [prompt.format(**v) for v in values]
+    start = time.perf_counter()
+    try:
+        replies: list[Any] = list(llm.generate_candidates(conversations, n, words=list(words) if words else None))
+    except Exception as exc:  # a time-out, an out-of-memory: refused, and the search goes on
+        replies = [_model_failure(exc)] * len(conversations)
+    seconds = (time.perf_counter() - start) / max(1, len(conversations))
+    records = []
+    for messages, reply in zip(conversations, replies, strict=True):
+        record: dict[str, Any] = {
+            "prompt": prompt.name,
+            "prompt_version": prompt.version,
+            "messages": [{"role": m.type, "content": str(m.content)} for m in messages],
+            "seconds": seconds,
+            "constrained": bool(words),
+        }
+        if isinstance(reply, Exception):
+            logger.warning("the language model failed (%s): the previous query stays", reply)
+            record.update(raw=None, query=None, problem=f"the model failed: {reply}", candidates=[])
+            records.append(record)
+            continue
+        candidates = []
+        for raw, usage in reply:
+            parsed = parse_query(raw, max_chars=max_chars)
+            candidates.append({"raw": raw, "query": parsed.text, "problem": parsed.problem, "tokens": dict(usage)})
+        accepted = next((c for c in candidates if c["query"] is not None), candidates[0])
+        record.update(raw=accepted["raw"], query=accepted["query"], problem=accepted["problem"], candidates=candidates)
+        n_in = candidates[0]["tokens"].get("input_tokens", 0)
+        n_out = sum(c["tokens"].get("output_tokens", 0) for c in candidates)
+        record["tokens"] = {"input_tokens": n_in, "output_tokens": n_out, "total_tokens": n_in + n_out}
+        records.append(record)
     return records
 
 

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ...adapters.entries import ConfigError
-from ..llm.ask import ask_for_query
 from ..llm.prompts import Prompt, load_prompt, quoted
-from .rewrite import apply_answer
+from .checked import CheckedOptions, QueryWriter
 from .state import QueryState
+from .verify import Candidate
 
 if TYPE_CHECKING:
     from .base import StageContext
@@ -26,8 +26,9 @@ MAX_EDIT_CHARS = 500
 
 
 @dataclass
-class ComposeConfig:
-    """Settings of the compose stage."""
+class ComposeConfig(CheckedOptions):
+    """Settings of the compose stage (and how it checks its answers: :class:`.checked.CheckedOptions`;
+    its verifier matches hits against the reference's caption followed by the edit)."""
 
     model: str = "smollm2-135m-instruct"
     """Chat model entry that applies the edit; ``none``: no model, the caption and the edit joined
@@ -42,6 +43,7 @@ class ComposeConfig:
     def __post_init__(self) -> None:
         if self.max_chars < 2 or self.max_new_tokens < 1:
             raise ConfigError("compose: fields 'max_chars' must be >= 2 and 'max_new_tokens' >= 1")
+        self.check_options("compose")
 
 
 class Compose:
@@ -50,17 +52,27 @@ class Compose:
     name = "compose"
 
     def __init__(
-        self, llm: Any | None, prompt: Prompt | None, captioner: Any, config: ComposeConfig | None = None
+        self,
+        llm: Any | None,
+        prompt: Prompt | None,
+        captioner: Any,
+        config: ComposeConfig | None = None,
+        writer: QueryWriter | None = None,
     ) -> None:
         self.llm, self.prompt, self.captioner = llm, prompt, captioner
         self.config = config or ComposeConfig()
+        if writer is None and llm is not None and prompt is not None:
+            writer = QueryWriter(llm, prompt, self.config, max_chars=self.config.max_chars)
+        self.writer = writer
 
     @classmethod
     def from_context(cls, config: ComposeConfig, ctx: StageContext) -> Compose:
         captioner = ctx.model(config.captioner, "captioner")
         if config.model == "none":
             return cls(None, None, captioner, config)
-        return cls(ctx.model(config.model, "chat"), load_prompt(config.prompt), captioner, config)
+        llm, prompt = ctx.model(config.model, "chat"), load_prompt(config.prompt)
+        writer = QueryWriter.from_context(llm, prompt, config, ctx, config.max_chars)
+        return cls(llm, prompt, captioner, config, writer)
 
     def describe(self, image: str) -> str:
         """The captioner's description of the reference image (a clear error if it does not decode)."""
@@ -83,14 +95,14 @@ class Compose:
             return state
         caption = self.describe(state.image)
         state.notes["reference_caption"] = caption
-        if self.llm is None or self.prompt is None:  # the model-free baseline
-            state.text, state.notes["fallback"] = f"{caption}; {state.edit}", False
+        joined = f"{caption}; {state.edit}"
+        if self.writer is None:  # the model-free baseline
+            state.text, state.notes["fallback"] = joined, False
             return state
         values = {"caption": quoted(caption), "edit": quoted(state.edit)}
-        record = ask_for_query(self.llm, self.prompt, values, max_chars=self.config.max_chars)
-        apply_answer(state, record)
-        if state.notes["fallback"]:
-            state.text = f"{caption}; {state.edit}"
+        record = self.writer.write(state, values, words=joined, fallbacks=[Candidate(joined, "caption+edit")])
+        if record["query"] is None and self.writer.verifier is None:
+            state.text = joined
         return state
 
 

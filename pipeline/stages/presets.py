@@ -8,6 +8,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from ...adapters.entries import ConfigError, config_root, from_dict, read_yaml, resolve_config_file
 from ...adapters.registry import entry_from_manifest, load_encoder, load_encoder_entry
 from ..config import IndexConfig, Preset
@@ -42,6 +44,40 @@ def load_preset(name_or_file: str | Path = "default") -> Preset:
         stages=parse_stages(data.get("stages"), where),
         source=path.stem if packaged else str(path.resolve()),
     )
+
+
+def with_overrides(preset: Preset, overrides: list[str]) -> Preset:
+    """``preset`` with stage settings changed: each override is ``STAGE.FIELD=VALUE`` (the value read as
+    YAML: ``normalise.n=4``, ``rewrite.ground=constrain``), checked as a preset file's would be."""
+    from dataclasses import fields, replace
+
+    stages = list(preset.stages)
+    for override in overrides:
+        target, sep, raw = override.partition("=")
+        stage, dot, name = target.partition(".")
+        if not sep or not dot:
+            raise ConfigError(f"override {override!r}: write STAGE.FIELD=VALUE, e.g. normalise.n=4")
+        matches = [i for i, spec in enumerate(stages) if spec.name == stage]
+        if not matches:
+            raise ConfigError(f"override {override!r}: preset {preset.name!r} has no stage {stage!r}")
+        for i in matches:
+            config = stages[i].config
+            known = [f.name for f in fields(config)]
+            if name not in known:
+                raise ConfigError(f"override {override!r}: stage {stage!r} has no field {name!r}; known: {known}")
+            stages[i] = replace(stages[i], config=replace(config, **{name: yaml.safe_load(raw)}))
+    return replace(preset, stages=stages)
+
+
+def load_preset_spec(spec: str) -> Preset:
+    """A preset named with overrides, ``NAME[+STAGE.FIELD=VALUE...]`` (see :func:`with_overrides`)."""
+    name, *overrides = spec.split("+")
+    preset = load_preset(name)
+    if overrides:
+        from dataclasses import replace
+
+        preset = replace(with_overrides(preset, overrides), name=spec)
+    return preset
 
 
 def preset_for_index(preset: str | Path | Preset | None, store: IndexStore) -> Preset:

@@ -21,17 +21,18 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ...adapters.entries import ConfigError
-from ..llm.ask import ask_for_query
 from ..llm.prompts import Prompt, load_prompt, quoted
+from .checked import CheckedOptions, QueryWriter
 from .state import QueryState
+from .verify import Candidate
 
 if TYPE_CHECKING:
     from .base import StageContext
 
 
 @dataclass
-class NormaliseConfig:
-    """Settings of the normalise stage."""
+class NormaliseConfig(CheckedOptions):
+    """Settings of the normalise stage (and how it checks its answers: :class:`.checked.CheckedOptions`)."""
 
     model: str = "smollm2-135m-instruct"
     """Chat model entry (packaged name, YAML path)."""
@@ -43,11 +44,13 @@ class NormaliseConfig:
     def __post_init__(self) -> None:
         if self.max_chars < 2:
             raise ConfigError("normalise: field 'max_chars' must be >= 2")
+        self.check_options("normalise")
 
 
 @dataclass
-class RewriteConfig:
-    """Settings of the rewrite stage."""
+class RewriteConfig(CheckedOptions):
+    """Settings of the rewrite stage (and how it checks its answers: :class:`.checked.CheckedOptions`;
+    its verifier also weighs the feedback marks)."""
 
     model: str = "smollm2-135m-instruct"
     prompt: str = "rewrite-feedback"
@@ -58,6 +61,7 @@ class RewriteConfig:
     def __post_init__(self) -> None:
         if self.max_chars < 2 or self.max_captions < 1:
             raise ConfigError("rewrite: fields 'max_chars' must be >= 2 and 'max_captions' >= 1")
+        self.check_options("rewrite")
 
 
 def marked_texts(state: QueryState, ids: list[int]) -> list[str]:
@@ -82,12 +86,16 @@ class Normalise:
 
     name = "normalise"
 
-    def __init__(self, llm: Any, prompt: Prompt, config: NormaliseConfig | None = None) -> None:
+    def __init__(
+        self, llm: Any, prompt: Prompt, config: NormaliseConfig | None = None, writer: QueryWriter | None = None
+    ) -> None:
         self.llm, self.prompt, self.config = llm, prompt, config or NormaliseConfig()
+        self.writer = writer or QueryWriter(llm, prompt, self.config, max_chars=self.config.max_chars)
 
     @classmethod
     def from_context(cls, config: NormaliseConfig, ctx: StageContext) -> Normalise:
-        return cls(ctx.model(config.model, "chat"), load_prompt(config.prompt), config)
+        llm, prompt = ctx.model(config.model, "chat"), load_prompt(config.prompt)
+        return cls(llm, prompt, config, QueryWriter.from_context(llm, prompt, config, ctx, config.max_chars))
 
     def run(self, state: QueryState) -> QueryState:
         if not state.text:
@@ -96,8 +104,9 @@ class Normalise:
         if state.round > 0:
             state.notes["skipped"] = "a feedback round: the query was normalised in round 0"
             return state
-        record = ask_for_query(self.llm, self.prompt, {"query": quoted(state.text)}, max_chars=self.config.max_chars)
-        return apply_answer(state, record)
+        typed = state.text
+        self.writer.write(state, {"query": quoted(typed)}, words=typed, fallbacks=[Candidate(typed, "typed")])
+        return state
 
 
 class Rewrite:
@@ -105,12 +114,16 @@ class Rewrite:
 
     name = "rewrite"
 
-    def __init__(self, llm: Any, prompt: Prompt, config: RewriteConfig | None = None) -> None:
+    def __init__(
+        self, llm: Any, prompt: Prompt, config: RewriteConfig | None = None, writer: QueryWriter | None = None
+    ) -> None:
         self.llm, self.prompt, self.config = llm, prompt, config or RewriteConfig()
+        self.writer = writer or QueryWriter(llm, prompt, self.config, max_chars=self.config.max_chars)
 
     @classmethod
     def from_context(cls, config: RewriteConfig, ctx: StageContext) -> Rewrite:
-        return cls(ctx.model(config.model, "chat"), load_prompt(config.prompt), config)
+        llm, prompt = ctx.model(config.model, "chat"), load_prompt(config.prompt)
+        return cls(llm, prompt, config, QueryWriter.from_context(llm, prompt, config, ctx, config.max_chars))
 
     def run(self, state: QueryState) -> QueryState:
         if not state.feedback or not state.text:
@@ -123,9 +136,17 @@ class Rewrite:
             state.notes["skipped"] = "the marked candidates have no captions"
             return state
         values = {"query": quoted(state.text), "relevant": quoted(relevant), "irrelevant": quoted(irrelevant)}
-        record = ask_for_query(self.llm, self.prompt, values, max_chars=self.config.max_chars)
-        record["feedback_round"] = feedback.round
-        return apply_answer(state, record)
+        state.notes["feedback_round"] = feedback.round
+        marked_relevant = [i for f in state.feedback for i in f.relevant]
+        marked_rejected = sorted({i for f in state.feedback for i in f.irrelevant} - set(marked_relevant))
+        fallbacks = [Candidate(state.text, "current")]
+        if state.query and state.query != state.text:
+            fallbacks.append(Candidate(state.query, "typed"))
+        self.writer.write(
+            state, values, words=state.query or state.text, fallbacks=fallbacks,
+            exclude=set(marked_rejected), relevant=marked_relevant, rejected=marked_rejected,
+        )  # fmt: skip
+        return state
 
 
 @dataclass

@@ -140,6 +140,12 @@ class ModelCache:
                 [(int(i), fingerprint, settings, text) for i, text in captions.items()],
             )
 
+    def caption_texts(self, limit: int = 200_000) -> list[str]:
+        """Up to ``limit`` cached captions, of any captioner (the words a collection is described with)."""
+        if not self.path.exists():
+            return []
+        return [row[0] for row in self._conn().execute("SELECT text FROM captions LIMIT ?", (int(limit),))]
+
     # ------------------------------------------------------------------ housekeeping
     def prune(self, keep_fingerprints: Iterable[str], keep_ids: Iterable[int] | None = None) -> int:
         """Drop rows of other models (and, given ``keep_ids``, of items no longer in the index)."""

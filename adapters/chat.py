@@ -165,6 +165,35 @@ class TransformersChatModel(BaseChatModel):
             replies[j // n].append((text.strip(), tokens))
         return replies
 
+    @torch.inference_mode()
+    def score_replies(self, conversation: Sequence[BaseMessage], replies: Sequence[str]) -> list[float]:
+        """The mean log-probability per token of each of ``replies`` as this model's answer to
+        ``conversation`` (teacher-forced, one batched forward pass): how readily the model would have
+        written it. The answer's end counts as a token."""
+        if not replies:
+            return []
+        tok = self.tokenizer
+        prompt = tok.apply_chat_template(role_messages(conversation), add_generation_prompt=True, tokenize=False)
+        head = tok(prompt, add_special_tokens=False)["input_ids"]
+        end = tok.eos_token_id
+        rows = [
+            head + tok(r, add_special_tokens=False)["input_ids"] + ([end] if end is not None else []) for r in replies
+        ]
+        width = max(len(r) for r in rows)
+        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)], mask[i, : len(row)] = torch.tensor(row), 1
+        with torch_threads(self.threads):
+            logits = self.lm(input_ids=ids.to(self.lm.device), attention_mask=mask.to(self.lm.device)).logits.float()
+        logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:, None].to(logits.device))[..., 0]
+        scores = []
+        for i, row in enumerate(rows):
+            answer = logp[i, len(head) - 1 : len(row) - 1]
+            scores.append(float(answer.mean()) if len(answer) else float("-inf"))
+        return scores
+
     def _end_ids(self) -> list[int]:
         """The tokens that end a reply (the tokenizer's end of text and the model's own)."""
         ends = self.lm.generation_config.eos_token_id if getattr(self.lm, "generation_config", None) else None

@@ -96,7 +96,7 @@ class _Verifier:
 
     def choose(self, words, candidates, **kwargs):
         self.calls.append((words, [c.text for c in candidates], kwargs))
-        verdicts = [{"text": c.text, "source": c.source, "hits": [], "itm": self.scores.get(c.text, 0.0),
+        verdicts = [{"text": c.text, "source": c.source, "hits": [], "by": "itm", "match": self.scores.get(c.text, 0.0),
                      "marks": None, "score": self.scores.get(c.text, 0.0)} for c in candidates]  # fmt: skip
         best = max(range(len(verdicts)), key=lambda j: (verdicts[j]["score"], -j))
         verdicts[best]["chosen"] = True
@@ -122,7 +122,7 @@ def test_the_verifier_chooses_among_the_beams_and_the_typed_text_and_the_trace_s
     state = Normalise(llm, load_prompt("normalise"), config, writer).run(QueryState("kettle pls", text="kettle pls"))
     assert state.text == "a brass kettle" and state.notes["chosen"] == "model:1" and state.notes["fallback"] is False
     assert [v["text"] for v in state.notes["verdicts"]] == ["a copper kettle", "a brass kettle", "kettle pls"]
-    assert "model:1 scored 0.900" in state.notes["why"] and verifier.calls[0][0] == "kettle pls"
+    assert "model:1 scored 0.900 (itm score" in state.notes["why"] and verifier.calls[0][0] == "kettle pls"
     assert len(state.notes["candidates"]) == 3 and state.notes["candidates"][2]["query"] is None  # refused, listed
 
     # the typed text wins when it finds better hits: the stage never does worse than as typed
@@ -174,7 +174,7 @@ def test_the_rewrite_verifier_gets_the_marks_and_the_current_and_typed_queries()
     state = Rewrite(llm, load_prompt("rewrite-feedback"), config, writer).run(state)
     words, texts, kwargs = verifier.calls[0]
     assert words == "kettle pls" and texts == ["a kettle on a shelf", "a copper pan", "a copper kettle", "kettle pls"]
-    assert kwargs == {"exclude": {1}, "relevant": [2], "rejected": [1]}
+    assert kwargs == {"exclude": {1}, "relevant": [2], "rejected": [1], "judge": None}
     assert state.text == "a copper pan" and state.notes["feedback_round"] == 0
 
 
@@ -195,3 +195,11 @@ def test_options_are_checked_and_presets_take_overrides():
         with_overrides(load_preset("agent"), ["genid.k=4"])
     with pytest.raises(ConfigError, match="'ground' must be one of"):
         with_overrides(load_preset("agent"), ["normalise.ground=maybe"])
+
+
+def test_a_local_model_scores_its_own_answer_above_others(char_chat):
+    conversation = [HumanMessage("a red star")]
+    own = char_chat.generate_batch([conversation], max_new_tokens=12)[0][0]
+    scores = char_chat.score_replies(conversation, [own, "qqqq zzzz", own])
+    assert scores[0] == pytest.approx(scores[2]) and scores[0] > scores[1]
+    assert char_chat.score_replies(conversation, []) == []

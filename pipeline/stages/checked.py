@@ -30,8 +30,9 @@ class CheckedOptions:
     """``none``, ``constrain`` (the model writes only the collection's words) or ``repair`` (words
     off the list become the nearest known word in the encoder's text space)."""
     verify: str = "none"
-    """``none`` (the first accepted answer) or ``itm`` (the candidate whose hits the matcher scores
-    best against the user's own words; the user's text is a candidate too)."""
+    """``none`` (the first accepted answer), ``itm`` (the candidate whose hits the matcher scores
+    best against the user's own words) or ``llm`` (whose hits' descriptions the stage's model would
+    most readily have written for the user's words); the user's text is a candidate too."""
     verify_model: str = "scene-reranker"
     """The matcher entry the verifier scores with."""
     verify_top: int = 3
@@ -114,7 +115,16 @@ class QueryWriter:
             return record
         pool = [Candidate(t, f"model:{i}") for i, t in enumerate(texts)]
         pool += [c for c in fallbacks if c.text and c.text not in texts]
-        best, verdicts = self.verifier.choose(words, pool, exclude=exclude, relevant=relevant, rejected=rejected)
+        judge = None
+        if opts.verify == "llm" and hasattr(self.llm, "score_replies"):
+            conversation = self.prompt.format(**values)
+
+            def judge(descriptions: list[str]) -> list[float]:
+                return self.llm.score_replies(conversation, descriptions)
+
+        best, verdicts = self.verifier.choose(
+            words, pool, exclude=exclude, relevant=relevant, rejected=rejected, judge=judge
+        )
         state.text = pool[best].text
         state.notes.update(
             verdicts=verdicts, why=why(verdicts), chosen=pool[best].source, fallback=record["query"] is None,

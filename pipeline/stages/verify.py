@@ -4,8 +4,17 @@ A query stage with ``n`` > 1 (or a verifier) does not trust one answer. Each can
 the user's own text as typed (a fallback that is always a candidate, so the stage can never do
 worse than "as typed" on the verifier's score), is searched cheaply: the dual encoder takes its
 ``depth`` nearest items (left-out items excluded) and the matcher's ITC over its cached query
-embeddings orders them. Then the matcher's ITM head scores the ``top`` best of each candidate's
-hits against the **user's own words**, and the candidate with the best mean wins. In a feedback
+embeddings orders them. Then the ``top`` best of each candidate's hits are scored against the
+**user's own words**, and the candidate with the best mean wins:
+
+* ``itm``: the matcher's ITM head scores each hit's image against the words. Its weakness: the
+  typed text's own hits were found by those very words, so the matcher, which learnt what the
+  encoder learnt, tends to agree with them (measured: it keeps the typed text most of the time);
+* ``llm``: the stage's own language model, with its own prompt filled with the user's words, scores
+  each hit's description (its text, or a cached caption) as the answer it would write: the mean
+  log-probability per token. Where it matters (synonyms, other wordings) the model knows language
+  the encoder does not, and it judges real descriptions of the collection's items, not its own
+  candidates. A hit without a description falls back to ``itm``. In a feedback
 round the marks count too (``marks_weight``): a candidate whose text sits nearer (in the dual
 encoder's space) to the items marked relevant than to those marked not relevant gains, which is
 what all-negative marks still say: what the rejected hits share is not what the user wants.
@@ -16,6 +25,7 @@ The trace lists every candidate, its hits, its scores and why the winner won.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -27,8 +37,10 @@ if TYPE_CHECKING:
     from ..store.features import EmbedSource, FeatureSource
     from ..store.search import Searcher
 
-Verify = Literal["none", "itm"]
-VERIFY_MODES: tuple[str, ...] = ("none", "itm")
+Verify = Literal["none", "itm", "llm"]
+VERIFY_MODES: tuple[str, ...] = ("none", "itm", "llm")
+Judge = Callable[[list[str]], list[float]]
+"""Descriptions of hits -> how well each answers the user (higher is better)."""
 
 
 @dataclass
@@ -95,6 +107,7 @@ class Verifier:
         exclude: set[int] | None = None,
         relevant: list[int] | None = None,
         rejected: list[int] | None = None,
+        judge: Judge | None = None,
     ) -> tuple[int, list[dict[str, Any]]]:
         """The index of the best of ``candidates`` for a user who wrote ``words``, and a verdict each.
 
@@ -105,16 +118,21 @@ class Verifier:
         found = [self._hits(c.text, exclude) for c in candidates]
         pool = sorted({i for ids, _ in found for i in ids})
         rows = self.searcher.store.items_by_id(pool)
-        batch = self.features.get([(i, rows[i].path) for i in pool if i in rows])
-        itm = dict(zip(batch.ids, self.matcher.itm(batch.features, words), strict=True)) if batch.ids else {}
+        described = self._descriptions(rows) if judge is not None else {}
+        by = "llm" if judge is not None and len(described) == len(pool) else "itm"
+        if by == "llm":
+            values = dict(zip(pool, judge([described[i] for i in pool]), strict=True))  # type: ignore[misc]
+        else:
+            batch = self.features.get([(i, rows[i].path) for i in pool if i in rows])
+            values = dict(zip(batch.ids, self.matcher.itm(batch.features, words), strict=True)) if batch.ids else {}
         marks = self._marks(relevant or [], rejected or [])
         verdicts = []
         for c, (ids, vec) in zip(candidates, found, strict=True):
-            scored = [float(itm[i]) for i in ids if i in itm]
-            match = float(np.mean(scored)) if scored else 0.0
+            scored = [float(values[i]) for i in ids if i in values]
+            match = float(np.mean(scored)) if scored else (-1e9 if by == "llm" else 0.0)
             agree = marks(vec)
             verdicts.append(
-                {"text": c.text, "source": c.source, "hits": ids, "itm": round(match, 4),
+                {"text": c.text, "source": c.source, "hits": ids, "by": by, "match": round(match, 4),
                  "marks": None if agree is None else round(agree, 4),
                  "score": round(match + self.marks_weight * (agree or 0.0), 4)}
             )  # fmt: skip
@@ -122,6 +140,16 @@ class Verifier:
         verdicts[best]["chosen"] = True
         verdicts[best]["seconds"] = round(time.perf_counter() - start, 4)
         return best, verdicts
+
+    def _descriptions(self, rows: dict[int, Any]) -> dict[int, str]:
+        """Each item's own text, else a cached caption of it."""
+        from ..store.cache import ModelCache
+
+        out = {i: r.text for i, r in rows.items() if r.text}
+        missing = [i for i in rows if i not in out]
+        if missing:
+            out.update(ModelCache(self.searcher.store.path).any_captions(missing))
+        return out
 
     def _marks(self, relevant: list[int], rejected: list[int]) -> Any:
         """vector -> how much nearer it is to the relevant items than to the rejected ones (None: no marks)."""
@@ -146,9 +174,9 @@ def why(verdicts: list[dict[str, Any]]) -> str:
     if len(ranked) == 1:
         return f"the only candidate ({win['source']})"
     return (
-        f"{win['source']} scored {win['score']:.3f} (ITM of its top hits against the user's words"
+        f"{win['source']} scored {win['score']:.3f} ({win['by']} score of its top hits against the user's words"
         f"{' + marks' if win['marks'] is not None else ''}), {ranked[1]['source']} next at {ranked[1]['score']:.3f}"
     )
 
 
-__all__ = ["VERIFY_MODES", "Candidate", "Verifier", "Verify", "why"]
+__all__ = ["VERIFY_MODES", "Candidate", "Judge", "Verifier", "Verify", "why"]

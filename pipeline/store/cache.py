@@ -140,6 +140,13 @@ class ModelCache:
                 [(int(i), fingerprint, settings, text) for i, text in captions.items()],
             )
 
+    def any_captions(self, ids: Iterable[int]) -> dict[int, str]:
+        """A cached caption of each of ``ids`` that has one, by any captioner."""
+        wanted = [int(i) for i in ids]
+        if not wanted or not self.path.exists():
+            return {}
+        return dict(self._select("SELECT item_id, text FROM captions WHERE item_id IN ({marks})", wanted))
+
     def caption_texts(self, limit: int = 200_000) -> list[str]:
         """Up to ``limit`` cached captions, of any captioner (the words a collection is described with)."""
         if not self.path.exists():

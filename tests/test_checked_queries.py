@@ -113,6 +113,9 @@ class _Beams:
         self.asked.append((n, words))
         return [[(b, {"input_tokens": 3, "output_tokens": 2}) for b in self.beams[:n]] for _ in conversations]
 
+    def generate_batch(self, conversations):
+        return [beams[0] for beams in self.generate_candidates(conversations, 1)]
+
 
 def test_the_verifier_chooses_among_the_beams_and_the_typed_text_and_the_trace_says_why():
     llm = _Beams(["a copper kettle", "a brass kettle", "<|im_end|>"])
@@ -203,3 +206,13 @@ def test_a_local_model_scores_its_own_answer_above_others(char_chat):
     scores = char_chat.score_replies(conversation, [own, "qqqq zzzz", own])
     assert scores[0] == pytest.approx(scores[2]) and scores[0] > scores[1]
     assert char_chat.score_replies(conversation, []) == []
+
+
+def test_grounding_is_skipped_and_said_when_the_collection_has_no_words():
+    llm = _Beams(["a copper kettle"])
+    writer = QueryWriter(
+        llm, load_prompt("normalise"), NormaliseConfig(ground="constrain"), vocabulary=Vocabulary(frozenset())
+    )
+    state = QueryState("x", text="x")
+    writer.write(state, {"query": '"x"'}, words="x", fallbacks=[])
+    assert llm.asked == [(1, None)] and state.text == "a copper kettle" and "no texts" in state.notes["ground_skipped"]

@@ -96,12 +96,15 @@ class QueryWriter:
         ``fallbacks``: candidates that need no model (the user's text, the current query).
         Returns the call's record, also put in ``state.notes``."""
         opts = self.options
-        constrain = opts.ground == "constrain" and hasattr(self.llm, "generate_candidates")
+        grounded = opts.ground != "none" and self.vocabulary is not None and bool(self.vocabulary.words)
+        if opts.ground != "none" and not grounded:
+            state.notes["ground_skipped"] = "the index holds no texts or captions to take words from"
+        constrain = grounded and opts.ground == "constrain" and hasattr(self.llm, "generate_candidates")
         allowed = self.vocabulary.allowed if constrain and self.vocabulary is not None else None
         record = ask_for_query(self.llm, self.prompt, values, max_chars=self.max_chars, n=opts.n, words=allowed)
         answers = [c["query"] for c in record.get("candidates", [])] or [record["query"]]
         texts = list(dict.fromkeys(a for a in answers if a))
-        if opts.ground != "none" and not constrain and self.vocabulary is not None:
+        if grounded and not constrain and self.vocabulary is not None:
             repaired = [self.vocabulary.repair(t) for t in texts]
             record["repairs"] = [changes for _, changes in repaired]
             texts = list(dict.fromkeys(t for t, _ in repaired))

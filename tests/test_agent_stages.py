@@ -240,3 +240,32 @@ def test_eval_normalise_reports_typed_rule_and_llm_beside_the_captions(tmp_path)
     assert set(report["normalised"]) == {"rule", f"{tmp_path / 'llm.yaml'}=normalise"} and "as typed" in result.output
     bad = CliRunner().invoke(app, ["eval-normalise", str(root), "--style", "shouting", "-c", "tiny"])
     assert bad.exit_code == 2 and "known styles" in bad.output
+
+
+def test_eval_normalise_measures_a_presets_whole_normalise_stage(tmp_path):
+    """--preset runs the stage as a preset sets it (here: a provider's answers repaired to the
+    collection's words) over an index of the split; without --index it says what is missing."""
+    from helpers import tiny_scene_index
+    from typer.testing import CliRunner
+
+    from viewfinder.pipeline.cli import app
+
+    root = tiny_scene_index(tmp_path, seed=3, n_test=8)
+    write_fake_chat(tmp_path / "llm.yaml", "a zyzzyva star", "<|im_end|>")
+    (tmp_path / "checked.yaml").write_text(
+        "encoder: tiny-test\nindex: {batch_size: 16, num_workers: 0}\nstages:\n"
+        "  - normalise: {model: llm.yaml, prompt: normalise, ground: repair}\n  - preselect: {k: 8}\n"
+    )
+    out = tmp_path / "report.json"
+    args = ["eval-normalise", str(root), "--style", "typos", "-p", str(tmp_path / "checked.yaml"),
+            "-i", str(tmp_path / "index"), "--queries", "4", "-c", "tiny", "--out", str(out)]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    row = json.loads(out.read_text())["normalised"][f"preset:{tmp_path / 'checked.yaml'}"]
+    assert row["invalid_rate"] == pytest.approx(0.5) and "zyzzyva" not in " ".join(row["examples"])
+    from viewfinder.pipeline.stages.grounding import FUNCTION_WORDS, words_of
+
+    known = words_of((root / "test.jsonl").read_text().split('"')) | FUNCTION_WORDS
+    assert set(row["examples"][0].split()) <= known  # every word off the collection's list was repaired
+    missing = CliRunner().invoke(app, args[:6] + args[8:])
+    assert missing.exit_code == 2 and "--index" in missing.output

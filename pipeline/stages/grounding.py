@@ -39,9 +39,12 @@ GROUND_MODES: tuple[str, ...] = ("none", "constrain", "repair")
 FUNCTION_WORDS = frozenset(
     """a an the this that these those some any no not and or but with without of in on at to from by for
     into onto over under above below behind beside near next between among around across along inside
-    outside its it is are was be there here one two three four five six seven eight nine ten""".split()
+    outside its it is are was be there here one two three four five six seven eight nine ten
+    something anything thing things object objects item items one ones kind sort""".split()
 )
-"""English function words a grounded query may always use (they describe nothing by themselves)."""
+"""English function words, and the vague nouns people use for what they cannot name ("something",
+"an object"), which a grounded query may always use: they describe nothing by themselves, and
+without them a constrained model asked for "a small object" must invent which one."""
 
 _WORD = re.compile(r"[^\W\d_]+", re.UNICODE)
 MAX_ITEMS = 200_000

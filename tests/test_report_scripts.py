@@ -27,3 +27,15 @@ def test_every_viewfinder_import_of_a_report_script_resolves(script: Path) -> No
             for alias in node.names:
                 if alias.name.startswith("viewfinder"):
                     importlib.import_module(alias.name)
+
+
+def test_the_agent_goals_table_is_written_from_the_committed_reports() -> None:
+    import importlib.util as util
+
+    path = Path(__file__).parents[1] / "reports" / "scripts" / "agent_table.py"
+    spec = util.spec_from_file_location("agent_table", path)
+    assert spec and spec.loader
+    module = util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    text = module.tables(path.parents[1])
+    assert text.count("| figure | measured | goal | met |") == 2 and "Dialogue" in text

@@ -5,11 +5,12 @@
 Reads ``agent-checks/normalise-{synonyms,typos}.json``, ``agent-checks/feedback-partial-test.json``,
 ``composed-agent-test.json`` and ``dialogue-test.json`` and prints two markdown tables: the goals with
 the ``agent`` preset as shipped, and the same figures with its checking options off (so each option's
-share of the gain shows). Two figures are read from earlier reports, because what they measure did
-not change: ``normalise-typos.json``'s ``scene-rewriter=normalise-short`` row is the unchecked
-normalise stage on the same 200 requests (same model, prompt and greedy decoding, batched), and
-composed queries skip ``normalise``, so ``composed-agent-test.json`` measured the ``compose`` stage
-the ``agent`` preset still has. The README's agent section quotes this output.
+share of the gain shows). Two figures are read from earlier reports, because what they measure
+did not change: ``normalise-typos.json``'s
+``scene-rewriter=normalise-short`` row (the unchecked normalise stage on the same 200 requests: same
+model, prompt and greedy decoding, batched), and ``composed-agent-test.json`` (composed queries skip
+``normalise``; the ``compose`` stage is the one the ``agent`` preset still has).
+The README's agent section quotes this output.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""Dialogue search: questions grounded in the hits' captions, answers by the simulated user or a
-person, reformulation, the eval's figures (a real tiny index; fake chat models)."""
+"""Dialogue search on the scene benchmark: questions grounded in the hits' captions, answers by the
+simulated user or a person, reformulation, the eval's figures (a real tiny index; fake chat models).
+The agent's generality (another domain's captions, the answer reader) is in test_dialogue_general."""
 
 from __future__ import annotations
 
@@ -22,13 +23,10 @@ from viewfinder.pipeline.agent.dialogue import (
     grounded_question,
     rule_reformulation,
 )
-from viewfinder.pipeline.eval.dialogue import scene_vocabulary
 from viewfinder.pipeline.llm.prompts import load_prompt
 from viewfinder.pipeline.scenes.dataset import load_scene_dataset
-from viewfinder.pipeline.scenes.simuser import SimulatedUser
+from viewfinder.pipeline.scenes.simuser import UNKNOWN, SimulatedUser
 from viewfinder.pipeline.store.search import QueryError
-
-VOCAB = scene_vocabulary()
 
 
 @pytest.fixture(scope="module")
@@ -38,29 +36,40 @@ def scenes(tmp_path_factory) -> Path:
     return root
 
 
-def test_grounded_questions_fill_the_description_then_split_the_candidates_never_repeating():
-    captions = ["a red star and a blue circle", "a red star", "a green square", "a blue circle"]
+def test_grounded_questions_on_scene_captions_split_them_and_the_rule_reads_the_answers():
+    captions = ["a red star and a blue circle on the left", "a red star", "a green square", "a blue circle"]
+    question = grounded_question("a star", captions, [])
+    assert question == "is there a blue circle?"  # half the captions name it; "star" was said
+    turns = [Turn(question, "yes", "grounded")]
+    nxt = grounded_question("a star", captions, turns)
+    assert nxt not in {question, "is there a circle?"}  # "circle" is said now
+    assert rule_reformulation("a star", turns) == "a star and a blue circle"
+    turns.append(Turn("is there a red star?", "yes, at the top", "grounded"))
+    assert rule_reformulation("a star", turns) == "a red star at the top and a blue circle"
+
+
+def test_the_simulated_user_answers_the_general_questions():
+    from viewfinder.pipeline.scenes.graph import Scene, SceneObject
+
+    objects = [SceneObject("star", "red", "large", 0.2, 0.2), SceneObject("circle", "blue", "small", 0.8, 0.8)]
+    user = SimulatedUser(Scene("t", "brown", objects))
     answers = {
-        "what colour is the star?": "red",
-        "what size is the red star?": "large",
-        "where is the large red star?": "in the top left",
-        "what is the background colour?": "brown",
+        "is there a large red star?": "yes",
+        "is there a blue star?": "no",
+        "are there circles?": "yes",
+        "is there something in the top left?": "yes",
+        "is there something on the left?": "no",
+        "is there something on a brown background?": "yes",
+        "is there a black backdrop?": "no",
+        "is there a grey background?": "no",
+        "is there a purple background?": "no",
+        "is there a wooden background?": UNKNOWN,
+        "is there a background?": "yes",
+        "is there something above a small blue circle?": "yes",
+        "is there something below a large red star?": "yes",
+        "is there a wooden chair?": UNKNOWN,
     }
-    turns: list[Turn] = []
-    for expected in answers:  # what the first description leaves open, then the background
-        question = grounded_question("a star", captions, turns, VOCAB)
-        assert question == expected
-        turns.append(Turn(question, answers[question], "grounded"))
-    split = grounded_question("a star", captions, turns, VOCAB)
-    assert split == "is there a blue circle?"  # half the captions; the red star is the own object
-    turns.append(Turn(split, "yes", "grounded"))
-    assert grounded_question("a star", captions, turns, VOCAB) == "where is the blue circle?"
-    turns.append(Turn("where is the blue circle?", "at the bottom", "grounded"))
-    assert rule_reformulation("a star", turns, VOCAB) == (
-        "on a brown background: a large red star in the top left and a blue circle at the bottom"
-    )
-    nxt = grounded_question("a star", captions, turns, VOCAB)
-    assert nxt not in {t.question for t in turns} and nxt == "is there a green square?"
+    assert {q: user.answer(q) for q in answers} == answers
 
 
 def test_questions_are_checked_and_answers_reformulated():
@@ -70,17 +79,15 @@ def test_questions_are_checked_and_answers_reformulated():
     assert "longer" in check_question("is " + "x" * 200 + "?", [])[1]
     turns = [
         Turn("is there a red star?", "yes", "grounded"),
-        Turn("where is the red star?", "in the top left", "grounded"),
+        Turn("is there something in the top left?", "yes", "grounded"),
         Turn("is there a blue circle?", "no", "grounded"),
-        Turn("what colour is the heart?", "green", "grounded"),
+        Turn("what colour is the heart?", "green", "llm"),
     ]
-    assert rule_reformulation("a heart", turns, VOCAB) == "a green heart and a red star in the top left"
+    assert rule_reformulation("a heart", turns) == "a heart and a red star in the top left, green"
     assert concatenate("a star", turns[:1]) == "a star, is there a red star? yes"
     listed = "there are several: a small red star at the top and a large blue star"
-    several = [Turn("what colour is the star?", listed, "grounded")]
-    assert (
-        rule_reformulation("a star", several, VOCAB) == "a star and a small red star at the top and a large blue star"
-    )
+    several = [Turn("what colour is the star?", listed, "llm")]
+    assert rule_reformulation("a star", several) == "a small red star at the top and a large blue star"
 
 
 def test_bri_is_zero_when_the_target_leads_and_rewards_finding_it_sooner():
@@ -95,7 +102,7 @@ def test_a_dialogue_with_the_simulated_user_runs_rounds_and_keeps_a_trace(scenes
     pipeline = Pipeline.from_preset("tiny", index=scenes / "index")
     target = next(iter(load_scene_dataset(scenes / "scenes").scenes["test"].values()))
     user = SimulatedUser(target)
-    session = DialogueSession(pipeline, "grounded", "rule", k=5, max_rounds=4, vocabulary=VOCAB)
+    session = DialogueSession(pipeline, "grounded", "rule", k=5, max_rounds=4)
     with pytest.raises(QueryError, match="search first"):
         session.ask()
     session.search("a shape")
@@ -103,7 +110,9 @@ def test_a_dialogue_with_the_simulated_user_runs_rounds_and_keeps_a_trace(scenes
         session.answer("yes")
     for _ in range(3):
         question = session.ask()
-        session.answer(user.answer(question))
+        answer = user.answer(question)
+        assert answer != UNKNOWN, question  # the simulated user reads every general question
+        session.answer(answer)
     with pytest.raises(QueryError, match="stops after 4 rounds"):
         session.ask()
     trace = session.trace
@@ -125,7 +134,6 @@ def test_a_model_questioner_is_checked_and_falls_back_and_a_model_reformulates(s
         (asker, load_prompt("dialogue-question")),
         (writer, load_prompt("dialogue-reformulate")),
         k=5,
-        vocabulary=VOCAB,
     )
     session.search("a star")
     assert session.ask() == "is there a red star?" and session.notes[-1]["source"] == "llm"
@@ -175,11 +183,13 @@ def test_chat_asks_in_the_terminal_and_writes_the_trace(scenes, tmp_path):
 
     out = tmp_path / "chat.json"
     args = ["chat", "a shape", "-i", str(scenes / "index"), "-c", "tiny", "-k", "3", "--trace", str(out)]
-    result = CliRunner().invoke(app, args, input="yes\nin the top left\n\n")
+    result = CliRunner().invoke(app, args, input="yes\nin the top left\nI don't know\n\n")
     assert result.exit_code == 0, result.output
     assert "round 0: 'a shape'" in result.output and "Q: " in result.output
+    assert '(that answer changed nothing: "I don\'t know" says nothing about the picture)' in result.output
     trace = json.loads(out.read_text())
-    assert [t["answer"] for t in trace["turns"]] == ["yes", "in the top left"] and len(trace["rounds"]) == 3
+    assert [t["answer"] for t in trace["turns"]] == ["yes", "in the top left", "I don't know"]
+    assert len(trace["rounds"]) == 4 and trace["rounds"][3]["query"] == trace["rounds"][2]["query"]
     bad = CliRunner().invoke(app, ["chat", "  ", "-i", str(scenes / "index"), "-c", "tiny"])
     assert bad.exit_code != 0 and "first description is empty" in bad.output
 
@@ -246,20 +256,22 @@ def test_eval_on_a_scene_folder_adds_dialogue_figures_beside_the_baselines(scene
 
 
 def test_the_agent_knows_no_vocabulary_of_its_own(scenes):
-    """Model-free parts need the collection's words passed in; language-model parts run without any
-    (a refused question becomes a generic one, a refused reformulation the concatenated dialogue)."""
-    from viewfinder import Error
-    from viewfinder.pipeline.agent.dialogue import GENERIC_QUESTION
+    """Every part runs with no collection's words: a refused question falls back to the grounded
+    questioner, a refused reformulation to the rule, and with no phrase left an open question."""
+    from viewfinder.pipeline.agent.dialogue import GENERIC_QUESTIONS
 
     pipeline = Pipeline.from_preset("tiny", index=scenes / "index")
-    for questioner, reformulator in (("grounded", "concat"), ("random", "concat")):
-        with pytest.raises(Error, match="vocabulary"):
-            DialogueSession(pipeline, questioner, reformulator, k=5)
     asker = FakeListChatModel(responses=["not a question"])
     writer = FakeListChatModel(responses=[""])
     session = DialogueSession(
         pipeline, (asker, load_prompt("dialogue-question")), (writer, load_prompt("dialogue-reformulate")), k=5
     )
     session.search("a star")
-    assert session.ask() == GENERIC_QUESTION and session.notes[-1]["source"] == "llm-fallback"
-    assert session.answer("it is red").query == concatenate("a star", session.turns)
+    question = session.ask()
+    assert session.notes[-1]["source"] == "llm-fallback" and question.startswith("is there")
+    assert session.answer("yes").query == rule_reformulation("a star", session.turns)
+    assert grounded_question("a star", ["a star", "a star"], []) is None  # nothing left to ask about
+    bare = DialogueSession(pipeline, "grounded", "rule", k=5)
+    bare.search("a star")
+    bare.state.candidates[:] = []  # no captions: an open question
+    assert bare.ask() == GENERIC_QUESTIONS[0] and bare.notes[-1]["source"] == "generic"

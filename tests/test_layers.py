@@ -194,3 +194,37 @@ def test_every_third_party_import_is_a_declared_dependency() -> None:
                     if not dists & declared:
                         missing.add(f"{top} ({path.relative_to(REPO)})")
     assert sorted(missing) == []
+
+
+def _string_constants(path: Path) -> Iterator[str]:
+    """The string literals of a module that are no docstring (a string standing as a statement)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    docs = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs:
+            yield node.value
+
+
+def test_the_dialogue_agent_holds_no_scene_vocabulary() -> None:
+    """Nothing under ``pipeline/agent`` or ``pipeline/stages`` imports the scene benchmark, at the top
+    or inside a function (checked on each file's own syntax tree, also for ``import_module`` names),
+    and the agent's code names no word of its vocabulary: its questions come from captions."""
+    from viewfinder.pipeline.scenes.graph import BACKGROUNDS, COLOURS, POSITIONS, SHAPES, SIZES
+
+    for folder in ("pipeline/agent", "pipeline/stages"):
+        for path in sorted((REPO / folder).rglob("*.py")):
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            for node in ast.walk(tree):
+                if isinstance(node, ast.ImportFrom):
+                    names = [node.module or "", *(alias.name for alias in node.names)]
+                elif isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                else:
+                    continue
+                assert not [n for n in names if n == "scenes" or ".scenes" in f".{n}"], f"{path}:{node.lineno}"
+            assert not [s for s in _string_constants(path) if re.search(r"\bpipeline\.scenes\b|^\.+scenes\b", s)]
+    scene_words = {w for phrase in [*COLOURS, *SHAPES, *SIZES, *POSITIONS, *BACKGROUNDS] for w in phrase.split()}
+    scene_words |= {"colour", "color", "shape", "size", "position", "background", "backdrop"}  # the old templates'
+    for path in sorted((REPO / "pipeline/agent").rglob("*.py")):
+        words = {w for s in _string_constants(path) for w in re.findall(r"[a-z]+", s.lower())}
+        assert not words & scene_words, f"{path.name}: {sorted(words & scene_words)}"

@@ -171,15 +171,17 @@ def test_dialogue_rounds_ask_answer_and_reformulate(client):
     r = client.post("/api/indexes/scenes/dialogues", json={"text": "a star", "k": 5})
     assert r.status_code == 200, r.text
     did, question = r.json()["dialogue"], r.json()["question"]
-    assert r.json()["round"] == 0 and question == "what colour is the star?"
-    answered = client.post(f"/api/indexes/scenes/dialogues/{did}/answer", json={"answer": "red"})
+    assert r.json()["round"] == 0 and question.endswith("?")  # about the hits' captions
+    answered = client.post(f"/api/indexes/scenes/dialogues/{did}/answer", json={"answer": "a red one"})
     assert answered.status_code == 200, answered.text
     body = answered.json()
     assert body["round"] == 1 and body["query"] == "a red star" and body["question"].endswith("?")
-    assert body["question"] != question and len(body["result"]["hits"]) == 5
+    assert body["question"] != question and len(body["result"]["hits"]) == 5 and body["unchanged"] is None
     state = client.get(f"/api/indexes/scenes/dialogues/{did}").json()
-    assert state["turns"] == [{"question": question, "answer": "red"}] and state["question"] == body["question"]
+    assert state["turns"] == [{"question": question, "answer": "a red one"}] and state["question"] == body["question"]
     assert [r["query"] for r in state["rounds"]] == ["a star", "a red star"]
+    unsure = client.post(f"/api/indexes/scenes/dialogues/{did}/answer", json={"answer": "no idea"}).json()
+    assert unsure["query"] == "a red star" and "says nothing" in unsure["unchanged"]
     empty = client.post(f"/api/indexes/scenes/dialogues/{did}/answer", json={"answer": " "})
     assert empty.status_code == 400 and "empty" in empty.json()["detail"]
 

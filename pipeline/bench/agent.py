@@ -94,11 +94,9 @@ def _rounds(pipeline: Any, text: str, rounds: int, mode: str) -> list[tuple[str,
     """Round 0 and ``rounds`` later rounds of one query: feedback marks, or dialogue answers."""
     from ..agent.dialogue import DialogueSession
     from ..agent.session import Session
-    from ..eval.dialogue import scene_vocabulary
 
     if mode == "dialogue":
-        vocabulary = scene_vocabulary()
-        dialogue = DialogueSession(pipeline, "grounded", "rule", k=10, max_rounds=rounds + 1, vocabulary=vocabulary)
+        dialogue = DialogueSession(pipeline, "grounded", "rule", k=10, max_rounds=rounds + 1)
         out = [_timed("round 0", lambda: dialogue.search(text))]
         for _ in range(rounds):
             out.append(_timed("feedback", lambda: (dialogue.ask(), dialogue.answer("yes"))[1]))

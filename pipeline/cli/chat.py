@@ -30,23 +30,28 @@ def chat_cmd(
     """Dialogue search (ChatIR / PlugIR): after each round the system asks one question about the
     picture you want; your answer refines the query. An empty answer stops."""
     from ..agent.dialogue import DialogueSession
-    from ..eval.dialogue import resolve_part, scene_vocabulary
+    from ..eval.dialogue import resolve_part
     from ..stages.runner import Pipeline
     from ..store.fsutil import atomic_write_json
 
     pipeline = Pipeline.from_preset(config or "dialogue", index=index)
     loaded: dict = {}
     asker, writer = resolve_part(questioner, loaded), resolve_part(reformulator, loaded)
-    # The model-free questioner and reformulator know the scene benchmark's words (the bundled
-    # collection's); a language-model one reads the captions of the hits instead.
-    session = DialogueSession(pipeline, asker, writer, k=k, max_rounds=rounds + 1, vocabulary=scene_vocabulary())
+    # Every questioner reads the captions of the hits and every reformulator your answers: no
+    # collection's vocabulary is needed.
+    session = DialogueSession(pipeline, asker, writer, k=k, max_rounds=rounds + 1)
     _show(session.search(query), 0)
     while session.round < rounds:
         question = session.ask()
         answer = read_line(f"Q: {question}")
         if answer is None or not answer.strip():  # an empty answer, or the end of the input
             break
-        _show(session.answer(answer), session.round)
+        result = session.answer(answer)
+        if session.unchanged is not None:
+            console.print(
+                f"(that answer changed nothing: {escape(session.unchanged)})", soft_wrap=True, highlight=False
+            )
+        _show(result, session.round)
     if trace is not None:
         atomic_write_json(trace, session.trace)
         note(f"trace: {trace}")

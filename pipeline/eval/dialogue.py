@@ -3,10 +3,11 @@
 Each dialogue starts from one of the split's partial queries (a short description of one target
 scene); every round the questioner asks, the simulated user answers from the target's scene graph
 (:meth:`..scenes.simuser.SimulatedUser.answer`), the reformulator writes the query and the pipeline
-searches. Per round: Hits@1/@10 (the target in the round's top k), found@10 (by that round), and
-over the whole dialogue the best log rank integral (BRI, PlugIR; lower is better). Variants share
-the queries: ``QUESTIONER+REFORMULATOR`` with ``random`` / ``grounded`` / ``MODEL=PROMPT``
-questioners and ``concat`` / ``rule`` / ``MODEL=PROMPT`` reformulators.
+searches. The agent's parts know none of the benchmark's words. Per round: Hits@1/@10 (the target
+in the round's top k), found@10 (by that round), and over the whole dialogue the best log rank
+integral (BRI, PlugIR; lower is better). Variants share the queries: ``QUESTIONER+REFORMULATOR``
+with ``random`` / ``grounded`` / ``MODEL=PROMPT`` questioners and ``concat`` / ``rule`` /
+``MODEL=PROMPT`` reformulators.
 """
 
 from __future__ import annotations
@@ -18,25 +19,13 @@ from typing import Any
 import numpy as np
 
 from ...adapters.entries import ConfigError
-from ..agent.dialogue import Vocabulary
-from ..scenes.graph import BACKGROUNDS, COLOURS, POSITION_PHRASES, SHAPES, SIZES
-
-
-def scene_vocabulary() -> Vocabulary:
-    """The scene benchmark's words, for the model-free dialogue parts (the agent holds none)."""
-    return Vocabulary(
-        colours=tuple(COLOURS),
-        shapes=tuple(SHAPES),
-        sizes=tuple(SIZES),
-        positions=tuple(POSITION_PHRASES.values()),
-        backgrounds=tuple(BACKGROUNDS),
-    )
-
 
 DIALOGUE_BASELINES = ("random+concat", "grounded+concat", "grounded+rule")
-"""ChatIR's random template questions with the dialogue concatenated; grounded questions with the
-dialogue concatenated (ChatIR's query); grounded questions with the rule reformulation (PlugIR's
-idea, no model)."""
+"""Questions about random phrases of the candidates' captions with the dialogue concatenated
+(ChatIR's weakest setting); grounded questions with the dialogue concatenated (ChatIR's query, the
+query alone orders the candidates); grounded questions with the rule reformulation, which also
+orders the candidates by what the answers said of their captions (PlugIR's idea, no model). No
+part knows the benchmark's words: only the simulated user does."""
 
 
 def parse_variant(spec: str) -> tuple[str, str]:
@@ -96,15 +85,13 @@ def dialogue_report(
     loaded: dict[str, Any] = {}
     specs = {spec: tuple(resolve_part(p, loaded) for p in parse_variant(spec)) for spec in variants}
     report: dict[str, Any] = {"split": split, "n_queries": len(queries), "rounds": rounds, "k": k, "variants": {}}
-    vocabulary = scene_vocabulary()
     with progress_bar("dialogues", len(queries) * len(specs), "dialogue", progress) as bar:
         for spec, (questioner, reformulator) in specs.items():
             start = time.perf_counter()
             ranks = np.zeros((len(queries), rounds + 1))
             unknown, depth, fallbacks = 0, 0, 0
             for qi, query in enumerate(queries):
-                session = DialogueSession(pipeline, questioner, reformulator, k=k, max_rounds=rounds + 1, seed=seed,
-                                          vocabulary=vocabulary)  # fmt: skip
+                session = DialogueSession(pipeline, questioner, reformulator, k=k, max_rounds=rounds + 1, seed=seed)
                 user = SimulatedUser(query.target)
                 session.search(query.text)
                 for r in range(rounds + 1):

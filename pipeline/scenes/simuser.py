@@ -12,7 +12,7 @@ import re
 from collections.abc import Sequence
 
 from .captions import join_phrases, number_word, object_phrase, size_order
-from .graph import COLOURS, POSITION_PHRASES, POSITIONS, SHAPES, SIZES, Scene, SceneObject
+from .graph import BACKGROUNDS, COLOURS, POSITION_PHRASES, POSITIONS, SHAPES, SIZES, Scene, SceneObject
 from .queries import object_matches
 
 logger = logging.getLogger(__name__)
@@ -20,8 +20,8 @@ logger = logging.getLogger(__name__)
 UNKNOWN = "I don't know"
 """The answer to any question the user cannot parse."""
 
-_FILLER = {"the", "a", "an", "any", "object", "objects", "thing", "things", "shape", "shapes",
-           "one", "ones", "corner", "side", "in", "at", "on"}  # fmt: skip
+_FILLER = {"the", "a", "an", "any", "some", "object", "objects", "thing", "things", "shape", "shapes",
+           "one", "ones", "corner", "side", "in", "at", "on", "something", "anything"}  # fmt: skip
 _SHAPE_WORDS = {shape: shape for shape in SHAPES} | {
     ("crosses" if shape == "cross" else shape + "s"): shape for shape in SHAPES
 }
@@ -37,6 +37,14 @@ _ASK_ATTRIBUTE = (
 )
 _ASK_WHERE = re.compile(r"^where (?:is|are) (?P<desc>.+)$")
 _ASK_EXISTS = re.compile(r"^(?:is|are) there (?P<desc>.+?)(?: in the (?:picture|image|scene))?$")
+_BACKGROUND = re.compile(
+    r"^(?:(?:some|any)thing )?(?:(?:on|with|in front of|against) )?(?:(?:a|an|the) )?(?P<colour>[a-z ]*?) ?"
+    r"(?:background|backdrop)$"
+)
+_RELATION_WORDS = {"to the left of": "left of", "to the right of": "right of", "above": "above", "below": "below"}
+_RELATION = re.compile(
+    r"^(?P<desc>.*?) ?\b(?P<relation>" + "|".join(_RELATION_WORDS) + r") (?P<other>(?:a|an|the) .+)$"
+)
 _ASK_VERIFY = re.compile(r"^(?:is|are) (?P<desc>the [\w ]+?) (?P<claim>(?:in|at|on) the [\w ]+|\w+)$")
 
 
@@ -96,7 +104,9 @@ class SimulatedUser:
     "where is the <descriptor>?", "how many <descriptor> are there?", "is there a
     <descriptor>?", "is the <descriptor> <attribute or position>?" ("is the circle red?"),
     "what is the background colour?". A descriptor combines a size, a colour, a
-    shape (or "object") and a position ("in the top left"). If the target determines one answer
+    shape (or "object", "something") and a position ("in the top left"); "is there" also takes a
+    background ("is there a brown background?", "is there something on a black backdrop?") and a
+    relation ("is there something above a small yellow star?"). If the target determines one answer
     it is given ("red", "in the top left", "two", "yes"); if several objects match with
     different answers the reply is "there are several: ..." listing them; if none matches,
     "there is no ..."; anything else gets :data:`UNKNOWN`.
@@ -163,15 +173,39 @@ class SimulatedUser:
             return number_word(len(self._matching(attributes)))
         match = _ASK_EXISTS.match(q)
         if match:
-            attributes = parse_descriptor(match["desc"])
-            if attributes is None:
-                return UNKNOWN
-            return "yes" if self._matching(attributes) else "no"
+            return self._answer_exists(match["desc"])
         match = _ASK_VERIFY.match(q)
         if match:
             return self._answer_verify(match["desc"], match["claim"])
         logger.debug("cannot parse question %r", question)
         return UNKNOWN
+
+    def _answer_exists(self, descriptor: str) -> str:
+        """ "yes" or "no" for "a red circle", "something in the top left", "a brown background",
+        "something above a small yellow star"; :data:`UNKNOWN` for words the user does not know."""
+        background = _BACKGROUND.match(descriptor)
+        if background:
+            words = set(background["colour"].split())
+            if not words <= {w for name in [*BACKGROUNDS, *COLOURS] for w in name.split()}:
+                return UNKNOWN
+            return "yes" if words <= set(self.target.background.split()) else "no"  # "grey" for dark grey
+        relation = _RELATION.match(descriptor)
+        if relation:
+            first, other = parse_descriptor(relation["desc"]), parse_descriptor(relation["other"])
+            if first is None or other is None:
+                return UNKNOWN
+            objects = self.target.objects
+            holds = any(
+                rel == _RELATION_WORDS[relation["relation"]]
+                and object_matches(objects[i], first)
+                and object_matches(objects[j], other)
+                for i, rel, j in self.target.relations()
+            )
+            return "yes" if holds else "no"
+        attributes = parse_descriptor(descriptor)
+        if attributes is None:
+            return UNKNOWN
+        return "yes" if self._matching(attributes) else "no"
 
     def _answer_verify(self, descriptor: str, claim: str) -> str:
         attributes, claimed = parse_descriptor(descriptor), parse_descriptor(claim)

@@ -195,18 +195,14 @@ def api_router(server: Server) -> APIRouter:
     @router.post("/indexes/{name}/dialogues", response_model=DialogueOut, tags=["dialogues"])
     async def new_dialogue(name: str, body: SearchRequest) -> Response:
         """Round 0 of a dialogue: a first description; the answer holds the system's first question."""
-        from ..eval.dialogue import scene_vocabulary
-
         served = server.index(name)
         text, k = server.check_text(body.text), server.check_k(body.k)
         server.sessions.check_room()
 
         def job(replica: Replica) -> bytes:
-            # As `viewfinder chat` does: the model-free questioner and reformulator know the scene
-            # benchmark's words (the bundled collection's).
+            # As `viewfinder chat` does: questions from the hits' captions, the query from the answers.
             dialogue = DialogueSession(
-                replica.pipeline, "grounded", "rule", k=k, max_rounds=min(settings.max_rounds, MAX_ROUNDS),
-                vocabulary=scene_vocabulary(),
+                replica.pipeline, "grounded", "rule", k=k, max_rounds=min(settings.max_rounds, MAX_ROUNDS)
             )  # fmt: skip
             result = dialogue.search(text)
             question = _next_question(dialogue)
@@ -236,6 +232,7 @@ def api_router(server: Server) -> APIRouter:
                 "dialogue": did,
                 "round": dialogue.round,
                 "query": result.query,
+                "unchanged": dialogue.unchanged,
                 "question": question,
                 "result": result_json(name, result, dialogue.round),
             })  # fmt: skip

@@ -122,6 +122,9 @@ class DialogueOut(BaseModel):
 
 class AnswerOut(DialogueOut):
     query: str | None = Field(description="The query reformulated from the dialogue so far.")
+    unchanged: str | None = Field(
+        None, description="Why the answer changed nothing (\"'I don't know' says nothing about the picture\"), or null."
+    )
 
 
 class TurnOut(BaseModel):

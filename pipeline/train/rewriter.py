@@ -231,10 +231,10 @@ def dialogue_examples(
     * question: the dialogue so far and ``max_captions`` captions -> the grounded questioner's next
       question;
     * reformulation: the dialogue, where a ``loose_share`` of the answers are worded loosely ("yep",
-      "it's blue"), -> the rule reformulation of the user's own short answers (what they establish).
+      "it's blue"), -> the rule reformulation of the user's own short answers (what they establish;
+      the rule reads the loose wordings the same way).
     """
     from ..agent.dialogue import Turn, dialogue_lines, grounded_question, rule_reformulation
-    from ..eval.dialogue import scene_vocabulary
     from ..llm.prompts import quoted
     from ..scenes.captions import caption_scene
     from ..scenes.dataset import load_scene_dataset
@@ -243,7 +243,6 @@ def dialogue_examples(
 
     scenes = load_scene_dataset(root).scenes["train"]
     keys = sorted(scenes)
-    vocab = scene_vocabulary()
     rng = np.random.default_rng([seed, 67])
     questions: list[tuple[dict[str, Any], str]] = []
     reformulations: list[tuple[dict[str, Any], str]] = []
@@ -262,7 +261,7 @@ def dialogue_examples(
         while True:
             shown = [pool[int(i)] for i in rng.choice(len(pool), min(max_captions, len(pool)), replace=False)]
             captions = [caption_scene(s, rng) for s in shown]
-            question = grounded_question(first, captions, turns, vocab)
+            question = grounded_question(first, captions, turns)
             if question is None or len(turns) >= stop:
                 break
             turns.append(Turn(question, user.answer(question), "grounded"))
@@ -276,7 +275,7 @@ def dialogue_examples(
                 for t in turns
             ]  # fmt: skip
             values = {"query": quoted(first), "dialogue": quoted(dialogue_lines(loose))}
-            reformulations.append((values, rule_reformulation(first, turns, vocab)))
+            reformulations.append((values, rule_reformulation(first, turns)))
     if len(questions) < n or len(reformulations) < n:
         raise ValueError(f"{root}: too few training scenes to write {n} dialogue examples")
     return questions, reformulations

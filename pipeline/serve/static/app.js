@@ -333,6 +333,7 @@
         query: body.query ?? body.result?.query ?? null,
         result: body.result,
         question: body.question,
+        unchanged: body.unchanged ?? null,
         moved: body.moved || computeMoves(before.result, body.result),
       });
       $("answer-text").focus();
@@ -527,6 +528,9 @@
           el("q", { id: "rewritten-query", text: entry.query ?? "(image)" }),
         ),
       );
+      if (entry.unchanged) {
+        parts.push(el("p", { id: "answer-unchanged", class: "muted" }, `That answer changed nothing: ${entry.unchanged}`));
+      }
       // moved: every item of either round, rank before and after (null: not among that round's hits)
       const moves = entry.moved || [];
       const count = (test) => moves.filter(test).length;

@@ -68,6 +68,10 @@ def test_the_simulated_user_answers_the_general_questions():
         "is there something above a small blue circle?": "yes",
         "is there something below a large red star?": "yes",
         "is there a wooden chair?": UNKNOWN,
+        "what else can you tell me about it?": (
+            "a large red star in the top left and a small blue circle in the bottom right"
+        ),
+        "what is the main thing in the picture?": "a large red star in the top left",
     }
     assert {q: user.answer(q) for q in answers} == answers
 

@@ -45,6 +45,10 @@ _RELATION_WORDS = {"to the left of": "left of", "to the right of": "right of", "
 _RELATION = re.compile(
     r"^(?P<desc>.*?) ?\b(?P<relation>" + "|".join(_RELATION_WORDS) + r") (?P<other>(?:a|an|the) .+)$"
 )
+_ASK_OPEN = re.compile(
+    r"^what (?:else )?(?:can you tell me about it|is in the (?:picture|image|scene)|do you see"
+    r"|is the main thing in the (?:picture|image|scene))$"
+)
 _ASK_VERIFY = re.compile(r"^(?:is|are) (?P<desc>the [\w ]+?) (?P<claim>(?:in|at|on) the [\w ]+|\w+)$")
 
 
@@ -106,10 +110,11 @@ class SimulatedUser:
     "what is the background colour?". A descriptor combines a size, a colour, a
     shape (or "object", "something") and a position ("in the top left"); "is there" also takes a
     background ("is there a brown background?", "is there something on a black backdrop?") and a
-    relation ("is there something above a small yellow star?"). If the target determines one answer
-    it is given ("red", "in the top left", "two", "yes"); if several objects match with
-    different answers the reply is "there are several: ..." listing them; if none matches,
-    "there is no ..."; anything else gets :data:`UNKNOWN`.
+    relation ("is there something above a small yellow star?"). Open questions ("what else can you
+    tell me about it?", "what is the main thing in the picture?") get the objects, largest first.
+    If the target determines one answer it is given ("red", "in the top left", "two", "yes"); if
+    several objects match with different answers the reply is "there are several: ..." listing
+    them; if none matches, "there is no ..."; anything else gets :data:`UNKNOWN`.
     """
 
     def __init__(self, target: Scene, threshold: float = 0.5) -> None:
@@ -158,6 +163,10 @@ class SimulatedUser:
         q = _normalise(question)
         if _ASK_BACKGROUND.match(q):
             return self.target.background
+        if _ASK_OPEN.match(q):  # an open question: what a person sees, the largest object first
+            if "main thing" in q:
+                return object_phrase(size_order(self.target)[0])
+            return join_phrases([object_phrase(o) for o in size_order(self.target)])
         for pattern in _ASK_ATTRIBUTE:
             match = pattern.match(q)
             if match:

@@ -15,6 +15,7 @@ greedy, sampled and beam-search decoding: transformers calls it with each beam's
 from __future__ import annotations
 
 import re
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -37,11 +38,12 @@ class _TokenTable:
     """Tokens without a letter (spaces, punctuation, digits): allowed between words."""
 
 
-_TABLES: dict[int, _TokenTable] = {}
+_TABLES: weakref.WeakKeyDictionary[Any, _TokenTable] = weakref.WeakKeyDictionary()
+"""Per tokenizer object, for as long as it lives (an ``id()`` key could be reused by another one)."""
 
 
 def _table(tokenizer: Any) -> _TokenTable:
-    key = id(tokenizer)
+    key = tokenizer
     if key not in _TABLES:
         starts: dict[str, list[int]] = {}
         continues: dict[str, list[int]] = {}

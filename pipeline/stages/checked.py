@@ -49,6 +49,16 @@ class CheckedOptions:
             raise ConfigError(f"{stage}: field 'verify_top' must be >= 1, got {self.verify_top}")
 
 
+def apply_answer(state: QueryState, record: dict[str, Any]) -> QueryState:
+    """Put a language-model call's record in the trace notes; an accepted answer becomes the query,
+    a refused one leaves it and is marked ``fallback``."""
+    state.notes.update(record)
+    state.notes["fallback"] = record["query"] is None
+    if record["query"] is not None:
+        state.text = record["query"]
+    return state
+
+
 class QueryWriter:
     """Asks a chat model for a query and checks it as a stage's :class:`CheckedOptions` say."""
 
@@ -110,12 +120,10 @@ class QueryWriter:
             texts = list(dict.fromkeys(t for t, _ in repaired))
             if texts and record["query"] is not None:
                 record["query"] = texts[0]
-        state.notes.update(record)
         if self.verifier is None:
-            state.notes["fallback"] = record["query"] is None
-            if record["query"] is not None:
-                state.text = record["query"]
+            apply_answer(state, record)
             return record
+        state.notes.update(record)
         pool = [Candidate(t, f"model:{i}") for i, t in enumerate(texts)]
         pool += [c for c in fallbacks if c.text and c.text not in texts]
         judge = None
@@ -135,4 +143,4 @@ class QueryWriter:
         return record
 
 
-__all__ = ["CheckedOptions", "QueryWriter"]
+__all__ = ["CheckedOptions", "QueryWriter", "apply_answer"]

@@ -76,7 +76,11 @@ def collection_texts(store: IndexStore, max_items: int = MAX_ITEMS) -> list[str]
                 texts.append(value)
             elif isinstance(value, list):
                 texts.extend(v for v in value if isinstance(v, str))
-    texts.extend(ModelCache(store.path).caption_texts(max_items))
+    cache = ModelCache(store.path)
+    try:
+        texts.extend(cache.caption_texts(max_items))
+    finally:
+        cache.close()
     return [t for t in texts if t]
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -73,17 +73,11 @@ class Rerank:
 
     @classmethod
     def from_context(cls, config: RerankConfig, ctx: StageContext) -> Rerank:
-        from ..store.cache import ModelCache
-        from ..store.features import EmbedSource, FeatureSource
-
         if ctx.store.manifest.modality != "image":
             raise ConfigError("rerank: the index holds texts, not images; rerank needs an image index")
         matcher = ctx.model(config.model, "matcher")
-        cache = ModelCache(ctx.store.path)
-        batch = getattr(matcher, "batch_size", 64)
-        max_pixels = ctx.preset.index.max_image_pixels
-        features = FeatureSource(matcher, cache if config.cache else None, max_pixels=max_pixels, batch_size=batch)
-        return cls(features, config, EmbedSource(features, cache if config.embed_cache else None))
+        features, embeds = matcher_sources(ctx, matcher, cache=config.cache, embed_cache=config.embed_cache)
+        return cls(features, config, embeds)
 
     def run(self, state: QueryState) -> QueryState:
         if state.text is None:
@@ -135,6 +129,21 @@ class Rerank:
             **timings,
         )
         return state
+
+
+def matcher_sources(
+    ctx: StageContext, matcher: Any, *, cache: bool = True, embed_cache: bool = True
+) -> tuple[FeatureSource, EmbedSource]:
+    """A matcher's vision features and ITC embeddings of the index's items, through the index's
+    cache (each cache optional), as the rerank stage and the verifier read them."""
+    from ..store.cache import ModelCache
+    from ..store.features import EmbedSource, FeatureSource
+
+    store_cache = ModelCache(ctx.store.path)
+    batch = getattr(matcher, "batch_size", 64)
+    max_pixels = ctx.preset.index.max_image_pixels
+    features = FeatureSource(matcher, store_cache if cache else None, max_pixels=max_pixels, batch_size=batch)
+    return features, EmbedSource(features, store_cache if embed_cache else None)
 
 
 def rerank_order(

@@ -71,16 +71,6 @@ def marked_texts(state: QueryState, ids: list[int]) -> list[str]:
     return [t for t in texts if t]
 
 
-def apply_answer(state: QueryState, record: dict[str, Any]) -> QueryState:
-    """Put a language-model call's record in the trace notes; an accepted answer becomes the query,
-    a refused one leaves it and is marked ``fallback``."""
-    state.notes.update(record)
-    state.notes["fallback"] = record["query"] is None
-    if record["query"] is not None:
-        state.text = record["query"]
-    return state
-
-
 class Normalise:
     """Rewrites the user's free-form query into a plain description, before preselection."""
 
@@ -186,6 +176,5 @@ __all__ = [
     "RewriteConfig",
     "RuleRewrite",
     "RuleRewriteConfig",
-    "apply_answer",
     "marked_texts",
 ]

@@ -73,15 +73,10 @@ class Verifier:
 
     @classmethod
     def from_context(cls, ctx: Any, model: str, **settings: Any) -> Verifier:
-        from ..store.cache import ModelCache
-        from ..store.features import EmbedSource, FeatureSource
+        from .rerank import matcher_sources
 
-        matcher = ctx.model(model, "matcher")
-        cache = ModelCache(ctx.store.path)
-        features = FeatureSource(
-            matcher, cache, max_pixels=ctx.preset.index.max_image_pixels, batch_size=getattr(matcher, "batch_size", 64)
-        )
-        return cls(ctx.searcher, features, EmbedSource(features, cache), **settings)
+        features, embeds = matcher_sources(ctx, ctx.model(model, "matcher"))
+        return cls(ctx.searcher, features, embeds, **settings)
 
     def _hits(self, text: str, exclude: set[int]) -> tuple[list[int], np.ndarray]:
         """The candidate's best ``top`` items (preselect, then ITC + preselect) and its text vector."""
@@ -143,12 +138,10 @@ class Verifier:
 
     def _descriptions(self, rows: dict[int, Any]) -> dict[int, str]:
         """Each item's own text, else a cached caption of it."""
-        from ..store.cache import ModelCache
-
         out = {i: r.text for i, r in rows.items() if r.text}
         missing = [i for i in rows if i not in out]
-        if missing:
-            out.update(ModelCache(self.searcher.store.path).any_captions(missing))
+        if missing and self.features.cache is not None:
+            out.update(self.features.cache.any_captions(missing))
         return out
 
     def _marks(self, relevant: list[int], rejected: list[int]) -> Any:
